@@ -1,0 +1,193 @@
+"""Command line: parses options, calls the library, prints. No logic of its own.
+
+kdbench reproduce                       # the paper's study on bundled MNIST
+kdbench reproduce --train-limit 2000 --repeats 2 --members 3 --epochs 2   # a quick look
+kdbench report runs/<name>              # re-render the outputs from records.jsonl
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from kdbench.config import Config
+from kdbench.errors import ConfigError, KdbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+err = Console(stderr=True)
+
+
+def _friendly(fn):
+    """Expected failures: one line on stderr and the error's exit code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KdbenchError as exc:
+            print(f"kdbench: error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print(
+                "kdbench: interrupted; finished models are kept in records.jsonl", file=sys.stderr
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _sizes(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})") from None
+
+
+class _Bar:
+    """Rich progress: one bar per epoch of the current stack, with the models still training."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps · epoch ETA"),
+            TimeRemainingColumn(),
+            TextColumn("· elapsed"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task = None
+        self.key = None
+
+    def __call__(self, job, epoch, last, step, steps, active) -> None:
+        desc = f"{job:<18} epoch {epoch:>2}/{last} · {active} training"
+        if self.key != (job, epoch):
+            self.key = (job, epoch)
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(desc, total=steps)
+        self.progress.update(self.task, completed=step, description=desc)
+
+
+@app.command()
+@_friendly
+def reproduce(
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
+    dataset: Annotated[str, typer.Option(help="mnist (bundled), fashion-mnist, kmnist.")] = "mnist",
+    data_dir: Annotated[str | None, typer.Option(help="Folder with the four IDX files.")] = None,
+    train_limit: Annotated[
+        int | None, typer.Option(help="Use the first N training images.")
+    ] = None,
+    validation_split: Annotated[float, typer.Option(help="Held-out tail of training set.")] = 0.1,
+    repeats: Annotated[int, typer.Option(help="Independent iterations of the study.")] = 10,
+    members: Annotated[int, typer.Option(help="Small networks in each ensemble.")] = 10,
+    epochs: Annotated[
+        int | None, typer.Option(help="Train exactly E epochs, no early stop.")
+    ] = None,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 2,
+    max_epochs: Annotated[int, typer.Option(help="Epoch cap under early stopping.")] = 50,
+    monitor: Annotated[str, typer.Option(help="val_loss, val_error or train_loss.")] = "val_loss",
+    restore_best: Annotated[bool, typer.Option(help="Keep the best epoch's weights.")] = False,
+    kd_monitor: Annotated[
+        str, typer.Option(help="Distilled students stop on the 'combined' loss or 'hard' CE.")
+    ] = "combined",
+    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 10.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the hard-label loss, in [0, 1].")] = 0.1,
+    ensemble_targets: Annotated[
+        str, typer.Option(help="Ensemble soft targets: mean of 'probs' or of 'logits'.")
+    ] = "probs",
+    teacher_hidden: Annotated[str | None, typer.Option(help="e.g. 500-400-300-200-100")] = None,
+    student_hidden: Annotated[str | None, typer.Option(help="e.g. 100")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed; every model's seed derives from it.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: all).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
+    from kdbench.run import reproduce as run
+
+    cfg = Config().with_overrides(
+        dataset=dataset,
+        data_dir=data_dir,
+        train_limit=train_limit,
+        validation_split=validation_split,
+        repeats=repeats,
+        members=members,
+        epochs=epochs,
+        patience=patience,
+        max_epochs=max_epochs,
+        monitor=monitor,
+        restore_best=restore_best,
+        kd_monitor=kd_monitor,
+        batch_size=batch_size,
+        learning_rate=lr,
+        temperature=temperature,
+        alpha=alpha,
+        ensemble_targets=ensemble_targets,
+        seed=seed,
+        device=device,
+        teacher_hidden=_sizes(teacher_hidden, "--teacher-hidden"),
+        student_hidden=_sizes(student_hidden, "--student-hidden"),
+        threads=threads,
+    )
+    start = time.perf_counter()
+    if quiet:
+        folder, _ = run(cfg, out)
+    else:
+        bar = _Bar()
+        with bar.progress:
+            folder, _summary = run(cfg, out, bar)
+    if not quiet:
+        sys.stderr.write((folder / "table.md").read_text())
+    print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
+
+
+@app.command()
+@_friendly
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Re-render summary, table, figure and report from records.jsonl, without training."""
+    from kdbench import report as rep
+    from kdbench.errors import RunFolderError
+    from kdbench.store import CONFIG, read_records
+
+    cfg_path = run_dir / CONFIG
+    if not cfg_path.is_file():
+        raise RunFolderError(f"{run_dir} has no {CONFIG}: not a kdbench run folder")
+    run_config = json.loads(cfg_path.read_text())
+    Config.from_dict(run_config["config"])  # validates
+    records = read_records(run_dir)
+    if not records:
+        raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
+    timing = {}
+    old = run_dir / "summary.json"
+    if old.is_file():
+        timing = json.loads(old.read_text()).get("timing", {})
+    timing.setdefault("total_seconds", sum(r.get("seconds", 0) for r in records))
+    rep.render(run_dir, records, run_config, timing)
+    print(run_dir / "report.md")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,210 @@
+"""Typed, validated configuration of a study, and its named presets.
+
+Every value a run uses lives here, so `config.json` in the run folder is enough to redo it.
+Defaults are the paper's study (PROTOCOL.md); values the paper leaves unstated follow the Keras
+defaults its code used, and say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdbench.errors import ConfigError
+
+MONITORS = ("val_loss", "val_error", "train_loss")
+KD_MONITORS = ("combined", "hard")
+ENSEMBLE_TARGETS = ("probs", "logits")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None  # folder with the four IDX files; None = bundled / registry
+    train_limit: int | None = None  # use only the first N training images
+    validation_split: float = 0.1  # the last fraction of the training images (Keras' rule)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    teacher_hidden: tuple[int, ...] = (500, 400, 300, 200, 100)
+    student_hidden: tuple[int, ...] = (100,)  # also each ensemble member
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = 1e-3  # Adam, Keras default
+    adam_eps: float = 1e-7  # Keras default (PyTorch's is 1e-8)
+    batch_size: int = 32  # Keras default; the paper does not say
+    epochs: int | None = None  # fixed epochs: early stopping off
+    patience: int = 2  # "until convergence": no improvement for 2 epochs
+    max_epochs: int = 50  # cap when early stopping
+    monitor: str = "val_loss"  # what early stopping watches
+    restore_best: bool = False  # Keras default: keep the last weights
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 10.0  # unstated in the paper; the Keras KD example uses 10
+    alpha: float = 0.1  # weight of the hard-label loss
+    ensemble_targets: str = "probs"  # mean of softened probabilities (paper) or of logits
+    kd_monitor: str = "combined"  # distilled students stop on the combined loss (Keras) or on CE
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    repeats: int = 10
+    members: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None = torch's default
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Inverse of `to_dict`; unknown keys are an error, not silently dropped."""
+        sections = {
+            "data": DataConfig,
+            "model": ModelConfig,
+            "train": TrainConfig,
+            "distill": DistillConfig,
+            "protocol": ProtocolConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in sections:
+                kwargs[key] = _section(sections[key], value, key)
+            elif key in ("device", "threads"):
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"unknown configuration key '{key}'")
+        return cls(**kwargs)
+
+    def with_overrides(self, **flat: Any) -> Config:
+        """A copy with flat overrides (temperature=4, repeats=2); None means "leave as is"."""
+        index = _flat_index()
+        changes: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for name, value in flat.items():
+            if value is None:
+                continue
+            if name in ("device", "threads"):
+                top[name] = value
+                continue
+            if name not in index:
+                raise ConfigError(f"unknown setting '{name}'")
+            changes.setdefault(index[name], {})[name] = value
+        replaced = {
+            sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in changes.items()
+        }
+        return dataclasses.replace(self, **replaced, **top)
+
+
+def _flat_index() -> dict[str, str]:
+    index = {}
+    for sec in dataclasses.fields(Config):
+        if sec.name in ("device", "threads"):
+            continue
+        for f in dataclasses.fields(sec.default_factory()):  # type: ignore[misc]
+            index[f.name] = sec.name
+    return index
+
+
+def _section(cls: type, value: Any, name: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"configuration section '{name}' must be a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in configuration section '{name}'")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return cls(**fixed)
+
+
+def _positive_int(value: Any, name: str, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r}); fix {flag}")
+
+
+def _hidden(sizes: Any, name: str, flag: str) -> None:
+    if not isinstance(sizes, tuple) or len(sizes) == 0:
+        raise ConfigError(f"{name} must list at least one hidden layer size; fix {flag}")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ConfigError(f"{name} sizes must be whole numbers >= 1 (got {s!r}); fix {flag}")
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible settings with a message naming the flag that fixes them."""
+    d, m, t, k, p = cfg.data, cfg.model, cfg.train, cfg.distill, cfg.protocol
+    if d.train_limit is not None:
+        _positive_int(d.train_limit, "train limit", "--train-limit")
+    if not (isinstance(d.validation_split, (int, float)) and 0 < d.validation_split < 1):
+        raise ConfigError(
+            f"validation split must be between 0 and 1 exclusive (got {d.validation_split!r});"
+            " fix --validation-split"
+        )
+    _hidden(m.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
+    _hidden(m.student_hidden, "student hidden layers", "--student-hidden")
+    if not (isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0):
+        raise ConfigError(f"learning rate must be > 0 (got {t.learning_rate!r}); fix --lr")
+    if not (isinstance(t.adam_eps, (int, float)) and t.adam_eps > 0):
+        raise ConfigError(f"Adam epsilon must be > 0 (got {t.adam_eps!r})")
+    _positive_int(t.batch_size, "batch size", "--batch-size")
+    if t.epochs is not None:
+        _positive_int(t.epochs, "epochs", "--epochs")
+    _positive_int(t.patience, "patience", "--patience")
+    _positive_int(t.max_epochs, "max epochs", "--max-epochs")
+    if t.monitor not in MONITORS:
+        raise ConfigError(f"monitor must be one of {', '.join(MONITORS)} (got {t.monitor!r})")
+    temp = k.temperature
+    if not (isinstance(temp, (int, float)) and math.isfinite(temp) and temp > 0):
+        raise ConfigError(f"temperature must be > 0 (got {temp!r}); fix --temperature")
+    if not (isinstance(k.alpha, (int, float)) and 0 <= k.alpha <= 1):
+        raise ConfigError(f"alpha must be in [0, 1] (got {k.alpha!r}); fix --alpha")
+    if k.ensemble_targets not in ENSEMBLE_TARGETS:
+        raise ConfigError(
+            f"ensemble targets must be one of {', '.join(ENSEMBLE_TARGETS)}"
+            f" (got {k.ensemble_targets!r})"
+        )
+    if k.kd_monitor not in KD_MONITORS:
+        raise ConfigError(
+            f"kd monitor must be one of {', '.join(KD_MONITORS)} (got {k.kd_monitor!r})"
+        )
+    _positive_int(p.repeats, "repeats", "--repeats")
+    _positive_int(p.members, "members", "--members")
+    if isinstance(p.seed, bool) or not isinstance(p.seed, int) or p.seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0 (got {p.seed!r}); fix --seed")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"device must be cpu or cuda (got {cfg.device!r}); fix --device")
+    if cfg.threads is not None:
+        _positive_int(cfg.threads, "threads", "--threads")
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two `to_dict` results."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out

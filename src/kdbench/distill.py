@@ -1,0 +1,63 @@
+"""Losses and soft targets: hard-label cross-entropy and the paper's distillation loss.
+
+    loss = alpha * CE(y, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
+
+alpha weights the *hard-label* term (the paper's convention; alpha = 1 is plain training).
+Every loss is reduced over the batch only, so a stack of M students gets M independent losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean CE over the last batch axis: logits `[..., B, C]`, labels `[..., B]` -> `[...]`."""
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
+    )
+    return flat.view(labels.shape).mean(-1)
+
+
+def soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def kl_soft(
+    targets: torch.Tensor, student_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Mean over the batch of KL(targets || softmax(student / T)), summed over classes."""
+    log_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    return (torch.xlogy(targets, targets) - targets * log_student).sum(-1).mean(-1)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    alpha: float | torch.Tensor,
+) -> torch.Tensor:
+    """The paper's combined loss; `targets` are the teacher's softened probabilities."""
+    hard = cross_entropy(student_logits, labels)
+    soft = kl_soft(targets, student_logits, temperature)
+    return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+
+def ensemble_targets(member_logits: torch.Tensor, temperature: float, mode: str) -> torch.Tensor:
+    """Soft targets of an ensemble from `[K, N, C]` member logits.
+
+    `probs` (the paper): mean over members of softmax(logits / T).
+    `logits`: softmax of the members' mean logit / T.
+    """
+    if mode == "probs":
+        return soften(member_logits, temperature).mean(0)
+    if mode == "logits":
+        return soften(member_logits.mean(0), temperature)
+    raise ValueError(f"unknown ensemble target mode {mode!r}")
+
+
+def error_rate(logits_or_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction misclassified along the last batch axis: `[..., N, C]` -> `[...]`."""
+    return (logits_or_probs.argmax(-1) != labels).float().mean(-1)

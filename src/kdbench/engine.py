@@ -1,0 +1,229 @@
+"""Train a stack of M independent same-shape networks in lockstep.
+
+Why a stack: at batch 32 a small network spends most of its time in per-step overhead, not
+arithmetic. Advancing M members with one `baddbmm` per layer amortises that overhead M-fold.
+
+Each member keeps its own initialisation, its own shuffling (one generator per member), its
+own Adam state and its own early stopping. A member that stops is copied out and removed from
+the stack, so it is frozen and costs nothing more. Per-member results depend only on the member's
+seeds, never on the stack it shared: M = 1 is the ordinary case, not a separate code path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from kdbench.config import TrainConfig
+from kdbench.data import Splits
+from kdbench.distill import cross_entropy, error_rate, kd_loss
+from kdbench.models import Params, init_stack, stack_forward, stack_logits
+
+# progress(job name, epoch, last epoch, step, steps per epoch, active members)
+Progress = Callable[[str, int, int, int, int, int], None]
+PROGRESS_EVERY = 64  # steps between progress callbacks
+
+
+@dataclass
+class SoftTargets:
+    """Cached teacher outputs for distillation: rows of targets, and which row each member uses."""
+
+    train: torch.Tensor  # [G, N_train, C] softened teacher probabilities
+    val: torch.Tensor  # [G, N_val, C]
+    group: torch.Tensor  # [M] long: the target row of each member
+    temperature: float
+    alpha: float
+    monitor: str = "combined"  # validation quantity for early stopping: combined loss or CE
+
+
+@dataclass
+class Job:
+    """One stack to train."""
+
+    name: str
+    sizes: Sequence[int]
+    init_seeds: Sequence[int]
+    shuffle_seeds: Sequence[int]
+    targets: SoftTargets | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.init_seeds) != len(self.shuffle_seeds) or not self.init_seeds:
+            raise ValueError("a job needs one init seed and one shuffle seed per member")
+
+
+@dataclass
+class Result:
+    """Per-member outcome; `params` hold every member's final (or restored best) weights."""
+
+    params: Params
+    epochs: list[int]
+    best_epoch: list[int]
+    diverged_epoch: list[int | None]
+    history: list[list[dict[str, float]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Adam:
+    """Adam over stacked tensors, step for step what `torch.optim.Adam` does per member."""
+
+    def __init__(self, params: Params, lr: float, eps: float, betas=(0.9, 0.999)):
+        self.lr, self.eps, (self.b1, self.b2) = lr, eps, betas
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, params: Params) -> None:
+        self.t += 1
+        bc1 = 1 - self.b1**self.t
+        bc2_sqrt = math.sqrt(1 - self.b2**self.t)
+        for p, m, v in zip(params, self.m, self.v, strict=True):
+            g = p.grad
+            m.lerp_(g, 1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / bc1)
+            p.grad = None
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.m = [s.index_select(0, index) for s in self.m]
+        self.v = [s.index_select(0, index) for s in self.v]
+
+
+def _leaves(params: Params) -> Params:
+    return [p.detach().clone().requires_grad_(True) for p in params]
+
+
+def _validation(
+    params: Params, splits: Splits, targets: SoftTargets | None, groups: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member (validation loss used for monitoring, validation error)."""
+    logits = stack_logits(params, splits.x_val)
+    labels = splits.y_val.expand(logits.shape[0], -1)
+    err = error_rate(logits, labels)
+    if targets is None or targets.monitor == "hard":
+        return cross_entropy(logits, labels), err
+    loss = kd_loss(logits, labels, targets.val[groups], targets.temperature, targets.alpha)
+    return loss, err
+
+
+def train(
+    job: Job,
+    splits: Splits,
+    cfg: TrainConfig,
+    progress: Progress | None = None,
+) -> Result:
+    """Train every member of `job` on `splits` (already on the target device)."""
+    start = time.perf_counter()
+    device = splits.x_train.device
+    n_members = len(job.init_seeds)
+    params = _leaves(init_stack(job.sizes, job.init_seeds, device))
+    final = [p.detach().clone() for p in params]
+    best = [p.detach().clone() for p in params] if cfg.restore_best else None
+    adam = _Adam(params, cfg.learning_rate, cfg.adam_eps)
+    generators = [torch.Generator().manual_seed(int(s)) for s in job.shuffle_seeds]
+    targets = job.targets
+    groups_all = targets.group.to(device) if targets is not None else None
+
+    n_train, batch = len(splits.x_train), cfg.batch_size
+    steps = math.ceil(n_train / batch)
+    fixed = cfg.epochs is not None
+    last_epoch = cfg.epochs if fixed else cfg.max_epochs
+
+    active = torch.arange(n_members)  # member ids still training (CPU)
+    best_value = torch.full((n_members,), math.inf)
+    wait = torch.zeros(n_members, dtype=torch.long)
+    best_epoch = [0] * n_members
+    epochs = [0] * n_members
+    diverged: list[int | None] = [None] * n_members
+    history: list[list[dict[str, float]]] = [[] for _ in range(n_members)]
+
+    for epoch in range(1, last_epoch + 1):
+        ids = active.tolist()
+        perms = torch.stack([torch.randperm(n_train, generator=generators[i]) for i in ids])
+        perms = perms.to(device)
+        groups = groups_all[active.to(device)] if groups_all is not None else None
+        loss_sum = torch.zeros(len(ids), device=device)
+        for s in range(steps):
+            idx = perms[:, s * batch : (s + 1) * batch]
+            logits = stack_forward(params, splits.x_train[idx])
+            labels = splits.y_train[idx]
+            if targets is None:
+                loss = cross_entropy(logits, labels)
+            else:
+                soft = targets.train[groups[:, None], idx]
+                loss = kd_loss(logits, labels, soft, targets.temperature, targets.alpha)
+            loss.sum().backward()
+            adam.step(params)
+            loss_sum += loss.detach() * idx.shape[1]
+            if progress is not None and s % PROGRESS_EVERY == 0:
+                progress(job.name, epoch, last_epoch, s, steps, len(ids))
+
+        train_loss = (loss_sum / n_train).cpu()
+        val_loss, val_err = (t.cpu() for t in _validation(params, splits, targets, groups))
+        monitored = {"val_loss": val_loss, "val_error": val_err, "train_loss": train_loss}[
+            cfg.monitor
+        ]
+        bad = ~(torch.isfinite(train_loss) & torch.isfinite(val_loss))
+        improved = (monitored < best_value[active]) & ~bad
+        for j, m in enumerate(ids):
+            epochs[m] = epoch
+            history[m].append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(train_loss[j]),
+                    "val_loss": float(val_loss[j]),
+                    "val_error": float(val_err[j]),
+                }
+            )
+            if bool(bad[j]):
+                diverged[m] = epoch
+            elif bool(improved[j]):
+                best_value[m], best_epoch[m], wait[m] = monitored[j], epoch, 0
+            else:
+                wait[m] += 1
+        if best is not None and bool(improved.any()):
+            rows = improved.nonzero().squeeze(1).to(device)
+            dest = active[improved].to(device)
+            for b, p in zip(best, params, strict=True):
+                b.index_copy_(0, dest, p.detach().index_select(0, rows))
+
+        stop = bad | (epoch == last_epoch)
+        if not fixed:
+            stop |= wait[active] >= cfg.patience
+        if bool(stop.any()):
+            rows = stop.nonzero().squeeze(1).to(device)
+            dest = active[stop].to(device)
+            for f, p in zip(final, params, strict=True):
+                f.index_copy_(0, dest, p.detach().index_select(0, rows))
+            keep = (~stop).nonzero().squeeze(1)
+            active = active[keep]
+            if len(active) == 0:
+                break
+            keep_dev = keep.to(device)
+            params = _leaves([p.detach().index_select(0, keep_dev) for p in params])
+            adam.keep(keep_dev)
+        if progress is not None:
+            progress(job.name, epoch, last_epoch, steps, steps, len(active))
+
+    if best is not None:
+        restore = torch.tensor(
+            [best_epoch[m] > 0 and diverged[m] is None for m in range(n_members)]
+        )
+        if bool(restore.any()):
+            dest = restore.nonzero().squeeze(1).to(device)
+            for f, b in zip(final, best, strict=True):
+                f.index_copy_(0, dest, b.index_select(0, dest))
+
+    return Result(
+        params=final,
+        epochs=epochs,
+        best_epoch=best_epoch,
+        diverged_epoch=diverged,
+        history=history,
+        seconds=time.perf_counter() - start,
+    )

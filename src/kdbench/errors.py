@@ -1,0 +1,29 @@
+"""Errors a user can act on.
+
+Every expected failure is one of these: the CLI prints its message as a single line on stderr
+and exits with `exit_code` (2 for usage, 1 for runtime), never with a traceback.
+"""
+
+
+class KdbenchError(Exception):
+    """A failure with a message that names the problem and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(KdbenchError):
+    """An impossible or inconsistent setting (usage error)."""
+
+    exit_code = 2
+
+
+class DataError(KdbenchError):
+    """Dataset files that are missing, corrupt or do not match their checksums."""
+
+    exit_code = 1
+
+
+class RunFolderError(KdbenchError):
+    """A run folder that cannot be used: unwritable, or holding another configuration."""
+
+    exit_code = 2

@@ -1,0 +1,86 @@
+"""Fully connected ReLU networks, one at a time or as a *stack* of same-shape members.
+
+A stack holds M networks as batched weights (`W[M, in, out]`, `b[M, 1, out]`) so that one
+`baddbmm` advances every member at once; each member keeps its own initialisation.
+`member_module` turns one member back into a plain `nn.Sequential` for export and for checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+Params = list[torch.Tensor]  # [W0, b0, W1, b1, ...]
+
+
+def layer_sizes(n_in: int, hidden: Sequence[int], n_out: int) -> list[int]:
+    return [n_in, *hidden, n_out]
+
+
+def init_stack(sizes: Sequence[int], seeds: Sequence[int], device: str | torch.device = "cpu"):
+    """Glorot-uniform weights and zero biases (Keras' defaults), one generator per member.
+
+    A member's weights depend only on its seed, never on which stack it sits in.
+    """
+    per_member = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        layers = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            w = (torch.rand(fan_in, fan_out, generator=gen) * 2 - 1) * limit
+            layers += [w, torch.zeros(1, fan_out)]
+        per_member.append(layers)
+    return [torch.stack(ts).to(device) for ts in zip(*per_member, strict=True)]
+
+
+def stack_forward(params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Logits of every member: x is `[M, B, in]` (own batches) or `[N, in]` (shared inputs)."""
+    n_layers = len(params) // 2
+    h = x
+    for i in range(n_layers):
+        w, b = params[2 * i], params[2 * i + 1]
+        h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
+        if i < n_layers - 1:
+            h = torch.relu(h)
+    return h
+
+
+@torch.no_grad()
+def stack_logits(params: Params, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """`[M, N, classes]` logits on shared inputs, in chunks to bound memory."""
+    return torch.cat([stack_forward(params, x[i : i + chunk]) for i in range(0, len(x), chunk)], 1)
+
+
+def stack_size(params: Params) -> int:
+    return params[0].shape[0]
+
+
+def select(params: Params, index: torch.Tensor) -> Params:
+    """The members at `index`, as a smaller stack."""
+    return [p.index_select(0, index) for p in params]
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def member_module(params: Params, m: int) -> nn.Sequential:
+    """Member m of a stack as an ordinary `nn.Sequential` with the same weights."""
+    sizes = [params[0].shape[1]] + [params[i].shape[2] for i in range(0, len(params), 2)]
+    net = mlp(sizes)
+    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
+    with torch.no_grad():
+        for i, lin in enumerate(linears):
+            lin.weight.copy_(params[2 * i][m].T)
+            lin.bias.copy_(params[2 * i + 1][m, 0])
+    return net

@@ -1,0 +1,287 @@
+"""Turn records into the study's outputs: summary.json, Table 1, Figure 3 and report.md.
+
+Everything here reads records only, so a report can be re-rendered without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from kdbench.protocol import ROWS, row_errors
+from kdbench.stats import summarize
+from kdbench.store import atomic_write, write_json
+
+# Table 1 of the paper: mean test error of 10 runs, as fractions.
+PAPER_TABLE1 = {
+    "teacher": 0.0201,
+    "student_from_teacher": 0.0289,
+    "ensemble": 0.0181,
+    "student_from_ensemble": 0.0268,
+    "student_hard": 0.0226,
+}
+LABELS = {
+    "teacher": "Large network (teacher)",
+    "student_from_teacher": "Student distilled from the large network",
+    "ensemble": "Ensemble of small networks",
+    "student_from_ensemble": "Student distilled from the ensemble",
+    "student_hard": "Small network on hard labels",
+}
+
+
+def build_summary(records: list[dict], planned_repeats: int, timing: dict) -> dict[str, Any]:
+    per_row = row_errors(records)
+    rows = {}
+    for name in ROWS:
+        pairs = per_row[name]
+        rows[name] = {
+            "repeats": [r for r, _ in pairs],
+            "errors": [e for _, e in pairs],
+            **summarize([e for _, e in pairs]),
+            "paper": PAPER_TABLE1[name],
+        }
+    completed = min(len(v["errors"]) for v in rows.values())
+    diverged = [
+        {k: rec[k] for k in ("repeat", "role", "member", "diverged_epoch")}
+        for rec in records
+        if rec.get("diverged_epoch") is not None
+    ]
+    return {
+        "rows": rows,
+        "planned_repeats": planned_repeats,
+        "completed_repeats": completed,
+        "partial": completed < planned_repeats,
+        "diverged": diverged,
+        "timing": timing,
+    }
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _outside(row: dict) -> bool:
+    ci = row["ci95"]
+    return ci is not None and not (ci[0] <= row["paper"] <= ci[1])
+
+
+def table_markdown(summary: dict) -> str:
+    lines = [
+        "| Model | Paper | Measured mean | 95% CI | Std | Runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ROWS:
+        row = summary["rows"][name]
+        ci = row["ci95"]
+        ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
+        mark = " †" if _outside(row) else ""
+        lines.append(
+            f"| {LABELS[name]} | {_pct(row['paper'])}{mark} | {_pct(row['mean'])} | {ci_txt}"
+            f" | {_pct(row['std'])} | {row['n']} |"
+        )
+    lines.append("")
+    lines.append(
+        "Error rate = 1 − test accuracy. † the paper's value lies outside the measured 95% CI."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(summary: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "paper", "mean", "ci95_low", "ci95_high", "std", "n", "errors"])
+    for name in ROWS:
+        row = summary["rows"][name]
+        ci = row["ci95"] or [None, None]
+        w.writerow(
+            [
+                name,
+                row["paper"],
+                row["mean"],
+                ci[0],
+                ci[1],
+                row["std"],
+                row["n"],
+                " ".join(f"{e:.4f}" for e in row["errors"]),
+            ]
+        )
+    return buf.getvalue()
+
+
+def figure(summary: dict, folder: Path) -> None:
+    """Figure 3: measured error per row (mean, 95% CI, each repeat a dot) beside the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    short = [
+        "Teacher",
+        "Student\n← teacher",
+        "Ensemble",
+        "Student\n← ensemble",
+        "Student\nhard labels",
+    ]
+    colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
+    for i, name in enumerate(ROWS):
+        row = summary["rows"][name]
+        if row["mean"] is None:
+            continue
+        mean = 100 * row["mean"]
+        err = None
+        if row["ci95"] is not None:
+            err = [[mean - 100 * row["ci95"][0]], [100 * row["ci95"][1] - mean]]
+        ax.bar(
+            i - 0.18,
+            mean,
+            width=0.36,
+            color=colours[i],
+            yerr=err,
+            capsize=4,
+            label="measured (95% CI)" if i == 0 else None,
+        )
+        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors"]))]
+        ax.scatter(
+            xs,
+            [100 * e for e in row["errors"]],
+            s=10,
+            color="black",
+            zorder=3,
+            label="each repeat" if i == 0 else None,
+        )
+        ax.bar(
+            i + 0.18,
+            100 * row["paper"],
+            width=0.36,
+            color="#bbbbbb",
+            hatch="//",
+            label="paper (Table 1)" if i == 0 else None,
+        )
+    ax.set_xticks(range(len(ROWS)), short)
+    ax.set_ylabel("test error rate (%)")
+    ax.set_title("Original models vs distilled students (Figure 3)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        atomic_write(folder / f"figure.{ext}", buf.getvalue())
+    plt.close(fig)
+
+
+def config_table(cfg: dict) -> str:
+    d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
+    stopping = (
+        f"fixed {t['epochs']} epochs (early stopping off)"
+        if t["epochs"] is not None
+        else f"patience {t['patience']} on {t['monitor']}, at most {t['max_epochs']} epochs"
+    )
+    kd_watch = (
+        "combined distillation loss on validation (Keras' behaviour)"
+        if k["kd_monitor"] == "combined"
+        else "hard-label validation loss"
+    )
+    if t["monitor"] != "val_loss" and k["kd_monitor"] == "combined":
+        kd_watch = f"{t['monitor']} (combined loss where a loss is watched)"
+    rows = [
+        (
+            "Dataset",
+            f"{d['dataset']}"
+            + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
+        ),
+        ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
+        ("Teacher", "-".join(map(str, m["teacher_hidden"]))),
+        ("Student / ensemble member", "-".join(map(str, m["student_hidden"]))),
+        ("Repeats × members", f"{p['repeats']} × {p['members']}"),
+        (
+            "Optimiser",
+            f"Adam lr {t['learning_rate']}, eps {t['adam_eps']}, batch {t['batch_size']}",
+        ),
+        ("Early stopping", stopping),
+        ("Best weights restored", "yes" if t["restore_best"] else "no (last epoch's weights)"),
+        ("Distilled students stopped on", kd_watch),
+        ("Temperature T, alpha (hard-label weight)", f"{k['temperature']}, {k['alpha']}"),
+        (
+            "Ensemble soft targets",
+            "mean of softened probabilities"
+            if k["ensemble_targets"] == "probs"
+            else "softmax of mean logits",
+        ),
+        ("Seed", str(p["seed"])),
+        ("Device", cfg["device"]),
+    ]
+    return "| Setting | Value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+
+def report_markdown(summary: dict, run_config: dict) -> str:
+    cfg = run_config["config"]
+    env = run_config.get("environment", {})
+    rows = summary["rows"]
+    status = (
+        f"**Partial run**: {summary['completed_repeats']} of {summary['planned_repeats']}"
+        " repeats completed."
+        if summary["partial"]
+        else f"{summary['completed_repeats']} repeats."
+    )
+    diverged = ""
+    if summary["diverged"]:
+        items = "; ".join(
+            f"{d['role']} repeat {d['repeat']} member {d['member']} (epoch {d['diverged_epoch']})"
+            for d in summary["diverged"]
+        )
+        diverged = (
+            f"\n> **Warning:** {len(summary['diverged'])} model(s) diverged (loss became NaN or"
+            f" infinite) and are excluded from the statistics: {items}.\n"
+        )
+    hard = rows["student_hard"]["mean"]
+    lines = []
+    for name in ("student_from_teacher", "student_from_ensemble"):
+        m = rows[name]["mean"]
+        if m is not None and hard is not None:
+            diff = 100 * (m - hard)
+            word = "higher" if diff > 0 else "lower"
+            lines.append(
+                f"- {LABELS[name]}: mean error {abs(diff):.2f} percentage points {word} than the"
+                " hard-label student (paired tests: see the statistics section when present)."
+            )
+    total = summary["timing"].get("total_seconds")
+    return f"""# kdbench reproduce — hard labels vs knowledge distillation
+
+{status} Wall time {total:.0f} s.
+{diverged}
+## Table 1 — test error, paper vs measured
+
+{table_markdown(summary)}
+![Figure 3](figure.png)
+
+## What the means say
+
+{chr(10).join(lines) if lines else "- Not enough completed runs to compare."}
+
+## Configuration
+
+{config_table(cfg)}
+
+## Environment
+
+{chr(10).join(f"- {k}: {v}" for k, v in env.items())}
+
+Files: `config.json` (resolved configuration, environment), `records.jsonl` (one line per
+trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`, `figure.png`,
+`figure.svg`, `checkpoints/` (safetensors).
+"""
+
+
+def render(folder: Path, records: list[dict], run_config: dict, timing: dict) -> dict:
+    """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
+    summary = build_summary(records, run_config["config"]["protocol"]["repeats"], timing)
+    write_json(folder / "summary.json", summary)
+    atomic_write(folder / "table.md", table_markdown(summary).encode())
+    atomic_write(folder / "table.csv", table_csv(summary).encode())
+    figure(summary, folder)
+    atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())
+    return summary

@@ -1,0 +1,66 @@
+"""The plain way: one `nn.Sequential`, `torch.optim.Adam`, Keras-style early stopping.
+
+What the stacked engine must agree with, member by member.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdbench.models import member_module
+
+
+def train_alone(
+    init_params,
+    member,
+    shuffle_seed,
+    splits,
+    *,
+    lr,
+    eps,
+    batch,
+    epochs,
+    patience=None,
+    targets_train=None,
+    targets_val=None,
+    temperature=1.0,
+    alpha=1.0,
+):
+    """Returns (module, epochs trained). patience=None trains exactly `epochs` epochs."""
+    net = member_module(init_params, member)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, eps=eps, foreach=False)
+    gen = torch.Generator().manual_seed(shuffle_seed)
+    n = len(splits.x_train)
+    best, wait, trained = math.inf, 0, 0
+
+    def loss_fn(logits, y, soft):
+        ce = F.cross_entropy(logits, y)
+        if soft is None:
+            return ce
+        log_s = F.log_softmax(logits / temperature, dim=1)
+        kl = F.kl_div(log_s, soft, reduction="batchmean")
+        return alpha * ce + (1 - alpha) * temperature**2 * kl
+
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for s in range(0, n, batch):
+            idx = perm[s : s + batch]
+            soft = None if targets_train is None else targets_train[idx]
+            loss = loss_fn(net(splits.x_train[idx]), splits.y_train[idx], soft)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        trained += 1
+        if patience is not None:
+            with torch.no_grad():
+                val = float(loss_fn(net(splits.x_val), splits.y_val, targets_val))
+            if val < best:
+                best, wait = val, 0
+            else:
+                wait += 1
+                if wait >= patience:
+                    break
+    return net, trained

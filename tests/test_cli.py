@@ -1,0 +1,142 @@
+"""End to end through the installed console script, and the CLI's handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdbench.protocol import ROWS
+
+KDBENCH = [sys.executable, "-m", "kdbench"]
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([*KDBENCH, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick"
+    proc = _run(
+        "reproduce",
+        "--train-limit",
+        "2000",
+        "--repeats",
+        "2",
+        "--members",
+        "3",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_summary_meets_the_contract(quick_run):
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert set(summary["rows"]) == set(ROWS)
+    for name in ROWS:
+        row = summary["rows"][name]
+        assert len(row["errors"]) == 2
+        assert all(0 <= e <= 1 for e in row["errors"])
+        assert row["mean"] == pytest.approx(sum(row["errors"]) / 2)
+        assert row["std"] >= 0 and row["ci95"][0] <= row["mean"] <= row["ci95"][1]
+        assert row["mean"] < 0.5, f"{name} did not learn: {row['mean']}"
+    assert summary["timing"]["total_seconds"] > 0
+    for name in ("table.md", "table.csv", "figure.png", "figure.svg", "report.md", "config.json"):
+        assert (quick_run / name).stat().st_size > 0, name
+    assert (quick_run / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_records_one_line_per_trained_model(quick_run):
+    lines = (quick_run / "records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    models = [r for r in records if r["kind"] == "model"]
+    # per repeat: 1 teacher + 3 members + 3 students
+    assert len(models) == 2 * 7
+    for rec in models:
+        for key in (
+            "repeat",
+            "role",
+            "member",
+            "seed",
+            "epochs",
+            "best_epoch",
+            "val_error",
+            "test_error",
+            "seconds",
+        ):
+            assert key in rec, key
+        assert rec["epochs"] == 2 and len(rec["history"]) == 2
+    members = sorted((r["repeat"], r["member"]) for r in models if r["role"] == "ensemble")
+    assert members == [(r, m) for r in range(2) for m in range(3)]
+    # the three students of a repeat share their seed; different repeats do not
+    for r in range(2):
+        seeds = {x["seed"] for x in models if x["repeat"] == r and x["role"].startswith("student")}
+        assert len(seeds) == 1
+    teacher_seeds = {x["seed"] for x in models if x["role"] == "teacher"}
+    assert len(teacher_seeds) == 2
+
+
+def test_ensemble_row_is_the_averaged_ensemble_not_a_member(quick_run):
+    records = [json.loads(x) for x in (quick_run / "records.jsonl").read_text().splitlines()]
+    summary = json.loads((quick_run / "summary.json").read_text())
+    combined = [r["test_error"] for r in records if r["kind"] == "ensemble"]
+    assert summary["rows"]["ensemble"]["errors"] == combined
+
+
+def test_report_rerenders_from_records(quick_run, tmp_path):
+    before = json.loads((quick_run / "summary.json").read_text())
+    (quick_run / "report.md").unlink()
+    proc = _run("report", str(quick_run))
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads((quick_run / "summary.json").read_text())
+    assert after["rows"] == before["rows"]
+    assert "Table 1" in (quick_run / "report.md").read_text()
+
+
+def test_same_folder_with_other_config_is_refused(quick_run):
+    proc = _run(
+        "reproduce",
+        "--train-limit",
+        "2000",
+        "--repeats",
+        "2",
+        "--members",
+        "3",
+        "--epochs",
+        "2",
+        "--alpha",
+        "0.5",
+        "--out",
+        str(quick_run),
+        "--quiet",
+    )
+    assert proc.returncode == 2
+    assert "distill.alpha" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--temperature", "0"], "temperature"),
+        (["--alpha", "2"], "alpha"),
+        (["--student-hidden", "abc"], "--student-hidden"),
+        (["--repeats", "0"], "repeats"),
+        (["--dataset", "cifar"], "unknown dataset"),
+        (["--train-limit", "1"], "train-limit"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, needle):
+    out = tmp_path / "run"
+    proc = _run("reproduce", "--quiet", "--out", str(out), *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()

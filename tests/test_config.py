@@ -1,0 +1,50 @@
+"""Configuration: defaults are the paper's, impossible settings are refused with the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdbench.config import Config, config_diff
+from kdbench.errors import ConfigError
+
+
+def test_defaults_are_the_papers_study():
+    c = Config()
+    assert c.model.teacher_hidden == (500, 400, 300, 200, 100)
+    assert c.model.student_hidden == (100,)
+    assert (c.protocol.repeats, c.protocol.members) == (10, 10)
+    assert (c.train.learning_rate, c.train.batch_size, c.train.patience) == (1e-3, 32, 2)
+    assert (c.distill.alpha, c.distill.temperature) == (0.1, 10.0)
+
+
+def test_roundtrip_through_dict():
+    c = Config().with_overrides(temperature=4.0, repeats=3, student_hidden=(50, 20))
+    assert Config.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    "override, flag",
+    [
+        ({"temperature": 0.0}, "--temperature"),
+        ({"temperature": -1.0}, "--temperature"),
+        ({"alpha": 1.5}, "--alpha"),
+        ({"alpha": -0.1}, "--alpha"),
+        ({"teacher_hidden": ()}, "--teacher-hidden"),
+        ({"student_hidden": (100, 0)}, "--student-hidden"),
+        ({"repeats": 0}, "--repeats"),
+        ({"members": 0}, "--members"),
+        ({"epochs": 0}, "--epochs"),
+        ({"patience": 0}, "--patience"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
+def test_impossible_settings_name_the_flag(override, flag):
+    with pytest.raises(ConfigError, match=flag):
+        Config().with_overrides(**override)
+
+
+def test_config_diff_names_settings():
+    a = Config().to_dict()
+    b = Config().with_overrides(alpha=0.5, seed=3).to_dict()
+    assert config_diff(a, b) == ["distill.alpha", "protocol.seed"]

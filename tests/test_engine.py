@@ -1,0 +1,111 @@
+"""The stacked engine against separately trained nn.Modules with the same seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kdbench import engine
+from kdbench.config import TrainConfig
+from kdbench.distill import error_rate, soften
+from kdbench.models import init_stack, member_module, stack_logits
+from tests.oracle import train_alone
+
+SIZES = [784, 32, 10]
+
+
+def _cfg(**kw):
+    return dataclasses.replace(TrainConfig(), **kw)
+
+
+def _assert_same(stack_params, m, module, atol=2e-5):
+    alone = member_module(stack_params, m)
+    for a, b in zip(alone.parameters(), module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+def test_stack_equals_members_trained_alone_fixed_epochs(small_splits):
+    seeds, shuffles = [11, 12, 13], [21, 22, 23]
+    result = engine.train(
+        engine.Job("t", SIZES, seeds, shuffles), small_splits, _cfg(epochs=2, batch_size=32)
+    )
+    init = init_stack(SIZES, seeds)
+    for m in range(3):
+        module, _ = train_alone(
+            init, m, shuffles[m], small_splits, lr=1e-3, eps=1e-7, batch=32, epochs=2
+        )
+        _assert_same(result.params, m, module)
+    assert result.epochs == [2, 2, 2]
+
+
+def test_stack_equals_alone_with_members_stopping_at_different_epochs(small_splits):
+    seeds, shuffles = [1, 2, 3, 4], [5, 6, 7, 8]
+    cfg = _cfg(patience=1, max_epochs=8, batch_size=64, learning_rate=1e-2)
+    result = engine.train(engine.Job("t", SIZES, seeds, shuffles), small_splits, cfg)
+    init = init_stack(SIZES, seeds)
+    for m in range(4):
+        module, trained = train_alone(
+            init, m, shuffles[m], small_splits, lr=1e-2, eps=1e-7, batch=64, epochs=8, patience=1
+        )
+        assert result.epochs[m] == trained
+        _assert_same(result.params, m, module, atol=1e-4)
+    assert len(set(result.epochs)) > 1, "the scenario should stop members at different epochs"
+
+
+def test_kd_stack_equals_alone(small_splits):
+    teacher = init_stack([784, 64, 10], [99])
+    t_train = soften(stack_logits(teacher, small_splits.x_train), 4.0)
+    t_val = soften(stack_logits(teacher, small_splits.x_val), 4.0)
+    targets = engine.SoftTargets(
+        train=t_train, val=t_val, group=torch.tensor([0, 0]), temperature=4.0, alpha=0.3
+    )
+    seeds, shuffles = [31, 32], [41, 42]
+    result = engine.train(
+        engine.Job("kd", SIZES, seeds, shuffles, targets), small_splits, _cfg(epochs=2)
+    )
+    init = init_stack(SIZES, seeds)
+    for m in range(2):
+        module, _ = train_alone(
+            init,
+            m,
+            shuffles[m],
+            small_splits,
+            lr=1e-3,
+            eps=1e-7,
+            batch=32,
+            epochs=2,
+            targets_train=t_train[0],
+            targets_val=t_val[0],
+            temperature=4.0,
+            alpha=0.3,
+        )
+        _assert_same(result.params, m, module)
+
+
+def test_training_learns_and_test_error_matches_module(small_splits):
+    result = engine.train(engine.Job("t", SIZES, [3], [4]), small_splits, _cfg(epochs=3))
+    logits = stack_logits(result.params, small_splits.x_test)
+    err = float(error_rate(logits, small_splits.y_test)[0])
+    module = member_module(result.params, 0)
+    with torch.no_grad():
+        err_module = float(error_rate(module(small_splits.x_test), small_splits.y_test))
+    assert err == pytest.approx(err_module)
+    assert err < 0.4  # 480 images, 3 epochs: far better than chance (0.9)
+
+
+def test_restore_best_returns_weights_of_best_epoch(small_splits):
+    cfg = _cfg(epochs=4, restore_best=True, monitor="val_error", learning_rate=3e-2)
+    result = engine.train(engine.Job("t", SIZES, [8], [9]), small_splits, cfg)
+    hist = result.history[0]
+    best = min(hist, key=lambda h: h["val_error"])
+    assert result.best_epoch[0] == best["epoch"]
+    val_err = float(error_rate(stack_logits(result.params, small_splits.x_val), small_splits.y_val))
+    assert val_err == pytest.approx(best["val_error"])
+
+
+def test_divergence_is_recorded_not_hidden(small_splits):
+    cfg = _cfg(epochs=2, learning_rate=1e30)
+    result = engine.train(engine.Job("t", SIZES, [1, 2], [3, 4]), small_splits, cfg)
+    assert result.diverged_epoch == [1, 1]
