@@ -62,9 +62,11 @@ def _sizes(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 class _Bar:
-    """Rich progress: one bar per epoch of the current stack, with the models still training."""
+    """Rich progress bar on a terminal (one bar per epoch of the current stack, ETA, models still
+    training); one plain line per epoch when stderr is a log file."""
 
     def __init__(self) -> None:
+        self.live = err.is_terminal
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -74,13 +76,19 @@ class _Bar:
             TextColumn("· elapsed"),
             TimeElapsedColumn(),
             console=err,
-            transient=False,
+            disable=not self.live,
         )
         self.task = None
         self.key = None
+        self.start = time.perf_counter()
 
     def __call__(self, job, epoch, last, step, steps, active) -> None:
         desc = f"{job:<18} epoch {epoch:>2}/{last} · {active} training"
+        if not self.live:
+            if step == steps:
+                elapsed = time.perf_counter() - self.start
+                print(f"{desc} · {elapsed:.0f} s elapsed", file=sys.stderr, flush=True)
+            return
         if self.key != (job, epoch):
             self.key = (job, epoch)
             if self.task is not None:

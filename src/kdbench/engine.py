@@ -194,6 +194,8 @@ def train(
         stop = bad | (epoch == last_epoch)
         if not fixed:
             stop |= wait[active] >= cfg.patience
+        if progress is not None:
+            progress(job.name, epoch, last_epoch, steps, steps, int((~stop).sum()))
         if bool(stop.any()):
             rows = stop.nonzero().squeeze(1).to(device)
             dest = active[stop].to(device)
@@ -206,8 +208,6 @@ def train(
             keep_dev = keep.to(device)
             old, params = params, _leaves([p.detach().index_select(0, keep_dev) for p in params])
             adam.keep(old, params, keep_dev)
-        if progress is not None:
-            progress(job.name, epoch, last_epoch, steps, steps, len(active))
 
     if best is not None:
         restore = torch.tensor(

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.protocol import ROWS, row_errors
-from kdbench.stats import summarize
+from kdbench.stats import SIGNIFICANCE, compare_rows, summarize
 from kdbench.store import atomic_write, write_json
+from kdbench.verdict import sentence
 
 # Table 1 of the paper: mean test error of 10 runs, as fractions.
 PAPER_TABLE1 = {
@@ -48,8 +49,13 @@ def build_summary(records: list[dict], planned_repeats: int, timing: dict) -> di
         for rec in records
         if rec.get("diverged_epoch") is not None
     ]
+    comparisons = compare_rows(per_row)
+    for c in comparisons:
+        c["verdict"] = sentence(c)
     return {
         "rows": rows,
+        "comparisons": comparisons,
+        "significance": SIGNIFICANCE,
         "planned_repeats": planned_repeats,
         "completed_repeats": completed,
         "partial": completed < planned_repeats,
@@ -173,6 +179,29 @@ def figure(summary: dict, folder: Path) -> None:
     plt.close(fig)
 
 
+def comparisons_markdown(summary: dict) -> str:
+    def f(x, spec=".2f"):
+        return "–" if x is None else format(x, spec)
+
+    lines = [
+        "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) | d_z | Pairs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in summary["comparisons"]:
+        ci = "–" if c["ci95"] is None else f"{c['ci95'][0]:.2f} – {c['ci95'][1]:.2f}"
+        lines.append(
+            f"| {c['a']} | {c['b']} | {f(c['mean_diff'], '+.2f')} | {ci} | {f(c['p_ttest'], '.3g')}"
+            f" | {f(c['p_wilcoxon'], '.3g')} | {f(c['p_holm'], '.3g')} | {f(c['d_z'])} | {c['n']} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Positive differences mean a had the higher error. Verdicts use the Holm-adjusted paired"
+        f" t-test at {summary['significance']}; d_z is the mean difference over its standard"
+        " deviation (Cohen's d for paired samples)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def config_table(cfg: dict) -> str:
     d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
     stopping = (
@@ -220,7 +249,6 @@ def config_table(cfg: dict) -> str:
 def report_markdown(summary: dict, run_config: dict) -> str:
     cfg = run_config["config"]
     env = run_config.get("environment", {})
-    rows = summary["rows"]
     status = (
         f"**Partial run**: {summary['completed_repeats']} of {summary['planned_repeats']}"
         " repeats completed."
@@ -237,17 +265,6 @@ def report_markdown(summary: dict, run_config: dict) -> str:
             f"\n> **Warning:** {len(summary['diverged'])} model(s) diverged (loss became NaN or"
             f" infinite) and are excluded from the statistics: {items}.\n"
         )
-    hard = rows["student_hard"]["mean"]
-    lines = []
-    for name in ("student_from_teacher", "student_from_ensemble"):
-        m = rows[name]["mean"]
-        if m is not None and hard is not None:
-            diff = 100 * (m - hard)
-            word = "higher" if diff > 0 else "lower"
-            lines.append(
-                f"- {LABELS[name]}: mean error {abs(diff):.2f} percentage points {word} than the"
-                " hard-label student (paired tests: see the statistics section when present)."
-            )
     total = summary["timing"].get("total_seconds")
     return f"""# kdbench reproduce — hard labels vs knowledge distillation
 
@@ -258,9 +275,13 @@ def report_markdown(summary: dict, run_config: dict) -> str:
 {table_markdown(summary)}
 ![Figure 3](figure.png)
 
-## What the means say
+## Verdict
 
-{chr(10).join(lines) if lines else "- Not enough completed runs to compare."}
+{chr(10).join("- " + c["verdict"] for c in summary["comparisons"])}
+
+## Paired comparisons (runs paired by repeat; a − b, percentage points)
+
+{comparisons_markdown(summary)}
 
 ## Configuration
 

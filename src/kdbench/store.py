@@ -28,6 +28,7 @@ def _normalise(obj: Any) -> Any:
 
 def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to the rest of a team
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -1,0 +1,149 @@
+"""Statistics against SciPy called directly and hand-worked examples; verdict wording."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as ss
+
+from kdbench import report
+from kdbench.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
+from kdbench.verdict import sentence
+
+A = [0.0231, 0.0242, 0.0219, 0.0260, 0.0238, 0.0251, 0.0229, 0.0244, 0.0236, 0.0255]
+B = [0.0221, 0.0230, 0.0222, 0.0241, 0.0225, 0.0240, 0.0227, 0.0230, 0.0229, 0.0240]
+
+
+def test_summary_against_scipy():
+    s = summarize(A)
+    assert s["mean"] == pytest.approx(np.mean(A))
+    assert s["std"] == pytest.approx(np.std(A, ddof=1))
+    lo, hi = ss.t.interval(0.95, 9, loc=np.mean(A), scale=ss.sem(A))
+    assert s["ci95"] == pytest.approx([lo, hi])
+    assert summarize([0.02])["ci95"] is None and summarize([])["mean"] is None
+
+
+def test_paired_against_scipy_and_by_hand():
+    c = paired(A, B)
+    d = 100 * (np.array(A) - np.array(B))
+    assert c["mean_diff"] == pytest.approx(d.mean())
+    assert c["p_ttest"] == pytest.approx(ss.ttest_rel(A, B).pvalue)
+    assert c["p_wilcoxon"] == pytest.approx(ss.wilcoxon(A, B).pvalue)
+    # by hand: mean ± t_{0.975, 9} * sd / sqrt(n)
+    half = 2.2621571627409915 * d.std(ddof=1) / math.sqrt(10)
+    assert c["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert c["d_z"] == pytest.approx(d.mean() / d.std(ddof=1))
+
+
+def test_holm_hand_worked():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1, made monotone
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_min_wilcoxon_p():
+    assert min_wilcoxon_p(5) == pytest.approx(0.0625)
+    assert min_wilcoxon_p(6) == pytest.approx(0.03125)
+    # the exact test really gives that with all 5 differences positive
+    assert ss.wilcoxon([1, 2, 3, 4, 5]).pvalue == pytest.approx(0.0625)
+
+
+def _comparison(mean, lo, hi, p, n=10):
+    return {
+        "a": "student_from_ensemble",
+        "b": "student_hard",
+        "n": n,
+        "mean_diff": mean,
+        "ci95": [lo, hi],
+        "p_holm": p,
+    }
+
+
+def test_verdict_wording_at_the_boundaries():
+    worse = sentence(_comparison(0.42, 0.20, 0.64, 0.049))
+    assert worse.startswith("Distilling from the ensemble made the student worse by 0.42")
+    better = sentence(_comparison(-0.30, -0.5, -0.1, 0.01))
+    assert (
+        "made the student better by 0.30 percentage points compared with training on hard" in better
+    )
+    at_threshold = sentence(_comparison(0.42, -0.01, 0.85, 0.05))
+    assert at_threshold.startswith("No detectable difference")
+    assert "Wilcoxon" not in at_threshold
+    few = sentence(_comparison(0.42, 0.1, 0.7, 0.02, n=5))
+    assert "worse" in few and "cannot get below p = 0.0625" in few
+
+
+def _records(repeats, with_ensemble=True):
+    rng = np.random.default_rng(0)
+    recs = []
+    base = {
+        "teacher": 0.020,
+        "student_from_teacher": 0.029,
+        "student_from_ensemble": 0.027,
+        "student_hard": 0.022,
+    }
+    for r in range(repeats):
+        for role, mu in base.items():
+            recs.append(
+                {
+                    "kind": "model",
+                    "repeat": r,
+                    "role": role,
+                    "member": 0,
+                    "test_error": float(mu + rng.normal(0, 0.001)),
+                    "seconds": 1.0,
+                    "diverged_epoch": None,
+                }
+            )
+        if with_ensemble:
+            recs.append(
+                {
+                    "kind": "ensemble",
+                    "repeat": r,
+                    "role": "ensemble",
+                    "member": None,
+                    "test_error": float(0.018 + rng.normal(0, 0.001)),
+                }
+            )
+    return recs
+
+
+def test_compare_rows_pairs_by_repeat_and_adjusts_the_family():
+    from kdbench.protocol import row_errors
+
+    comps = compare_rows(row_errors(_records(10)))
+    ps = [c["p_ttest"] for c in comps]
+    assert [c["p_holm"] for c in comps] == pytest.approx(holm(ps))
+    kd = next(c for c in comps if c["a"] == "student_from_teacher" and c["b"] == "student_hard")
+    assert kd["mean_diff"] > 0 and kd["p_holm"] < 0.05
+
+
+def test_report_from_synthetic_partial_run(tmp_path):
+    from kdbench.config import Config
+
+    recs = _records(4)
+    recs = [r for r in recs if not (r["repeat"] == 3 and r["role"] == "student_hard")]
+    recs.append(
+        {
+            "kind": "model",
+            "repeat": 1,
+            "role": "student_hard",
+            "member": 1,
+            "test_error": 0.9,
+            "diverged_epoch": 3,
+            "seconds": 1.0,
+        }
+    )
+    run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
+    summary = report.render(tmp_path, recs, run_config, {"total_seconds": 12.0})
+    assert summary["partial"] and summary["completed_repeats"] == 3
+    assert summary["rows"]["student_hard"]["repeats"] == [0, 1, 2]
+    assert 0.9 not in summary["rows"]["student_hard"]["errors"]
+    text = (tmp_path / "report.md").read_text()
+    assert "Partial run" in text and "diverged" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["comparisons"][0]["n"] == 3
+    for name in ("table.md", "table.csv", "figure.png", "figure.svg"):
+        assert (tmp_path / name).stat().st_size > 0
