@@ -17,7 +17,7 @@ training signal, not luck of the draw.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -71,68 +71,90 @@ def _records(result, coords, roles, base, val_err, test_err) -> list[Record]:
     return out
 
 
+class PhaseCache(Protocol):
+    """Where finished stacks are kept, so a resumed run does not retrain them."""
+
+    def load_phase(self, name: str) -> tuple[list[torch.Tensor], list[Record]] | None: ...
+
+    def save_phase(self, name: str, params: list[torch.Tensor], records: list[Record]) -> None: ...
+
+
 def run_study(
     cfg: Config,
     splits: Splits,
     sink: RecordSink,
     progress: engine.Progress | None = None,
-    checkpoint: Callable[[str, list[Record], list[torch.Tensor]], None] | None = None,
+    cache: PhaseCache | None = None,
 ) -> list[Record]:
-    """Train and evaluate everything; each finished model goes to `sink` as one record."""
+    """Train and evaluate everything; each finished model goes to `sink` as one record.
+
+    With a `cache`, a stack that is already there is loaded instead of trained (resume), and
+    every stack is saved there, weights and records together, before its records are emitted.
+    """
     p, t, k = cfg.protocol, cfg.train, cfg.distill
     base, repeats, members = p.seed, range(p.repeats), p.members
     n_in, n_out = splits.n_features, splits.n_classes
     teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
     student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+    device = splits.x_train.device
     records: list[Record] = []
 
-    def finish(name, result, coords, roles, logits_val, logits_test) -> list[Record]:
-        val_err = error_rate(logits_val, splits.y_val.expand(len(coords), -1)).cpu()
-        test_err = error_rate(logits_test, splits.y_test.expand(len(coords), -1)).cpu()
-        recs = _records(result, coords, roles, base, val_err, test_err)
+    def emit(recs: list[Record]) -> None:
         for rec in recs:
             sink(rec)
-        if checkpoint is not None:
-            checkpoint(name, recs, result.params)
         records.extend(recs)
-        return recs
+
+    def phase(name, sizes, coords, roles, targets=None):
+        """(params, validation logits, test logits) of one stack, trained or loaded."""
+        cached = cache.load_phase(name) if cache is not None else None
+        if cached is not None:
+            params = [q.to(device) for q in cached[0]]
+            recs = cached[1]
+        else:
+            res = engine.train(_job(name, sizes, coords, base, targets), splits, t, progress)
+            params = res.params
+        val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
+        if cached is None:
+            val_err = error_rate(val, splits.y_val.expand(len(coords), -1)).cpu()
+            test_err = error_rate(test, splits.y_test.expand(len(coords), -1)).cpu()
+            recs = _records(res, coords, roles, base, val_err, test_err)
+            if cache is not None:
+                cache.save_phase(name, params, recs)
+        emit(recs)
+        return params, val, test
 
     # 1. teachers
     coords = [(r, "teacher", 0) for r in repeats]
-    res = engine.train(_job("teachers", teacher_sizes, coords, base), splits, t, progress)
-    teacher_train = stack_logits(res.params, splits.x_train)
-    teacher_val = stack_logits(res.params, splits.x_val)
-    teacher_test = stack_logits(res.params, splits.x_test)
-    finish("teachers", res, coords, ["teacher"] * len(coords), teacher_val, teacher_test)
+    params, teacher_val, _ = phase("teachers", teacher_sizes, coords, ["teacher"] * p.repeats)
+    teacher_train = stack_logits(params, splits.x_train)
 
     # 2. ensemble members and hard-label students: all small networks on hard labels
     coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
     coords += [(r, "student", 0) for r in repeats]
     roles = ["ensemble"] * (p.repeats * members) + ["student_hard"] * p.repeats
-    res = engine.train(_job("small networks", student_sizes, coords, base), splits, t, progress)
+    params, small_val, small_test = phase("small networks", student_sizes, coords, roles)
     n_ens = p.repeats * members
-    small_val = stack_logits(res.params, splits.x_val)
-    small_test = stack_logits(res.params, splits.x_test)
-    finish("hard_label_small", res, coords, roles, small_val, small_test)
-    member_params = [q[:n_ens] for q in res.params]
-    ens_train = stack_logits(member_params, splits.x_train).view(p.repeats, members, -1, n_out)
+    ens_train = stack_logits([q[:n_ens] for q in params], splits.x_train)
+    ens_train = ens_train.view(p.repeats, members, -1, n_out)
     ens_val = small_val[:n_ens].view(p.repeats, members, -1, n_out)
     ens_test = small_test[:n_ens].view(p.repeats, members, -1, n_out)
     # the ensemble predicts by averaging its members' probabilities (T = 1)
     ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
     ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
-    for r in repeats:
-        rec = {
-            "kind": "ensemble",
-            "repeat": r,
-            "role": "ensemble",
-            "member": None,
-            "members": members,
-            "val_error": float(ens_val_err[r]),
-            "test_error": float(ens_test_err[r]),
-        }
-        sink(rec)
-        records.append(rec)
+    emit(
+        [
+            {
+                "kind": "ensemble",
+                "repeat": r,
+                "role": "ensemble",
+                "member": None,
+                "members": members,
+                "val_error": float(ens_val_err[r]),
+                "test_error": float(ens_test_err[r]),
+            }
+            for r in repeats
+        ]
+    )
 
     # 3. distilled students on cached soft targets: rows 0..R-1 teacher, R..2R-1 ensemble
     def targets_of(teacher_logits, ensemble_logits):
@@ -153,11 +175,7 @@ def run_study(
     del teacher_train, ens_train
     coords = [(r, "student", 0) for r in repeats] * 2
     roles = ["student_from_teacher"] * p.repeats + ["student_from_ensemble"] * p.repeats
-    res = engine.train(
-        _job("distilled students", student_sizes, coords, base, soft), splits, t, progress
-    )
-    val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
-    finish("distilled_students", res, coords, roles, val, test)
+    phase("distilled students", student_sizes, coords, roles, soft)
     return records
 
 

@@ -76,7 +76,7 @@ def reproduce(
     }
     store = RunStore(folder, run_config)
     splits = splits.to(cfg.device)
-    records = run_study(cfg, splits, store.append_record, progress, store.save_checkpoint)
-    timing = {"total_seconds": time.perf_counter() - start}
+    records = run_study(cfg, splits, store.append_record, progress, store)
+    timing = {"total_seconds": time.perf_counter() - start, "resumed": store.resumed}
     summary = report.render(folder, records, run_config, timing)
     return folder, summary

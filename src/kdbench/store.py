@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kdbench.config import config_diff
@@ -58,8 +59,12 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def record_key(record: dict[str, Any]) -> tuple:
+    return (record.get("kind"), record["role"], record["repeat"], record.get("member"))
+
+
 class RunStore:
-    """One run folder. Refuses a folder that holds a different configuration."""
+    """One run folder. The same configuration resumes it; a different one is refused."""
 
     def __init__(self, folder: str | Path, run_config: dict[str, Any]):
         self.folder = Path(folder)
@@ -89,32 +94,63 @@ class RunStore:
                     f"{self.folder} holds a run with a different configuration"
                     f" ({', '.join(diff)}); use a new --out to start fresh"
                 )
-        if read_records(self.folder):
-            raise RunFolderError(
-                f"{self.folder} already holds results of this configuration;"
-                " use a new --out (resuming is not supported yet)"
-            )
-        write_json(existing, self.run_config)
+            self.resumed = True
+        else:
+            write_json(existing, self.run_config)
+            self.resumed = False
         (self.folder / "checkpoints").mkdir(exist_ok=True)
+        self._drop_torn_line()
+        self._seen = {record_key(r) for r in read_records(self.folder)}
+
+    def _drop_torn_line(self) -> None:
+        """A kill mid-append can leave a partial last line; cut it so appends stay valid JSONL."""
+        path = self.folder / RECORDS
+        if not path.is_file():
+            return
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(raw.rfind(b"\n") + 1)
 
     def path(self, name: str) -> Path:
         return self.folder / name
 
     def append_record(self, record: dict[str, Any]) -> None:
+        """Append one record, fsynced; a record already in the file (resume) is not repeated."""
+        key = record_key(record)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         with open(self.folder / RECORDS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
-    def save_checkpoint(self, name: str, records: list[dict], params: list[torch.Tensor]) -> None:
-        """One safetensors file per stack; tensor names say repeat, role, member and layer."""
+    def _checkpoint(self, name: str) -> Path:
+        return self.folder / "checkpoints" / f"{name.replace(' ', '_')}.safetensors"
+
+    def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
+        """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
+        [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
         tensors = {}
-        for i, rec in enumerate(records):
-            key = f"{rec['role']}/r{rec['repeat']}/m{rec['member']}"
-            for j in range(0, len(params), 2):
-                tensors[f"{key}/layer{j // 2}.weight"] = params[j][i].detach().cpu().contiguous()
-                tensors[f"{key}/layer{j // 2}.bias"] = params[j + 1][i, 0].detach().cpu().clone()
-        path = self.folder / "checkpoints" / f"{name.replace(' ', '_')}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
+        for j in range(0, len(params), 2):
+            tensors[f"layer{j // 2}.weight"] = params[j].detach().cpu().contiguous()
+            tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
+        path = self._checkpoint(name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata={"records": json.dumps(records)})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+    def load_phase(self, name: str) -> tuple[list[torch.Tensor], list[dict]] | None:
+        path = self._checkpoint(name)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as fh:
+            records = json.loads(fh.metadata()["records"])
+            n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
+            params = []
+            for i in range(n_layers):
+                params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
+        return params, records
