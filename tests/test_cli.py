@@ -140,3 +140,84 @@ def test_bad_input_is_one_clear_line(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_batch_larger_than_training_set(tmp_path):
+    out = tmp_path / "run"
+    proc = _run(
+        "reproduce", "--quiet", "--out", str(out), "--train-limit", "100", "--batch-size", "500"
+    )
+    assert proc.returncode == 2 and "--batch-size" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = _run(
+        "reproduce",
+        "--quiet",
+        "--out",
+        str(blocker / "run"),
+        "--train-limit",
+        "500",
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--members",
+        "1",
+    )
+    assert proc.returncode == 2 and "cannot write to run folder" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_data_is_a_runtime_error(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (data_dir / f"{stem}.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    out = tmp_path / "run"
+    proc = _run(
+        "reproduce",
+        "--quiet",
+        "--out",
+        str(out),
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert proc.returncode == 1 and "not a valid gzip file" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_diverged_models_are_excluded_with_a_visible_warning(tmp_path):
+    out = tmp_path / "run"
+    proc = _run(
+        "reproduce",
+        "--quiet",
+        "--out",
+        str(out),
+        "--train-limit",
+        "500",
+        "--repeats",
+        "2",
+        "--members",
+        "2",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e30",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diverged"], "an absurd learning rate must be recorded as diverged"
+    assert all(row["n"] == 0 for row in summary["rows"].values())
+    report = (out / "report.md").read_text()
+    assert "diverged" in report and "excluded from the statistics" in report

@@ -141,6 +141,13 @@ def run_study(
     # the ensemble predicts by averaging its members' probabilities (T = 1)
     ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
     ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
+    member_recs = [rec for rec in records if rec["role"] == "ensemble"]
+
+    def diverged(r):  # an ensemble with a diverged member is itself diverged
+        epochs = [x["diverged_epoch"] for x in member_recs if x["repeat"] == r]
+        epochs = [e for e in epochs if e is not None]
+        return min(epochs) if epochs else None
+
     emit(
         [
             {
@@ -149,6 +156,7 @@ def run_study(
                 "role": "ensemble",
                 "member": None,
                 "members": members,
+                "diverged_epoch": diverged(r),
                 "val_error": float(ens_val_err[r]),
                 "test_error": float(ens_test_err[r]),
             }
