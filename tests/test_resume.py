@@ -12,7 +12,18 @@ import time
 import pytest
 from safetensors import safe_open
 
-ARGS = ["--train-limit", "3000", "--repeats", "2", "--members", "4", "--epochs", "3", "--quiet"]
+ARGS = [
+    "--train-limit",
+    "3000",
+    "--repeats",
+    "2",
+    "--members",
+    "4",
+    "--epochs",
+    "3",
+    "--quiet",
+    "--no-latency",
+]
 
 
 def _start(out):

@@ -132,6 +132,9 @@ def reproduce(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: all).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    latency: Annotated[
+        bool, typer.Option(help="Measure size and latency of each model kind at the end.")
+    ] = True,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
     from kdbench.run import reproduce as run
@@ -162,7 +165,7 @@ def reproduce(
     )
     start = time.perf_counter()
     if quiet:
-        folder, _ = run(cfg, out)
+        folder, _ = run(cfg, out, measure_latency=latency)
     else:
         bar = _Bar()
         with bar.progress:
@@ -172,19 +175,40 @@ def reproduce(
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
 
 
-@app.command()
-@_friendly
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
-    """Re-render summary, table, figure and report from records.jsonl, without training."""
-    from kdbench import report as rep
+def _run_config(run_dir: Path) -> dict:
     from kdbench.errors import RunFolderError
-    from kdbench.store import CONFIG, read_records
+    from kdbench.store import CONFIG
 
     cfg_path = run_dir / CONFIG
     if not cfg_path.is_file():
         raise RunFolderError(f"{run_dir} has no {CONFIG}: not a kdbench run folder")
     run_config = json.loads(cfg_path.read_text())
     Config.from_dict(run_config["config"])  # validates
+    return run_config
+
+
+def _test_set(run_config: dict):
+    from kdbench import data
+
+    d = Config.from_dict(run_config["config"]).data
+    return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+
+
+@app.command()
+@_friendly
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    measure: Annotated[
+        bool, typer.Option("--measure", help="(Re)measure size and latency from checkpoints.")
+    ] = False,
+) -> None:
+    """Re-render summary, table, figure and report from records.jsonl, without training."""
+    from kdbench import latency
+    from kdbench import report as rep
+    from kdbench.errors import RunFolderError
+    from kdbench.store import read_records, write_json
+
+    run_config = _run_config(run_dir)
     records = read_records(run_dir)
     if not records:
         raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
@@ -193,8 +217,67 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     if old.is_file():
         timing = json.loads(old.read_text()).get("timing", {})
     timing.setdefault("total_seconds", sum(r.get("seconds", 0) for r in records))
-    rep.render(run_dir, records, run_config, timing)
+    resources_path = run_dir / "resources.json"
+    if measure:
+        x = _test_set(run_config).x_test[:256]
+        write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
+    resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
+    rep.render(run_dir, records, run_config, timing, resources)
     print(run_dir / "report.md")
+
+
+@app.command("export")
+@_friendly
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    role: Annotated[str, typer.Option(help="teacher, ensemble, student_from_teacher, ...")] = (
+        "student_from_ensemble"
+    ),
+    repeat: Annotated[int, typer.Option(help="Which repeat's model.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Also write a dynamic int8 model.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default RUN_DIR/exports/).")
+    ] = None,
+) -> None:
+    """Export one model to ONNX, check it against PyTorch on the test set, report its error."""
+    import numpy as np
+
+    from kdbench import export
+    from kdbench.store import write_json
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
+    run_config = _run_config(run_dir)
+    members = export.load_members(run_dir, role, repeat)
+    splits = _test_set(run_config)
+    x, y = splits.x_test, splits.y_test.numpy()
+    path = out or run_dir / "exports" / f"{role}-r{repeat}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export.write_onnx(members, path)
+    reference = export.reference_outputs(members, x)
+    got = export.run(export.session(path), x.numpy())
+    info = {
+        "role": role,
+        "repeat": repeat,
+        "onnx": str(path),
+        "bytes": path.stat().st_size,
+        "max_abs_diff_vs_torch": float(np.abs(got - reference).max()),
+        "test_error_torch": float((reference.argmax(1) != y).mean()),
+        "test_error_onnx": float((got.argmax(1) != y).mean()),
+    }
+    if int8:
+        qpath = path.with_name(path.stem + "-int8.onnx")
+        export.quantize_int8(path, qpath)
+        q = export.run(export.session(qpath), x.numpy())
+        info.update(
+            onnx_int8=str(qpath),
+            bytes_int8=qpath.stat().st_size,
+            test_error_int8=float((q.argmax(1) != y).mean()),
+        )
+    write_json(path.with_suffix(".json"), info)
+    for key, value in info.items():
+        print(f"{key}: {value}")
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ LABELS = {
 }
 
 
-def build_summary(records: list[dict], planned_repeats: int, timing: dict) -> dict[str, Any]:
+def build_summary(
+    records: list[dict], planned_repeats: int, timing: dict, resources: dict | None = None
+) -> dict[str, Any]:
     per_row = row_errors(records)
     rows = {}
     for name in ROWS:
@@ -61,6 +63,7 @@ def build_summary(records: list[dict], planned_repeats: int, timing: dict) -> di
         "partial": completed < planned_repeats,
         "diverged": diverged,
         "timing": timing,
+        **({"resources": resources} if resources else {}),
     }
 
 
@@ -179,6 +182,77 @@ def figure(summary: dict, folder: Path) -> None:
     plt.close(fig)
 
 
+def resources_markdown(summary: dict) -> str:
+    res = summary["resources"]
+    lines = [
+        "| Model | Test error | Params | MACs / image | float32 | int8 | Torch b1 | ONNX b1 |"
+        " Torch b256 | ONNX b256 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ROWS:
+        r, lat = res["rows"][name], res["rows"][name]["latency"]
+
+        def us(key, lat=lat):
+            v = lat[key]
+            return f"{v['median_us']:.1f} µs ({v['q1_us']:.1f}–{v['q3_us']:.1f})"
+
+        lines.append(
+            f"| {LABELS[name]} | {_pct(summary['rows'][name]['mean'])} | {r['params']:,} |"
+            f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
+            f" | {r['bytes_int8'] / 1024:.0f} KiB"
+            f" | {us('torch_b1')} | {us('onnx_b1')} | {us('torch_b256')} | {us('onnx_b256')} |"
+        )
+    lines.append("")
+    lines.append(
+        "Latency per image, median (interquartile range) after warm-up,"
+        f" {res['threads']} thread(s),"
+        f" models of repeat {res['repeat']}; b1 = batch 1, b256 = batch 256. int8 = weights"
+        " quantised to 8 bits (`kdbench export --int8`). The ensemble counts all its members."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def resources_section(summary: dict) -> str:
+    if "resources" not in summary:
+        return ""
+    return (
+        "## What each model costs on a device\n\n"
+        f"{resources_markdown(summary)}\n![Error vs latency](tradeoff.png)\n\n"
+    )
+
+
+def tradeoff_figure(summary: dict, folder: Path) -> None:
+    """Error rate against batch-1 latency, one point per model kind, 95% CI bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in ROWS:
+        row, res = summary["rows"][name], summary["resources"]["rows"][name]
+        if row["mean"] is None:
+            continue
+        x = res["latency"]["onnx_b1"]["median_us"]
+        y = 100 * row["mean"]
+        yerr = None
+        if row["ci95"] is not None:
+            yerr = [[y - 100 * row["ci95"][0]], [100 * row["ci95"][1] - y]]
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4, label=LABELS[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image at batch 1, ONNX Runtime (µs, log scale)")
+    ax.set_ylabel("test error rate (%)")
+    ax.set_title("Accuracy vs latency: lower left is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        atomic_write(folder / f"tradeoff.{ext}", buf.getvalue())
+    plt.close(fig)
+
+
 def comparisons_markdown(summary: dict) -> str:
     def f(x, spec=".2f"):
         return "–" if x is None else format(x, spec)
@@ -283,7 +357,7 @@ def report_markdown(summary: dict, run_config: dict) -> str:
 
 {comparisons_markdown(summary)}
 
-## Configuration
+{resources_section(summary)}## Configuration
 
 {config_table(cfg)}
 
@@ -297,12 +371,17 @@ trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`,
 """
 
 
-def render(folder: Path, records: list[dict], run_config: dict, timing: dict) -> dict:
+def render(
+    folder: Path, records: list[dict], run_config: dict, timing: dict, resources: dict | None = None
+) -> dict:
     """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
-    summary = build_summary(records, run_config["config"]["protocol"]["repeats"], timing)
+    planned = run_config["config"]["protocol"]["repeats"]
+    summary = build_summary(records, planned, timing, resources)
     write_json(folder / "summary.json", summary)
     atomic_write(folder / "table.md", table_markdown(summary).encode())
     atomic_write(folder / "table.csv", table_csv(summary).encode())
     figure(summary, folder)
+    if resources:
+        tradeoff_figure(summary, folder)
     atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())
     return summary

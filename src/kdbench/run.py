@@ -15,12 +15,12 @@ import scipy
 import torch
 
 import kdbench
-from kdbench import data, report
+from kdbench import data, latency, report
 from kdbench.config import Config
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError
 from kdbench.protocol import run_study
-from kdbench.store import RunStore
+from kdbench.store import RunStore, write_json
 
 
 def default_out() -> Path:
@@ -54,7 +54,10 @@ def _prepare_device(cfg: Config) -> None:
 
 
 def reproduce(
-    cfg: Config, out: str | Path | None = None, progress: Progress | None = None
+    cfg: Config,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    measure_latency: bool = True,
 ) -> tuple[Path, dict]:
     """Run the paper's study with `cfg`; returns (run folder, summary)."""
     start = time.perf_counter()
@@ -77,6 +80,10 @@ def reproduce(
     store = RunStore(folder, run_config)
     splits = splits.to(cfg.device)
     records = run_study(cfg, splits, store.append_record, progress, store)
+    measured = None
+    if measure_latency:
+        measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256].cpu())
+        write_json(folder / "resources.json", measured)
     timing = {"total_seconds": time.perf_counter() - start, "resumed": store.resumed}
-    summary = report.render(folder, records, run_config, timing)
+    summary = report.render(folder, records, run_config, timing, measured)
     return folder, summary

@@ -126,8 +126,9 @@ class RunStore:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _checkpoint(self, name: str) -> Path:
-        return self.folder / "checkpoints" / f"{name.replace(' ', '_')}.safetensors"
+    @staticmethod
+    def checkpoint_path(folder: Path, name: str) -> Path:
+        return Path(folder) / "checkpoints" / f"{name.replace(' ', '_')}.safetensors"
 
     def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
@@ -136,7 +137,7 @@ class RunStore:
         for j in range(0, len(params), 2):
             tensors[f"layer{j // 2}.weight"] = params[j].detach().cpu().contiguous()
             tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
-        path = self._checkpoint(name)
+        path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp), metadata={"records": json.dumps(records)})
         with open(tmp, "rb") as fh:
@@ -144,7 +145,12 @@ class RunStore:
         os.replace(tmp, path)
 
     def load_phase(self, name: str) -> tuple[list[torch.Tensor], list[dict]] | None:
-        path = self._checkpoint(name)
+        return self.read_phase(self.folder, name)
+
+    @staticmethod
+    def read_phase(folder: Path, name: str) -> tuple[list[torch.Tensor], list[dict]] | None:
+        """A finished stack's weights and records, or None if it is not there (no pickle)."""
+        path = RunStore.checkpoint_path(folder, name)
         if not path.is_file():
             return None
         with safe_open(str(path), framework="pt") as fh:

@@ -1,0 +1,138 @@
+"""Export trained models to ONNX (float32, and int8 by ONNX Runtime's dynamic quantisation).
+
+The graph is written from the weights directly — MatMul, Add, Relu; an ensemble averages its
+members' softmax outputs — so it needs only the `onnx` package and maps one to one onto
+`models.stack_forward`, which is what the tests compare it against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdbench.errors import ConfigError, RunFolderError
+
+OPSET = 17
+PHASE_OF_ROLE = {
+    "teacher": "teachers",
+    "ensemble": "small networks",
+    "student_hard": "small networks",
+    "student_from_teacher": "distilled students",
+    "student_from_ensemble": "distilled students",
+}
+
+
+def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
+    """The weights of one row's model in a run folder: one member, or all of an ensemble."""
+    from kdbench.store import RunStore
+
+    if role not in PHASE_OF_ROLE:
+        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(PHASE_OF_ROLE)}")
+    phase = RunStore.read_phase(Path(run_dir), PHASE_OF_ROLE[role])
+    if phase is None:
+        raise RunFolderError(
+            f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"
+        )
+    params, records = phase
+    picks = [i for i, r in enumerate(records) if r["role"] == role and r["repeat"] == repeat]
+    if not picks:
+        repeats = sorted({r["repeat"] for r in records if r["role"] == role})
+        raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
+    return [[p[i] for p in params] for i in picks]
+
+
+def onnx_model(members: list[list[torch.Tensor]]):
+    """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    outputs = []
+    for k, params in enumerate(members):
+        h = "images"
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            w = params[2 * i].detach().cpu().numpy().astype(np.float32)
+            b = params[2 * i + 1].detach().cpu().numpy().reshape(-1).astype(np.float32)
+            wn, bn = f"m{k}.layer{i}.weight", f"m{k}.layer{i}.bias"
+            inits += [numpy_helper.from_array(w, wn), numpy_helper.from_array(b, bn)]
+            mm, out = f"m{k}.h{i}.mm", f"m{k}.h{i}"
+            nodes += [
+                helper.make_node("MatMul", [h, wn], [mm]),
+                helper.make_node("Add", [mm, bn], [out]),
+            ]
+            h = out
+            if i < n_layers - 1:
+                nodes.append(helper.make_node("Relu", [h], [f"{h}.relu"]))
+                h = f"{h}.relu"
+        outputs.append(h)
+    n_in, n_out = members[0][0].shape[0], members[0][-1].shape[-1]
+    if len(members) == 1:
+        nodes.append(helper.make_node("Identity", [outputs[0]], ["logits"]))
+        out_name = "logits"
+    else:
+        probs = []
+        for k, o in enumerate(outputs):
+            nodes.append(helper.make_node("Softmax", [o], [f"m{k}.probs"], axis=1))
+            probs.append(f"m{k}.probs")
+        nodes.append(helper.make_node("Mean", probs, ["probs"]))
+        out_name = "probs"
+    graph = helper.make_graph(
+        nodes,
+        "kdbench",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", n_out])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.ndarray:
+    """What the ONNX graph must produce, computed in eager PyTorch."""
+    from kdbench.models import stack_forward
+
+    with torch.no_grad():
+        logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
+        if len(members) == 1:
+            return logits[0].numpy()
+        return torch.stack([torch.softmax(z, -1) for z in logits]).mean(0).numpy()
+
+
+def write_onnx(members: list[list[torch.Tensor]], path: Path) -> Path:
+
+    from kdbench.store import atomic_write
+
+    atomic_write(Path(path), onnx_model(members).SerializeToString())
+    return Path(path)
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantisation of the weights (ONNX Runtime's own quantiser)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # it advises shape pre-processing on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    return Path(dst)
+
+
+def session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, x: np.ndarray) -> np.ndarray:
+    return sess.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]

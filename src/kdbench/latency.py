@@ -1,0 +1,98 @@
+"""Inference latency per image, measured: PyTorch eager and ONNX Runtime, batch 1 and 256.
+
+Medians over repeated timing blocks after warm-up, with the interquartile range, on a stated
+number of threads (default 1: what one core of a phone or a single-board computer gives you).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdbench import export
+from kdbench.models import stack_forward
+
+BATCHES = (1, 256)
+
+
+def time_per_image(fn: Callable[[], object], batch: int, blocks: int = 7, block_s: float = 0.05):
+    """Median and quartiles of seconds per image, over `blocks` timing blocks of ~block_s each."""
+    for _ in range(5):
+        fn()
+    t = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t, 1e-7)
+    calls = max(1, int(block_s / once))
+    samples = []
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t) / calls / batch)
+    q = statistics.quantiles(samples, n=4)
+    return {"median_us": 1e6 * statistics.median(samples), "q1_us": 1e6 * q[0], "q3_us": 1e6 * q[2]}
+
+
+def torch_forward(members: list[list[torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    stacked = [torch.stack(ts) for ts in zip(*members, strict=True)]
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = stack_forward(stacked, x)
+            if len(members) == 1:
+                return logits[0]
+            return torch.softmax(logits, -1).mean(0)
+
+    return fwd
+
+
+def measure(members: list[list[torch.Tensor]], x: torch.Tensor, threads: int = 1) -> dict:
+    """Latency per image of one model (or ensemble) in PyTorch and ONNX Runtime."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fwd = torch_forward(members)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export.write_onnx(members, Path(tmp) / "model.onnx")
+            sess = export.session(path, threads)
+            out = {"threads": threads}
+            for batch in BATCHES:
+                xt = x[:batch].contiguous()
+                xn = xt.numpy()
+                out[f"torch_b{batch}"] = time_per_image(lambda xt=xt: fwd(xt), batch)
+                out[f"onnx_b{batch}"] = time_per_image(lambda xn=xn: export.run(sess, xn), batch)
+        return out
+    finally:
+        torch.set_num_threads(previous)
+
+
+def agreement(members: list[list[torch.Tensor]], x: torch.Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime and eager PyTorch outputs on x."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = export.session(export.write_onnx(members, Path(tmp) / "m.onnx"))
+        got = export.run(sess, x.numpy())
+    return float(np.abs(got - export.reference_outputs(members, x)).max())
+
+
+def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, threads: int = 1):
+    """Resources of every table row, from the run's checkpoints (repeat `repeat`): size and
+    MACs counted, latency measured. The ensemble counts (and runs) all its members."""
+    from kdbench.models import layer_sizes
+    from kdbench.protocol import ROWS
+    from kdbench.resources import figures
+
+    n_in, n_out = x.shape[1], None
+    out = {}
+    for row in ROWS:
+        members = export.load_members(run_dir, row, repeat)
+        n_out = members[0][-1].shape[-1]
+        hidden = cfg["model"]["teacher_hidden" if row == "teacher" else "student_hidden"]
+        sizes = layer_sizes(n_in, hidden, n_out)
+        out[row] = {**figures(sizes, len(members)), "latency": measure(members, x, threads)}
+    return {"repeat": repeat, "threads": threads, "rows": out}

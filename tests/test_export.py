@@ -1,0 +1,96 @@
+"""Resource counts by hand, ONNX against eager PyTorch, int8 export, latency measurement."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kdbench import export, latency
+from kdbench.models import init_stack
+from kdbench.resources import figures
+
+
+def test_counts_for_the_papers_architectures():
+    teacher = figures([784, 500, 400, 300, 200, 100, 10])
+    # 784*500 + 500*400 + 400*300 + 300*200 + 200*100 + 100*10 = 793,000 weights
+    assert teacher["macs"] == 793_000
+    assert teacher["params"] == 793_000 + (500 + 400 + 300 + 200 + 100 + 10)
+    assert teacher["bytes_float32"] == 4 * 794_510
+    student = figures([784, 100, 10])
+    assert (student["macs"], student["params"]) == (79_400, 79_510)
+    ensemble = figures([784, 100, 10], members=10)
+    assert (ensemble["macs"], ensemble["params"]) == (794_000, 795_100)
+    assert student["bytes_int8"] == 79_400 + 4 * 110 + 5 * 2
+
+
+def _members(sizes, k):
+    stack = init_stack(sizes, range(k))
+    return [[p[i] for p in stack] for i in range(k)]
+
+
+@pytest.mark.parametrize(
+    "sizes, k", [([784, 500, 400, 300, 200, 100, 10], 1), ([784, 100, 10], 1), ([784, 100, 10], 4)]
+)
+def test_onnx_equals_pytorch_on_random_inputs(sizes, k, tmp_path):
+    members = _members(sizes, k)
+    x = torch.rand(64, 784)
+    got = export.run(export.session(export.write_onnx(members, tmp_path / "m.onnx")), x.numpy())
+    np.testing.assert_allclose(got, export.reference_outputs(members, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdbench",
+        "reproduce",
+        "--train-limit",
+        "2000",
+        "--repeats",
+        "1",
+        "--members",
+        "2",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("role", ["student_from_ensemble", "ensemble", "teacher"])
+def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(trained_run, role):
+    cmd = [sys.executable, "-m", "kdbench", "export", str(trained_run), "--role", role, "--int8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((trained_run / "exports" / f"{role}-r0.json").read_text())
+    assert info["max_abs_diff_vs_torch"] < 1e-4
+    assert info["test_error_onnx"] == info["test_error_torch"]
+    assert 0 < info["test_error_int8"] < 0.5
+    assert info["bytes_int8"] < info["bytes"] / 3
+
+
+def test_resources_in_summary_and_report(trained_run):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    res = summary["resources"]["rows"]
+    assert res["ensemble"]["params"] == 2 * res["student_hard"]["params"]
+    for row in res.values():
+        for key in ("torch_b1", "onnx_b1", "torch_b256", "onnx_b256"):
+            assert row["latency"][key]["median_us"] > 0
+    assert (trained_run / "tradeoff.png").stat().st_size > 0
+    assert "What each model costs" in (trained_run / "report.md").read_text()
+
+
+def test_latency_block_timing_is_positive_and_ordered():
+    t = latency.time_per_image(lambda: sum(range(1000)), batch=1, blocks=5, block_s=0.01)
+    assert 0 < t["q1_us"] <= t["median_us"] <= t["q3_us"]
