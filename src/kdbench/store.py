@@ -154,7 +154,13 @@ class RunStore:
         if not path.is_file():
             return None
         with safe_open(str(path), framework="pt") as fh:
-            records = json.loads(fh.metadata()["records"])
+            meta = fh.metadata() or {}
+            if "records" not in meta:
+                raise RunFolderError(
+                    f"{path} was written by an older kdbench without stack records;"
+                    " rerun the study into a new --out to export or measure it"
+                )
+            records = json.loads(meta["records"])
             n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
             params = []
             for i in range(n_layers):
