@@ -174,11 +174,18 @@ def figure(summary: dict, folder: Path) -> None:
     ax.set_title("Original models vs distilled students (Figure 3)")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    _save(fig, folder, "figure")
+
+
+def _save(fig, folder: Path, stem: str) -> None:
+    """PNG for GitHub and browsers, SVG for papers; both written atomically."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     for ext in ("png", "svg"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext)
-        atomic_write(folder / f"figure.{ext}", buf.getvalue())
+        atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
     plt.close(fig)
 
 
@@ -245,12 +252,7 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
     ax.set_title("Accuracy vs latency: lower left is better")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext)
-        atomic_write(folder / f"tradeoff.{ext}", buf.getvalue())
-    plt.close(fig)
+    _save(fig, folder, "tradeoff")
 
 
 def comparisons_markdown(summary: dict) -> str:
