@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from kdbench import data
 from kdbench.protocol import ROWS
 
 KDBENCH = [sys.executable, "-m", "kdbench"]
@@ -178,12 +179,7 @@ def test_unwritable_output_folder(tmp_path):
 def test_corrupt_data_is_a_runtime_error(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    for stem in (
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ):
+    for stem in data.FILES.values():
         (data_dir / f"{stem}.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     out = tmp_path / "run"
     proc = _run(

@@ -112,9 +112,6 @@ class RunStore:
             with open(path, "r+b") as fh:
                 fh.truncate(raw.rfind(b"\n") + 1)
 
-    def path(self, name: str) -> Path:
-        return self.folder / name
-
     def append_record(self, record: dict[str, Any]) -> None:
         """Append one record, fsynced; a record already in the file (resume) is not repeated."""
         key = record_key(record)
