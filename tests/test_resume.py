@@ -38,6 +38,10 @@ def _finish(out):
     return json.loads((out / "summary.json").read_text())
 
 
+def _complete_lines(path):
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def _model_lines(out):
     return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
 
@@ -54,7 +58,9 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path, uninterrupted):
     proc = _start(out)
     records = out / "records.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (records.exists() and records.stat().st_size > 0):
+    # wait for both teachers' lines: they are appended one at a time, so the first
+    # line alone can be seen a moment before the second
+    while time.time() < deadline and _complete_lines(records) < 2:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
