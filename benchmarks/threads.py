@@ -26,7 +26,8 @@ from kdbench.models import init_stack, layer_sizes, stack_forward
 
 def stacks(cfg: Config):
     p, m = cfg.protocol, cfg.model
-    teacher, student = layer_sizes(784, m.teacher_hidden, 10), layer_sizes(784, m.student_hidden, 10)
+    teacher = layer_sizes(784, m.teacher_hidden, 10)
+    student = layer_sizes(784, m.student_hidden, 10)
     return [
         ("lone student", student, 1, False),
         ("teachers", teacher, p.repeats, False),

@@ -68,3 +68,21 @@ def test_ensemble_targets_mean_of_softened_probabilities_and_of_logits():
     torch.testing.assert_close(ensemble_targets(logits, t, "logits"), want_logits)
     assert not torch.allclose(want, want_logits)
     torch.testing.assert_close(want.sum(-1), torch.ones(7, dtype=torch.float64))
+
+
+def test_softmax_head_applies_the_temperature_to_probabilities():
+    """paper-softmax-head: the student's softened output is softmax(softmax(z) / T), written out."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 5, 10, generator=gen) * 3
+    labels = torch.randint(0, 10, (2, 5), generator=gen)
+    targets = torch.softmax(torch.randn(2, 5, 10, generator=gen), -1)
+    t, a = 10.0, 0.1
+    p = torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
+    q = torch.exp(p / t) / torch.exp(p / t).sum(-1, keepdim=True)
+    kl = (targets * (torch.log(targets) - torch.log(q))).sum(-1).mean(-1)
+    ce = -torch.log(p.gather(-1, labels[..., None])[..., 0]).mean(-1)
+    want = a * ce + (1 - a) * t * t * kl
+    torch.testing.assert_close(kd_loss(z, labels, targets, t, a, head="softmax"), want)
+    # the signature diagnose looks for: softened probabilities are nearly uniform
+    entropy = -(q * q.log()).sum(-1)
+    assert float(entropy.min()) > 0.99 * math.log(10)

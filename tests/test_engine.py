@@ -109,3 +109,38 @@ def test_divergence_is_recorded_not_hidden(small_splits):
     cfg = _cfg(epochs=2, learning_rate=1e30)
     result = engine.train(engine.Job("t", SIZES, [1, 2], [3, 4]), small_splits, cfg)
     assert result.diverged_epoch == [1, 1]
+
+
+def test_dropout_member_does_not_depend_on_its_stack(small_splits):
+    """Hinton's teachers train with dropout: each member's masks come from its own generator,
+    so a member trained in a stack equals the same member trained alone, early stops included."""
+    seeds, shuffles = [1, 2, 3], [5, 6, 7]
+    cfg = _cfg(patience=1, max_epochs=6, batch_size=64, learning_rate=1e-2)
+    job = engine.Job("t", SIZES, seeds, shuffles, dropout=(0.2, 0.5))
+    stacked = engine.train(job, small_splits, cfg)
+    for m in range(3):
+        alone = engine.train(
+            engine.Job("t", SIZES, [seeds[m]], [shuffles[m]], dropout=(0.2, 0.5)), small_splits, cfg
+        )
+        assert alone.epochs[0] == stacked.epochs[m]
+        for a, b in zip(alone.params, stacked.params, strict=True):
+            torch.testing.assert_close(a[0], b[m], atol=1e-5, rtol=1e-4)
+    plain = engine.train(engine.Job("t", SIZES, seeds, shuffles), small_splits, cfg)
+    assert not torch.equal(plain.params[0], stacked.params[0]), "dropout should change training"
+
+
+def test_dropout_forward_matches_masks_written_out():
+    from kdbench.models import Dropout, stack_forward
+
+    sizes = [20, 16, 12, 3]
+    params = init_stack(sizes, [4, 5])
+    x = torch.rand(2, 8, 20)
+    got = stack_forward(params, x, Dropout(0.2, 0.5, [10, 11]))
+    for m, seed in enumerate([10, 11]):
+        gen = torch.Generator().manual_seed(seed)
+        h = x[m] * (torch.rand(8, 20, generator=gen) >= 0.2) / 0.8
+        for i in range(3):
+            h = h @ params[2 * i][m] + params[2 * i + 1][m]
+            if i < 2:
+                h = torch.relu(h) * (torch.rand(8, sizes[i + 1], generator=gen) >= 0.5) / 0.5
+        torch.testing.assert_close(got[m], h)

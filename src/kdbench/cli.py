@@ -97,49 +97,66 @@ class _Bar:
         self.progress.update(self.task, completed=step, description=desc)
 
 
+def _opt(text: str):
+    return typer.Option(help=text, show_default=False)
+
+
 @app.command()
 @_friendly
 def reproduce(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
-    dataset: Annotated[str, typer.Option(help="mnist (bundled), fashion-mnist, kmnist.")] = "mnist",
-    data_dir: Annotated[str | None, typer.Option(help="Folder with the four IDX files.")] = None,
-    train_limit: Annotated[
-        int | None, typer.Option(help="Use the first N training images.")
+    preset: Annotated[
+        str, typer.Option(help="Named settings to start from; see `kdbench presets`.")
+    ] = "paper",
+    dataset: Annotated[str | None, _opt("mnist (bundled), fashion-mnist, kmnist, digits.")] = None,
+    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
+    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
+    validation_split: Annotated[float | None, _opt("Held-out tail of training set (0.1).")] = None,
+    repeats: Annotated[int | None, _opt("Independent iterations of the study (10).")] = None,
+    members: Annotated[int | None, _opt("Small networks in each ensemble (10).")] = None,
+    epochs: Annotated[int | None, _opt("Train exactly E epochs, no early stop.")] = None,
+    patience: Annotated[int | None, _opt("Early-stopping patience in epochs (2).")] = None,
+    max_epochs: Annotated[int | None, _opt("Epoch cap under early stopping (50).")] = None,
+    monitor: Annotated[str | None, _opt("val_loss (default), val_error or train_loss.")] = None,
+    restore_best: Annotated[
+        bool | None,
+        typer.Option(
+            "--restore-best/--keep-last",
+            help="Keep the best epoch's weights, or the last (default).",
+            show_default=False,
+        ),
     ] = None,
-    validation_split: Annotated[float, typer.Option(help="Held-out tail of training set.")] = 0.1,
-    repeats: Annotated[int, typer.Option(help="Independent iterations of the study.")] = 10,
-    members: Annotated[int, typer.Option(help="Small networks in each ensemble.")] = 10,
-    epochs: Annotated[
-        int | None, typer.Option(help="Train exactly E epochs, no early stop.")
-    ] = None,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 2,
-    max_epochs: Annotated[int, typer.Option(help="Epoch cap under early stopping.")] = 50,
-    monitor: Annotated[str, typer.Option(help="val_loss, val_error or train_loss.")] = "val_loss",
-    restore_best: Annotated[bool, typer.Option(help="Keep the best epoch's weights.")] = False,
     kd_monitor: Annotated[
-        str, typer.Option(help="Distilled students stop on the 'combined' loss or 'hard' CE.")
-    ] = "combined",
-    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 10.0,
-    alpha: Annotated[float, typer.Option(help="Weight of the hard-label loss, in [0, 1].")] = 0.1,
+        str | None, _opt("Distilled students stop on the 'combined' loss (default) or 'hard' CE.")
+    ] = None,
+    batch_size: Annotated[int | None, _opt("Minibatch size (32).")] = None,
+    lr: Annotated[float | None, _opt("Adam learning rate (0.001).")] = None,
+    temperature: Annotated[float | None, _opt("Distillation temperature T (10).")] = None,
+    alpha: Annotated[float | None, _opt("Weight of the hard-label loss, in [0, 1] (0.1).")] = None,
     ensemble_targets: Annotated[
-        str, typer.Option(help="Ensemble soft targets: mean of 'probs' or of 'logits'.")
-    ] = "probs",
-    teacher_hidden: Annotated[str | None, typer.Option(help="e.g. 500-400-300-200-100")] = None,
-    student_hidden: Annotated[str | None, typer.Option(help="e.g. 100")] = None,
-    seed: Annotated[int, typer.Option(help="Base seed; every model's seed derives from it.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: all).")] = None,
+        str | None, _opt("Ensemble soft targets: mean of 'probs' (default) or of 'logits'.")
+    ] = None,
+    head: Annotated[
+        str | None, _opt("What T divides: 'logits' (default) or 'softmax' probabilities.")
+    ] = None,
+    teacher_hidden: Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")] = None,
+    student_hidden: Annotated[str | None, _opt("e.g. 100 (default)")] = None,
+    teacher_dropout: Annotated[float | None, _opt("Teacher hidden-layer dropout (0).")] = None,
+    teacher_input_dropout: Annotated[float | None, _opt("Teacher input dropout (0).")] = None,
+    seed: Annotated[int | None, _opt("Base seed; every model's seed derives from it (0).")] = None,
+    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
+    threads: Annotated[int | None, _opt("Torch CPU threads (default: all).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     latency: Annotated[
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
     ] = True,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
+    from kdbench.presets import resolve
     from kdbench.run import reproduce as run
 
-    cfg = Config().with_overrides(
+    cfg = resolve(
+        preset,
         dataset=dataset,
         data_dir=data_dir,
         train_limit=train_limit,
@@ -157,10 +174,13 @@ def reproduce(
         temperature=temperature,
         alpha=alpha,
         ensemble_targets=ensemble_targets,
+        head=head,
         seed=seed,
         device=device,
         teacher_hidden=_sizes(teacher_hidden, "--teacher-hidden"),
         student_hidden=_sizes(student_hidden, "--student-hidden"),
+        teacher_dropout=teacher_dropout,
+        teacher_input_dropout=teacher_input_dropout,
         threads=threads,
     )
     start = time.perf_counter()
@@ -169,10 +189,20 @@ def reproduce(
     else:
         bar = _Bar()
         with bar.progress:
-            folder, _summary = run(cfg, out, bar)
+            folder, _summary = run(cfg, out, bar, measure_latency=latency)
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
+
+
+@app.command()
+def presets() -> None:
+    """List the named presets and what each changes."""
+    from kdbench.presets import PRESETS
+
+    for p in PRESETS.values():
+        changes = ", ".join(f"{k}={v}" for k, v in p.overrides.items()) or "(defaults)"
+        print(f"{p.name:<20} {p.summary}\n{'':<20} {changes}")
 
 
 def _run_config(run_dir: Path) -> dict:

@@ -18,6 +18,8 @@ MONITORS = ("val_loss", "val_error", "train_loss")
 KD_MONITORS = ("combined", "hard")
 ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
+HEADS = ("logits", "softmax")
+TOP_LEVEL = ("device", "threads", "preset")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class DataConfig:
 class ModelConfig:
     teacher_hidden: tuple[int, ...] = (500, 400, 300, 200, 100)
     student_hidden: tuple[int, ...] = (100,)  # also each ensemble member
+    # what the temperature divides: the logits (Hinton; default), or the probabilities of a
+    # softmax output layer (what the paper's Keras code does if its last layer is a softmax)
+    head: str = "logits"
+    teacher_dropout: float = 0.0  # dropout rate on the teacher's hidden layers (Hinton: 0.5)
+    teacher_input_dropout: float = 0.0  # dropout rate on the teacher's inputs (Hinton: 0.2)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Config:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    preset: str = "paper"  # the named preset the settings started from (see `presets`)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -91,7 +99,7 @@ class Config:
         for key, value in raw.items():
             if key in sections:
                 kwargs[key] = _section(sections[key], value, key)
-            elif key in ("device", "threads"):
+            elif key in TOP_LEVEL:
                 kwargs[key] = value
             else:
                 raise ConfigError(f"unknown configuration key '{key}'")
@@ -105,7 +113,7 @@ class Config:
         for name, value in flat.items():
             if value is None:
                 continue
-            if name in ("device", "threads"):
+            if name in TOP_LEVEL:
                 top[name] = value
                 continue
             if name not in index:
@@ -120,7 +128,7 @@ class Config:
 def _flat_index() -> dict[str, str]:
     index = {}
     for sec in dataclasses.fields(Config):
-        if sec.name in ("device", "threads"):
+        if sec.name in TOP_LEVEL:
             continue
         for f in dataclasses.fields(sec.default_factory()):  # type: ignore[misc]
             index[f.name] = sec.name
@@ -163,6 +171,14 @@ def validate(cfg: Config) -> None:
         )
     _hidden(m.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
     _hidden(m.student_hidden, "student hidden layers", "--student-hidden")
+    if m.head not in HEADS:
+        raise ConfigError(f"head must be one of {', '.join(HEADS)} (got {m.head!r}); fix --head")
+    for rate, flag in (
+        (m.teacher_dropout, "--teacher-dropout"),
+        (m.teacher_input_dropout, "--teacher-input-dropout"),
+    ):
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ConfigError(f"dropout rate must be in [0, 1) (got {rate!r}); fix {flag}")
     if not (isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0):
         raise ConfigError(f"learning rate must be > 0 (got {t.learning_rate!r}); fix --lr")
     if not (isinstance(t.adam_eps, (int, float)) and t.adam_eps > 0):
@@ -196,6 +212,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"device must be cpu or cuda (got {cfg.device!r}); fix --device")
     if cfg.threads is not None:
         _positive_int(cfg.threads, "threads", "--threads")
+    if not isinstance(cfg.preset, str) or not cfg.preset:
+        raise ConfigError(f"preset must be a name (got {cfg.preset!r}); see `kdbench presets`")
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -24,6 +24,17 @@ def soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits / temperature, dim=-1)
 
 
+def head_outputs(logits: torch.Tensor, head: str = "logits") -> torch.Tensor:
+    """What the temperature divides. `logits`: the logits (Hinton). `softmax`: the output of a
+    softmax layer, as in a Keras model that ends in softmax and is then divided by T; those
+    probabilities lie in [0, 1], so their softened version is nearly uniform."""
+    if head == "logits":
+        return logits
+    if head == "softmax":
+        return torch.softmax(logits, dim=-1)
+    raise ValueError(f"unknown head {head!r}")
+
+
 def kl_soft(
     targets: torch.Tensor, student_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -38,10 +49,12 @@ def kd_loss(
     targets: torch.Tensor,
     temperature: float,
     alpha: float | torch.Tensor,
+    head: str = "logits",
 ) -> torch.Tensor:
-    """The paper's combined loss; `targets` are the teacher's softened probabilities."""
+    """The paper's combined loss; `targets` are the teacher's softened probabilities. The
+    hard-label term is the same for either head (CE of the softmax output)."""
     hard = cross_entropy(student_logits, labels)
-    soft = kl_soft(targets, student_logits, temperature)
+    soft = kl_soft(targets, head_outputs(student_logits, head), temperature)
     return alpha * hard + (1 - alpha) * temperature**2 * soft
 
 

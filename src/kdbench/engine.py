@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from kdbench.config import TrainConfig
 from kdbench.data import Splits
 from kdbench.distill import cross_entropy, error_rate, kd_loss
-from kdbench.models import Params, init_stack, stack_forward, stack_logits
+from kdbench.models import Dropout, Params, init_stack, stack_forward, stack_logits
 
 # progress(job name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
@@ -38,6 +39,7 @@ class SoftTargets:
     temperature: float
     alpha: float
     monitor: str = "combined"  # validation quantity for early stopping: combined loss or CE
+    head: str = "logits"  # what the temperature divides (see `distill.head_outputs`)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Job:
     init_seeds: Sequence[int]
     shuffle_seeds: Sequence[int]
     targets: SoftTargets | None = None
+    dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden) rates while training
 
     def __post_init__(self) -> None:
         if len(self.init_seeds) != len(self.shuffle_seeds) or not self.init_seeds:
@@ -106,7 +109,9 @@ def _validation(
     err = error_rate(logits, labels)
     if targets is None or targets.monitor == "hard":
         return cross_entropy(logits, labels), err
-    loss = kd_loss(logits, labels, targets.val[groups], targets.temperature, targets.alpha)
+    loss = kd_loss(
+        logits, labels, targets.val[groups], targets.temperature, targets.alpha, targets.head
+    )
     return loss, err
 
 
@@ -125,6 +130,13 @@ def train(
     best = [p.detach().clone() for p in params] if cfg.restore_best else None
     adam = _Adam(params, cfg.learning_rate, cfg.adam_eps)
     generators = [torch.Generator().manual_seed(int(s)) for s in job.shuffle_seeds]
+    dropout = None
+    if any(job.dropout):
+        # its own stream per member, derived from the shuffle seed
+        seeds = [
+            np.random.SeedSequence([int(s), 1]).generate_state(1)[0] for s in job.shuffle_seeds
+        ]
+        dropout = Dropout(*job.dropout, seeds)
     targets = job.targets
     groups_all = targets.group.to(device) if targets is not None else None
 
@@ -143,19 +155,23 @@ def train(
 
     for epoch in range(1, last_epoch + 1):
         ids = active.tolist()
+        if dropout is not None:
+            dropout.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=generators[i]) for i in ids])
         perms = perms.to(device)
         groups = groups_all[active.to(device)] if groups_all is not None else None
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             idx = perms[:, s * batch : (s + 1) * batch]
-            logits = stack_forward(params, splits.x_train[idx])
+            logits = stack_forward(params, splits.x_train[idx], dropout)
             labels = splits.y_train[idx]
             if targets is None:
                 loss = cross_entropy(logits, labels)
             else:
                 soft = targets.train[groups[:, None], idx]
-                loss = kd_loss(logits, labels, soft, targets.temperature, targets.alpha)
+                loss = kd_loss(
+                    logits, labels, soft, targets.temperature, targets.alpha, targets.head
+                )
             loss.sum().backward()
             adam.step()
             loss_sum += loss.detach() * idx.shape[1]

@@ -38,15 +38,37 @@ def init_stack(sizes: Sequence[int], seeds: Sequence[int], device: str | torch.d
     return [torch.stack(ts).to(device) for ts in zip(*per_member, strict=True)]
 
 
-def stack_forward(params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Logits of every member: x is `[M, B, in]` (own batches) or `[N, in]` (shared inputs)."""
+class Dropout:
+    """Training-time dropout for a stack, one generator per member: a member's masks, like its
+    shuffling, depend only on its own seed, never on the stack it shares. Inverted dropout
+    (kept units scaled by 1 / (1 - rate)), so evaluation needs no change."""
+
+    def __init__(self, input_rate: float, hidden_rate: float, seeds: Sequence[int]):
+        self.rates = (float(input_rate), float(hidden_rate))
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.active = list(range(len(seeds)))  # member ids of the stack's rows, in order
+
+    def __call__(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        rate = self.rates[0] if layer == 0 else self.rates[1]
+        if rate == 0:
+            return h
+        shape = h.shape[1:]
+        noise = torch.stack([torch.rand(shape, generator=self.generators[m]) for m in self.active])
+        return h * (noise.to(h.device) >= rate) / (1 - rate)
+
+
+def stack_forward(params: Params, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
+    """Logits of every member: x is `[M, B, in]` (own batches) or `[N, in]` (shared inputs).
+    `dropout` (training only, own batches) drops inputs and hidden units per member."""
     n_layers = len(params) // 2
-    h = x
+    h = x if dropout is None else dropout(x, 0)
     for i in range(n_layers):
         w, b = params[2 * i], params[2 * i + 1]
         h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
         if i < n_layers - 1:
             h = torch.relu(h)
+            if dropout is not None:
+                h = dropout(h, i + 1)
     return h
 
 

@@ -25,7 +25,7 @@ import torch
 from kdbench import engine
 from kdbench.config import Config
 from kdbench.data import Splits
-from kdbench.distill import ensemble_targets, error_rate, soften
+from kdbench.distill import ensemble_targets, error_rate, head_outputs, soften
 from kdbench.models import layer_sizes, stack_logits
 
 ROWS = ("teacher", "student_from_teacher", "ensemble", "student_from_ensemble", "student_hard")
@@ -42,9 +42,9 @@ def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tup
     return int(init), int(shuffle)
 
 
-def _job(name, sizes, coords, base, targets=None) -> engine.Job:
+def _job(name, sizes, coords, base, targets=None, dropout=(0.0, 0.0)) -> engine.Job:
     seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
-    return engine.Job(name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], targets)
+    return engine.Job(name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], targets, dropout)
 
 
 def _records(result, coords, roles, base, val_err, test_err) -> list[Record]:
@@ -104,14 +104,15 @@ def run_study(
             sink(rec)
         records.extend(recs)
 
-    def phase(name, sizes, coords, roles, targets=None):
+    def phase(name, sizes, coords, roles, targets=None, dropout=(0.0, 0.0)):
         """(params, validation logits, test logits) of one stack, trained or loaded."""
         cached = cache.load_phase(name) if cache is not None else None
         if cached is not None:
             params = [q.to(device) for q in cached[0]]
             recs = cached[1]
         else:
-            res = engine.train(_job(name, sizes, coords, base, targets), splits, t, progress)
+            job = _job(name, sizes, coords, base, targets, dropout)
+            res = engine.train(job, splits, t, progress)
             params = res.params
         val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
         if cached is None:
@@ -125,7 +126,10 @@ def run_study(
 
     # 1. teachers
     coords = [(r, "teacher", 0) for r in repeats]
-    params, teacher_val, _ = phase("teachers", teacher_sizes, coords, ["teacher"] * p.repeats)
+    dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
+    params, teacher_val, _ = phase(
+        "teachers", teacher_sizes, coords, ["teacher"] * p.repeats, dropout=dropout
+    )
     teacher_train = stack_logits(params, splits.x_train)
 
     # 2. ensemble members and hard-label students: all small networks on hard labels
@@ -165,10 +169,15 @@ def run_study(
     )
 
     # 3. distilled students on cached soft targets: rows 0..R-1 teacher, R..2R-1 ensemble
+    head = cfg.model.head
+
     def targets_of(teacher_logits, ensemble_logits):
-        from_teacher = soften(teacher_logits, k.temperature)
+        from_teacher = soften(head_outputs(teacher_logits, head), k.temperature)
         from_ensemble = torch.stack(
-            [ensemble_targets(e, k.temperature, k.ensemble_targets) for e in ensemble_logits]
+            [
+                ensemble_targets(head_outputs(e, head), k.temperature, k.ensemble_targets)
+                for e in ensemble_logits
+            ]
         )
         return torch.cat([from_teacher, from_ensemble])
 
@@ -179,6 +188,7 @@ def run_study(
         temperature=k.temperature,
         alpha=k.alpha,
         monitor=k.kd_monitor,
+        head=head,
     )
     del teacher_train, ens_train
     coords = [(r, "student", 0) for r in repeats] * 2

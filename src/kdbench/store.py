@@ -16,8 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from kdbench.config import config_diff
-from kdbench.errors import RunFolderError
+from kdbench.config import Config, config_diff
+from kdbench.errors import ConfigError, RunFolderError
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
@@ -88,6 +88,13 @@ class RunStore:
                 raise RunFolderError(
                     f"{existing} is unreadable; choose a new --out or delete the folder"
                 )
+            try:  # settings added since that run read as their defaults
+                old = _normalise(Config.from_dict(old).to_dict())
+            except ConfigError as exc:
+                raise RunFolderError(
+                    f"{existing} holds a configuration this version cannot read ({exc});"
+                    " use a new --out"
+                ) from None
             diff = config_diff(old, self.run_config["config"])
             if diff:
                 raise RunFolderError(
