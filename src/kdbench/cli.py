@@ -217,11 +217,22 @@ def _run_config(run_dir: Path) -> dict:
     return run_config
 
 
-def _test_set(run_config: dict):
-    from kdbench import data
+def _test_set(run_config: dict, run_dir: Path):
+    from kdbench.run import splits_of
 
-    d = Config.from_dict(run_config["config"]).data
-    return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    return splits_of(Config.from_dict(run_config["config"]), run_dir)
+
+
+def _diagnosis(run_dir: Path, run_config: dict, records: list[dict]) -> dict:
+    from kdbench import diagnose
+    from kdbench.errors import DataError
+
+    cfg = Config.from_dict(run_config["config"])
+    try:
+        splits = _test_set(run_config, run_dir)
+    except DataError:
+        splits = None  # the record checks still run
+    return diagnose.diagnose(run_dir, records, cfg, splits)
 
 
 @app.command()
@@ -249,11 +260,30 @@ def report(
     timing.setdefault("total_seconds", sum(r.get("seconds", 0) for r in records))
     resources_path = run_dir / "resources.json"
     if measure:
-        x = _test_set(run_config).x_test[:256]
+        x = _test_set(run_config, run_dir).x_test[:256]
         write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
     resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
-    rep.render(run_dir, records, run_config, timing, resources)
+    found = _diagnosis(run_dir, run_config, records)
+    write_json(run_dir / "diagnose.json", found)
+    rep.render(run_dir, records, run_config, timing, resources, found)
     print(run_dir / "report.md")
+
+
+@app.command()
+@_friendly
+def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Check a run for the known pitfalls of distillation, each with the flag that tests it."""
+    from kdbench import diagnose as diag
+    from kdbench.errors import RunFolderError
+    from kdbench.store import read_records, write_json
+
+    run_config = _run_config(run_dir)
+    records = read_records(run_dir)
+    if not records:
+        raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
+    found = _diagnosis(run_dir, run_config, records)
+    write_json(run_dir / "diagnose.json", found)
+    print(diag.markdown(found), end="")
 
 
 @app.command("export")
@@ -280,7 +310,7 @@ def export_model(
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _run_config(run_dir)
     members = export.load_members(run_dir, role, repeat)
-    splits = _test_set(run_config)
+    splits = _test_set(run_config, run_dir)
     x, y = splits.x_test, splits.y_test.numpy()
     path = out or run_dir / "exports" / f"{role}-r{repeat}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)

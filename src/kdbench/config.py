@@ -28,6 +28,7 @@ class DataConfig:
     data_dir: str | None = None  # folder with the four IDX files; None = bundled / registry
     train_limit: int | None = None  # use only the first N training images
     validation_split: float = 0.1  # the last fraction of the training images (Keras' rule)
+    fingerprint: str | None = None  # SHA-256 of your arrays (dataset "arrays", Python API)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ import gzip
 import hashlib
 import zlib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kdbench import sources
 from kdbench.errors import ConfigError, DataError
 
 FILES = {
@@ -41,10 +41,26 @@ CHECKSUMS: dict[str, dict[str, str] | None] = {
             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
         ),
     },
-    "fashion-mnist": None,
-    "kmnist": None,
+    # from Debian's dataset-fashion-mnist package; downloads are also checked in `sources`
+    "fashion-mnist": {
+        "t10k-images-idx3-ubyte": (
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+        ),
+        "t10k-labels-idx1-ubyte": (
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+        ),
+        "train-images-idx3-ubyte": (
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+        ),
+        "train-labels-idx1-ubyte": (
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+        ),
+    },
+    "kmnist": None,  # only the downloaded .gz files have pinned hashes (see `sources`)
 }
-DATASETS = tuple(CHECKSUMS)
+# digits: scikit-learn's bundled 8x8 digits (1797 images, offline); arrays: the Python API's
+ARRAYS = "arrays"
+DATASETS = (*CHECKSUMS, "digits")
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -112,17 +128,26 @@ def _find(folder: Path, stem: str) -> Path:
 
 
 def dataset_folder(name: str, data_dir: str | None) -> Path:
-    """Where a dataset's files are: --data-dir if given, else the bundled copy (MNIST only)."""
+    """Where an IDX dataset's files are (see `sources` for the search order)."""
     if name not in CHECKSUMS:
         raise ConfigError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
-    if data_dir is not None:
-        folder = Path(data_dir)
-        if not folder.is_dir():
-            raise DataError(f"--data-dir {data_dir} is not a folder; give the folder of IDX files")
-        return folder
-    if name == "mnist":
-        return Path(str(resources.files("kdbench") / "datasets" / "mnist"))
-    raise DataError(f"dataset '{name}' is not bundled; pass --data-dir with its four IDX files")
+    return sources.locate(name, data_dir, list(FILES.values()))
+
+
+def digits_arrays() -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits, pixels scaled from 0-16 to [0, 1]. No official test split:
+    the last 20% (360 images) are the test set, the rest the training set, always the same."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    cut = len(x) - 360
+    return {
+        "train_images": x[:cut],
+        "train_labels": y[:cut],
+        "test_images": x[cut:],
+        "test_labels": y[cut:],
+    }
 
 
 @dataclass(frozen=True)
@@ -151,6 +176,13 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def load_arrays(name: str = "mnist", data_dir: str | None = None) -> dict[str, np.ndarray]:
     """The four arrays of a dataset, verified where a pinned hash is known."""
+    if name == "digits":
+        return digits_arrays()
+    if name == ARRAYS:
+        raise ConfigError(
+            "dataset 'arrays' is only for the Python API (kdbench.study); a run folder of one"
+            " keeps its data in data.safetensors"
+        )
     folder = dataset_folder(name, data_dir)
     sums = CHECKSUMS[name] or {}
     arrays = {key: read_idx(_find(folder, stem), sums.get(stem)) for key, stem in FILES.items()}
@@ -209,12 +241,68 @@ def load(
     validation_split: float = 0.1,
     train_limit: int | None = None,
 ) -> Splits:
-    a = load_arrays(name, data_dir)
+    return split_arrays(load_arrays(name, data_dir), validation_split, train_limit)
+
+
+def _numpy(a, what: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception:
+        raise DataError(f"{what} is not an array; pass a NumPy array or a torch tensor") from None
+
+
+def check_arrays(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
+    """Your own data for the study (NumPy arrays or torch tensors): features `[N, ...]` (flattened,
+    used as given: scale them yourself), integer labels 0..C-1. Returns the four arrays, ready
+    for `split`, or raises DataError naming what is wrong."""
+    out = {}
+    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        xs, ys = _numpy(x, f"x_{part}"), _numpy(y, f"y_{part}")
+        if xs.ndim < 2 or len(xs) == 0:
+            raise DataError(f"x_{part} must have shape [examples, features...] (got {xs.shape})")
+        if ys.ndim != 1 or len(ys) != len(xs):
+            raise DataError(
+                f"y_{part} must be one label per row of x_{part} (got {ys.shape} for"
+                f" {len(xs)} examples)"
+            )
+        if not np.issubdtype(xs.dtype, np.number) or not np.isfinite(xs).all():
+            raise DataError(f"x_{part} must be finite numbers (found NaN, inf or non-numbers)")
+        if not np.issubdtype(ys.dtype, np.integer) and not (
+            np.issubdtype(ys.dtype, np.floating) and np.all(ys == np.round(ys))
+        ):
+            raise DataError(f"y_{part} must hold integer class labels 0..C-1")
+        if ys.min() < 0:
+            raise DataError(f"y_{part} has negative labels; use class labels 0..C-1")
+        out[f"{part}_images"] = xs.reshape(len(xs), -1).astype(np.float32)
+        out[f"{part}_labels"] = ys.astype(np.int64)
+    if out["train_images"].shape[1] != out["test_images"].shape[1]:
+        raise DataError(
+            f"x_train has {out['train_images'].shape[1]} features but x_test"
+            f" {out['test_images'].shape[1]}; they must match"
+        )
+    if len(np.unique(out["train_labels"])) < 2:
+        raise DataError("y_train has fewer than two classes; the study needs at least two")
+    return out
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' names, shapes, dtypes and bytes: what a run was trained on."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_limit) -> Splits:
     return split(
-        a["train_images"],
-        a["train_labels"],
-        a["test_images"],
-        a["test_labels"],
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
         validation_split,
         train_limit,
     )

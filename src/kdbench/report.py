@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from kdbench.diagnose import markdown as diagnose_markdown
 from kdbench.protocol import ROWS, row_errors
 from kdbench.stats import SIGNIFICANCE, compare_rows, summarize
 from kdbench.store import atomic_write, write_json
@@ -33,8 +34,13 @@ LABELS = {
 
 
 def build_summary(
-    records: list[dict], planned_repeats: int, timing: dict, resources: dict | None = None
+    records: list[dict],
+    planned_repeats: int,
+    timing: dict,
+    resources: dict | None = None,
+    dataset: str = "mnist",
 ) -> dict[str, Any]:
+    """The paper's numbers sit beside the measured ones only on its dataset, MNIST."""
     per_row = row_errors(records)
     rows = {}
     for name in ROWS:
@@ -43,7 +49,7 @@ def build_summary(
             "repeats": [r for r, _ in pairs],
             "errors": [e for _, e in pairs],
             **summarize([e for _, e in pairs]),
-            "paper": PAPER_TABLE1[name],
+            "paper": PAPER_TABLE1[name] if dataset == "mnist" else None,
         }
     completed = min(len(v["errors"]) for v in rows.values())
     diverged = [
@@ -73,7 +79,8 @@ def _pct(x: float | None, digits: int = 2) -> str:
 
 def _outside(row: dict) -> bool:
     ci = row["ci95"]
-    return ci is not None and not (ci[0] <= row["paper"] <= ci[1])
+    paper = row["paper"]
+    return ci is not None and paper is not None and not (ci[0] <= paper <= ci[1])
 
 
 def table_markdown(summary: dict) -> str:
@@ -161,6 +168,8 @@ def figure(summary: dict, folder: Path) -> None:
             zorder=3,
             label="each repeat" if i == 0 else None,
         )
+        if row["paper"] is None:
+            continue
         ax.bar(
             i + 0.18,
             100 * row["paper"],
@@ -322,6 +331,15 @@ def config_table(cfg: dict) -> str:
     return "| Setting | Value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
+def diagnosis_section(summary: dict) -> str:
+    if "diagnosis" not in summary:
+        return ""
+    return (
+        "## Diagnosis — known pitfalls, checked against this run\n\n"
+        f"{diagnose_markdown(summary['diagnosis'])}\n(`kdbench diagnose RUN_DIR` prints this.)\n\n"
+    )
+
+
 def report_markdown(summary: dict, run_config: dict) -> str:
     cfg = run_config["config"]
     env = run_config.get("environment", {})
@@ -359,7 +377,7 @@ def report_markdown(summary: dict, run_config: dict) -> str:
 
 {comparisons_markdown(summary)}
 
-{resources_section(summary)}## Configuration
+{resources_section(summary)}{diagnosis_section(summary)}## Configuration
 
 {config_table(cfg)}
 
@@ -374,11 +392,19 @@ trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`,
 
 
 def render(
-    folder: Path, records: list[dict], run_config: dict, timing: dict, resources: dict | None = None
+    folder: Path,
+    records: list[dict],
+    run_config: dict,
+    timing: dict,
+    resources: dict | None = None,
+    diagnosis: dict | None = None,
 ) -> dict:
     """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
-    planned = run_config["config"]["protocol"]["repeats"]
-    summary = build_summary(records, planned, timing, resources)
+    cfg = run_config["config"]
+    planned = cfg["protocol"]["repeats"]
+    summary = build_summary(records, planned, timing, resources, cfg["data"]["dataset"])
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
     write_json(folder / "summary.json", summary)
     atomic_write(folder / "table.md", table_markdown(summary).encode())
     atomic_write(folder / "table.csv", table_csv(summary).encode())

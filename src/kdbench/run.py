@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
+from safetensors.torch import load_file, save
 
 import kdbench
-from kdbench import data, latency, report
+from kdbench import data, diagnose, latency, report
 from kdbench.config import Config
 from kdbench.engine import Progress
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, RunFolderError
 from kdbench.protocol import run_study
-from kdbench.store import RunStore, write_json
+from kdbench.store import RunStore, atomic_write, write_json
 
 
 def default_out() -> Path:
@@ -53,17 +54,58 @@ def _prepare_device(cfg: Config) -> None:
         torch.set_num_threads(cfg.threads)
 
 
+DATA_FILE = "data.safetensors"  # the arrays of a Python-API run, so its folder is complete
+
+
+def splits_of(cfg: Config, folder: Path) -> data.Splits:
+    """The data a run folder was trained on (re-read, or from the folder for your own arrays)."""
+    d = cfg.data
+    if d.dataset != data.ARRAYS:
+        return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    path = Path(folder) / DATA_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{folder} lacks {DATA_FILE}, the arrays this run was trained on")
+    arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
+    return data.split_arrays(arrays, d.validation_split, d.train_limit)
+
+
+def study(
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    config: Config | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    measure_latency: bool = False,
+) -> tuple[Path, dict]:
+    """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
+    features (flattened; scale them yourself). The validation split is the tail of the training
+    arrays, as for the built-in datasets. Returns (run folder, summary)."""
+    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
+    cfg = (config or Config()).with_overrides(
+        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
+    )
+    return reproduce(cfg, out, progress, measure_latency, arrays=arrays)
+
+
 def reproduce(
     cfg: Config,
     out: str | Path | None = None,
     progress: Progress | None = None,
     measure_latency: bool = True,
+    arrays: dict | None = None,
 ) -> tuple[Path, dict]:
     """Run the paper's study with `cfg`; returns (run folder, summary)."""
     start = time.perf_counter()
     _prepare_device(cfg)
     d = cfg.data
-    splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    if d.dataset == data.ARRAYS:
+        if arrays is None:
+            raise ConfigError("dataset 'arrays' needs the arrays: call kdbench.study(...)")
+        splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
+    else:
+        splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
     if cfg.train.batch_size > len(splits.x_train):
         raise ConfigError(
             f"batch size {cfg.train.batch_size} exceeds the {len(splits.x_train)} training images;"
@@ -78,12 +120,16 @@ def reproduce(
         " 3 student), member]); see records.jsonl for each model's seeds",
     }
     store = RunStore(folder, run_config)
-    splits = splits.to(cfg.device)
-    records = run_study(cfg, splits, store.append_record, progress, store)
+    if arrays is not None and not (folder / DATA_FILE).is_file():
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        atomic_write(folder / DATA_FILE, save(tensors))
+    records = run_study(cfg, splits.to(cfg.device), store.append_record, progress, store)
     measured = None
     if measure_latency:
-        measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256].cpu())
+        measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
         write_json(folder / "resources.json", measured)
+    found = diagnose.diagnose(folder, records, cfg, splits)
+    write_json(folder / "diagnose.json", found)
     timing = {"total_seconds": time.perf_counter() - start, "resumed": store.resumed}
-    summary = report.render(folder, records, run_config, timing, measured)
+    summary = report.render(folder, records, run_config, timing, measured, found)
     return folder, summary

@@ -1,0 +1,269 @@
+"""Why did distillation help or hurt? Known pitfalls, checked against a run's own evidence.
+
+Each finding names what was seen (with numbers) and the preset or flag that tests the
+alternative. Checks that need only `records.jsonl` always run; the soft-target entropy and the
+students' fidelity to their teachers need the run's checkpoints and test set, and are skipped
+(with a note) when those are missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from kdbench.config import Config
+from kdbench.data import Splits
+from kdbench.distill import ensemble_targets, head_outputs, soften
+from kdbench.models import stack_logits
+from kdbench.protocol import row_errors
+from kdbench.stats import compare_rows
+
+UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
+EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    title: str
+    evidence: str
+    try_next: str
+
+
+def _role_epochs(records: list[dict], role: str) -> list[int]:
+    return [r["epochs"] for r in records if r.get("kind") == "model" and r["role"] == role]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def from_records(records: list[dict], cfg: Config) -> list[Finding]:
+    """The checks that need only the records."""
+    found = []
+    early_stopping = cfg.train.epochs is None
+    teacher_vs_hard = next(
+        c for c in compare_rows(row_errors(records)) if c["a"] == "teacher"
+    )  # a − b in pp: negative when the teacher is better
+    diff, ci = teacher_vs_hard["mean_diff"], teacher_vs_hard["ci95"]
+    if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
+        spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
+        found.append(
+            Finding(
+                "weak-teacher",
+                "The teacher is not clearly better than the hard-label student",
+                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
+                f" {teacher_vs_hard['n']} paired repeat(s); teachers trained"
+                f" {_mean(_role_epochs(records, 'teacher')):.1f} epochs on average. A student"
+                " can hardly learn more from a teacher than from the labels themselves.",
+                "--preset hinton (a larger, dropout-regularised teacher), --preset restore-best,"
+                " or a larger --patience",
+            )
+        )
+    distilled = _role_epochs(records, "student_from_teacher") + _role_epochs(
+        records, "student_from_ensemble"
+    )
+    hard = _role_epochs(records, "student_hard")
+    if early_stopping and cfg.distill.kd_monitor == "combined" and distilled and hard:
+        found.append(
+            Finding(
+                "combined-monitor",
+                "Distilled students stopped on the combined distillation loss",
+                f"early stopping watched alpha·CE + (1 − alpha)·T²·KL (T = "
+                f"{cfg.distill.temperature:g}); distilled students trained"
+                f" {_mean(distilled):.1f} epochs on average, the hard-label student"
+                f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
+                " stop when they match the soft targets, not when their error stops falling.",
+                "--preset hard-monitor (stop on the hard-label validation loss)",
+            )
+        )
+    if early_stopping:
+        early = [
+            r
+            for r in records
+            if r.get("kind") == "model"
+            and r.get("diverged_epoch") is None
+            and r["best_epoch"] <= EARLY
+        ]
+        if early:
+            roles = sorted({r["role"] for r in early})
+            found.append(
+                Finding(
+                    "early-stop",
+                    f"{len(early)} model(s) were best in their first {EARLY} epochs",
+                    f"best epoch ≤ {EARLY} with patience {cfg.train.patience}"
+                    f" (monitor {cfg.train.monitor}) for: {', '.join(roles)}. Validation loss"
+                    " often rises while error still falls; such models stop undertrained.",
+                    "--preset watch-error, --preset restore-best, or a larger --patience",
+                )
+            )
+    diverged = [r for r in records if r.get("diverged_epoch") is not None]
+    if diverged:
+        items = ", ".join(
+            f"{r['role']} r{r['repeat']} (epoch {r['diverged_epoch']})" for r in diverged[:6]
+        )
+        found.append(
+            Finding(
+                "diverged",
+                f"{len(diverged)} model(s) diverged and are excluded from the statistics",
+                f"loss became NaN or infinite: {items}",
+                f"a lower --lr (now {cfg.train.learning_rate:g})",
+            )
+        )
+    return found
+
+
+def _phase(run_dir: Path, name: str):
+    from kdbench.store import RunStore
+
+    return RunStore.read_phase(run_dir, name)
+
+
+def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
+    """Entropy of the soft targets and each student's agreement with its teacher, on the test
+    set; None when the run's checkpoints are not all there."""
+    phases = [_phase(run_dir, n) for n in ("teachers", "small networks", "distilled students")]
+    if any(p is None for p in phases):
+        return None
+    (t_params, t_recs), (s_params, s_recs), (d_params, d_recs) = phases
+    x, temp, head = splits.x_test, cfg.distill.temperature, cfg.model.head
+    n_classes = splits.n_classes
+    teacher = {r["repeat"]: i for i, r in enumerate(t_recs)}
+    t_logits = stack_logits(t_params, x)
+    s_logits = stack_logits(s_params, x)
+    d_logits = stack_logits(d_params, x)
+    members = [i for i, r in enumerate(s_recs) if r["role"] == "ensemble"]
+    hard = {r["repeat"]: i for i, r in enumerate(s_recs) if r["role"] == "student_hard"}
+    by_repeat = {
+        rep: s_logits[[i for i in members if s_recs[i]["repeat"] == rep]]
+        for rep in sorted({s_recs[i]["repeat"] for i in members})
+    }
+    ensemble_probs = {rep: torch.softmax(z, -1).mean(0) for rep, z in by_repeat.items()}
+    mode = cfg.distill.ensemble_targets
+
+    def entropy(p: torch.Tensor) -> float:
+        return float(-(torch.xlogy(p, p)).sum(-1).mean())
+
+    soft_teacher = soften(head_outputs(t_logits, head), temp)
+    soft_ensemble = torch.stack(
+        [ensemble_targets(head_outputs(z, head), temp, mode) for z in by_repeat.values()]
+    )
+    out = {
+        "max_entropy": math.log(n_classes),
+        "entropy": {"teacher": entropy(soft_teacher), "ensemble": entropy(soft_ensemble)},
+        "temperature": temp,
+        "head": head,
+        "fidelity": {},
+    }
+
+    def fidelity(student: torch.Tensor, teacher_probs: torch.Tensor) -> tuple[float, float]:
+        agree = float((student.argmax(-1) == teacher_probs.argmax(-1)).float().mean())
+        log_s = torch.log_softmax(student, -1)
+        kl = float(
+            (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_s).sum(-1).mean()
+        )
+        return agree, kl
+
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for i, r in enumerate(d_recs):
+        rep = r["repeat"]
+        ref = (
+            torch.softmax(t_logits[teacher[rep]], -1)
+            if r["role"] == "student_from_teacher"
+            else ensemble_probs[rep]
+        )
+        pairs.setdefault(r["role"], []).append(fidelity(d_logits[i], ref))
+        # the hard-label student against the same reference: what agreement comes for free
+        base = f"student_hard vs {'teacher' if r['role'] == 'student_from_teacher' else 'ensemble'}"
+        pairs.setdefault(base, []).append(fidelity(s_logits[hard[rep]], ref))
+    for name, vals in pairs.items():
+        out["fidelity"][name] = {
+            "agreement": _mean([a for a, _ in vals]),
+            "kl": _mean([k for _, k in vals]),
+            "n": len(vals),
+        }
+    return out
+
+
+def from_soft_targets(stats: dict) -> list[Finding]:
+    found = []
+    for source, value in stats["entropy"].items():
+        share = value / stats["max_entropy"]
+        if share < UNIFORM:
+            continue
+        cause = (
+            " The temperature divides softmax probabilities (head = softmax): values in [0, 1]"
+            " divided by T are nearly equal, so every class gets about the same target."
+            if stats["head"] == "softmax"
+            else f" T = {stats['temperature']:g} flattens this {source}'s outputs almost"
+            " completely."
+        )
+        fix = (
+            "--preset paper (temperature on the logits)"
+            if stats["head"] == "softmax"
+            else "a lower --temperature (2-4 suits small students), or `kdbench sweep`"
+        )
+        found.append(
+            Finding(
+                f"uniform-targets-{source}",
+                f"The {source}'s soft targets are nearly uniform",
+                f"mean entropy {value:.3f} nats of a possible {stats['max_entropy']:.3f}"
+                f" ({share:.1%}) on the test set.{cause} Nearly uniform targets carry almost no"
+                " information about the classes.",
+                fix,
+            )
+        )
+    return found
+
+
+def diagnose(run_dir: Path, records: list[dict], cfg: Config, splits: Splits | None) -> dict:
+    """Findings and (where checkpoints allow) soft-target entropy and fidelity, as one dict."""
+    found = from_records(records, cfg)
+    stats = None
+    note = None
+    if splits is None:
+        note = "test set not available: soft-target and fidelity checks skipped"
+    else:
+        try:
+            stats = soft_targets_and_fidelity(Path(run_dir), cfg, splits)
+        except Exception as exc:  # an old or foreign checkpoint: say so, keep the rest
+            note = f"checkpoints unreadable ({exc}): soft-target and fidelity checks skipped"
+        if stats is None and note is None:
+            note = "checkpoints incomplete: soft-target and fidelity checks skipped"
+    if stats is not None:
+        found += from_soft_targets(stats)
+    return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
+
+
+def markdown(diagnosis: dict) -> str:
+    lines = []
+    if not diagnosis["findings"]:
+        lines.append("No known pitfall found in this run.")
+    for f in diagnosis["findings"]:
+        lines.append(f"- **{f['title']}.** {f['evidence']} *Try:* {f['try_next']}.")
+    st = diagnosis.get("soft_targets")
+    if st:
+        lines += [
+            "",
+            f"Soft-target entropy on the test set (T = {st['temperature']:g}, head {st['head']};"
+            f" uniform = {st['max_entropy']:.3f} nats): teacher {st['entropy']['teacher']:.3f},"
+            f" ensemble {st['entropy']['ensemble']:.3f}.",
+            "",
+            "Fidelity to the teacher on the test set (mean over repeats): top-1 agreement and"
+            " KL(teacher ‖ student) at T = 1.",
+            "",
+            "| student vs reference | top-1 agreement | KL (nats) |",
+            "| --- | --- | --- |",
+        ]
+        for name, v in st["fidelity"].items():
+            label = {
+                "student_from_teacher": "student from teacher vs teacher",
+                "student_from_ensemble": "student from ensemble vs ensemble",
+            }.get(name, name.replace("_", " ") + " (reference)")
+            lines.append(f"| {label} | {v['agreement']:.2%} | {v['kl']:.4f} |")
+    if diagnosis.get("note"):
+        lines += ["", f"*{diagnosis['note']}.*"]
+    return "\n".join(lines) + "\n"
