@@ -342,3 +342,58 @@ def export_model(
 
 def main() -> None:
     app()
+
+
+@app.command()
+@_friendly
+def explain(
+    out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="A preset to run (repeatable; default: paper and its 4 variants)."),
+    ] = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
+    ] = None,
+    repeats: Annotated[int | None, _opt("Repeats for every variant (10).")] = None,
+    members: Annotated[int | None, _opt("Ensemble members (10).")] = None,
+    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
+    epochs: Annotated[int | None, _opt("Fixed epochs (early stopping off).")] = None,
+    dataset: Annotated[str | None, _opt("mnist (default), fashion-mnist, kmnist, digits.")] = None,
+    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
+    seed: Annotated[int | None, _opt("Base seed (0).")] = None,
+    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run the paper's study under each preset (or read finished runs) and compare them."""
+    from kdbench import explain as ex
+    from kdbench.presets import VARIANTS, get, resolve
+    from kdbench.run import reproduce as run
+
+    folders = list(runs or [])
+    names = list(variant or ([] if folders else VARIANTS))
+    for name in names:
+        get(name)  # unknown names fail before any training
+    flags = dict(
+        repeats=repeats,
+        members=members,
+        train_limit=train_limit,
+        epochs=epochs,
+        dataset=dataset,
+        data_dir=data_dir,
+        seed=seed,
+        device=device,
+    )
+    for name in names:
+        cfg = resolve(name, **flags)
+        if not quiet:
+            print(f"kdbench explain: {name}", file=sys.stderr)
+        if quiet:
+            folder, _ = run(cfg, out / name, measure_latency=False)
+        else:
+            bar = _Bar()
+            with bar.progress:
+                folder, _ = run(cfg, out / name, bar, measure_latency=False)
+        folders.append(folder)
+    print(ex.write(out, ex.collect(folders)))

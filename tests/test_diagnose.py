@@ -1,0 +1,136 @@
+"""diagnose flags planted pitfalls with their evidence and stays quiet on a healthy run;
+explain compares presets on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdbench import explain
+from kdbench.presets import resolve
+from kdbench.run import reproduce
+
+# fixed epochs: the early-stopping checks do not apply, so a healthy run has nothing to flag
+TINY = dict(train_limit=2000, repeats=3, members=2, epochs=3, temperature=2.0)
+
+
+def _codes(summary):
+    return {f["code"] for f in summary["diagnosis"]["findings"]}
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    cfg = resolve("paper", teacher_hidden=(128,), student_hidden=(16,), **TINY)
+    return reproduce(cfg, tmp_path_factory.mktemp("healthy") / "run", measure_latency=False)
+
+
+def test_healthy_run_has_no_findings(healthy):
+    folder, summary = healthy
+    teacher_gap = next(c for c in summary["comparisons"] if c["a"] == "teacher")
+    assert teacher_gap["ci95"][1] < 0, "scenario: the teacher must be clearly better"
+    assert _codes(summary) == set()
+    assert "No known pitfall found" in (folder / "report.md").read_text()
+    fidelity = summary["diagnosis"]["soft_targets"]["fidelity"]
+    for key in ("student_from_teacher", "student_from_ensemble"):
+        assert 0.5 < fidelity[key]["agreement"] <= 1.0
+        assert fidelity[key]["kl"] >= 0
+
+
+def test_planted_softmax_on_probabilities_is_flagged(tmp_path):
+    cfg = resolve("paper-softmax-head", teacher_hidden=(128,), student_hidden=(16,), **TINY)
+    cfg = cfg.with_overrides(temperature=10.0)
+    _, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
+    assert {"uniform-targets-teacher", "uniform-targets-ensemble"} <= _codes(summary)
+    finding = next(
+        f for f in summary["diagnosis"]["findings"] if f["code"] == "uniform-targets-teacher"
+    )
+    assert "softmax" in finding["evidence"] and "--preset paper" in finding["try_next"]
+    st = summary["diagnosis"]["soft_targets"]
+    assert st["entropy"]["teacher"] > 0.99 * st["max_entropy"]
+
+
+def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
+    cfg = resolve("paper", teacher_hidden=(2,), student_hidden=(64,), **TINY)
+    folder, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
+    assert "weak-teacher" in _codes(summary)
+    out = subprocess.run(
+        [sys.executable, "-m", "kdbench", "diagnose", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "not clearly better" in out and "--preset hinton" in out
+    assert json.loads((folder / "diagnose.json").read_text())["findings"]
+
+
+def test_record_checks_flag_early_stops_combined_loss_and_divergence():
+    from kdbench.diagnose import from_records
+
+    def rec(role, repeat, err, epochs=6, best=4, diverged=None, kind="model"):
+        return {
+            "kind": kind,
+            "role": role,
+            "repeat": repeat,
+            "member": 0,
+            "test_error": err,
+            "epochs": epochs,
+            "best_epoch": best,
+            "diverged_epoch": diverged,
+        }
+
+    records = []
+    for r in range(3):
+        records += [
+            rec("teacher", r, 0.02),
+            rec("student_hard", r, 0.03, best=1, epochs=3),  # best in epoch 1
+            rec("student_from_teacher", r, 0.03),
+            rec("student_from_ensemble", r, 0.03, diverged=2 if r == 0 else None),
+            rec("ensemble", r, 0.02, kind="ensemble"),
+        ]
+    codes = {f.code for f in from_records(records, resolve("paper"))}
+    assert codes == {"combined-monitor", "early-stop", "diverged"}
+    codes = {f.code for f in from_records(records, resolve("hard-monitor", epochs=5))}
+    assert codes == {"diverged"}  # fixed epochs: nothing stopped early
+
+
+def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
+    folder, _ = healthy
+    cmd = [sys.executable, "-m", "kdbench", "explain", "--out", str(tmp_path / "ex")]
+    cmd += ["--variant", "hard-monitor", "--from", str(folder), "--quiet"]
+    cmd += ["--train-limit", "1000", "--repeats", "2", "--members", "2", "--epochs", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "ex" / "explain.md").read_text()
+    assert "| paper |" in table and "| hard-monitor |" in table
+    saved = json.loads((tmp_path / "ex" / "explain.json").read_text())["variants"]
+    assert [v["variant"] for v in saved] == ["paper", "hard-monitor"]
+    assert (tmp_path / "ex" / "hard-monitor" / "summary.json").is_file()
+
+
+def test_pattern_needs_both_students_and_significance():
+    def summary(d1, p1, d2, p2):
+        comps = [
+            {
+                "a": "student_from_teacher",
+                "b": "student_hard",
+                "mean_diff": d1,
+                "ci95": None,
+                "p_holm": p1,
+            },
+            {
+                "a": "student_from_ensemble",
+                "b": "student_hard",
+                "mean_diff": d2,
+                "ci95": None,
+                "p_holm": p2,
+            },
+        ]
+        return {"comparisons": comps}
+
+    assert explain.pattern(summary(1.0, 0.001, 0.4, 0.01))["pattern"] == "reproduces"
+    assert explain.pattern(summary(1.0, 0.001, 0.4, 0.2))["pattern"].startswith("same direction")
+    assert explain.pattern(summary(-1.0, 0.001, -0.4, 0.01))["pattern"] == "reverses"
+    assert explain.pattern(summary(1.0, 0.001, -0.4, 0.01))["pattern"] == "mixed"
