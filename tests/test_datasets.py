@@ -1,0 +1,139 @@
+"""Datasets beyond MNIST: digits offline, IDX datasets from the cache, a system folder or a
+checksum-verified download; your own arrays through kdbench.study."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kdbench import Config, data, sources, study
+from kdbench.errors import DataError, RunFolderError
+
+
+def test_digits_loads_offline_with_a_fixed_split():
+    s = data.load("digits")
+    assert (len(s.x_train) + len(s.x_val), len(s.x_test)) == (1437, 360)
+    assert s.n_features == 64 and s.n_classes == 10
+    assert float(s.x_train.min()) == 0.0 and float(s.x_train.max()) == 1.0
+    assert len(torch.unique(s.y_test)) == 10
+    again = data.load("digits")
+    assert torch.equal(s.x_test, again.x_test)
+
+
+def _idx(path, array):
+    dims = array.shape
+    header = struct.pack(">HBB", 0, 0x08, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_source(tmp_path, monkeypatch):
+    """A stand-in for a dataset's server: four real IDX files behind file:// URLs."""
+    server = tmp_path / "server"
+    server.mkdir()
+    rng = np.random.default_rng(0)
+    _idx(server / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 28, 28)))
+    _idx(server / "train-labels-idx1-ubyte.gz", np.arange(50) % 10)
+    _idx(server / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+    _idx(server / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in server.iterdir()}
+    source = sources.Source(server.as_uri() + "/", sums, (str(tmp_path / "system"),))
+    monkeypatch.setitem(sources.IDX_SOURCES, "kmnist", source)
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "cache"))
+    return server, source
+
+
+def test_download_is_verified_then_cached(fake_source, tmp_path):
+    server, _ = fake_source
+    splits = data.load("kmnist", validation_split=0.2)
+    assert len(splits.x_train) == 40 and len(splits.x_test) == 20
+    cached = tmp_path / "cache" / "kmnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(p.name for p in server.iterdir())
+    for p in server.iterdir():  # the server is gone: the cache alone serves the next load
+        p.unlink()
+    assert torch.equal(data.load("kmnist", validation_split=0.2).x_test, splits.x_test)
+
+
+def test_tampered_download_is_refused_and_nothing_kept(fake_source, tmp_path):
+    server, _ = fake_source
+    _idx(server / "t10k-labels-idx1-ubyte.gz", (np.arange(20) + 1) % 10)  # changed content
+    with pytest.raises(DataError, match="SHA-256"):
+        data.load("kmnist")
+    assert not (tmp_path / "cache" / "kmnist").exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # no temporary folder left either
+
+
+def test_system_package_folder_is_found(fake_source, tmp_path):
+    server, _ = fake_source
+    system = tmp_path / "system"
+    system.mkdir()
+    for p in server.iterdir():
+        (system / p.name).write_bytes(p.read_bytes())
+        p.unlink()  # a download would now fail: the system folder must be used
+    assert len(data.load("kmnist", validation_split=0.2).x_test) == 20
+
+
+def test_fashion_mnist_is_pinned_to_its_real_checksums():
+    sums = data.CHECKSUMS["fashion-mnist"]
+    assert set(sums) == set(data.FILES.values()) and sums != data.CHECKSUMS["mnist"]
+    assert sources.IDX_SOURCES["fashion-mnist"].system == ("/usr/share/datasets/fashion-mnist",)
+
+
+def _blobs(n, seed):
+    """Three Gaussian classes in 20 dimensions: learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(0, 1.5, (3, 20))
+    y = rng.integers(0, 3, n)
+    return (centres[y] + rng.normal(0, 1, (n, 20))).astype(np.float32), y
+
+
+def test_study_on_your_own_arrays(tmp_path):
+    x_train, y_train = _blobs(600, 1)
+    x_test, y_test = _blobs(300, 2)
+    cfg = Config().with_overrides(
+        repeats=2, members=2, epochs=3, teacher_hidden=(32, 16), student_hidden=(8,)
+    )
+    folder, summary = study(x_train, y_train, torch.from_numpy(x_test), y_test, cfg, tmp_path / "r")
+    assert summary["rows"]["student_hard"]["n"] == 2
+    assert summary["rows"]["teacher"]["mean"] < 0.3  # chance is 0.67
+    assert summary["rows"]["teacher"]["paper"] is None  # the paper's numbers are MNIST's
+    saved = json.loads((folder / "config.json").read_text())["config"]["data"]
+    assert saved["dataset"] == "arrays" and len(saved["fingerprint"]) == 64
+    # the folder is complete: report and diagnose re-read the arrays from it
+    for cmd in ("report", "diagnose"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "kdbench", cmd, str(folder)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert json.loads((folder / "diagnose.json").read_text())["soft_targets"] is not None
+    # other arrays into the same folder are refused, naming the difference
+    with pytest.raises(RunFolderError, match="fingerprint"):
+        study(x_train[:500], y_train[:500], x_test, y_test, cfg, folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {**a, "y_train": a["y_train"][:-1]}, "one label per row"),
+        (lambda a: {**a, "x_test": a["x_test"][:, :5]}, "features"),
+        (lambda a: {**a, "x_train": np.where(a["x_train"] > 2, np.nan, a["x_train"])}, "finite"),
+        (lambda a: {**a, "y_train": np.zeros_like(a["y_train"])}, "two classes"),
+        (lambda a: {**a, "y_test": a["y_test"] - 1}, "negative"),
+        (lambda a: {**a, "y_train": a["y_train"] + 0.5}, "integer class labels"),
+    ],
+)
+def test_bad_arrays_get_one_clear_error(change, message):
+    x_train, y_train = _blobs(60, 1)
+    x_test, y_test = _blobs(30, 2)
+    a = change({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test})
+    with pytest.raises(DataError, match=message):
+        data.check_arrays(a["x_train"], a["y_train"], a["x_test"], a["y_test"])
