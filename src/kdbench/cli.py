@@ -397,3 +397,58 @@ def explain(
                 folder, _ = run(cfg, out / name, bar, measure_latency=False)
         folders.append(folder)
     print(ex.write(out, ex.collect(folders)))
+
+
+@app.command()
+@_friendly
+def sweep(
+    out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
+    grid: Annotated[
+        list[str],
+        typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
+    ],
+    preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
+    repeats: Annotated[int | None, _opt("Repeats per point (10).")] = None,
+    members: Annotated[int | None, _opt("Ensemble members (10).")] = None,
+    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
+    epochs: Annotated[int | None, _opt("Fixed epochs (early stopping off).")] = None,
+    dataset: Annotated[str | None, _opt("mnist (default), fashion-mnist, kmnist, digits.")] = None,
+    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
+    teacher_hidden: Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")] = None,
+    student_hidden: Annotated[str | None, _opt("e.g. 100 (default)")] = None,
+    seed: Annotated[int | None, _opt("Base seed (0).")] = None,
+    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """The study over a grid of settings; teachers and ensembles are shared between points."""
+    from kdbench import sweep as sw
+    from kdbench.presets import resolve
+
+    base = resolve(
+        preset,
+        repeats=repeats,
+        members=members,
+        train_limit=train_limit,
+        epochs=epochs,
+        dataset=dataset,
+        data_dir=data_dir,
+        teacher_hidden=_sizes(teacher_hidden, "--teacher-hidden"),
+        student_hidden=_sizes(student_hidden, "--student-hidden"),
+        seed=seed,
+        device=device,
+    )
+    parsed = sw.parse_grid(grid)
+    sw.points(base, parsed)  # every point validates before anything trains
+    if quiet or executor != "local":
+        sw.run(base, parsed, out, executor, address)
+    else:
+        bar = _Bar()
+        with bar.progress:
+            sw.run(base, parsed, out, executor, address, bar)
+    print(out / "sweep.md")

@@ -108,7 +108,7 @@ class Config:
 
     def with_overrides(self, **flat: Any) -> Config:
         """A copy with flat overrides (temperature=4, repeats=2); None means "leave as is"."""
-        index = _flat_index()
+        index = flat_index()
         changes: dict[str, dict[str, Any]] = {}
         top: dict[str, Any] = {}
         for name, value in flat.items():
@@ -126,7 +126,7 @@ class Config:
         return dataclasses.replace(self, **replaced, **top)
 
 
-def _flat_index() -> dict[str, str]:
+def flat_index() -> dict[str, str]:
     index = {}
     for sec in dataclasses.fields(Config):
         if sec.name in TOP_LEVEL:

@@ -183,10 +183,10 @@ def figure(summary: dict, folder: Path) -> None:
     ax.set_title("Original models vs distilled students (Figure 3)")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, folder, "figure")
+    save_figure(fig, folder, "figure")
 
 
-def _save(fig, folder: Path, stem: str) -> None:
+def save_figure(fig, folder: Path, stem: str) -> None:
     """PNG for GitHub and browsers, SVG for papers; both written atomically."""
     import matplotlib.pyplot as plt
 
@@ -261,7 +261,7 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
     ax.set_title("Accuracy vs latency: lower left is better")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, folder, "tradeoff")
+    save_figure(fig, folder, "tradeoff")
 
 
 def comparisons_markdown(summary: dict) -> str:

@@ -21,7 +21,7 @@ from kdbench.config import Config
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.protocol import run_study
-from kdbench.store import RunStore, atomic_write, write_json
+from kdbench.store import RunStore, SharedCache, atomic_write, write_json
 
 
 def default_out() -> Path:
@@ -95,8 +95,10 @@ def reproduce(
     progress: Progress | None = None,
     measure_latency: bool = True,
     arrays: dict | None = None,
+    shared: Path | None = None,
 ) -> tuple[Path, dict]:
-    """Run the paper's study with `cfg`; returns (run folder, summary)."""
+    """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
+    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`)."""
     start = time.perf_counter()
     _prepare_device(cfg)
     d = cfg.data
@@ -123,7 +125,8 @@ def reproduce(
     if arrays is not None and not (folder / DATA_FILE).is_file():
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         atomic_write(folder / DATA_FILE, save(tensors))
-    records = run_study(cfg, splits.to(cfg.device), store.append_record, progress, store)
+    cache = SharedCache(store, shared) if shared is not None else store
+    records = run_study(cfg, splits.to(cfg.device), store.append_record, progress, cache)
     measured = None
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
@@ -131,5 +134,7 @@ def reproduce(
     found = diagnose.diagnose(folder, records, cfg, splits)
     write_json(folder / "diagnose.json", found)
     timing = {"total_seconds": time.perf_counter() - start, "resumed": store.resumed}
+    if isinstance(cache, SharedCache):
+        timing["trained_stacks"] = cache.trained
     summary = report.render(folder, records, run_config, timing, measured, found)
     return folder, summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,46 @@ class RunStore:
             for i in range(n_layers):
                 params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
         return params, records
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst becomes the same file as src: a hard link (no extra disk), else an atomic copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class SharedCache:
+    """A run folder whose upstream stacks (teachers; ensemble members and hard-label students)
+    come from, and go to, a folder shared by every sweep point that does not change them. The
+    point's own folder still gets each checkpoint (hard-linked), so it stays a complete run."""
+
+    UPSTREAM = ("teachers", "small networks")
+
+    def __init__(self, store: RunStore, shared: Path):
+        self.store, self.shared = store, Path(shared)
+        self.trained: list[str] = []  # stacks this point trained itself (not loaded)
+
+    def load_phase(self, name: str):
+        own = self.store.load_phase(name)
+        if own is not None or name not in self.UPSTREAM:
+            return own
+        src = RunStore.checkpoint_path(self.shared, name)
+        if not src.is_file():
+            return None
+        _link(src, RunStore.checkpoint_path(self.store.folder, name))
+        return self.store.load_phase(name)
+
+    def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
+        self.trained.append(name)
+        self.store.save_phase(name, params, records)
+        if name in self.UPSTREAM:
+            _link(
+                RunStore.checkpoint_path(self.store.folder, name),
+                RunStore.checkpoint_path(self.shared, name),
+            )
