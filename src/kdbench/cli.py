@@ -418,6 +418,7 @@ def sweep(
     student_hidden: Annotated[str | None, _opt("e.g. 100 (default)")] = None,
     seed: Annotated[int | None, _opt("Base seed (0).")] = None,
     device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
+    threads: Annotated[int | None, _opt("Torch CPU threads per point (default: all).")] = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
         "local"
     ),
@@ -442,6 +443,7 @@ def sweep(
         student_hidden=_sizes(student_hidden, "--student-hidden"),
         seed=seed,
         device=device,
+        threads=threads,
     )
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains

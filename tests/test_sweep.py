@@ -1,0 +1,119 @@
+"""kdbench sweep: teachers shared between grid points, Holm over the grid, resume after a kill,
+and the same numbers from the local and the Ray executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from kdbench import sweep
+from kdbench.errors import ConfigError
+from kdbench.presets import resolve
+
+ARGS = ["--grid", "temperature=2,8", "--grid", "alpha=0.1,0.9", "--train-limit", "1000"]
+ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]
+
+
+def _sweep(out):
+    cmd = [sys.executable, "-m", "kdbench", "sweep", *ARGS, "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _numbers(out):
+    result = json.loads((out / "sweep.json").read_text())
+    return [(p["label"], p["rows"], p["kd_vs_hard"]) for p in result["points"]]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "local"
+    proc = _sweep(out)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_grid_parsing_types_and_errors():
+    grid = sweep.parse_grid(["temperature=1,2.5", "student-hidden=100,50-50", "restore_best=true"])
+    assert grid == {
+        "temperature": [1.0, 2.5],
+        "student_hidden": [(100,), (50, 50)],
+        "restore_best": [True],
+    }
+    for bad, msg in [
+        (["colour=1"], "not a setting"),
+        (["temperature=hot"], "cannot read"),
+        (["alpha=0.1", "alpha=0.2"], "twice"),
+        (["alpha"], "name=v1"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            sweep.parse_grid(bad)
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        sweep.points(resolve("paper"), sweep.parse_grid(["alpha=0.5,1.5"]))
+
+
+def test_teachers_and_small_networks_are_trained_once(local):
+    result = json.loads((local / "sweep.json").read_text())
+    trained = [p["trained_stacks"] for p in result["points"]]
+    assert trained[0] == ["teachers", "small networks", "distilled students"]
+    assert trained[1:] == [["distilled students"]] * 3
+    shared = list((local / "shared").iterdir())
+    assert len(shared) == 1, "a temperature x alpha grid has one upstream"
+    counts = {}
+    for name in ("teachers", "small_networks"):
+        with safe_open(str(shared[0] / "checkpoints" / f"{name}.safetensors"), "pt") as fh:
+            counts[name] = len(json.loads(fh.metadata()["records"]))
+    assert counts == {"teachers": 2, "small_networks": 2 * (2 + 1)}  # not 4x that
+    # every point is a complete run: same teachers, its own distilled students
+    teacher_errors = set()
+    for p in result["points"]:
+        lines = Path(p["folder"], "records.jsonl").read_text().splitlines()
+        recs = [json.loads(x) for x in lines]
+        teacher_errors.add(tuple(r["test_error"] for r in recs if r["role"] == "teacher"))
+        assert os.path.isfile(os.path.join(p["folder"], "report.md"))
+    assert len(teacher_errors) == 1
+    assert result["tests_in_family"] == 8
+    assert set(result["best"]) == {"student_from_teacher", "student_from_ensemble"}
+    assert (local / "sweep.png").is_file() and "Holm" in (local / "sweep.md").read_text()
+
+
+def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
+    out = tmp_path / "killed"
+    proc = _sweep(out)
+    deadline = time.time() + 200
+    first = out / "points" / "temperature=2_alpha=0.1" / "summary.json"
+    while time.time() < deadline and not first.exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "sweep.json").exists(), "the kill should land mid-sweep"
+    proc = _sweep(out)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert _numbers(out) == _numbers(local)
+
+
+def test_a_different_sweep_in_the_same_folder_is_refused(local):
+    cmd = [sys.executable, "-m", "kdbench", "sweep", *ARGS, "--grid", "seed=1"]
+    proc = subprocess.run([*cmd, "--out", str(local)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "different sweep" in proc.stderr
+
+
+def test_ray_executor_gives_the_local_numbers(tmp_path, local):
+    ray = pytest.importorskip("ray")
+    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
+    grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sweep.run(base, grid, tmp_path / "ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert _numbers(tmp_path / "ray") == _numbers(local)
