@@ -76,15 +76,26 @@ def test_tampered_mnist_copy_fails_checksum(tmp_path):
         data.load_arrays("mnist", str(tmp_path))
 
 
-def test_data_dir_problems(tmp_path):
+def test_data_dir_problems(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not a folder"):
         data.load_arrays("fashion-mnist", str(tmp_path / "nope"))
     with pytest.raises(DataError, match="lacks"):
         data.load_arrays("fashion-mnist", str(tmp_path))
     with pytest.raises(ConfigError, match="unknown dataset"):
         data.load_arrays("cifar", None)
-    with pytest.raises(DataError, match="not bundled"):
+    # not in the cache, no system copy, the server unreachable: one line saying where to put it
+    import dataclasses
+
+    from kdbench import sources
+
+    offline = dataclasses.replace(
+        sources.IDX_SOURCES["kmnist"], base_url=(tmp_path / "offline").as_uri() + "/"
+    )
+    monkeypatch.setitem(sources.IDX_SOURCES, "kmnist", offline)
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"cannot download kmnist.*--data-dir"):
         data.load_arrays("kmnist", None)
+    assert not (tmp_path / "cache" / "kmnist").exists()
 
 
 def test_image_label_count_mismatch(tmp_path):
@@ -95,7 +106,7 @@ def test_image_label_count_mismatch(tmp_path):
         )
         (tmp_path / f"{part}-labels-idx1-ubyte").write_bytes(_idx(rng.integers(0, 10, n - 1)))
     with pytest.raises(DataError, match="images but"):
-        data.load_arrays("fashion-mnist", str(tmp_path))
+        data.load_arrays("kmnist", str(tmp_path))  # kmnist: no pinned hash of the raw files
 
 
 def test_split_is_keras_validation_split_of_the_limited_set(mnist_arrays):
