@@ -117,3 +117,17 @@ def test_ray_executor_gives_the_local_numbers(tmp_path, local):
     finally:
         ray.shutdown()
     assert _numbers(tmp_path / "ray") == _numbers(local)
+
+
+def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
+    run = local / "points" / "temperature=2_alpha=0.1"
+    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
+    result = sweep.run(base, sweep.parse_grid(["temperature=4"]), tmp_path / "re", reuse_run=run)
+    assert result["points"][0]["trained_stacks"] == ["distilled students"]
+    with pytest.raises(ConfigError, match="does not match"):
+        sweep.run(
+            base.with_overrides(seed=5),
+            sweep.parse_grid(["temperature=4"]),
+            tmp_path / "other",
+            reuse_run=run,
+        )

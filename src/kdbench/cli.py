@@ -425,6 +425,10 @@ def sweep(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
     ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
@@ -448,9 +452,9 @@ def sweep(
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains
     if quiet or executor != "local":
-        sw.run(base, parsed, out, executor, address)
+        sw.run(base, parsed, out, executor, address, reuse_run=reuse)
     else:
         bar = _Bar()
         with bar.progress:
-            sw.run(base, parsed, out, executor, address, bar)
+            sw.run(base, parsed, out, executor, address, bar, reuse_run=reuse)
     print(out / "sweep.md")

@@ -173,7 +173,7 @@ class RunStore:
         return params, records
 
 
-def _link(src: Path, dst: Path) -> None:
+def link(src: Path, dst: Path) -> None:
     """dst becomes the same file as src: a hard link (no extra disk), else an atomic copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.link")
@@ -203,14 +203,14 @@ class SharedCache:
         src = RunStore.checkpoint_path(self.shared, name)
         if not src.is_file():
             return None
-        _link(src, RunStore.checkpoint_path(self.store.folder, name))
+        link(src, RunStore.checkpoint_path(self.store.folder, name))
         return self.store.load_phase(name)
 
     def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
         self.trained.append(name)
         self.store.save_phase(name, params, records)
         if name in self.UPSTREAM:
-            _link(
+            link(
                 RunStore.checkpoint_path(self.store.folder, name),
                 RunStore.checkpoint_path(self.shared, name),
             )

@@ -111,6 +111,31 @@ def _check_folder(out: Path, spec: dict) -> None:
         write_json(path, spec)
 
 
+def reuse(run_dir: Path, jobs: list, out: Path) -> int:
+    """Seed the shared folders from a finished run whose upstream settings match (hard links):
+    its teachers and small networks then serve every point of that group. Returns how many
+    shared folders were seeded."""
+    from kdbench.store import RunStore, SharedCache, link
+
+    cfg = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text())["config"])
+    key = upstream_key(cfg)
+    seeded = 0
+    for shared in {job[4] for job in jobs if Path(job[4]).name == key}:
+        for name in SharedCache.UPSTREAM:
+            src = RunStore.checkpoint_path(run_dir, name)
+            dst = RunStore.checkpoint_path(Path(shared), name)
+            if src.is_file() and not dst.is_file():
+                RunStore.read_phase(Path(run_dir), name)  # refuses old-format checkpoints
+                link(src, dst)
+        seeded += 1
+    if not seeded:
+        raise ConfigError(
+            f"{run_dir} does not match any grid point's teachers and small networks"
+            " (data, architectures, training, repeats and seed must agree); drop --reuse"
+        )
+    return seeded
+
+
 def _run_point(cfg_dict: dict, folder: str, shared: str) -> dict:
     """One grid point, as a plain function of plain data (what a Ray task runs)."""
     from kdbench.run import reproduce
@@ -128,6 +153,7 @@ def run(
     executor: str = "local",
     address: str | None = None,
     progress=None,
+    reuse_run: Path | None = None,
 ) -> dict:
     """Train every grid point (resuming what is done), then analyse and write the report."""
     out = Path(out)
@@ -143,6 +169,8 @@ def run(
         )
         for label, point, cfg in plan
     ]
+    if reuse_run is not None:
+        reuse(reuse_run, jobs, out)
     if executor == "local":
         from kdbench.run import reproduce
 
