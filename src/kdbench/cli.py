@@ -101,6 +101,30 @@ def _opt(text: str):
     return typer.Option(help=text, show_default=False)
 
 
+# options shared by reproduce, explain and sweep: declared once
+Dataset = Annotated[str | None, _opt("mnist (bundled), fashion-mnist, kmnist, digits.")]
+DataDir = Annotated[str | None, _opt("Folder with the four IDX files.")]
+TrainLimit = Annotated[int | None, _opt("Use the first N training images.")]
+Repeats = Annotated[int | None, _opt("Independent iterations of the study (10).")]
+Members = Annotated[int | None, _opt("Small networks in each ensemble (10).")]
+Epochs = Annotated[int | None, _opt("Train exactly E epochs, no early stop.")]
+TeacherHidden = Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")]
+StudentHidden = Annotated[str | None, _opt("e.g. 100 (default)")]
+Seed = Annotated[int | None, _opt("Base seed; every model's seed derives from it (0).")]
+Device = Annotated[str | None, _opt("cpu (default) or cuda.")]
+Threads = Annotated[int | None, _opt("Torch CPU threads (default: all).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _with_progress(quiet: bool, fn):
+    """fn(progress) under a progress bar, or fn(None) when quiet."""
+    if quiet:
+        return fn(None)
+    bar = _Bar()
+    with bar.progress:
+        return fn(bar)
+
+
 @app.command()
 @_friendly
 def reproduce(
@@ -108,13 +132,13 @@ def reproduce(
     preset: Annotated[
         str, typer.Option(help="Named settings to start from; see `kdbench presets`.")
     ] = "paper",
-    dataset: Annotated[str | None, _opt("mnist (bundled), fashion-mnist, kmnist, digits.")] = None,
-    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
-    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    train_limit: TrainLimit = None,
     validation_split: Annotated[float | None, _opt("Held-out tail of training set (0.1).")] = None,
-    repeats: Annotated[int | None, _opt("Independent iterations of the study (10).")] = None,
-    members: Annotated[int | None, _opt("Small networks in each ensemble (10).")] = None,
-    epochs: Annotated[int | None, _opt("Train exactly E epochs, no early stop.")] = None,
+    repeats: Repeats = None,
+    members: Members = None,
+    epochs: Epochs = None,
     patience: Annotated[int | None, _opt("Early-stopping patience in epochs (2).")] = None,
     max_epochs: Annotated[int | None, _opt("Epoch cap under early stopping (50).")] = None,
     monitor: Annotated[str | None, _opt("val_loss (default), val_error or train_loss.")] = None,
@@ -139,14 +163,14 @@ def reproduce(
     head: Annotated[
         str | None, _opt("What T divides: 'logits' (default) or 'softmax' probabilities.")
     ] = None,
-    teacher_hidden: Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")] = None,
-    student_hidden: Annotated[str | None, _opt("e.g. 100 (default)")] = None,
+    teacher_hidden: TeacherHidden = None,
+    student_hidden: StudentHidden = None,
     teacher_dropout: Annotated[float | None, _opt("Teacher hidden-layer dropout (0).")] = None,
     teacher_input_dropout: Annotated[float | None, _opt("Teacher input dropout (0).")] = None,
-    seed: Annotated[int | None, _opt("Base seed; every model's seed derives from it (0).")] = None,
-    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
-    threads: Annotated[int | None, _opt("Torch CPU threads (default: all).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    quiet: Quiet = False,
     latency: Annotated[
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
     ] = True,
@@ -184,12 +208,7 @@ def reproduce(
         threads=threads,
     )
     start = time.perf_counter()
-    if quiet:
-        folder, _ = run(cfg, out, measure_latency=latency)
-    else:
-        bar = _Bar()
-        with bar.progress:
-            folder, _summary = run(cfg, out, bar, measure_latency=latency)
+    folder, _ = _with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
@@ -356,15 +375,15 @@ def explain(
         list[Path] | None,
         typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
     ] = None,
-    repeats: Annotated[int | None, _opt("Repeats for every variant (10).")] = None,
-    members: Annotated[int | None, _opt("Ensemble members (10).")] = None,
-    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
-    epochs: Annotated[int | None, _opt("Fixed epochs (early stopping off).")] = None,
-    dataset: Annotated[str | None, _opt("mnist (default), fashion-mnist, kmnist, digits.")] = None,
-    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
-    seed: Annotated[int | None, _opt("Base seed (0).")] = None,
-    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    repeats: Repeats = None,
+    members: Members = None,
+    train_limit: TrainLimit = None,
+    epochs: Epochs = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    seed: Seed = None,
+    device: Device = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run the paper's study under each preset (or read finished runs) and compare them."""
     from kdbench import explain as ex
@@ -389,12 +408,9 @@ def explain(
         cfg = resolve(name, **flags)
         if not quiet:
             print(f"kdbench explain: {name}", file=sys.stderr)
-        if quiet:
-            folder, _ = run(cfg, out / name, measure_latency=False)
-        else:
-            bar = _Bar()
-            with bar.progress:
-                folder, _ = run(cfg, out / name, bar, measure_latency=False)
+        folder, _ = _with_progress(
+            quiet, lambda bar, cfg=cfg, name=name: run(cfg, out / name, bar, measure_latency=False)
+        )
         folders.append(folder)
     print(ex.write(out, ex.collect(folders)))
 
@@ -408,17 +424,17 @@ def sweep(
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
     preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
-    repeats: Annotated[int | None, _opt("Repeats per point (10).")] = None,
-    members: Annotated[int | None, _opt("Ensemble members (10).")] = None,
-    train_limit: Annotated[int | None, _opt("Use the first N training images.")] = None,
-    epochs: Annotated[int | None, _opt("Fixed epochs (early stopping off).")] = None,
-    dataset: Annotated[str | None, _opt("mnist (default), fashion-mnist, kmnist, digits.")] = None,
-    data_dir: Annotated[str | None, _opt("Folder with the four IDX files.")] = None,
-    teacher_hidden: Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")] = None,
-    student_hidden: Annotated[str | None, _opt("e.g. 100 (default)")] = None,
-    seed: Annotated[int | None, _opt("Base seed (0).")] = None,
-    device: Annotated[str | None, _opt("cpu (default) or cuda.")] = None,
-    threads: Annotated[int | None, _opt("Torch CPU threads per point (default: all).")] = None,
+    repeats: Repeats = None,
+    members: Members = None,
+    train_limit: TrainLimit = None,
+    epochs: Epochs = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    teacher_hidden: TeacherHidden = None,
+    student_hidden: StudentHidden = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
         "local"
     ),
@@ -429,7 +445,7 @@ def sweep(
         Path | None,
         typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
     from kdbench import sweep as sw
@@ -451,10 +467,8 @@ def sweep(
     )
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains
-    if quiet or executor != "local":
-        sw.run(base, parsed, out, executor, address, reuse_run=reuse)
-    else:
-        bar = _Bar()
-        with bar.progress:
-            sw.run(base, parsed, out, executor, address, bar, reuse_run=reuse)
+    _with_progress(
+        quiet or executor != "local",
+        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse_run=reuse),
+    )
     print(out / "sweep.md")
