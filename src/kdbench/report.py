@@ -360,11 +360,13 @@ def report_markdown(summary: dict, run_config: dict) -> str:
             f" infinite) and are excluded from the statistics: {items}.\n"
         )
     total = summary["timing"].get("total_seconds")
+    dataset = cfg["data"]["dataset"]
+    title = "test error, paper vs measured" if dataset == "mnist" else f"test error on {dataset}"
     return f"""# kdbench reproduce — hard labels vs knowledge distillation
 
 {status} Wall time {total:.0f} s.
 {diverged}
-## Table 1 — test error, paper vs measured
+## Table 1 — {title}
 
 {table_markdown(summary)}
 ![Figure 3](figure.png)

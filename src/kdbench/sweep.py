@@ -366,8 +366,15 @@ def heatmap(result: dict, folder: Path) -> None:
             if what == "delta":
                 lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
                 im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+
+                def ink(v, lim=lim):  # white on the strong colours, black on the pale ones
+                    return "white" if abs(v) > 0.6 * lim else "black"
             else:
                 im = ax.imshow(grid, cmap="viridis", aspect="auto")
+
+                def ink(v):
+                    return "white"
+
             for j in range(len(ys)):
                 for i in range(len(xs)):
                     if np.isfinite(grid[j, i]):
@@ -379,7 +386,7 @@ def heatmap(result: dict, folder: Path) -> None:
                             ha="center",
                             va="center",
                             fontsize=8,
-                            color="black" if what == "delta" else "white",
+                            color=ink(grid[j, i]),
                         )
             ax.set_xticks(range(len(xs)), [str(v) for v in xs])
             ax.set_yticks(range(len(ys)), [str(v) for v in ys] if yk else [""])
