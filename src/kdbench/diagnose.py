@@ -17,6 +17,7 @@ import torch
 from kdbench.config import Config
 from kdbench.data import Splits
 from kdbench.distill import ensemble_targets, head_outputs, soften
+from kdbench.errors import KdbenchError
 from kdbench.models import stack_logits
 from kdbench.protocol import row_errors
 from kdbench.stats import compare_rows
@@ -229,7 +230,7 @@ def diagnose(run_dir: Path, records: list[dict], cfg: Config, splits: Splits | N
     else:
         try:
             stats = soft_targets_and_fidelity(Path(run_dir), cfg, splits)
-        except Exception as exc:  # an old or foreign checkpoint: say so, keep the rest
+        except (KdbenchError, OSError) as exc:  # old-format or unreadable: say so, keep the rest
             note = f"checkpoints unreadable ({exc}): soft-target and fidelity checks skipped"
         if stats is None and note is None:
             note = "checkpoints incomplete: soft-target and fidelity checks skipped"

@@ -111,7 +111,7 @@ def _check_folder(out: Path, spec: dict) -> None:
         write_json(path, spec)
 
 
-def reuse(run_dir: Path, jobs: list, out: Path) -> int:
+def reuse(run_dir: Path, jobs: list) -> int:
     """Seed the shared folders from a finished run whose upstream settings match (hard links):
     its teachers and small networks then serve every point of that group. Returns how many
     shared folders were seeded."""
@@ -170,7 +170,7 @@ def run(
         for label, point, cfg in plan
     ]
     if reuse_run is not None:
-        reuse(reuse_run, jobs, out)
+        reuse(reuse_run, jobs)
     if executor == "local":
         from kdbench.run import reproduce
 
