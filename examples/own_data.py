@@ -1,6 +1,6 @@
 """The paper's study on your own data: any arrays, any number of classes and features.
 
-    python examples/own_data.py        # about a minute on 2 CPU cores
+python examples/own_data.py        # about a minute on 2 CPU cores
 """
 
 from sklearn.datasets import make_classification

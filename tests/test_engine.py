@@ -84,6 +84,46 @@ def test_kd_stack_equals_alone(small_splits):
         _assert_same(result.params, m, module)
 
 
+def test_kd_stack_with_a_temperature_and_alpha_per_member_equals_alone(small_splits):
+    """A sweep trains several grid points as one stack: each member its own T, alpha and target
+    row, early stopping on the combined loss; each must match its point trained alone."""
+    teacher = init_stack([784, 64, 10], [7])
+    logits_train = stack_logits(teacher, small_splits.x_train)[0]
+    logits_val = stack_logits(teacher, small_splits.x_val)[0]
+    temps, alphas = [2.0, 8.0, 8.0], [0.5, 0.1, 0.9]
+    rows = {2.0: 0, 8.0: 1}  # points with the same temperature share one target row
+    targets = engine.SoftTargets(
+        train=torch.stack([soften(logits_train, t) for t in rows]),
+        val=torch.stack([soften(logits_val, t) for t in rows]),
+        group=torch.tensor([rows[t] for t in temps]),
+        temperature=torch.tensor(temps),
+        alpha=torch.tensor(alphas),
+    )
+    seeds, shuffles = [51, 52, 53], [61, 62, 63]
+    cfg = _cfg(patience=1, max_epochs=6, batch_size=64, learning_rate=1e-2)
+    result = engine.train(engine.Job("kd", SIZES, seeds, shuffles, targets), small_splits, cfg)
+    init = init_stack(SIZES, seeds)
+    for m, (t, a) in enumerate(zip(temps, alphas, strict=True)):
+        module, trained = train_alone(
+            init,
+            m,
+            shuffles[m],
+            small_splits,
+            lr=1e-2,
+            eps=1e-7,
+            batch=64,
+            epochs=6,
+            patience=1,
+            targets_train=soften(logits_train, t),
+            targets_val=soften(logits_val, t),
+            temperature=t,
+            alpha=a,
+        )
+        assert result.epochs[m] == trained
+        _assert_same(result.params, m, module, atol=1e-4)
+    assert len(set(result.epochs)) > 1, "the scenario should stop members at different epochs"
+
+
 def test_training_learns_and_test_error_matches_module(small_splits):
     result = engine.train(engine.Job("t", SIZES, [3], [4]), small_splits, _cfg(epochs=3))
     logits = stack_logits(result.params, small_splits.x_test)

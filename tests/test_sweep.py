@@ -65,6 +65,12 @@ def test_teachers_and_small_networks_are_trained_once(local):
     trained = [p["trained_stacks"] for p in result["points"]]
     assert trained[0] == ["teachers", "small networks", "distilled students"]
     assert trained[1:] == [["distilled students"]] * 3
+    # the four points' distilled students were one stack: same training time per model
+    seconds = set()
+    for p in result["points"]:
+        recs = [json.loads(x) for x in Path(p["folder"], "records.jsonl").read_text().splitlines()]
+        seconds |= {r["seconds"] for r in recs if r["role"].startswith("student_from")}
+    assert len(seconds) == 1
     shared = list((local / "shared").iterdir())
     assert len(shared) == 1, "a temperature x alpha grid has one upstream"
     counts = {}
@@ -89,9 +95,10 @@ def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
     out = tmp_path / "killed"
     proc = _sweep(out)
     deadline = time.time() + 200
-    first = out / "points" / "temperature=2_alpha=0.1" / "summary.json"
-    while time.time() < deadline and not first.exists():
-        time.sleep(0.05)
+    # the small networks are saved just before the grid's distilled students start training
+    upstream_done = out / "shared"
+    while time.time() < deadline and not list(upstream_done.glob("*/checkpoints/small_networks*")):
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert not (out / "sweep.json").exists(), "the kill should land mid-sweep"
@@ -131,3 +138,53 @@ def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
             tmp_path / "other",
             reuse_run=run,
         )
+
+
+def test_points_are_stacked_by_shared_teachers_and_monitor():
+    base = resolve("paper", repeats=3)
+    grid = sweep.parse_grid(["temperature=2,4", "kd_monitor=combined,hard", "teacher_hidden=50,60"])
+    jobs = [
+        (label, point, cfg.to_dict(), label, sweep.upstream_key(cfg))
+        for label, point, cfg in sweep.points(base, grid)
+    ]
+    stacks = sweep.chunks(jobs)
+    assert sorted(map(len, stacks)) == [2, 2, 2, 2]  # 2 teacher shapes x 2 monitors
+    for stack in stacks:
+        cfgs = [jobs[i][2] for i in stack]
+        assert len({c["model"]["teacher_hidden"] for c in cfgs}) == 1
+        assert len({c["distill"]["kd_monitor"] for c in cfgs}) == 1
+    assert [len(c) for c in sweep.chunks(jobs, max_stack=6)] == [1] * 8  # 2 x 3 repeats
+    with pytest.raises(ConfigError, match="max-stack"):
+        sweep.run(base, grid, Path("unused"), max_stack=0)
+
+
+def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays):
+    """The joint stack (a temperature and alpha per member) against each point on its own."""
+    from kdbench import data
+    from kdbench.protocol import distil, upstream
+
+    a = mnist_arrays
+    splits = data.split(
+        a["train_images"], a["train_labels"], a["test_images"][:1000], a["test_labels"][:1000],
+        validation_split=0.2, train_limit=800,
+    )  # fmt: skip
+    base = resolve("paper", repeats=2, members=2, student_hidden=(32,), teacher_hidden=(64,))
+    base = base.with_overrides(patience=1, max_epochs=4)
+    cfgs = [
+        base.with_overrides(temperature=t, alpha=al) for t, al in [(2, 0.5), (8, 0.1), (8, 0.9)]
+    ]
+
+    def ups():
+        return upstream(base, splits, lambda rec: None)
+
+    joint = distil(cfgs, splits, ups(), [None] * 3)
+    for cfg, together in zip(cfgs, joint, strict=True):
+        (alone,) = distil([cfg], splits, ups(), [None])
+        for x, y in zip(together, alone, strict=True):
+            assert (x["role"], x["repeat"], x["epochs"]) == (y["role"], y["repeat"], y["epochs"])
+            assert abs(x["test_error"] - y["test_error"]) <= 2e-3  # float noise: <= 2 images
+            assert x["history"][-1]["val_loss"] == pytest.approx(
+                y["history"][-1]["val_loss"], rel=1e-4
+            )
+    errors = {tuple(r["test_error"] for r in recs) for recs in joint}
+    assert len(errors) == 3, "each point should get its own students"

@@ -445,6 +445,13 @@ def sweep(
         Path | None,
         typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
     ] = None,
+    max_stack: Annotated[
+        int | None,
+        typer.Option(
+            help="Most distilled students (2 per repeat and point) trained as one stack;"
+            " lower it to save memory  [default: 240]"
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
@@ -469,6 +476,15 @@ def sweep(
     sw.points(base, parsed)  # every point validates before anything trains
     _with_progress(
         quiet or executor != "local",
-        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse_run=reuse),
+        lambda bar: sw.run(
+            base,
+            parsed,
+            out,
+            executor,
+            address,
+            bar,
+            reuse,
+            sw.MAX_STACK if max_stack is None else max_stack,
+        ),
     )
     print(out / "sweep.md")

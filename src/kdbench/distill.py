@@ -35,11 +35,18 @@ def head_outputs(logits: torch.Tensor, head: str = "logits") -> torch.Tensor:
     raise ValueError(f"unknown head {head!r}")
 
 
+def _per_member(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A scalar, or one value per member (leading axis) shaped to divide `like` `[M, ..., C]`."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        return value.view(-1, *[1] * (like.dim() - 1))
+    return value
+
+
 def kl_soft(
-    targets: torch.Tensor, student_logits: torch.Tensor, temperature: float
+    targets: torch.Tensor, student_logits: torch.Tensor, temperature: float | torch.Tensor
 ) -> torch.Tensor:
     """Mean over the batch of KL(targets || softmax(student / T)), summed over classes."""
-    log_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    log_student = torch.log_softmax(student_logits / _per_member(temperature, student_logits), -1)
     return (torch.xlogy(targets, targets) - targets * log_student).sum(-1).mean(-1)
 
 
@@ -47,12 +54,13 @@ def kd_loss(
     student_logits: torch.Tensor,
     labels: torch.Tensor,
     targets: torch.Tensor,
-    temperature: float,
+    temperature: float | torch.Tensor,
     alpha: float | torch.Tensor,
     head: str = "logits",
 ) -> torch.Tensor:
     """The paper's combined loss; `targets` are the teacher's softened probabilities. The
-    hard-label term is the same for either head (CE of the softmax output)."""
+    hard-label term is the same for either head (CE of the softmax output). `temperature` and
+    `alpha` are scalars or one value per member of a stack (`[M]`, a sweep's grid points)."""
     hard = cross_entropy(student_logits, labels)
     soft = kl_soft(targets, head_outputs(student_logits, head), temperature)
     return alpha * hard + (1 - alpha) * temperature**2 * soft

@@ -36,10 +36,18 @@ class SoftTargets:
     train: torch.Tensor  # [G, N_train, C] softened teacher probabilities
     val: torch.Tensor  # [G, N_val, C]
     group: torch.Tensor  # [M] long: the target row of each member
-    temperature: float
-    alpha: float
+    temperature: float | torch.Tensor  # one for all, or [M]: one per member (sweep points)
+    alpha: float | torch.Tensor
     monitor: str = "combined"  # validation quantity for early stopping: combined loss or CE
     head: str = "logits"  # what the temperature divides (see `distill.head_outputs`)
+
+    def settings(self, members: torch.Tensor) -> tuple[float | torch.Tensor, ...]:
+        """(temperature, alpha) for the members at `members` (ids into the job)."""
+
+        def pick(value):
+            return value.to(members.device)[members] if isinstance(value, torch.Tensor) else value
+
+        return pick(self.temperature), pick(self.alpha)
 
 
 @dataclass
@@ -101,7 +109,7 @@ def _leaves(params: Params) -> Params:
 
 
 def _validation(
-    params: Params, splits: Splits, targets: SoftTargets | None, groups: torch.Tensor | None
+    params: Params, splits: Splits, targets: SoftTargets | None, active: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member (validation loss used for monitoring, validation error)."""
     logits = stack_logits(params, splits.x_val)
@@ -109,9 +117,8 @@ def _validation(
     err = error_rate(logits, labels)
     if targets is None or targets.monitor == "hard":
         return cross_entropy(logits, labels), err
-    loss = kd_loss(
-        logits, labels, targets.val[groups], targets.temperature, targets.alpha, targets.head
-    )
+    groups = targets.group.to(active.device)[active]
+    loss = kd_loss(logits, labels, targets.val[groups], *targets.settings(active), targets.head)
     return loss, err
 
 
@@ -138,7 +145,8 @@ def train(
         ]
         dropout = Dropout(*job.dropout, seeds)
     targets = job.targets
-    groups_all = targets.group.to(device) if targets is not None else None
+    if targets is not None and len(targets.group) != n_members:
+        raise ValueError("soft targets need one target row (group) per member")
 
     n_train, batch = len(splits.x_train), cfg.batch_size
     steps = math.ceil(n_train / batch)
@@ -159,7 +167,10 @@ def train(
             dropout.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=generators[i]) for i in ids])
         perms = perms.to(device)
-        groups = groups_all[active.to(device)] if groups_all is not None else None
+        active_dev = active.to(device)
+        if targets is not None:
+            groups = targets.group.to(device)[active_dev]
+            temperature, alpha = targets.settings(active_dev)
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             idx = perms[:, s * batch : (s + 1) * batch]
@@ -169,9 +180,7 @@ def train(
                 loss = cross_entropy(logits, labels)
             else:
                 soft = targets.train[groups[:, None], idx]
-                loss = kd_loss(
-                    logits, labels, soft, targets.temperature, targets.alpha, targets.head
-                )
+                loss = kd_loss(logits, labels, soft, temperature, alpha, targets.head)
             loss.sum().backward()
             adam.step()
             loss_sum += loss.detach() * idx.shape[1]
@@ -179,7 +188,7 @@ def train(
                 progress(job.name, epoch, last_epoch, s, steps, len(ids))
 
         train_loss = (loss_sum / n_train).cpu()
-        val_loss, val_err = (t.cpu() for t in _validation(params, splits, targets, groups))
+        val_loss, val_err = (t.cpu() for t in _validation(params, splits, targets, active_dev))
         monitored = {"val_loss": val_loss, "val_error": val_err, "train_loss": train_loss}[
             cfg.monitor
         ]

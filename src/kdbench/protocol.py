@@ -17,6 +17,7 @@ training signal, not luck of the draw.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -79,6 +80,214 @@ class PhaseCache(Protocol):
     def save_phase(self, name: str, params: list[torch.Tensor], records: list[Record]) -> None: ...
 
 
+@dataclass
+class Upstream:
+    """What distillation needs from the teachers and ensembles: their logits, per repeat."""
+
+    teacher_train: torch.Tensor  # [R, N_train, C]
+    teacher_val: torch.Tensor  # [R, N_val, C]
+    ensemble_train: torch.Tensor  # [R, K, N_train, C]
+    ensemble_val: torch.Tensor  # [R, K, N_val, C]
+
+    def release(self) -> None:
+        """Drop the logits (hundreds of MB on MNIST) once the soft targets are built."""
+        self.teacher_train = self.teacher_val = self.ensemble_train = self.ensemble_val = None
+
+
+def _phase(name, cfg, splits, coords, roles, cache, progress, sizes, dropout=(0.0, 0.0)):
+    """(params, validation logits, test logits, records) of one stack, trained or loaded."""
+    base = cfg.protocol.seed
+    cached = cache.load_phase(name) if cache is not None else None
+    if cached is not None:
+        params = [q.to(splits.x_train.device) for q in cached[0]]
+        recs = cached[1]
+    else:
+        job = _job(name, sizes, coords, base, None, dropout)
+        res = engine.train(job, splits, cfg.train, progress)
+        params = res.params
+    val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
+    if cached is None:
+        recs = _records(res, coords, roles, base, *_errors(val, test, splits))
+        if cache is not None:
+            cache.save_phase(name, params, recs)
+    return params, val, test, recs
+
+
+def _errors(val, test, splits) -> tuple[torch.Tensor, torch.Tensor]:
+    val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
+    test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
+    return val_err, test_err
+
+
+def upstream(
+    cfg: Config,
+    splits: Splits,
+    emit: RecordSink,
+    progress: engine.Progress | None = None,
+    cache: PhaseCache | None = None,
+) -> Upstream:
+    """Stacks 1 and 2 (teachers; ensemble members and hard-label students), trained or loaded;
+    their records and each ensemble's go to `emit`."""
+    p = cfg.protocol
+    repeats, members = range(p.repeats), p.members
+    n_in, n_out = splits.n_features, splits.n_classes
+    teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
+    student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+
+    # 1. teachers
+    coords = [(r, "teacher", 0) for r in repeats]
+    dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
+    params, teacher_val, _, recs = _phase(
+        "teachers", cfg, splits, coords, ["teacher"] * p.repeats, cache, progress,
+        teacher_sizes, dropout,
+    )  # fmt: skip
+    for rec in recs:
+        emit(rec)
+    teacher_train = stack_logits(params, splits.x_train)
+
+    # 2. ensemble members and hard-label students: all small networks on hard labels
+    coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
+    coords += [(r, "student", 0) for r in repeats]
+    roles = ["ensemble"] * (p.repeats * members) + ["student_hard"] * p.repeats
+    params, small_val, small_test, recs = _phase(
+        "small networks", cfg, splits, coords, roles, cache, progress, student_sizes
+    )
+    for rec in recs:
+        emit(rec)
+    n_ens = p.repeats * members
+    ens_train = stack_logits([q[:n_ens] for q in params], splits.x_train)
+    ens_train = ens_train.view(p.repeats, members, -1, n_out)
+    ens_val = small_val[:n_ens].view(p.repeats, members, -1, n_out)
+    ens_test = small_test[:n_ens].view(p.repeats, members, -1, n_out)
+    # the ensemble predicts by averaging its members' probabilities (T = 1)
+    ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
+    ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
+    member_recs = [rec for rec in recs if rec["role"] == "ensemble"]
+
+    def diverged(r):  # an ensemble with a diverged member is itself diverged
+        epochs = [x["diverged_epoch"] for x in member_recs if x["repeat"] == r]
+        epochs = [e for e in epochs if e is not None]
+        return min(epochs) if epochs else None
+
+    for r in repeats:
+        emit(
+            {
+                "kind": "ensemble",
+                "repeat": r,
+                "role": "ensemble",
+                "member": None,
+                "members": members,
+                "diverged_epoch": diverged(r),
+                "val_error": float(ens_val_err[r]),
+                "test_error": float(ens_test_err[r]),
+            }
+        )
+    return Upstream(teacher_train, teacher_val, ens_train, ens_val)
+
+
+def _soft_targets(k, head: str, teacher_logits, ensemble_logits) -> torch.Tensor:
+    """[2R, N, C]: rows 0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
+    from_teacher = soften(head_outputs(teacher_logits, head), k.temperature)
+    from_ensemble = torch.stack(
+        [
+            ensemble_targets(head_outputs(e, head), k.temperature, k.ensemble_targets)
+            for e in ensemble_logits
+        ]
+    )
+    return torch.cat([from_teacher, from_ensemble])
+
+
+def _one_or_each(values: list[float]) -> float | torch.Tensor:
+    """One scalar when every member agrees (the ordinary study), else one value per member."""
+    return values[0] if len(set(values)) == 1 else torch.tensor(values)
+
+
+DISTILLED = "distilled students"
+
+
+def distil(
+    cfgs: list[Config],
+    splits: Splits,
+    up: Upstream,
+    caches: list[PhaseCache | None],
+    progress: engine.Progress | None = None,
+) -> list[list[Record]]:
+    """Stack 3, the distilled students, for one configuration or for several that share their
+    teachers and ensembles (a sweep's grid points: each its own temperature, alpha, ensemble
+    targets), trained as one stack on cached soft targets. Returns each configuration's records.
+    `up` is released once the targets are built.
+
+    The stack is all-or-nothing: if any configuration lacks its checkpoint, all are trained
+    again (those already saved are kept), so a resumed sweep reproduces the same floats.
+    """
+    first = cfgs[0]
+    for cfg in cfgs[1:]:
+        if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
+            first.data, first.model, first.train, first.protocol
+        ) or cfg.distill.kd_monitor != first.distill.kd_monitor:  # fmt: skip
+            raise ValueError("configurations distilled as one stack must share their teachers")
+    cached = [c.load_phase(DISTILLED) if c is not None else None for c in caches]
+    if all(x is not None for x in cached):
+        return [x[1] for x in cached]
+
+    p, head = first.protocol, first.model.head
+    n_rows = 2 * p.repeats
+    row_of: dict[tuple, int] = {}  # configurations with the same temperature share targets
+    train_rows, val_rows, group, temps, alphas = [], [], [], [], []
+    for cfg in cfgs:
+        k = cfg.distill
+        key = (k.temperature, k.ensemble_targets)
+        if key not in row_of:
+            row_of[key] = n_rows * len(row_of)
+            train_rows.append(_soft_targets(k, head, up.teacher_train, up.ensemble_train))
+            val_rows.append(_soft_targets(k, head, up.teacher_val, up.ensemble_val))
+        group += range(row_of[key], row_of[key] + n_rows)
+        temps += [k.temperature] * n_rows
+        alphas += [k.alpha] * n_rows
+    soft = engine.SoftTargets(
+        train=torch.cat(train_rows),
+        val=torch.cat(val_rows),
+        group=torch.tensor(group),
+        temperature=_one_or_each(temps),
+        alpha=_one_or_each(alphas),
+        monitor=first.distill.kd_monitor,
+        head=head,
+    )
+    up.release()
+    del train_rows, val_rows
+    coords = [(r, "student", 0) for r in range(p.repeats)] * 2
+    roles = ["student_from_teacher"] * p.repeats + ["student_from_ensemble"] * p.repeats
+    sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
+    job = _job(DISTILLED, sizes, coords * len(cfgs), p.seed, soft)
+    res = engine.train(job, splits, first.train, progress)
+    out = []
+    for i, cache in enumerate(caches):
+        if cached[i] is not None:
+            out.append(cached[i][1])
+            continue
+        rows = slice(i * n_rows, (i + 1) * n_rows)
+        params = [q[rows] for q in res.params]
+        val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
+        recs = _records(_members(res, rows), coords, roles, p.seed, *_errors(val, test, splits))
+        if cache is not None:
+            cache.save_phase(DISTILLED, params, recs)
+        out.append(recs)
+    return out
+
+
+def _members(res: engine.Result, rows: slice) -> engine.Result:
+    """The part of a stack's result that belongs to the members at `rows`."""
+    share = len(range(*rows.indices(len(res.epochs)))) / len(res.epochs)
+    return engine.Result(
+        params=[q[rows] for q in res.params],
+        epochs=res.epochs[rows],
+        best_epoch=res.best_epoch[rows],
+        diverged_epoch=res.diverged_epoch[rows],
+        history=res.history[rows],
+        seconds=res.seconds * share,
+    )
+
+
 def run_study(
     cfg: Config,
     splits: Splits,
@@ -91,109 +300,15 @@ def run_study(
     With a `cache`, a stack that is already there is loaded instead of trained (resume), and
     every stack is saved there, weights and records together, before its records are emitted.
     """
-    p, t, k = cfg.protocol, cfg.train, cfg.distill
-    base, repeats, members = p.seed, range(p.repeats), p.members
-    n_in, n_out = splits.n_features, splits.n_classes
-    teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
-    student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
-    device = splits.x_train.device
     records: list[Record] = []
 
-    def emit(recs: list[Record]) -> None:
-        for rec in recs:
-            sink(rec)
-        records.extend(recs)
+    def emit(rec: Record) -> None:
+        sink(rec)
+        records.append(rec)
 
-    def phase(name, sizes, coords, roles, targets=None, dropout=(0.0, 0.0)):
-        """(params, validation logits, test logits) of one stack, trained or loaded."""
-        cached = cache.load_phase(name) if cache is not None else None
-        if cached is not None:
-            params = [q.to(device) for q in cached[0]]
-            recs = cached[1]
-        else:
-            job = _job(name, sizes, coords, base, targets, dropout)
-            res = engine.train(job, splits, t, progress)
-            params = res.params
-        val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
-        if cached is None:
-            val_err = error_rate(val, splits.y_val.expand(len(coords), -1)).cpu()
-            test_err = error_rate(test, splits.y_test.expand(len(coords), -1)).cpu()
-            recs = _records(res, coords, roles, base, val_err, test_err)
-            if cache is not None:
-                cache.save_phase(name, params, recs)
-        emit(recs)
-        return params, val, test
-
-    # 1. teachers
-    coords = [(r, "teacher", 0) for r in repeats]
-    dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
-    params, teacher_val, _ = phase(
-        "teachers", teacher_sizes, coords, ["teacher"] * p.repeats, dropout=dropout
-    )
-    teacher_train = stack_logits(params, splits.x_train)
-
-    # 2. ensemble members and hard-label students: all small networks on hard labels
-    coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
-    coords += [(r, "student", 0) for r in repeats]
-    roles = ["ensemble"] * (p.repeats * members) + ["student_hard"] * p.repeats
-    params, small_val, small_test = phase("small networks", student_sizes, coords, roles)
-    n_ens = p.repeats * members
-    ens_train = stack_logits([q[:n_ens] for q in params], splits.x_train)
-    ens_train = ens_train.view(p.repeats, members, -1, n_out)
-    ens_val = small_val[:n_ens].view(p.repeats, members, -1, n_out)
-    ens_test = small_test[:n_ens].view(p.repeats, members, -1, n_out)
-    # the ensemble predicts by averaging its members' probabilities (T = 1)
-    ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
-    ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
-    member_recs = [rec for rec in records if rec["role"] == "ensemble"]
-
-    def diverged(r):  # an ensemble with a diverged member is itself diverged
-        epochs = [x["diverged_epoch"] for x in member_recs if x["repeat"] == r]
-        epochs = [e for e in epochs if e is not None]
-        return min(epochs) if epochs else None
-
-    emit(
-        [
-            {
-                "kind": "ensemble",
-                "repeat": r,
-                "role": "ensemble",
-                "member": None,
-                "members": members,
-                "diverged_epoch": diverged(r),
-                "val_error": float(ens_val_err[r]),
-                "test_error": float(ens_test_err[r]),
-            }
-            for r in repeats
-        ]
-    )
-
-    # 3. distilled students on cached soft targets: rows 0..R-1 teacher, R..2R-1 ensemble
-    head = cfg.model.head
-
-    def targets_of(teacher_logits, ensemble_logits):
-        from_teacher = soften(head_outputs(teacher_logits, head), k.temperature)
-        from_ensemble = torch.stack(
-            [
-                ensemble_targets(head_outputs(e, head), k.temperature, k.ensemble_targets)
-                for e in ensemble_logits
-            ]
-        )
-        return torch.cat([from_teacher, from_ensemble])
-
-    soft = engine.SoftTargets(
-        train=targets_of(teacher_train, ens_train),
-        val=targets_of(teacher_val, ens_val),
-        group=torch.arange(2 * p.repeats),
-        temperature=k.temperature,
-        alpha=k.alpha,
-        monitor=k.kd_monitor,
-        head=head,
-    )
-    del teacher_train, ens_train
-    coords = [(r, "student", 0) for r in repeats] * 2
-    roles = ["student_from_teacher"] * p.repeats + ["student_from_ensemble"] * p.repeats
-    phase("distilled students", student_sizes, coords, roles, soft)
+    up = upstream(cfg, splits, emit, progress, cache)
+    for rec in distil([cfg], splits, up, [cache], progress)[0]:
+        emit(rec)
     return records
 
 

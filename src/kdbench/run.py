@@ -20,7 +20,7 @@ from kdbench import data, diagnose, latency, report
 from kdbench.config import Config
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
-from kdbench.protocol import run_study
+from kdbench.protocol import DISTILLED, distil, run_study, upstream
 from kdbench.store import RunStore, SharedCache, atomic_write, write_json
 
 
@@ -89,18 +89,8 @@ def study(
     return reproduce(cfg, out, progress, measure_latency, arrays=arrays)
 
 
-def reproduce(
-    cfg: Config,
-    out: str | Path | None = None,
-    progress: Progress | None = None,
-    measure_latency: bool = True,
-    arrays: dict | None = None,
-    shared: Path | None = None,
-) -> tuple[Path, dict]:
-    """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
-    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`)."""
-    start = time.perf_counter()
-    _prepare_device(cfg)
+def _splits(cfg: Config, arrays: dict | None = None) -> data.Splits:
+    """The configuration's data (on the CPU), with the batch size checked against it."""
     d = cfg.data
     if d.dataset == data.ARRAYS:
         if arrays is None:
@@ -113,14 +103,34 @@ def reproduce(
             f"batch size {cfg.train.batch_size} exceeds the {len(splits.x_train)} training images;"
             " lower --batch-size or raise --train-limit"
         )
-    folder = Path(out) if out is not None else default_out()
-    run_config = {
+    return splits
+
+
+def _run_config(cfg: Config) -> dict:
+    return {
         "config": cfg.to_dict(),
         "environment": environment(cfg),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seeds": "derived by numpy SeedSequence([seed, repeat, role(1 teacher, 2 ensemble,"
         " 3 student), member]); see records.jsonl for each model's seeds",
     }
+
+
+def reproduce(
+    cfg: Config,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    measure_latency: bool = True,
+    arrays: dict | None = None,
+    shared: Path | None = None,
+) -> tuple[Path, dict]:
+    """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
+    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`)."""
+    start = time.perf_counter()
+    _prepare_device(cfg)
+    splits = _splits(cfg, arrays)
+    folder = Path(out) if out is not None else default_out()
+    run_config = _run_config(cfg)
     store = RunStore(folder, run_config)
     if arrays is not None and not (folder / DATA_FILE).is_file():
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
@@ -138,3 +148,22 @@ def reproduce(
         timing["trained_stacks"] = cache.trained
     summary = report.render(folder, records, run_config, timing, measured, found)
     return folder, summary
+
+
+def distil_points(
+    cfgs: list[Config], folders: list[Path], shared: Path, progress: Progress | None = None
+) -> list[list[str]]:
+    """The distilled students of sweep points that share their teachers, trained as one stack
+    and saved into each point's folder (teachers and small networks trained first if `shared`
+    lacks them); `reproduce` on each point then only loads and reports. Returns, per point, the
+    stacks this call trained."""
+    if all(RunStore.checkpoint_path(f, DISTILLED).is_file() for f in folders):
+        return [[] for _ in folders]
+    _prepare_device(cfgs[0])
+    splits = _splits(cfgs[0]).to(cfgs[0].device)
+    caches = [
+        SharedCache(RunStore(f, _run_config(c)), shared) for c, f in zip(cfgs, folders, strict=True)
+    ]
+    up = upstream(cfgs[0], splits, lambda rec: None, progress, caches[0])
+    distil(cfgs, splits, up, caches, progress)
+    return [c.trained for c in caches]

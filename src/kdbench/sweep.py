@@ -136,12 +136,41 @@ def reuse(run_dir: Path, jobs: list) -> int:
     return seeded
 
 
-def _run_point(cfg_dict: dict, folder: str, shared: str) -> dict:
-    """One grid point, as a plain function of plain data (what a Ray task runs)."""
+MAX_STACK = 240  # distilled students trained as one stack (12 points of 10 repeats)
+
+
+def chunks(jobs: list, max_stack: int = MAX_STACK) -> list[list[int]]:
+    """Which points train their distilled students as one stack: those sharing teachers and
+    the early-stopping quantity, in plan order, at most `max_stack` students (2 per repeat) a
+    stack. Fixed by the plan alone, so a resumed sweep retrains exactly the same stacks."""
+    groups: dict[tuple, list[int]] = {}
+    per: dict[tuple, int] = {}
+    for i, (_, _, cfg_dict, _, shared) in enumerate(jobs):
+        cfg = Config.from_dict(cfg_dict)
+        key = (shared, cfg.distill.kd_monitor)
+        groups.setdefault(key, []).append(i)
+        per[key] = max(1, max_stack // (2 * cfg.protocol.repeats))
+    return [
+        members[j : j + per[key]]
+        for key, members in groups.items()
+        for j in range(0, len(members), per[key])
+    ]
+
+
+def _run_chunk(cfg_dicts: list[dict], folders: list[str], shared: str, progress=None) -> list:
+    """One stack of distilled students (and the shared teachers if missing): a Ray task."""
+    from kdbench.run import distil_points
+
+    cfgs = [Config.from_dict(c) for c in cfg_dicts]
+    return distil_points(cfgs, [Path(f) for f in folders], Path(shared), progress)
+
+
+def _run_point(cfg_dict: dict, folder: str, shared: str, progress=None) -> dict:
+    """One grid point's run folder, its stacks already trained: load, diagnose, report."""
     from kdbench.run import reproduce
 
     _, summary = reproduce(
-        Config.from_dict(cfg_dict), Path(folder), measure_latency=False, shared=Path(shared)
+        Config.from_dict(cfg_dict), Path(folder), progress, False, shared=Path(shared)
     )
     return summary
 
@@ -154,11 +183,14 @@ def run(
     address: str | None = None,
     progress=None,
     reuse_run: Path | None = None,
+    max_stack: int = MAX_STACK,
 ) -> dict:
     """Train every grid point (resuming what is done), then analyse and write the report."""
+    if max_stack < 1:
+        raise ConfigError(f"--max-stack must be at least 1 (got {max_stack})")
     out = Path(out)
     plan = points(base, grid)
-    _check_folder(out, {"grid": grid, "base": base.to_dict()})
+    _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
     jobs = [
         (
             label,
@@ -171,47 +203,63 @@ def run(
     ]
     if reuse_run is not None:
         reuse(reuse_run, jobs)
+    stacks = chunks(jobs, max_stack)
     if executor == "local":
-        from kdbench.run import reproduce
-
-        summaries = []
-        for _, _, cfg_dict, folder, shared in jobs:
-            _, summary = reproduce(
-                Config.from_dict(cfg_dict), Path(folder), progress, False, shared=Path(shared)
-            )
-            summaries.append(summary)
+        trained = [_run_chunk(*_chunk_args(jobs, chunk), progress) for chunk in stacks]
+        summaries = [_run_point(*job[2:], progress) for job in jobs]
     elif executor == "ray":
-        summaries = _run_ray(jobs, address)
+        trained, summaries = _run_ray(jobs, stacks, address)
     else:
         raise ConfigError(f"unknown executor '{executor}'; use local or ray")
+    by_point = {
+        i: t
+        for chunk, got in zip(stacks, trained, strict=True)
+        for i, t in zip(chunk, got, strict=True)
+    }
     entries = [
-        {"label": label, "point": point, "folder": folder, "summary": summary}
-        for (label, point, _, folder, _), summary in zip(jobs, summaries, strict=True)
+        {
+            "label": label,
+            "point": point,
+            "folder": folder,
+            "summary": summary,
+            "trained": by_point[i] + summary.get("timing", {}).get("trained_stacks", []),
+        }
+        for i, ((label, point, _, folder, _), summary) in enumerate(
+            zip(jobs, summaries, strict=True)
+        )
     ]
     result = analyse(grid, entries)
     write(out, grid, result)
     return result
 
 
-def _run_ray(jobs: list, address: str | None) -> list[dict]:
-    """Points as Ray tasks, in two waves: one point per shared folder first (it trains the
-    teachers and small networks), then every other point in parallel (they only distil)."""
+def _chunk_args(jobs: list, chunk: list[int]) -> tuple[list, list, str]:
+    return [jobs[i][2] for i in chunk], [jobs[i][3] for i in chunk], jobs[chunk[0]][4]
+
+
+def _run_ray(jobs: list, stacks: list[list[int]], address: str | None) -> tuple[list, list]:
+    """Stacks as Ray tasks, in two waves: the first stack of each shared folder (it trains the
+    teachers and small networks), then every other stack in parallel (they only distil); then
+    each point's report as a task of its own."""
     try:
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'kdbench[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    task = ray.remote(_run_point)
+    chunk_task, point_task = ray.remote(_run_chunk), ray.remote(_run_point)
     first: dict[str, int] = {}
-    for i, job in enumerate(jobs):
-        first.setdefault(job[4], i)
-    leaders = sorted(first.values())
-    results: dict[int, dict] = {}
-    for wave in (leaders, [i for i in range(len(jobs)) if i not in first.values()]):
-        refs = {i: task.remote(jobs[i][2], jobs[i][3], jobs[i][4]) for i in wave}
-        results.update({i: ray.get(ref) for i, ref in refs.items()})
-    return [results[i] for i in range(len(jobs))]
+    for n, chunk in enumerate(stacks):
+        first.setdefault(jobs[chunk[0]][4], n)
+    trained: dict[int, list] = {}
+    for wave in (
+        sorted(first.values()),
+        [n for n in range(len(stacks)) if n not in first.values()],
+    ):
+        refs = {n: chunk_task.remote(*_chunk_args(jobs, stacks[n])) for n in wave}
+        trained.update({n: ray.get(ref) for n, ref in refs.items()})
+    summaries = ray.get([point_task.remote(*job[2:]) for job in jobs])
+    return [trained[n] for n in range(len(stacks))], summaries
 
 
 def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
@@ -257,7 +305,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
                 k: {x: v[x] for x in ("mean", "ci95", "n")} for k, v in e["summary"]["rows"].items()
             },
             "kd_vs_hard": e["kd_vs_hard"],
-            "trained_stacks": e["summary"].get("timing", {}).get("trained_stacks", []),
+            "trained_stacks": e.get("trained", []),
         }
         for e in entries
     ]
