@@ -140,7 +140,7 @@ def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
         )
 
 
-def test_points_are_stacked_by_shared_teachers_and_monitor():
+def test_points_are_stacked_by_shared_teachers_and_monitor(tmp_path):
     base = resolve("paper", repeats=3)
     grid = sweep.parse_grid(["temperature=2,4", "kd_monitor=combined,hard", "teacher_hidden=50,60"])
     jobs = [
@@ -154,8 +154,10 @@ def test_points_are_stacked_by_shared_teachers_and_monitor():
         assert len({c["model"]["teacher_hidden"] for c in cfgs}) == 1
         assert len({c["distill"]["kd_monitor"] for c in cfgs}) == 1
     assert [len(c) for c in sweep.chunks(jobs, max_stack=6)] == [1] * 8  # 2 x 3 repeats
-    with pytest.raises(ConfigError, match="max-stack"):
-        sweep.run(base, grid, Path("unused"), max_stack=0)
+    for bad, msg in [({"max_stack": 0}, "max-stack"), ({"executor": "spark"}, "unknown executor")]:
+        with pytest.raises(ConfigError, match=msg):
+            sweep.run(base, grid, tmp_path / "refused", **bad)
+    assert not (tmp_path / "refused").exists(), "a refused sweep must leave nothing behind"
 
 
 def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays):

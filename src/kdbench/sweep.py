@@ -188,6 +188,8 @@ def run(
     """Train every grid point (resuming what is done), then analyse and write the report."""
     if max_stack < 1:
         raise ConfigError(f"--max-stack must be at least 1 (got {max_stack})")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor '{executor}'; use local or ray")
     out = Path(out)
     plan = points(base, grid)
     _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
@@ -207,10 +209,8 @@ def run(
     if executor == "local":
         trained = [_run_chunk(*_chunk_args(jobs, chunk), progress) for chunk in stacks]
         summaries = [_run_point(*job[2:], progress) for job in jobs]
-    elif executor == "ray":
-        trained, summaries = _run_ray(jobs, stacks, address)
     else:
-        raise ConfigError(f"unknown executor '{executor}'; use local or ray")
+        trained, summaries = _run_ray(jobs, stacks, address)
     by_point = {
         i: t
         for chunk, got in zip(stacks, trained, strict=True)
