@@ -104,3 +104,12 @@ def test_other_seed_gives_other_results(tmp_path, uninterrupted):
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     other = json.loads((out / "summary.json").read_text())
     assert other["rows"]["teacher"]["errors"] != full["rows"]["teacher"]["errors"]
+
+
+def test_run_folder_files_are_readable_by_the_team(uninterrupted):
+    """Temporary-then-rename writes must not leave the 0600 of mkstemp or safetensors."""
+    folder, _ = uninterrupted
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    for p in files:
+        assert p.stat().st_mode & 0o044 == 0o044, p

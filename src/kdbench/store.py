@@ -145,6 +145,7 @@ class RunStore:
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp), metadata={"records": json.dumps(records)})
+        os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
