@@ -23,7 +23,7 @@ import torch
 
 from kdbench import data
 from kdbench.presets import resolve
-from kdbench.protocol import Upstream, distil, upstream
+from kdbench.protocol import distil, upstream
 
 
 def main() -> None:
@@ -56,16 +56,15 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     up = upstream(base, splits, lambda rec: None)
-    logits = (up.teacher_train, up.teacher_val, up.ensemble_train, up.ensemble_val)
     print(f"teachers and small networks (shared, not timed): {time.perf_counter() - t0:.1f} s")
 
     rows = []
     for r in range(1, args.rounds + 1):
         t = time.perf_counter()
-        alone = [distil([c], splits, Upstream(*logits), [None])[0] for c in cfgs]
+        alone = [distil([c], splits, up, [None])[0] for c in cfgs]
         per_point = time.perf_counter() - t
         t = time.perf_counter()
-        joint = distil(cfgs, splits, Upstream(*logits), [None] * len(cfgs))
+        joint = distil(cfgs, splits, up, [None] * len(cfgs))
         together = time.perf_counter() - t
         diff = max(
             abs(x["test_error"] - y["test_error"])

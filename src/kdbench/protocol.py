@@ -27,7 +27,7 @@ from kdbench import engine
 from kdbench.config import Config
 from kdbench.data import Splits
 from kdbench.distill import ensemble_targets, error_rate, head_outputs, soften
-from kdbench.models import layer_sizes, stack_logits
+from kdbench.models import Params, layer_sizes, stack_logits
 
 ROWS = ("teacher", "student_from_teacher", "ensemble", "student_from_ensemble", "student_hard")
 _SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}
@@ -82,35 +82,36 @@ class PhaseCache(Protocol):
 
 @dataclass
 class Upstream:
-    """What distillation needs from the teachers and ensembles: their logits, per repeat."""
+    """What distillation needs from the teachers and ensembles. Their logits on the training set
+    cost as much as an epoch; they are computed only when a stack is actually distilled."""
 
-    teacher_train: torch.Tensor  # [R, N_train, C]
-    teacher_val: torch.Tensor  # [R, N_val, C]
-    ensemble_train: torch.Tensor  # [R, K, N_train, C]
-    ensemble_val: torch.Tensor  # [R, K, N_val, C]
+    teachers: Params  # one teacher per repeat
+    members: Params  # ensemble members, repeat-major: [R * K, ...]
+    repeats: int
 
-    def release(self) -> None:
-        """Drop the logits (hundreds of MB on MNIST) once the soft targets are built."""
-        self.teacher_train = self.teacher_val = self.ensemble_train = self.ensemble_val = None
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Ensemble member logits on `x`: [R, K, N, C]."""
+        ens = stack_logits(self.members, x)
+        return ens.view(self.repeats, -1, *ens.shape[1:])
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher logits [R, N, C], ensemble member logits [R, K, N, C]) on `x`."""
+        return stack_logits(self.teachers, x), self.member_logits(x)
 
 
 def _phase(name, cfg, splits, coords, roles, cache, progress, sizes, dropout=(0.0, 0.0)):
-    """(params, validation logits, test logits, records) of one stack, trained or loaded."""
+    """(params, records) of one stack, trained (and saved) or loaded."""
     base = cfg.protocol.seed
     cached = cache.load_phase(name) if cache is not None else None
     if cached is not None:
-        params = [q.to(splits.x_train.device) for q in cached[0]]
-        recs = cached[1]
-    else:
-        job = _job(name, sizes, coords, base, None, dropout)
-        res = engine.train(job, splits, cfg.train, progress)
-        params = res.params
-    val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
-    if cached is None:
-        recs = _records(res, coords, roles, base, *_errors(val, test, splits))
-        if cache is not None:
-            cache.save_phase(name, params, recs)
-    return params, val, test, recs
+        return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
+    job = _job(name, sizes, coords, base, None, dropout)
+    res = engine.train(job, splits, cfg.train, progress)
+    val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
+    recs = _records(res, coords, roles, base, *_errors(val, test, splits))
+    if cache is not None:
+        cache.save_phase(name, res.params, recs)
+    return res.params, recs
 
 
 def _errors(val, test, splits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,28 +138,26 @@ def upstream(
     # 1. teachers
     coords = [(r, "teacher", 0) for r in repeats]
     dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
-    params, teacher_val, _, recs = _phase(
+    teachers, recs = _phase(
         "teachers", cfg, splits, coords, ["teacher"] * p.repeats, cache, progress,
         teacher_sizes, dropout,
     )  # fmt: skip
     for rec in recs:
         emit(rec)
-    teacher_train = stack_logits(params, splits.x_train)
 
     # 2. ensemble members and hard-label students: all small networks on hard labels
     coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
     coords += [(r, "student", 0) for r in repeats]
     roles = ["ensemble"] * (p.repeats * members) + ["student_hard"] * p.repeats
-    params, small_val, small_test, recs = _phase(
+    params, recs = _phase(
         "small networks", cfg, splits, coords, roles, cache, progress, student_sizes
     )
     for rec in recs:
         emit(rec)
-    n_ens = p.repeats * members
-    ens_train = stack_logits([q[:n_ens] for q in params], splits.x_train)
-    ens_train = ens_train.view(p.repeats, members, -1, n_out)
-    ens_val = small_val[:n_ens].view(p.repeats, members, -1, n_out)
-    ens_test = small_test[:n_ens].view(p.repeats, members, -1, n_out)
+    ensemble = [q[: p.repeats * members] for q in params]
+    up = Upstream(teachers, ensemble, p.repeats)
+    # computed the same way trained or loaded, so a resumed run gives the same floats
+    ens_val, ens_test = up.member_logits(splits.x_val), up.member_logits(splits.x_test)
     # the ensemble predicts by averaging its members' probabilities (T = 1)
     ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
     ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
@@ -182,7 +181,7 @@ def upstream(
                 "test_error": float(ens_test_err[r]),
             }
         )
-    return Upstream(teacher_train, teacher_val, ens_train, ens_val)
+    return up
 
 
 def _soft_targets(k, head: str, teacher_logits, ensemble_logits) -> torch.Tensor:
@@ -215,7 +214,6 @@ def distil(
     """Stack 3, the distilled students, for one configuration or for several that share their
     teachers and ensembles (a sweep's grid points: each its own temperature, alpha, ensemble
     targets), trained as one stack on cached soft targets. Returns each configuration's records.
-    `up` is released once the targets are built.
 
     The stack is all-or-nothing: if any configuration lacks its checkpoint, all are trained
     again (those already saved are kept), so a resumed sweep reproduces the same floats.
@@ -232,6 +230,7 @@ def distil(
 
     p, head = first.protocol, first.model.head
     n_rows = 2 * p.repeats
+    train_logits, val_logits = up.logits(splits.x_train), up.logits(splits.x_val)
     row_of: dict[tuple, int] = {}  # configurations with the same temperature share targets
     train_rows, val_rows, group, temps, alphas = [], [], [], [], []
     for cfg in cfgs:
@@ -239,8 +238,8 @@ def distil(
         key = (k.temperature, k.ensemble_targets)
         if key not in row_of:
             row_of[key] = n_rows * len(row_of)
-            train_rows.append(_soft_targets(k, head, up.teacher_train, up.ensemble_train))
-            val_rows.append(_soft_targets(k, head, up.teacher_val, up.ensemble_val))
+            train_rows.append(_soft_targets(k, head, *train_logits))
+            val_rows.append(_soft_targets(k, head, *val_logits))
         group += range(row_of[key], row_of[key] + n_rows)
         temps += [k.temperature] * n_rows
         alphas += [k.alpha] * n_rows
@@ -253,8 +252,7 @@ def distil(
         monitor=first.distill.kd_monitor,
         head=head,
     )
-    up.release()
-    del train_rows, val_rows
+    del train_rows, val_rows, train_logits, val_logits
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
     roles = ["student_from_teacher"] * p.repeats + ["student_from_ensemble"] * p.repeats
     sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
