@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -30,3 +33,15 @@ def small_splits(mnist_arrays):
 def _threads():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One small finished study through the console script, latency measured: the CLI, report
+    and export tests read it (training it once keeps the suite inside its time budget)."""
+    out = tmp_path_factory.mktemp("run") / "quick"
+    args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
+    cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -21,27 +21,6 @@ def _run(*args, cwd=None):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "quick"
-    proc = _run(
-        "reproduce",
-        "--train-limit",
-        "2000",
-        "--repeats",
-        "2",
-        "--members",
-        "3",
-        "--epochs",
-        "2",
-        "--out",
-        str(out),
-        "--quiet",
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 def test_summary_meets_the_contract(quick_run):
     summary = json.loads((quick_run / "summary.json").read_text())
     assert set(summary["rows"]) == set(ROWS)

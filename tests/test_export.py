@@ -43,52 +43,28 @@ def test_onnx_equals_pytorch_on_random_inputs(sizes, k, tmp_path):
     np.testing.assert_allclose(got, export.reference_outputs(members, x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp") / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "kdbench",
-        "reproduce",
-        "--train-limit",
-        "2000",
-        "--repeats",
-        "1",
-        "--members",
-        "2",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @pytest.mark.parametrize("role", ["student_from_ensemble", "ensemble", "teacher"])
-def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(trained_run, role):
-    cmd = [sys.executable, "-m", "kdbench", "export", str(trained_run), "--role", role, "--int8"]
+def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, role):
+    cmd = [sys.executable, "-m", "kdbench", "export", str(quick_run), "--role", role, "--int8"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    info = json.loads((trained_run / "exports" / f"{role}-r0.json").read_text())
+    info = json.loads((quick_run / "exports" / f"{role}-r0.json").read_text())
     assert info["max_abs_diff_vs_torch"] < 1e-4
     assert info["test_error_onnx"] == info["test_error_torch"]
     assert 0 < info["test_error_int8"] < 0.5
     assert info["bytes_int8"] < info["bytes"] / 3
 
 
-def test_resources_in_summary_and_report(trained_run):
-    summary = json.loads((trained_run / "summary.json").read_text())
+def test_resources_in_summary_and_report(quick_run):
+    summary = json.loads((quick_run / "summary.json").read_text())
     res = summary["resources"]["rows"]
-    assert res["ensemble"]["params"] == 2 * res["student_hard"]["params"]
+    members = json.loads((quick_run / "config.json").read_text())["config"]["protocol"]["members"]
+    assert res["ensemble"]["params"] == members * res["student_hard"]["params"]
     for row in res.values():
         for key in ("torch_b1", "onnx_b1", "torch_b256", "onnx_b256"):
             assert row["latency"][key]["median_us"] > 0
-    assert (trained_run / "tradeoff.png").stat().st_size > 0
-    assert "What each model costs" in (trained_run / "report.md").read_text()
+    assert (quick_run / "tradeoff.png").stat().st_size > 0
+    assert "What each model costs" in (quick_run / "report.md").read_text()
 
 
 def test_latency_block_timing_is_positive_and_ordered():
