@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kdbench.config import Config
+from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, KdbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -446,12 +446,12 @@ def sweep(
         typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
     ] = None,
     max_stack: Annotated[
-        int | None,
+        int,
         typer.Option(
             help="Most distilled students (2 per repeat and point) trained as one stack;"
-            " lower it to save memory  [default: 240]"
+            " lower it to save memory."
         ),
-    ] = None,
+    ] = MAX_STACK,
     quiet: Quiet = False,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
@@ -484,7 +484,7 @@ def sweep(
             address,
             bar,
             reuse,
-            sw.MAX_STACK if max_stack is None else max_stack,
+            max_stack,
         ),
     )
     print(out / "sweep.md")

@@ -20,6 +20,7 @@ ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
 TOP_LEVEL = ("device", "threads", "preset")
+MAX_STACK = 240  # a sweep's distilled students trained as one stack (12 points of 10 repeats)
 
 
 @dataclass(frozen=True)

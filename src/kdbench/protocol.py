@@ -105,19 +105,19 @@ def _phase(name, cfg, splits, coords, roles, cache, progress, sizes, dropout=(0.
     cached = cache.load_phase(name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    job = _job(name, sizes, coords, base, None, dropout)
-    res = engine.train(job, splits, cfg.train, progress)
+    res = engine.train(_job(name, sizes, coords, base, None, dropout), splits, cfg.train, progress)
+    return res.params, _record_stack(name, res, coords, roles, base, splits, cache)
+
+
+def _record_stack(name, res, coords, roles, base, splits, cache) -> list[Record]:
+    """Evaluate a trained stack, make its records, and save weights and records together."""
     val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
-    recs = _records(res, coords, roles, base, *_errors(val, test, splits))
-    if cache is not None:
-        cache.save_phase(name, res.params, recs)
-    return res.params, recs
-
-
-def _errors(val, test, splits) -> tuple[torch.Tensor, torch.Tensor]:
     val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
     test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
-    return val_err, test_err
+    recs = _records(res, coords, roles, base, val_err, test_err)
+    if cache is not None:
+        cache.save_phase(name, res.params, recs)
+    return recs
 
 
 def upstream(
@@ -263,19 +263,14 @@ def distil(
         if cached[i] is not None:
             out.append(cached[i][1])
             continue
-        rows = slice(i * n_rows, (i + 1) * n_rows)
-        params = [q[rows] for q in res.params]
-        val, test = stack_logits(params, splits.x_val), stack_logits(params, splits.x_test)
-        recs = _records(_members(res, rows), coords, roles, p.seed, *_errors(val, test, splits))
-        if cache is not None:
-            cache.save_phase(DISTILLED, params, recs)
-        out.append(recs)
+        part = _members(res, slice(i * n_rows, (i + 1) * n_rows))
+        out.append(_record_stack(DISTILLED, part, coords, roles, p.seed, splits, cache))
     return out
 
 
 def _members(res: engine.Result, rows: slice) -> engine.Result:
     """The part of a stack's result that belongs to the members at `rows`."""
-    share = len(range(*rows.indices(len(res.epochs)))) / len(res.epochs)
+    share = len(res.epochs[rows]) / len(res.epochs)
     return engine.Result(
         params=[q[rows] for q in res.params],
         epochs=res.epochs[rows],

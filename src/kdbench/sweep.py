@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import Config, DistillConfig, flat_index
+from kdbench.config import MAX_STACK, Config, DistillConfig, flat_index
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.stats import SIGNIFICANCE, holm
 from kdbench.store import atomic_write, write_json
@@ -134,9 +134,6 @@ def reuse(run_dir: Path, jobs: list) -> int:
             " (data, architectures, training, repeats and seed must agree); drop --reuse"
         )
     return seeded
-
-
-MAX_STACK = 240  # distilled students trained as one stack (12 points of 10 repeats)
 
 
 def chunks(jobs: list, max_stack: int = MAX_STACK) -> list[list[int]]:
