@@ -6,8 +6,8 @@
 The study's stacks (at the default 10 repeats, 10 members): the teachers (M = 10, five hidden
 layers), the small networks (M = 110: ensemble members and hard-label students) and the distilled
 students (M = 20, soft targets cached); plus one lone student (M = 1), the way a plain loop trains.
-Each is timed over `--steps` batch-32 steps of kdbench's own forward, loss, backward and fused Adam
-step; the table shows the median over rounds, so the thread choice rests on a measurement.
+Each is timed over `--steps` batch-32 steps of kdbench's own training step (`engine.step`); the
+table shows the median over rounds, so the thread choice rests on a measurement.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 
 from kdbench.config import Config
 from kdbench.distill import cross_entropy, kd_loss
-from kdbench.engine import _Adam, _leaves
-from kdbench.models import init_stack, layer_sizes, stack_forward
+from kdbench.engine import _Adam, step
+from kdbench.models import init_stack, layer_sizes
 
 
 def stacks(cfg: Config):
@@ -41,22 +41,22 @@ def ms_per_step(sizes, members: int, soft: bool, steps: int, n: int = 4096) -> f
     x = torch.rand(n, sizes[0], generator=gen)
     y = torch.randint(0, sizes[-1], (n,), generator=gen)
     targets = torch.softmax(torch.randn(n, sizes[-1], generator=gen), 1)
-    params = _leaves(init_stack(sizes, list(range(members))))
+    params = init_stack(sizes, list(range(members)))
     adam = _Adam(params, 1e-3, 1e-7)
     idx = torch.stack([torch.randperm(n, generator=gen) for _ in range(members)])
 
-    def step(s: int) -> None:
+    def one(s: int) -> None:
         i = idx[:, (s * 32) % (n - 32) : (s * 32) % (n - 32) + 32]
-        logits = stack_forward(params, x[i])
-        loss = kd_loss(logits, y[i], targets[i], 10.0, 0.1) if soft else cross_entropy(logits, y[i])
-        loss.sum().backward()
-        adam.step()
+        if soft:
+            step(params, adam, x[i], lambda z: kd_loss(z, y[i], targets[i], 10.0, 0.1))
+        else:
+            step(params, adam, x[i], lambda z: cross_entropy(z, y[i]))
 
     for s in range(10):
-        step(s)
+        one(s)
     start = time.perf_counter()
     for s in range(steps):
-        step(s)
+        one(s)
     return 1e3 * (time.perf_counter() - start) / steps
 
 

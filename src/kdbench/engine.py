@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -22,7 +23,15 @@ import torch
 from kdbench.config import TrainConfig
 from kdbench.data import Splits
 from kdbench.distill import cross_entropy, error_rate, kd_loss
-from kdbench.models import Dropout, Params, init_stack, stack_forward, stack_logits
+from kdbench.models import (
+    Dropout,
+    Params,
+    Tape,
+    init_stack,
+    stack_backward,
+    stack_forward,
+    stack_logits,
+)
 
 # progress(job name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
@@ -79,33 +88,65 @@ class Result:
 
 
 class _Adam:
-    """`torch.optim.Adam(fused=True)` over stacked tensors: Adam is elementwise, so each member
-    gets exactly its own Adam; fused, because an unfused step over millions of stacked weights
-    costs more memory traffic than the forward and backward passes together."""
+    """Adam over stacked tensors, one layer at a time, each update right after the layer's
+    gradient (see `models.stack_backward`). It calls `torch._fused_adam_`, the kernel behind
+    `torch.optim.Adam(fused=True)`, with the state that optimizer keeps: Adam is elementwise,
+    so each member gets exactly its own Adam (the tests compare with `torch.optim.Adam`)."""
 
-    def __init__(self, params: Params, lr: float, eps: float):
-        self.lr, self.eps = lr, eps
-        self.opt = torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    def __init__(self, params: Params, lr: float, eps: float, betas=(0.9, 0.999)):
+        self.lr, self.eps, self.betas = lr, eps, betas
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
 
-    def step(self) -> None:
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+    def update(self, params: Params, layer: int, grads: Sequence[torch.Tensor]) -> None:
+        """One Adam step of layer `layer`'s weight and bias, in place."""
+        at = slice(2 * layer, 2 * layer + 2)
+        torch._foreach_add_(self.steps[at], 1)
+        torch._fused_adam_(
+            params[at],
+            list(grads),
+            self.exp_avg[at],
+            self.exp_avg_sq[at],
+            [],
+            self.steps[at],
+            lr=self.lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=0.0,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=False,
+        )
 
-    def keep(self, old: Params, new: Params, index: torch.Tensor) -> None:
-        """Continue with the members at `index` only: new leaves, their slice of the state."""
-        state = self.opt.state
-        self.opt = torch.optim.Adam(new, lr=self.lr, eps=self.eps, fused=True)
-        for p_old, p_new in zip(old, new, strict=True):
-            st = state[p_old]
-            self.opt.state[p_new] = {
-                "step": st["step"].clone(),
-                "exp_avg": st["exp_avg"].index_select(0, index),
-                "exp_avg_sq": st["exp_avg_sq"].index_select(0, index),
-            }
+    def keep(self, index: torch.Tensor) -> None:
+        """Continue with the members at `index` only."""
+        self.exp_avg = [t.index_select(0, index) for t in self.exp_avg]
+        self.exp_avg_sq = [t.index_select(0, index) for t in self.exp_avg_sq]
 
 
-def _leaves(params: Params) -> Params:
-    return [p.detach().clone().requires_grad_(True) for p in params]
+def step(
+    params: Params,
+    adam: _Adam,
+    x: torch.Tensor,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    dropout: Dropout | None = None,
+) -> torch.Tensor:
+    """One training step of every member on its own batch `x` `[M, B, in]`; returns the
+    per-member loss. Autograd differentiates only the loss (any head, any soft targets); the
+    layers are differentiated by `stack_backward` and each is updated as its gradient lands."""
+    tape = Tape()
+    logits = stack_forward(params, x, dropout, tape).requires_grad_()
+    loss = loss_of(logits)
+    loss.sum().backward()
+    for layer, grad_w, grad_b in stack_backward(params, tape, logits.grad, dropout):
+        adam.update(params, layer, (grad_w, grad_b))
+    return loss.detach()
+
+
+def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`data[idx]` for an `[M, B]` index; `index_select` on the flat index is the faster gather."""
+    return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
 def _validation(
@@ -132,9 +173,9 @@ def train(
     start = time.perf_counter()
     device = splits.x_train.device
     n_members = len(job.init_seeds)
-    params = _leaves(init_stack(job.sizes, job.init_seeds, device))
-    final = [p.detach().clone() for p in params]
-    best = [p.detach().clone() for p in params] if cfg.restore_best else None
+    params = init_stack(job.sizes, job.init_seeds, device)
+    final = [p.clone() for p in params]
+    best = [p.clone() for p in params] if cfg.restore_best else None
     adam = _Adam(params, cfg.learning_rate, cfg.adam_eps)
     generators = [torch.Generator().manual_seed(int(s)) for s in job.shuffle_seeds]
     dropout = None
@@ -174,16 +215,21 @@ def train(
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             idx = perms[:, s * batch : (s + 1) * batch]
-            logits = stack_forward(params, splits.x_train[idx], dropout)
-            labels = splits.y_train[idx]
+            labels = _gather(splits.y_train, idx)
             if targets is None:
-                loss = cross_entropy(logits, labels)
+                loss_of = partial(cross_entropy, labels=labels)
             else:
                 soft = targets.train[groups[:, None], idx]
-                loss = kd_loss(logits, labels, soft, temperature, alpha, targets.head)
-            loss.sum().backward()
-            adam.step()
-            loss_sum += loss.detach() * idx.shape[1]
+                loss_of = partial(
+                    kd_loss,
+                    labels=labels,
+                    targets=soft,
+                    temperature=temperature,
+                    alpha=alpha,
+                    head=targets.head,
+                )
+            loss = step(params, adam, _gather(splits.x_train, idx), loss_of, dropout)
+            loss_sum += loss * idx.shape[1]
             if progress is not None and s % PROGRESS_EVERY == 0:
                 progress(job.name, epoch, last_epoch, s, steps, len(ids))
 
@@ -214,7 +260,7 @@ def train(
             rows = improved.nonzero().squeeze(1).to(device)
             dest = active[improved].to(device)
             for b, p in zip(best, params, strict=True):
-                b.index_copy_(0, dest, p.detach().index_select(0, rows))
+                b.index_copy_(0, dest, p.index_select(0, rows))
 
         stop = bad | (epoch == last_epoch)
         if not fixed:
@@ -225,14 +271,14 @@ def train(
             rows = stop.nonzero().squeeze(1).to(device)
             dest = active[stop].to(device)
             for f, p in zip(final, params, strict=True):
-                f.index_copy_(0, dest, p.detach().index_select(0, rows))
+                f.index_copy_(0, dest, p.index_select(0, rows))
             keep = (~stop).nonzero().squeeze(1)
             active = active[keep]
             if len(active) == 0:
                 break
             keep_dev = keep.to(device)
-            old, params = params, _leaves([p.detach().index_select(0, keep_dev) for p in params])
-            adam.keep(old, params, keep_dev)
+            params = [p.index_select(0, keep_dev) for p in params]
+            adam.keep(keep_dev)
 
     if best is not None:
         restore = torch.tensor(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -41,35 +42,84 @@ def init_stack(sizes: Sequence[int], seeds: Sequence[int], device: str | torch.d
 class Dropout:
     """Training-time dropout for a stack, one generator per member: a member's masks, like its
     shuffling, depend only on its own seed, never on the stack it shares. Inverted dropout
-    (kept units scaled by 1 / (1 - rate)), so evaluation needs no change."""
+    (kept units scaled by 1 / (1 - rate)), so evaluation needs no change. The masks of the last
+    forward pass are kept for `backward`."""
 
     def __init__(self, input_rate: float, hidden_rate: float, seeds: Sequence[int]):
         self.rates = (float(input_rate), float(hidden_rate))
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.active = list(range(len(seeds)))  # member ids of the stack's rows, in order
+        self.kept: dict[int, torch.Tensor] = {}  # layer -> keep mask of the last forward pass
+
+    def rate(self, layer: int) -> float:
+        return self.rates[0] if layer == 0 else self.rates[1]
 
     def __call__(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        rate = self.rates[0] if layer == 0 else self.rates[1]
+        rate = self.rate(layer)
         if rate == 0:
             return h
         shape = h.shape[1:]
         noise = torch.stack([torch.rand(shape, generator=self.generators[m]) for m in self.active])
-        return h * (noise.to(h.device) >= rate) / (1 - rate)
+        keep = noise.to(h.device) >= rate
+        self.kept[layer] = keep
+        return h * keep / (1 - rate)
+
+    def backward(self, grad: torch.Tensor, layer: int) -> torch.Tensor:
+        """The gradient through layer `layer`'s dropout (autograd's order of operations)."""
+        rate = self.rate(layer)
+        return grad if rate == 0 else grad / (1 - rate) * self.kept[layer]
 
 
-def stack_forward(params: Params, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
+@dataclass
+class Tape:
+    """What a training forward pass keeps for `stack_backward`."""
+
+    inputs: list[torch.Tensor] = field(default_factory=list)  # each layer's input
+    relu: list[torch.Tensor] = field(default_factory=list)  # each hidden ReLU's output
+
+
+def stack_forward(
+    params: Params, x: torch.Tensor, dropout: Dropout | None = None, tape: Tape | None = None
+) -> torch.Tensor:
     """Logits of every member: x is `[M, B, in]` (own batches) or `[N, in]` (shared inputs).
-    `dropout` (training only, own batches) drops inputs and hidden units per member."""
+    `dropout` (training only, own batches) drops inputs and hidden units per member; `tape`
+    (training) keeps what `stack_backward` needs."""
     n_layers = len(params) // 2
     h = x if dropout is None else dropout(x, 0)
     for i in range(n_layers):
         w, b = params[2 * i], params[2 * i + 1]
+        if tape is not None:
+            tape.inputs.append(h)
         h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
         if i < n_layers - 1:
             h = torch.relu(h)
+            if tape is not None:
+                tape.relu.append(h)
             if dropout is not None:
                 h = dropout(h, i + 1)
     return h
+
+
+def stack_backward(
+    params: Params, tape: Tape, grad: torch.Tensor, dropout: Dropout | None = None
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(layer, weight gradient, bias gradient), last layer first, from the logits' gradient.
+
+    Why by hand rather than autograd: each layer is yielded as soon as the gradient for the layer
+    below has gone through its weights, so the caller can update it in place at once, while its
+    gradient is still in cache, with no graph to build. The operations are autograd's own for
+    `baddbmm`, ReLU and dropout, in its order, so the gradients are bit-equal to it (tested).
+    """
+    for i in reversed(range(len(params) // 2)):
+        h = tape.inputs[i]
+        grad_w = torch.bmm(h.transpose(1, 2), grad)
+        grad_b = grad.sum(1, keepdim=True)
+        if i > 0:
+            grad = torch.bmm(grad, params[2 * i].transpose(1, 2))
+            if dropout is not None:
+                grad = dropout.backward(grad, i)
+            grad = torch.ops.aten.threshold_backward(grad, tape.relu[i - 1], 0)
+        yield i, grad_w, grad_b
 
 
 @torch.no_grad()
