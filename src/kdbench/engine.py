@@ -97,19 +97,23 @@ class _Adam:
         self.lr, self.eps, self.betas = lr, eps, betas
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+        # every tensor of the stack steps together: one step count serves them all
+        self.steps = torch.zeros((), dtype=torch.float32, device=params[0].device)
+
+    def count_step(self) -> None:
+        """Call once per training step, before its layer updates."""
+        self.steps += 1
 
     def update(self, params: Params, layer: int, grads: Sequence[torch.Tensor]) -> None:
         """One Adam step of layer `layer`'s weight and bias, in place."""
         at = slice(2 * layer, 2 * layer + 2)
-        torch._foreach_add_(self.steps[at], 1)
         torch._fused_adam_(
             params[at],
             list(grads),
             self.exp_avg[at],
             self.exp_avg_sq[at],
             [],
-            self.steps[at],
+            [self.steps, self.steps],
             lr=self.lr,
             beta1=self.betas[0],
             beta2=self.betas[1],
@@ -139,6 +143,7 @@ def step(
     logits = stack_forward(params, x, dropout, tape).requires_grad_()
     loss = loss_of(logits)
     loss.sum().backward()
+    adam.count_step()
     for layer, grad_w, grad_b in stack_backward(params, tape, logits.grad, dropout):
         adam.update(params, layer, (grad_w, grad_b))
     return loss.detach()
