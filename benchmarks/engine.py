@@ -4,18 +4,27 @@
     python benchmarks/engine.py --train-limit 20000 --repeats 2 --members 10 --epochs 2 --rounds 5
 
 Measures, in one process:
-  * the machine's fp32 matmul peak (a large torch.mm, best of several);
+  * the machine's fp32 matmul peak (a large torch.mm, best of several) and its memory bandwidth
+    (a large in-place add, Adam's access pattern);
   * a plain baseline as a typical PyTorch user writes it: nn.Sequential + torch.optim.Adam, one
-    model at a time, batch 32, the teacher(s) evaluated on the fly in every distillation step;
+    model at a time, batch 32, the teacher(s) evaluated on the fly in every distillation step,
+    each model evaluated on the validation set every epoch and on the test set;
   * kdbench's protocol (stacked engine, cached soft targets), with the same fixed-epoch settings;
-and prints wall times, the ratio baseline / kdbench, and kdbench's training GFLOP/s (matmul FLOPs
-of forward and backward, counted from the layer sizes) as a fraction of the same-run peak.
+and prints wall times, the ratio baseline / kdbench, kdbench's training GFLOP/s (matmul FLOPs of
+forward and backward, counted from the layer sizes) as a fraction of the same-run peak, and the
+largest gap between the two sides' test errors (same seeds: the same models up to rounding).
+
+It also prints the machine's *floor* for this protocol: all matmul work (training and
+evaluation) at the measured peak plus Adam's memory traffic (7 fp32 values per parameter per
+step) at the measured bandwidth. No engine can beat it at fp32 and batch 32, so baseline / floor
+bounds the ratio any engine can reach here.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import time
 
@@ -35,10 +44,30 @@ def matmul_peak(n: int = 2048, tries: int = 7) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def memory_bandwidth(n: int = 25_000_000, tries: int = 7) -> float:
+    """GB/s of a large in-place elementwise update (read and write), the access pattern of Adam."""
+    a = torch.rand(n)
+    a.add_(1.0)
+    best = min(_timed(lambda: a.add_(1.0)) for _ in range(tries))
+    return 2 * 4 * n / best / 1e9
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _macs(sizes) -> int:
+    return sum(a * b for a, b in itertools.pairwise(sizes))
+
+
+def _models(cfg: Config) -> tuple[list[int], list[int], int, int]:
+    """(teacher sizes, student sizes, number of teachers, number of small networks trained)."""
+    p = cfg.protocol
+    teacher = layer_sizes(784, cfg.model.teacher_hidden, 10)
+    student = layer_sizes(784, cfg.model.student_hidden, 10)
+    return teacher, student, p.repeats, p.repeats * (p.members + 3)
 
 
 def training_flops(cfg: Config, n_train: int) -> float:
@@ -46,23 +75,51 @@ def training_flops(cfg: Config, n_train: int) -> float:
     gradient, per image per epoch, summed over every model the protocol trains."""
 
     def per_image(sizes):
-        macs = sum(a * b for a, b in itertools.pairwise(sizes))
-        return 2 * macs + 2 * (2 * macs - sizes[0] * sizes[1])
+        return 2 * _macs(sizes) + 2 * (2 * _macs(sizes) - sizes[0] * sizes[1])
 
-    p, epochs = cfg.protocol, cfg.train.epochs
-    teacher = layer_sizes(784, cfg.model.teacher_hidden, 10)
-    student = layer_sizes(784, cfg.model.student_hidden, 10)
-    models_small = p.repeats * (p.members + 3)
-    return epochs * n_train * (p.repeats * per_image(teacher) + models_small * per_image(student))
+    teacher, student, n_teachers, n_small = _models(cfg)
+    per_epoch = n_teachers * per_image(teacher) + n_small * per_image(student)
+    return cfg.train.epochs * n_train * per_epoch
 
 
-def plain_baseline(cfg: Config, splits: data.Splits) -> float:
-    """One model at a time, the way the paper's Keras code (and most PyTorch code) does it."""
+def inference_flops(cfg: Config, n_train: int, n_val: int, n_test: int) -> float:
+    """Matmul FLOPs of the evaluation both sides do: every model on the validation set after each
+    epoch and on the test set at the end; plus kdbench's one pass of the teachers and ensemble
+    members over the training set for the cached soft targets."""
+    teacher, student, n_teachers, n_small = _models(cfg)
+    every = n_teachers * _macs(teacher) + n_small * _macs(student)
+    upstream = n_teachers * _macs(teacher) + cfg.protocol.repeats * cfg.protocol.members * _macs(
+        student
+    )
+    return 2 * (every * (cfg.train.epochs * n_val + n_test) + upstream * n_train)
+
+
+def adam_bytes(cfg: Config, n_train: int) -> float:
+    """Memory traffic of Adam at batch 32: every step reads weight, gradient and both moments and
+    writes weight and moments back (7 fp32 values per parameter), for every model's parameters."""
+    teacher, student, n_teachers, n_small = _models(cfg)
+
+    def params(sizes):
+        return _macs(sizes) + sum(sizes[1:])
+
+    steps = cfg.train.epochs * math.ceil(n_train / cfg.train.batch_size)
+    return 7 * 4 * steps * (n_teachers * params(teacher) + n_small * params(student))
+
+
+def plain_baseline(cfg: Config, splits: data.Splits) -> tuple[float, dict[tuple[int, str], float]]:
+    """One model at a time, the way the paper's Keras code (and most PyTorch code) does it; each
+    model evaluated on the validation set after every epoch and on the test set, as kdbench does."""
     p, t, k = cfg.protocol, cfg.train, cfg.distill
     n_in, n_out = splits.n_features, splits.n_classes
     temp, alpha = k.temperature, k.alpha
 
-    def fit(sizes, seeds, teachers=()):
+    errors: dict[tuple[int, str], float] = {}
+
+    def evaluate(net, x, y) -> float:
+        with torch.no_grad():
+            return (net(x).argmax(1) != y).float().mean().item()
+
+    def fit(sizes, seeds, teachers=(), key=None):
         net = member_module(init_stack(sizes, [seeds[0]]), 0)
         opt = torch.optim.Adam(net.parameters(), lr=t.learning_rate, eps=t.adam_eps)
         gen = torch.Generator().manual_seed(seeds[1])
@@ -84,28 +141,36 @@ def plain_baseline(cfg: Config, splits: data.Splits) -> float:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        net.eval()
+            evaluate(net, splits.x_val, splits.y_val)  # the validation error of each epoch
+        test_error = evaluate(net, splits.x_test, splits.y_test)
+        if key is not None:
+            errors[key] = test_error
         return net
 
     start = time.perf_counter()
     teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
     student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
     for r in range(p.repeats):
-        teacher = fit(teacher_sizes, derive_seeds(p.seed, r, "teacher"))
+        teacher = fit(teacher_sizes, derive_seeds(p.seed, r, "teacher"), key=(r, "teacher"))
         members = [
             fit(student_sizes, derive_seeds(p.seed, r, "ensemble", m)) for m in range(p.members)
         ]
+        with torch.no_grad():
+            probs = torch.stack([torch.softmax(m(splits.x_test), 1) for m in members]).mean(0)
+        errors[r, "ensemble"] = (probs.argmax(1) != splits.y_test).float().mean().item()
         seeds = derive_seeds(p.seed, r, "student")
-        fit(student_sizes, seeds, [teacher])
-        fit(student_sizes, seeds, members)
-        fit(student_sizes, seeds)
-    return time.perf_counter() - start
+        fit(student_sizes, seeds, [teacher], key=(r, "student_from_teacher"))
+        fit(student_sizes, seeds, members, key=(r, "student_from_ensemble"))
+        fit(student_sizes, seeds, key=(r, "student_hard"))
+    return time.perf_counter() - start, errors
 
 
-def kdbench_engine(cfg: Config, splits: data.Splits) -> float:
+def kdbench_engine(cfg: Config, splits: data.Splits) -> tuple[float, dict[tuple[int, str], float]]:
     start = time.perf_counter()
-    run_study(cfg, splits, sink=lambda rec: None)
-    return time.perf_counter() - start
+    records = run_study(cfg, splits, sink=lambda rec: None)
+    seconds = time.perf_counter() - start
+    rows = [r for r in records if r["role"] != "ensemble" or r.get("kind") == "ensemble"]
+    return seconds, {(r["repeat"], r["role"]): r["test_error"] for r in rows}
 
 
 def main() -> None:
@@ -124,31 +189,38 @@ def main() -> None:
     )
     d = cfg.data
     splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
-    flops = training_flops(cfg, len(splits.x_train))
+    n_train, n_val, n_test = len(splits.x_train), len(splits.x_val), len(splits.x_test)
+    flops = training_flops(cfg, n_train)
+    work = flops + inference_flops(cfg, n_train, n_val, n_test)
+    traffic = adam_bytes(cfg, n_train)
     print(
-        f"protocol: {args.train_limit} images ({len(splits.x_train)} train),"
-        f" {args.repeats} repeats,"
+        f"protocol: {args.train_limit} images ({n_train} train), {args.repeats} repeats,"
         f" {args.members} members, {args.epochs} epochs, batch 32; torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads; training matmul work {flops / 1e12:.3f} TFLOP"
+        f" {torch.get_num_threads()} threads; matmul work {flops / 1e12:.3f} TFLOP training +"
+        f" {(work - flops) / 1e12:.3f} TFLOP evaluation; Adam traffic {traffic / 1e9:.0f} GB"
     )
     rows = []
     for i in range(args.rounds):
-        peak = matmul_peak()
-        base = plain_baseline(cfg, splits)
-        fast = kdbench_engine(cfg, splits)
+        peak, bandwidth = matmul_peak(), memory_bandwidth()
+        floor = work / peak / 1e9 + traffic / bandwidth / 1e9
+        base, base_errors = plain_baseline(cfg, splits)
+        fast, fast_errors = kdbench_engine(cfg, splits)
         gflops = flops / fast / 1e9
-        rows.append((peak, base, fast, base / fast, gflops, gflops / peak))
+        gap = max(abs(base_errors[k] - fast_errors[k]) for k in base_errors)
+        rows.append((peak, bandwidth, floor, base, fast, base / fast, gflops / peak, fast / floor))
         print(
-            f"round {i + 1}: peak {peak:6.1f} GFLOP/s | baseline {base:7.1f} s"
-            f" | kdbench {fast:6.1f} s | ratio {base / fast:5.2f}x"
-            f" | kdbench {gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of peak",
+            f"round {i + 1}: peak {peak:5.1f} GFLOP/s, {bandwidth:4.1f} GB/s, floor {floor:5.1f} s"
+            f" | baseline {base:6.1f} s | kdbench {fast:5.1f} s | ratio {base / fast:4.2f}x"
+            f" | kdbench {gflops:4.1f} GFLOP/s = {gflops / peak:.0%} of peak,"
+            f" {fast / floor:.2f}x the floor | test errors differ by at most {gap:.2%}",
             flush=True,
         )
     med = [statistics.median(col) for col in zip(*rows, strict=True)]
     print(
-        f"median of {args.rounds}: peak {med[0]:.1f} GFLOP/s | baseline {med[1]:.1f} s |"
-        f" kdbench {med[2]:.1f} s | ratio {med[3]:.2f}x | kdbench {med[4]:.1f} GFLOP/s ="
-        f" {med[5]:.0%} of peak"
+        f"median of {args.rounds}: peak {med[0]:.1f} GFLOP/s | bandwidth {med[1]:.1f} GB/s |"
+        f" floor {med[2]:.1f} s | baseline {med[3]:.1f} s | kdbench {med[4]:.1f} s |"
+        f" ratio {med[5]:.2f}x | {med[6]:.0%} of peak | {med[7]:.2f}x the floor |"
+        f" best ratio the floor allows {med[3] / med[2]:.2f}x"
     )
 
 
