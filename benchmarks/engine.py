@@ -58,7 +58,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def _macs(sizes) -> int:
+def macs(sizes) -> int:
     return sum(a * b for a, b in itertools.pairwise(sizes))
 
 
@@ -75,7 +75,7 @@ def training_flops(cfg: Config, n_train: int) -> float:
     gradient, per image per epoch, summed over every model the protocol trains."""
 
     def per_image(sizes):
-        return 2 * _macs(sizes) + 2 * (2 * _macs(sizes) - sizes[0] * sizes[1])
+        return 2 * macs(sizes) + 2 * (2 * macs(sizes) - sizes[0] * sizes[1])
 
     teacher, student, n_teachers, n_small = _models(cfg)
     per_epoch = n_teachers * per_image(teacher) + n_small * per_image(student)
@@ -87,8 +87,8 @@ def inference_flops(cfg: Config, n_train: int, n_val: int, n_test: int) -> float
     epoch and on the test set at the end; plus kdbench's one pass of the teachers and ensemble
     members over the training set for the cached soft targets."""
     teacher, student, n_teachers, n_small = _models(cfg)
-    every = n_teachers * _macs(teacher) + n_small * _macs(student)
-    upstream = n_teachers * _macs(teacher) + cfg.protocol.repeats * cfg.protocol.members * _macs(
+    every = n_teachers * macs(teacher) + n_small * macs(student)
+    upstream = n_teachers * macs(teacher) + cfg.protocol.repeats * cfg.protocol.members * macs(
         student
     )
     return 2 * (every * (cfg.train.epochs * n_val + n_test) + upstream * n_train)
@@ -100,7 +100,7 @@ def adam_bytes(cfg: Config, n_train: int) -> float:
     teacher, student, n_teachers, n_small = _models(cfg)
 
     def params(sizes):
-        return _macs(sizes) + sum(sizes[1:])
+        return macs(sizes) + sum(sizes[1:])
 
     steps = cfg.train.epochs * math.ceil(n_train / cfg.train.batch_size)
     return 7 * 4 * steps * (n_teachers * params(teacher) + n_small * params(student))

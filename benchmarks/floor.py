@@ -1,0 +1,72 @@
+"""The machine's floor for a finished run: how long its work must take here at any efficiency.
+
+    python benchmarks/floor.py docs/results/paper-mnist
+
+Reads the run's configuration and records (how many epochs each model trained; early stopping
+makes that differ per model), counts the work, measures this machine's fp32 matmul peak and
+memory bandwidth, and prints the floor next to the run's own wall time:
+  * matmul work of training (forward and backward) and of evaluation (validation after every
+    epoch, test set, the teachers' and ensemble members' pass over the training set for the
+    soft targets), at the measured peak;
+  * Adam's memory traffic (7 fp32 values per parameter per batch-32 step), at the measured
+    bandwidth.
+A run far above its floor has overhead to remove; a run near it needs a wider machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from engine import macs, matmul_peak, memory_bandwidth
+from kdbench import data
+from kdbench.config import Config
+from kdbench.models import layer_sizes
+from kdbench.store import CONFIG, read_records
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args()
+    cfg = Config.from_dict(json.loads((args.run_dir / CONFIG).read_text())["config"])
+    models = [r for r in read_records(args.run_dir) if r.get("kind") == "model"]
+    d = cfg.data
+    splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    n_train, n_val, n_test = len(splits.x_train), len(splits.x_val), len(splits.x_test)
+    n_in, n_out = splits.n_features, splits.n_classes
+    teacher = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
+    student = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+    steps = math.ceil(n_train / cfg.train.batch_size)
+
+    train = evaluation = traffic = 0.0
+    for r in models:
+        sizes = teacher if r["role"] == "teacher" else student
+        m, first = macs(sizes), sizes[0] * sizes[1]
+        train += r["epochs"] * n_train * (2 * m + 2 * (2 * m - first))
+        evaluation += 2 * m * (r["epochs"] * n_val + n_val + n_test)
+        if r["role"] in ("teacher", "ensemble"):  # one pass for the cached soft targets
+            evaluation += 2 * m * (n_train + n_val)
+        traffic += 7 * 4 * r["epochs"] * steps * (m + sum(sizes[1:]))
+
+    peak, bandwidth = matmul_peak(), memory_bandwidth()
+    compute = (train + evaluation) / peak / 1e9
+    memory = traffic / bandwidth / 1e9
+    wall = json.loads((args.run_dir / "summary.json").read_text())["timing"]["total_seconds"]
+    print(f"run: {args.run_dir} ({len(models)} models, {sum(r['epochs'] for r in models)} epochs)")
+    print(
+        f"work: {train / 1e12:.1f} TFLOP training + {evaluation / 1e12:.1f} TFLOP evaluation;"
+        f" Adam traffic {traffic / 1e12:.2f} TB"
+    )
+    print(f"machine: matmul peak {peak:.1f} GFLOP/s, bandwidth {bandwidth:.1f} GB/s")
+    print(
+        f"floor: {compute / 60:.1f} min matmul + {memory / 60:.1f} min Adam ="
+        f" {(compute + memory) / 60:.1f} min | the run: {wall / 60:.1f} min ="
+        f" {wall / (compute + memory):.2f}x the floor"
+    )
+
+
+if __name__ == "__main__":
+    main()
