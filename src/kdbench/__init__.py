@@ -12,7 +12,17 @@ __version__ = "0.1.0"
 from kdbench.config import Config
 from kdbench.errors import ConfigError, DataError, KdbenchError, RunFolderError
 from kdbench.presets import resolve as preset
-from kdbench.run import reproduce, study
+
+
+def __getattr__(name: str):
+    """`reproduce` and `study` load torch, SciPy and matplotlib on first use, not on import: a
+    command that needs none of them (`kdbench presets`, `--help`, a bad flag) answers at once."""
+    if name in ("reproduce", "study"):
+        from kdbench import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
+
 
 __all__ = [
     "Config",

@@ -177,7 +177,6 @@ def reproduce(
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
     from kdbench.presets import resolve
-    from kdbench.run import reproduce as run
 
     cfg = resolve(
         preset,
@@ -207,6 +206,8 @@ def reproduce(
         teacher_input_dropout=teacher_input_dropout,
         threads=threads,
     )
+    from kdbench.run import reproduce as run  # after the settings are checked: torch loads slowly
+
     start = time.perf_counter()
     folder, _ = _with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
