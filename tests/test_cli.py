@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from kdbench import data
 from kdbench.protocol import ROWS
@@ -199,3 +200,13 @@ def test_diverged_models_are_excluded_with_a_visible_warning(tmp_path):
     assert all(row["n"] == 0 for row in summary["rows"].values())
     report = (out / "report.md").read_text()
     assert "diverged" in report and "excluded from the statistics" in report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = _run("reproduce", "--device", "cuda", "--train-limit", "600", "--out", str(out))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "no CUDA GPU" in proc.stderr and "--device cpu" in proc.stderr
+    assert not out.exists()

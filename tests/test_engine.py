@@ -26,17 +26,26 @@ def _assert_same(stack_params, m, module, atol=2e-5):
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
 
 
-def test_stack_equals_members_trained_alone_fixed_epochs(small_splits):
+# `--device cuda` runs this same engine with every tensor on the GPU (stacks, Adam state and step
+# count, minibatch indices); the cuda case runs wherever a GPU is visible
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stack_equals_members_trained_alone_fixed_epochs(small_splits, device):
     seeds, shuffles = [11, 12, 13], [21, 22, 23]
     result = engine.train(
-        engine.Job("t", SIZES, seeds, shuffles), small_splits, _cfg(epochs=2, batch_size=32)
+        engine.Job("t", SIZES, seeds, shuffles),
+        small_splits.to(device),
+        _cfg(epochs=2, batch_size=32),
     )
+    assert all(p.device.type == device for p in result.params)
     init = init_stack(SIZES, seeds)
     for m in range(3):
         module, _ = train_alone(
             init, m, shuffles[m], small_splits, lr=1e-3, eps=1e-7, batch=32, epochs=2
         )
-        _assert_same(result.params, m, module)
+        _assert_same([p.cpu() for p in result.params], m, module)
     assert result.epochs == [2, 2, 2]
 
 
