@@ -62,48 +62,34 @@ def macs(sizes) -> int:
     return sum(a * b for a, b in itertools.pairwise(sizes))
 
 
-def _models(cfg: Config) -> tuple[list[int], list[int], int, int]:
-    """(teacher sizes, student sizes, number of teachers, number of small networks trained)."""
-    p = cfg.protocol
-    teacher = layer_sizes(784, cfg.model.teacher_hidden, 10)
-    student = layer_sizes(784, cfg.model.student_hidden, 10)
-    return teacher, student, p.repeats, p.repeats * (p.members + 3)
+ADAM_BYTES_PER_PARAM = 7 * 4  # reads weight, gradient, both moments; writes weight and moments
 
 
-def training_flops(cfg: Config, n_train: int) -> float:
-    """Matmul FLOPs of training: forward 2·MACs, backward 4·MACs less the first layer's input
-    gradient, per image per epoch, summed over every model the protocol trains."""
-
-    def per_image(sizes):
-        return 2 * macs(sizes) + 2 * (2 * macs(sizes) - sizes[0] * sizes[1])
-
-    teacher, student, n_teachers, n_small = _models(cfg)
-    per_epoch = n_teachers * per_image(teacher) + n_small * per_image(student)
-    return cfg.train.epochs * n_train * per_epoch
-
-
-def inference_flops(cfg: Config, n_train: int, n_val: int, n_test: int) -> float:
-    """Matmul FLOPs of the evaluation both sides do: every model on the validation set after each
-    epoch and on the test set at the end; plus kdbench's one pass of the teachers and ensemble
-    members over the training set for the cached soft targets."""
-    teacher, student, n_teachers, n_small = _models(cfg)
-    every = n_teachers * macs(teacher) + n_small * macs(student)
-    upstream = n_teachers * macs(teacher) + cfg.protocol.repeats * cfg.protocol.members * macs(
-        student
-    )
-    return 2 * (every * (cfg.train.epochs * n_val + n_test) + upstream * n_train)
+def model_work(
+    sizes, epochs: int, n_train: int, n_val: int, n_test: int, batch: int, source: bool
+) -> tuple[float, float, float]:
+    """(training matmul FLOPs, evaluation matmul FLOPs, Adam bytes) of one model trained for
+    `epochs`. Training: forward 2·MACs, backward 4·MACs less the first layer's input gradient,
+    per image. Evaluation: the validation set after every epoch and again with the test set when
+    the model is recorded; a teacher or ensemble member (`source`) also passes once over the
+    training and validation sets for the cached soft targets. Adam: every batch step."""
+    m = macs(sizes)
+    train = epochs * n_train * (2 * m + 2 * (2 * m - sizes[0] * sizes[1]))
+    passes = (epochs + 1) * n_val + n_test + (n_train + n_val if source else 0)
+    steps = epochs * math.ceil(n_train / batch)
+    return train, 2 * m * passes, ADAM_BYTES_PER_PARAM * steps * (m + sum(sizes[1:]))
 
 
-def adam_bytes(cfg: Config, n_train: int) -> float:
-    """Memory traffic of Adam at batch 32: every step reads weight, gradient and both moments and
-    writes weight and moments back (7 fp32 values per parameter), for every model's parameters."""
-    teacher, student, n_teachers, n_small = _models(cfg)
-
-    def params(sizes):
-        return macs(sizes) + sum(sizes[1:])
-
-    steps = cfg.train.epochs * math.ceil(n_train / cfg.train.batch_size)
-    return 7 * 4 * steps * (n_teachers * params(teacher) + n_small * params(student))
+def protocol_work(cfg: Config, splits: data.Splits) -> tuple[float, float, float]:
+    """`model_work` summed over every model the fixed-epoch protocol trains."""
+    p, n_in, n_out = cfg.protocol, splits.n_features, splits.n_classes
+    teacher = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
+    student = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+    models = [(teacher, True)] * p.repeats + [(student, True)] * (p.repeats * p.members)
+    models += [(student, False)] * (3 * p.repeats)  # the hard-label and the two distilled students
+    sizes = len(splits.x_train), len(splits.x_val), len(splits.x_test), cfg.train.batch_size
+    work = [model_work(m, cfg.train.epochs, *sizes, source) for m, source in models]
+    return tuple(sum(col) for col in zip(*work, strict=True))
 
 
 def plain_baseline(cfg: Config, splits: data.Splits) -> tuple[float, dict[tuple[int, str], float]]:
@@ -189,15 +175,14 @@ def main() -> None:
     )
     d = cfg.data
     splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
-    n_train, n_val, n_test = len(splits.x_train), len(splits.x_val), len(splits.x_test)
-    flops = training_flops(cfg, n_train)
-    work = flops + inference_flops(cfg, n_train, n_val, n_test)
-    traffic = adam_bytes(cfg, n_train)
+    flops, evaluation, traffic = protocol_work(cfg, splits)
+    work = flops + evaluation
     print(
-        f"protocol: {args.train_limit} images ({n_train} train), {args.repeats} repeats,"
-        f" {args.members} members, {args.epochs} epochs, batch 32; torch {torch.__version__},"
+        f"protocol: {args.train_limit} images ({len(splits.x_train)} train),"
+        f" {args.repeats} repeats, {args.members} members, {args.epochs} epochs, batch 32;"
+        f" torch {torch.__version__},"
         f" {torch.get_num_threads()} threads; matmul work {flops / 1e12:.3f} TFLOP training +"
-        f" {(work - flops) / 1e12:.3f} TFLOP evaluation; Adam traffic {traffic / 1e9:.0f} GB"
+        f" {evaluation / 1e12:.3f} TFLOP evaluation; Adam traffic {traffic / 1e9:.0f} GB"
     )
     rows = []
     for i in range(args.rounds):

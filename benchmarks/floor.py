@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
-from engine import macs, matmul_peak, memory_bandwidth
+from engine import matmul_peak, memory_bandwidth, model_work
 from kdbench import data
 from kdbench.config import Config
 from kdbench.models import layer_sizes
@@ -37,21 +36,20 @@ def main() -> None:
     models = [r for r in read_records(args.run_dir) if r.get("kind") == "model"]
     d = cfg.data
     splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
-    n_train, n_val, n_test = len(splits.x_train), len(splits.x_val), len(splits.x_test)
     n_in, n_out = splits.n_features, splits.n_classes
     teacher = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
     student = layer_sizes(n_in, cfg.model.student_hidden, n_out)
-    steps = math.ceil(n_train / cfg.train.batch_size)
-
-    train = evaluation = traffic = 0.0
-    for r in models:
-        sizes = teacher if r["role"] == "teacher" else student
-        m, first = macs(sizes), sizes[0] * sizes[1]
-        train += r["epochs"] * n_train * (2 * m + 2 * (2 * m - first))
-        evaluation += 2 * m * (r["epochs"] * n_val + n_val + n_test)
-        if r["role"] in ("teacher", "ensemble"):  # one pass for the cached soft targets
-            evaluation += 2 * m * (n_train + n_val)
-        traffic += 7 * 4 * r["epochs"] * steps * (m + sum(sizes[1:]))
+    sets = len(splits.x_train), len(splits.x_val), len(splits.x_test), cfg.train.batch_size
+    work = [
+        model_work(
+            teacher if r["role"] == "teacher" else student,
+            r["epochs"],
+            *sets,
+            source=r["role"] in ("teacher", "ensemble"),
+        )
+        for r in models
+    ]
+    train, evaluation, traffic = (sum(col) for col in zip(*work, strict=True))
 
     machine = [(matmul_peak(), memory_bandwidth()) for _ in range(args.rounds)]
     wall = json.loads((args.run_dir / "summary.json").read_text())["timing"]["total_seconds"]
