@@ -155,8 +155,8 @@ def kdbench_engine(cfg: Config, splits: data.Splits) -> tuple[float, dict[tuple[
     start = time.perf_counter()
     records = run_study(cfg, splits, sink=lambda rec: None)
     seconds = time.perf_counter() - start
-    rows = [r for r in records if r["role"] != "ensemble" or r.get("kind") == "ensemble"]
-    return seconds, {(r["repeat"], r["role"]): r["test_error"] for r in rows}
+    rows = [r for r in records if r.role != "ensemble" or r.kind == "ensemble"]
+    return seconds, {(r.repeat, str(r.role)): r.test_error for r in rows}
 
 
 def main() -> None:

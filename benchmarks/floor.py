@@ -22,9 +22,8 @@ from pathlib import Path
 
 from engine import matmul_peak, memory_bandwidth, model_work
 from kdbench import data
-from kdbench.config import Config
 from kdbench.models import layer_sizes
-from kdbench.store import CONFIG, read_records
+from kdbench.store import read_config, read_records
 
 
 def main() -> None:
@@ -32,8 +31,8 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    cfg = Config.from_dict(json.loads((args.run_dir / CONFIG).read_text())["config"])
-    models = [r for r in read_records(args.run_dir) if r.get("kind") == "model"]
+    cfg = read_config(args.run_dir)
+    models = [r for r in read_records(args.run_dir) if r.is_model]
     d = cfg.data
     splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
     n_in, n_out = splits.n_features, splits.n_classes
@@ -42,10 +41,10 @@ def main() -> None:
     sets = len(splits.x_train), len(splits.x_val), len(splits.x_test), cfg.train.batch_size
     work = [
         model_work(
-            teacher if r["role"] == "teacher" else student,
-            r["epochs"],
+            teacher if r.role == "teacher" else student,
+            r.epochs,
             *sets,
-            source=r["role"] in ("teacher", "ensemble"),
+            source=r.role in ("teacher", "ensemble"),
         )
         for r in models
     ]

@@ -67,7 +67,7 @@ def main() -> None:
         joint = distil(cfgs, splits, up, [None] * len(cfgs))
         together = time.perf_counter() - t
         diff = max(
-            abs(x["test_error"] - y["test_error"])
+            abs(x.test_error - y.test_error)
             for a, j in zip(alone, joint, strict=True)
             for x, y in zip(a, j, strict=True)
         )

@@ -20,8 +20,9 @@ import torch
 
 from kdbench.config import Config
 from kdbench.distill import cross_entropy, kd_loss
-from kdbench.engine import _Adam, step
+from kdbench.engine import step
 from kdbench.models import init_stack, layer_sizes
+from kdbench.optim import Adam
 
 
 def stacks(cfg: Config):
@@ -42,7 +43,7 @@ def ms_per_step(sizes, members: int, soft: bool, steps: int, n: int = 4096) -> f
     y = torch.randint(0, sizes[-1], (n,), generator=gen)
     targets = torch.softmax(torch.randn(n, sizes[-1], generator=gen), 1)
     params = init_stack(sizes, list(range(members)))
-    adam = _Adam(params, 1e-3, 1e-7)
+    adam = Adam(params, 1e-3, 1e-7)
     idx = torch.stack([torch.randperm(n, generator=gen) for _ in range(members)])
 
     def one(s: int) -> None:

@@ -68,18 +68,20 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
 
 def test_record_checks_flag_early_stops_combined_loss_and_divergence():
     from kdbench.diagnose import from_records
+    from kdbench.records import Record
 
     def rec(role, repeat, err, epochs=6, best=4, diverged=None, kind="model"):
-        return {
-            "kind": kind,
-            "role": role,
-            "repeat": repeat,
-            "member": 0,
-            "test_error": err,
-            "epochs": epochs,
-            "best_epoch": best,
-            "diverged_epoch": diverged,
-        }
+        return Record(
+            kind=kind,
+            role=role,
+            repeat=repeat,
+            member=0,
+            val_error=err,
+            test_error=err,
+            epochs=epochs,
+            best_epoch=best,
+            diverged_epoch=diverged,
+        )
 
     records = []
     for r in range(3):

@@ -14,7 +14,7 @@ def _run_with_curve(monkeypatch, small_splits, curves, **cfg):
     """Replace the validation step by scripted per-member losses, one value per epoch."""
     calls = {"n": 0}
 
-    def scripted(params, splits, targets, groups):
+    def scripted(params, splits, objective):
         epoch = calls["n"]
         calls["n"] += 1
         members = params[0].shape[0]
@@ -22,11 +22,11 @@ def _run_with_curve(monkeypatch, small_splits, curves, **cfg):
         vals = torch.tensor([c[epoch] for c in active], dtype=torch.float32)
         return vals, torch.zeros(members)
 
-    monkeypatch.setattr(engine, "_validation", scripted)
+    monkeypatch.setattr(engine, "_validate", scripted)
     tc = dataclasses.replace(TrainConfig(), **cfg)
     n = len(curves)
-    job = engine.Job("t", [784, 4, 10], list(range(n)), list(range(n)))
-    return engine.train(job, small_splits, tc)
+    stack = engine.Stack("t", [784, 4, 10], list(range(n)), list(range(n)))
+    return engine.train(stack, small_splits, tc)
 
 
 def test_stops_after_patience_epochs_without_improvement(monkeypatch, small_splits):

@@ -9,8 +9,10 @@ import torch
 
 from kdbench import engine
 from kdbench.config import TrainConfig
-from kdbench.distill import error_rate, soften
+from kdbench.distill import PaperKD, error_rate, soften
 from kdbench.models import init_stack, member_module, stack_logits
+from kdbench.objectives import Distillation
+from kdbench.teachers import CachedTeachers
 from tests.oracle import train_alone
 
 SIZES = [784, 32, 10]
@@ -18,6 +20,10 @@ SIZES = [784, 32, 10]
 
 def _cfg(**kw):
     return dataclasses.replace(TrainConfig(), **kw)
+
+
+def _kd(teachers, temperature, alpha):
+    return Distillation(PaperKD(), teachers, temperature, alpha)
 
 
 def _assert_same(stack_params, m, module, atol=2e-5):
@@ -35,7 +41,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def test_stack_equals_members_trained_alone_fixed_epochs(small_splits, device):
     seeds, shuffles = [11, 12, 13], [21, 22, 23]
     result = engine.train(
-        engine.Job("t", SIZES, seeds, shuffles),
+        engine.Stack("t", SIZES, seeds, shuffles),
         small_splits.to(device),
         _cfg(epochs=2, batch_size=32),
     )
@@ -52,7 +58,7 @@ def test_stack_equals_members_trained_alone_fixed_epochs(small_splits, device):
 def test_stack_equals_alone_with_members_stopping_at_different_epochs(small_splits):
     seeds, shuffles = [1, 2, 3, 4], [5, 6, 7, 8]
     cfg = _cfg(patience=1, max_epochs=8, batch_size=64, learning_rate=1e-2)
-    result = engine.train(engine.Job("t", SIZES, seeds, shuffles), small_splits, cfg)
+    result = engine.train(engine.Stack("t", SIZES, seeds, shuffles), small_splits, cfg)
     init = init_stack(SIZES, seeds)
     for m in range(4):
         module, trained = train_alone(
@@ -67,12 +73,10 @@ def test_kd_stack_equals_alone(small_splits):
     teacher = init_stack([784, 64, 10], [99])
     t_train = soften(stack_logits(teacher, small_splits.x_train), 4.0)
     t_val = soften(stack_logits(teacher, small_splits.x_val), 4.0)
-    targets = engine.SoftTargets(
-        train=t_train, val=t_val, group=torch.tensor([0, 0]), temperature=4.0, alpha=0.3
-    )
+    targets = _kd(CachedTeachers(t_train, t_val, torch.tensor([0, 0])), 4.0, 0.3)
     seeds, shuffles = [31, 32], [41, 42]
     result = engine.train(
-        engine.Job("kd", SIZES, seeds, shuffles, targets), small_splits, _cfg(epochs=2)
+        engine.Stack("kd", SIZES, seeds, shuffles, targets), small_splits, _cfg(epochs=2)
     )
     init = init_stack(SIZES, seeds)
     for m in range(2):
@@ -101,16 +105,15 @@ def test_kd_stack_with_a_temperature_and_alpha_per_member_equals_alone(small_spl
     logits_val = stack_logits(teacher, small_splits.x_val)[0]
     temps, alphas = [2.0, 8.0, 8.0], [0.5, 0.1, 0.9]
     rows = {2.0: 0, 8.0: 1}  # points with the same temperature share one target row
-    targets = engine.SoftTargets(
+    cached = CachedTeachers(
         train=torch.stack([soften(logits_train, t) for t in rows]),
         val=torch.stack([soften(logits_val, t) for t in rows]),
         group=torch.tensor([rows[t] for t in temps]),
-        temperature=torch.tensor(temps),
-        alpha=torch.tensor(alphas),
     )
+    targets = _kd(cached, torch.tensor(temps), torch.tensor(alphas))
     seeds, shuffles = [51, 52, 53], [61, 62, 63]
     cfg = _cfg(patience=1, max_epochs=6, batch_size=64, learning_rate=1e-2)
-    result = engine.train(engine.Job("kd", SIZES, seeds, shuffles, targets), small_splits, cfg)
+    result = engine.train(engine.Stack("kd", SIZES, seeds, shuffles, targets), small_splits, cfg)
     init = init_stack(SIZES, seeds)
     for m, (t, a) in enumerate(zip(temps, alphas, strict=True)):
         module, trained = train_alone(
@@ -134,7 +137,7 @@ def test_kd_stack_with_a_temperature_and_alpha_per_member_equals_alone(small_spl
 
 
 def test_training_learns_and_test_error_matches_module(small_splits):
-    result = engine.train(engine.Job("t", SIZES, [3], [4]), small_splits, _cfg(epochs=3))
+    result = engine.train(engine.Stack("t", SIZES, [3], [4]), small_splits, _cfg(epochs=3))
     logits = stack_logits(result.params, small_splits.x_test)
     err = float(error_rate(logits, small_splits.y_test)[0])
     module = member_module(result.params, 0)
@@ -146,7 +149,7 @@ def test_training_learns_and_test_error_matches_module(small_splits):
 
 def test_restore_best_returns_weights_of_best_epoch(small_splits):
     cfg = _cfg(epochs=4, restore_best=True, monitor="val_error", learning_rate=3e-2)
-    result = engine.train(engine.Job("t", SIZES, [8], [9]), small_splits, cfg)
+    result = engine.train(engine.Stack("t", SIZES, [8], [9]), small_splits, cfg)
     hist = result.history[0]
     best = min(hist, key=lambda h: h["val_error"])
     assert result.best_epoch[0] == best["epoch"]
@@ -156,7 +159,7 @@ def test_restore_best_returns_weights_of_best_epoch(small_splits):
 
 def test_divergence_is_recorded_not_hidden(small_splits):
     cfg = _cfg(epochs=2, learning_rate=1e30)
-    result = engine.train(engine.Job("t", SIZES, [1, 2], [3, 4]), small_splits, cfg)
+    result = engine.train(engine.Stack("t", SIZES, [1, 2], [3, 4]), small_splits, cfg)
     assert result.diverged_epoch == [1, 1]
 
 
@@ -165,16 +168,18 @@ def test_dropout_member_does_not_depend_on_its_stack(small_splits):
     so a member trained in a stack equals the same member trained alone, early stops included."""
     seeds, shuffles = [1, 2, 3], [5, 6, 7]
     cfg = _cfg(patience=1, max_epochs=6, batch_size=64, learning_rate=1e-2)
-    job = engine.Job("t", SIZES, seeds, shuffles, dropout=(0.2, 0.5))
-    stacked = engine.train(job, small_splits, cfg)
+    stack = engine.Stack("t", SIZES, seeds, shuffles, dropout=(0.2, 0.5))
+    stacked = engine.train(stack, small_splits, cfg)
     for m in range(3):
         alone = engine.train(
-            engine.Job("t", SIZES, [seeds[m]], [shuffles[m]], dropout=(0.2, 0.5)), small_splits, cfg
+            engine.Stack("t", SIZES, [seeds[m]], [shuffles[m]], dropout=(0.2, 0.5)),
+            small_splits,
+            cfg,
         )
         assert alone.epochs[0] == stacked.epochs[m]
         for a, b in zip(alone.params, stacked.params, strict=True):
             torch.testing.assert_close(a[0], b[m], atol=1e-5, rtol=1e-4)
-    plain = engine.train(engine.Job("t", SIZES, seeds, shuffles), small_splits, cfg)
+    plain = engine.train(engine.Stack("t", SIZES, seeds, shuffles), small_splits, cfg)
     assert not torch.equal(plain.params[0], stacked.params[0]), "dropout should change training"
 
 

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as ss
 
 from kdbench import report
+from kdbench.records import Record
 from kdbench.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
 from kdbench.verdict import sentence
 
@@ -88,25 +89,28 @@ def _records(repeats, with_ensemble=True):
     for r in range(repeats):
         for role, mu in base.items():
             recs.append(
-                {
-                    "kind": "model",
-                    "repeat": r,
-                    "role": role,
-                    "member": 0,
-                    "test_error": float(mu + rng.normal(0, 0.001)),
-                    "seconds": 1.0,
-                    "diverged_epoch": None,
-                }
+                Record(
+                    kind="model",
+                    repeat=r,
+                    role=role,
+                    member=0,
+                    val_error=0.0,
+                    test_error=float(mu + rng.normal(0, 0.001)),
+                    seconds=1.0,
+                    diverged_epoch=None,
+                )
             )
         if with_ensemble:
             recs.append(
-                {
-                    "kind": "ensemble",
-                    "repeat": r,
-                    "role": "ensemble",
-                    "member": None,
-                    "test_error": float(0.018 + rng.normal(0, 0.001)),
-                }
+                Record(
+                    kind="ensemble",
+                    repeat=r,
+                    role="ensemble",
+                    member=None,
+                    diverged_epoch=None,
+                    val_error=0.0,
+                    test_error=float(0.018 + rng.normal(0, 0.001)),
+                )
             )
     return recs
 
@@ -125,17 +129,18 @@ def test_report_from_synthetic_partial_run(tmp_path):
     from kdbench.config import Config
 
     recs = _records(4)
-    recs = [r for r in recs if not (r["repeat"] == 3 and r["role"] == "student_hard")]
+    recs = [r for r in recs if not (r.repeat == 3 and r.role == "student_hard")]
     recs.append(
-        {
-            "kind": "model",
-            "repeat": 1,
-            "role": "student_hard",
-            "member": 1,
-            "test_error": 0.9,
-            "diverged_epoch": 3,
-            "seconds": 1.0,
-        }
+        Record(
+            kind="model",
+            repeat=1,
+            role="student_hard",
+            member=1,
+            val_error=0.9,
+            test_error=0.9,
+            diverged_epoch=3,
+            seconds=1.0,
+        )
     )
     run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
     summary = report.render(tmp_path, recs, run_config, {"total_seconds": 12.0})

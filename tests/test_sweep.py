@@ -183,10 +183,8 @@ def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays)
     for cfg, together in zip(cfgs, joint, strict=True):
         (alone,) = distil([cfg], splits, ups(), [None])
         for x, y in zip(together, alone, strict=True):
-            assert (x["role"], x["repeat"], x["epochs"]) == (y["role"], y["repeat"], y["epochs"])
-            assert abs(x["test_error"] - y["test_error"]) <= 2e-3  # float noise: <= 2 images
-            assert x["history"][-1]["val_loss"] == pytest.approx(
-                y["history"][-1]["val_loss"], rel=1e-4
-            )
-    errors = {tuple(r["test_error"] for r in recs) for recs in joint}
+            assert (x.role, x.repeat, x.epochs) == (y.role, y.repeat, y.epochs)
+            assert abs(x.test_error - y.test_error) <= 2e-3  # float noise: <= 2 images
+            assert x.history[-1]["val_loss"] == pytest.approx(y.history[-1]["val_loss"], rel=1e-4)
+    errors = {tuple(r.test_error for r in recs) for recs in joint}
     assert len(errors) == 3, "each point should get its own students"

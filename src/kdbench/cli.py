@@ -243,7 +243,7 @@ def _test_set(run_config: dict, run_dir: Path):
     return splits_of(Config.from_dict(run_config["config"]), run_dir)
 
 
-def _diagnosis(run_dir: Path, run_config: dict, records: list[dict]) -> dict:
+def _diagnosis(run_dir: Path, run_config: dict, records: list) -> dict:
     from kdbench import diagnose
     from kdbench.errors import DataError
 
@@ -277,7 +277,7 @@ def report(
     old = run_dir / "summary.json"
     if old.is_file():
         timing = json.loads(old.read_text()).get("timing", {})
-    timing.setdefault("total_seconds", sum(r.get("seconds", 0) for r in records))
+    timing.setdefault("total_seconds", sum(r.seconds or 0 for r in records))
     resources_path = run_dir / "resources.json"
     if measure:
         x = _test_set(run_config, run_dir).x_test[:256]

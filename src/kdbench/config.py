@@ -16,6 +16,7 @@ from kdbench.errors import ConfigError
 
 MONITORS = ("val_loss", "val_error", "train_loss")
 KD_MONITORS = ("combined", "hard")
+TEACHER_UPDATES = ("frozen", "joint")
 ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
@@ -61,6 +62,10 @@ class DistillConfig:
     alpha: float = 0.1  # weight of the hard-label loss
     ensemble_targets: str = "probs"  # mean of softened probabilities (paper) or of logits
     kd_monitor: str = "combined"  # distilled students stop on the combined loss (Keras) or on CE
+    loss: str = "kd"  # the distillation loss, a name in `distill.LOSSES` (the paper's: kd)
+    # frozen: teachers fixed during distillation. joint: each student trains its own copies of
+    # its teachers along with it, as the paper's Keras code does (docs/protocol.md)
+    teacher_updates: str = "frozen"
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"kd monitor must be one of {', '.join(KD_MONITORS)} (got {k.kd_monitor!r})"
         )
+    if k.teacher_updates not in TEACHER_UPDATES:
+        raise ConfigError(
+            f"teacher updates must be one of {', '.join(TEACHER_UPDATES)}"
+            f" (got {k.teacher_updates!r}); fix --teacher-updates"
+        )
+    if not isinstance(k.loss, str) or not k.loss:
+        raise ConfigError(f"loss must be a name (got {k.loss!r}); fix --loss")
     _positive_int(p.repeats, "repeats", "--repeats")
     _positive_int(p.members, "members", "--members")
     if isinstance(p.seed, bool) or not isinstance(p.seed, int) or p.seed < 0:

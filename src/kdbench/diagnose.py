@@ -20,7 +20,10 @@ from kdbench.distill import ensemble_targets, head_outputs, soften
 from kdbench.errors import KdbenchError
 from kdbench.models import stack_logits
 from kdbench.protocol import row_errors
+from kdbench.records import Record
+from kdbench.roles import DISTILLED_ROLES, Role, StackName
 from kdbench.stats import compare_rows
+from kdbench.store import RunStore
 
 UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
@@ -34,15 +37,15 @@ class Finding:
     try_next: str
 
 
-def _role_epochs(records: list[dict], role: str) -> list[int]:
-    return [r["epochs"] for r in records if r.get("kind") == "model" and r["role"] == role]
+def _role_epochs(records: list[Record], role: Role) -> list[int]:
+    return [r.epochs for r in records if r.is_model and r.role == role]
 
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def from_records(records: list[dict], cfg: Config) -> list[Finding]:
+def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     """The checks that need only the records."""
     found = []
     early_stopping = cfg.train.epochs is None
@@ -58,16 +61,14 @@ def from_records(records: list[dict], cfg: Config) -> list[Finding]:
                 "The teacher is not clearly better than the hard-label student",
                 f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
                 f" {teacher_vs_hard['n']} paired repeat(s); teachers trained"
-                f" {_mean(_role_epochs(records, 'teacher')):.1f} epochs on average. A student"
+                f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
                 " can hardly learn more from a teacher than from the labels themselves.",
                 "--preset hinton (a larger, dropout-regularised teacher), --preset restore-best,"
                 " or a larger --patience",
             )
         )
-    distilled = _role_epochs(records, "student_from_teacher") + _role_epochs(
-        records, "student_from_ensemble"
-    )
-    hard = _role_epochs(records, "student_hard")
+    distilled = [e for role in DISTILLED_ROLES for e in _role_epochs(records, role)]
+    hard = _role_epochs(records, Role.STUDENT_HARD)
     if early_stopping and cfg.distill.kd_monitor == "combined" and distilled and hard:
         found.append(
             Finding(
@@ -83,14 +84,10 @@ def from_records(records: list[dict], cfg: Config) -> list[Finding]:
         )
     if early_stopping:
         early = [
-            r
-            for r in records
-            if r.get("kind") == "model"
-            and r.get("diverged_epoch") is None
-            and r["best_epoch"] <= EARLY
+            r for r in records if r.is_model and r.diverged_epoch is None and r.best_epoch <= EARLY
         ]
         if early:
-            roles = sorted({r["role"] for r in early})
+            roles = sorted({str(r.role) for r in early})
             found.append(
                 Finding(
                     "early-stop",
@@ -101,11 +98,9 @@ def from_records(records: list[dict], cfg: Config) -> list[Finding]:
                     "--preset watch-error, --preset restore-best, or a larger --patience",
                 )
             )
-    diverged = [r for r in records if r.get("diverged_epoch") is not None]
+    diverged = [r for r in records if r.diverged_epoch is not None]
     if diverged:
-        items = ", ".join(
-            f"{r['role']} r{r['repeat']} (epoch {r['diverged_epoch']})" for r in diverged[:6]
-        )
+        items = ", ".join(f"{r.role} r{r.repeat} (epoch {r.diverged_epoch})" for r in diverged[:6])
         found.append(
             Finding(
                 "diverged",
@@ -117,30 +112,24 @@ def from_records(records: list[dict], cfg: Config) -> list[Finding]:
     return found
 
 
-def _phase(run_dir: Path, name: str):
-    from kdbench.store import RunStore
-
-    return RunStore.read_phase(run_dir, name)
-
-
 def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
     """Entropy of the soft targets and each student's agreement with its teacher, on the test
     set; None when the run's checkpoints are not all there."""
-    phases = [_phase(run_dir, n) for n in ("teachers", "small networks", "distilled students")]
-    if any(p is None for p in phases):
+    stacks = [RunStore.read_stack(run_dir, name) for name in StackName]
+    if any(s is None for s in stacks):
         return None
-    (t_params, t_recs), (s_params, s_recs), (d_params, d_recs) = phases
+    (t_params, t_recs), (s_params, s_recs), (d_params, d_recs) = stacks
     x, temp, head = splits.x_test, cfg.distill.temperature, cfg.model.head
     n_classes = splits.n_classes
-    teacher = {r["repeat"]: i for i, r in enumerate(t_recs)}
+    teacher = {r.repeat: i for i, r in enumerate(t_recs)}
     t_logits = stack_logits(t_params, x)
     s_logits = stack_logits(s_params, x)
     d_logits = stack_logits(d_params, x)
-    members = [i for i, r in enumerate(s_recs) if r["role"] == "ensemble"]
-    hard = {r["repeat"]: i for i, r in enumerate(s_recs) if r["role"] == "student_hard"}
+    members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]
+    hard = {r.repeat: i for i, r in enumerate(s_recs) if r.role == Role.STUDENT_HARD}
     by_repeat = {
-        rep: s_logits[[i for i in members if s_recs[i]["repeat"] == rep]]
-        for rep in sorted({s_recs[i]["repeat"] for i in members})
+        rep: s_logits[[i for i in members if s_recs[i].repeat == rep]]
+        for rep in sorted({s_recs[i].repeat for i in members})
     }
     ensemble_probs = {rep: torch.softmax(z, -1).mean(0) for rep, z in by_repeat.items()}
     mode = cfg.distill.ensemble_targets
@@ -170,15 +159,15 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
 
     pairs: dict[str, list[tuple[float, float]]] = {}
     for i, r in enumerate(d_recs):
-        rep = r["repeat"]
+        rep = r.repeat
         ref = (
             torch.softmax(t_logits[teacher[rep]], -1)
-            if r["role"] == "student_from_teacher"
+            if r.role == Role.STUDENT_FROM_TEACHER
             else ensemble_probs[rep]
         )
-        pairs.setdefault(r["role"], []).append(fidelity(d_logits[i], ref))
+        pairs.setdefault(str(r.role), []).append(fidelity(d_logits[i], ref))
         # the hard-label student against the same reference: what agreement comes for free
-        base = f"student_hard vs {'teacher' if r['role'] == 'student_from_teacher' else 'ensemble'}"
+        base = f"student_hard vs {'teacher' if r.role == Role.STUDENT_FROM_TEACHER else 'ensemble'}"
         pairs.setdefault(base, []).append(fidelity(s_logits[hard[rep]], ref))
     for name, vals in pairs.items():
         out["fidelity"][name] = {
@@ -220,7 +209,7 @@ def from_soft_targets(stats: dict) -> list[Finding]:
     return found
 
 
-def diagnose(run_dir: Path, records: list[dict], cfg: Config, splits: Splits | None) -> dict:
+def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits | None) -> dict:
     """Findings and (where checkpoints allow) soft-target entropy and fidelity, as one dict."""
     found = from_records(records, cfg)
     stats = None

@@ -8,8 +8,17 @@ Every loss is reduced over the batch only, so a stack of M students gets M indep
 
 from __future__ import annotations
 
+import difflib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+from kdbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kdbench.config import Config
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -66,8 +75,10 @@ def kd_loss(
     return alpha * hard + (1 - alpha) * temperature**2 * soft
 
 
-def ensemble_targets(member_logits: torch.Tensor, temperature: float, mode: str) -> torch.Tensor:
-    """Soft targets of an ensemble from `[K, N, C]` member logits.
+def ensemble_targets(
+    member_logits: torch.Tensor, temperature: float | torch.Tensor, mode: str
+) -> torch.Tensor:
+    """Soft targets of an ensemble from `[K, ..., N, C]` member logits (K = 1: one teacher).
 
     `probs` (the paper): mean over members of softmax(logits / T).
     `logits`: softmax of the members' mean logit / T.
@@ -82,3 +93,65 @@ def ensemble_targets(member_logits: torch.Tensor, temperature: float, mode: str)
 def error_rate(logits_or_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction misclassified along the last batch axis: `[..., N, C]` -> `[...]`."""
     return (logits_or_probs.argmax(-1) != labels).float().mean(-1)
+
+
+class DistillationLoss(ABC):
+    """What a distilled student minimises, given its teachers' outputs.
+
+    A new loss is one subclass, one entry in `LOSSES` and one config value (`distill.loss`,
+    flag `--loss`). The engine never looks inside: it asks for targets once (frozen teachers,
+    cached) or at every step (teachers trained along), and for the per-member loss.
+    """
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DistillationLoss:
+        return cls()
+
+    @abstractmethod
+    def targets(self, teacher_logits: torch.Tensor, temperature: float | torch.Tensor):
+        """What the student is compared with, `[M, ..., C]`, from the logits of its K teachers
+        `[K, M, ..., C]` (K = 1 for one teacher, the members of an ensemble); `temperature` is
+        one value or one per member (`[M]`)."""
+
+    @abstractmethod
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float | torch.Tensor,
+        alpha: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """The loss of each member `[M]` (mean over its batch)."""
+
+
+class PaperKD(DistillationLoss):
+    """The paper's loss (Figure 2): alpha * CE + (1 - alpha) * T^2 * KL on softened outputs."""
+
+    def __init__(self, head: str = "logits", ensemble: str = "probs"):
+        self.head, self.ensemble = head, ensemble
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DistillationLoss:
+        return cls(cfg.model.head, cfg.distill.ensemble_targets)
+
+    def targets(self, teacher_logits, temperature):
+        per_member = _per_member(temperature, teacher_logits[0])
+        return ensemble_targets(head_outputs(teacher_logits, self.head), per_member, self.ensemble)
+
+    def __call__(self, student_logits, labels, targets, temperature, alpha):
+        return kd_loss(student_logits, labels, targets, temperature, alpha, self.head)
+
+
+LOSSES: dict[str, type[DistillationLoss]] = {"kd": PaperKD}
+
+
+def loss_class(name: str) -> type[DistillationLoss]:
+    """The registered loss `name`, or one clear error that suggests the closest names."""
+    if name not in LOSSES:
+        close = difflib.get_close_matches(name, LOSSES, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"unknown distillation loss '{name}'{hint}; fix --loss: one of {', '.join(LOSSES)}"
+        )
+    return LOSSES[name]

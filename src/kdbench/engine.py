@@ -7,6 +7,7 @@ Each member keeps its own initialisation, its own shuffling (one generator per m
 own Adam state and its own early stopping. A member that stops is copied out and removed from
 the stack, so it is frozen and costs nothing more. Per-member results depend only on the member's
 seeds, never on the stack it shared: M = 1 is the ordinary case, not a separate code path.
+What the members minimise is the stack's `Objective`; the engine never asks which kind it is.
 """
 
 from __future__ import annotations
@@ -22,57 +23,47 @@ import torch
 
 from kdbench.config import TrainConfig
 from kdbench.data import Splits
-from kdbench.distill import cross_entropy, error_rate, kd_loss
+from kdbench.distill import error_rate
 from kdbench.models import (
     Dropout,
     Params,
     Tape,
+    copy_rows,
     init_stack,
     stack_backward,
     stack_forward,
     stack_logits,
 )
+from kdbench.objectives import Batch, HardLabels, Objective
+from kdbench.optim import Adam
+from kdbench.stopping import EarlyStopping, EpochLog
 
-# progress(job name, epoch, last epoch, step, steps per epoch, active members)
+# progress(stack name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
 PROGRESS_EVERY = 64  # steps between progress callbacks
 
 
 @dataclass
-class SoftTargets:
-    """Cached teacher outputs for distillation: rows of targets, and which row each member uses."""
-
-    train: torch.Tensor  # [G, N_train, C] softened teacher probabilities
-    val: torch.Tensor  # [G, N_val, C]
-    group: torch.Tensor  # [M] long: the target row of each member
-    temperature: float | torch.Tensor  # one for all, or [M]: one per member (sweep points)
-    alpha: float | torch.Tensor
-    monitor: str = "combined"  # validation quantity for early stopping: combined loss or CE
-    head: str = "logits"  # what the temperature divides (see `distill.head_outputs`)
-
-    def settings(self, members: torch.Tensor) -> tuple[float | torch.Tensor, ...]:
-        """(temperature, alpha) for the members at `members` (ids into the job)."""
-
-        def pick(value):
-            return value.to(members.device)[members] if isinstance(value, torch.Tensor) else value
-
-        return pick(self.temperature), pick(self.alpha)
-
-
-@dataclass
-class Job:
-    """One stack to train."""
+class Stack:
+    """One stack to train: its members' shapes and seeds, what they minimise, and dropout."""
 
     name: str
     sizes: Sequence[int]
     init_seeds: Sequence[int]
     shuffle_seeds: Sequence[int]
-    targets: SoftTargets | None = None
+    objective: Objective = field(default_factory=HardLabels)
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden) rates while training
 
     def __post_init__(self) -> None:
         if len(self.init_seeds) != len(self.shuffle_seeds) or not self.init_seeds:
-            raise ValueError("a job needs one init seed and one shuffle seed per member")
+            raise ValueError("a stack needs one init seed and one shuffle seed per member")
+        wanted = self.objective.members
+        if wanted is not None and wanted != len(self.init_seeds):
+            raise ValueError(f"the objective is built for {wanted} members, not {self.size}")
+
+    @property
+    def size(self) -> int:
+        return len(self.init_seeds)
 
 
 @dataclass
@@ -87,51 +78,9 @@ class Result:
     seconds: float = 0.0
 
 
-class _Adam:
-    """Adam over stacked tensors, one layer at a time, each update right after the layer's
-    gradient (see `models.stack_backward`). It calls `torch._fused_adam_`, the kernel behind
-    `torch.optim.Adam(fused=True)`, with the state that optimizer keeps: Adam is elementwise,
-    so each member gets exactly its own Adam (the tests compare with `torch.optim.Adam`)."""
-
-    def __init__(self, params: Params, lr: float, eps: float, betas=(0.9, 0.999)):
-        self.lr, self.eps, self.betas = lr, eps, betas
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        # every tensor of the stack steps together: one step count serves them all
-        self.steps = torch.zeros((), dtype=torch.float32, device=params[0].device)
-
-    def count_step(self) -> None:
-        """Call once per training step, before its layer updates."""
-        self.steps += 1
-
-    def update(self, params: Params, layer: int, grads: Sequence[torch.Tensor]) -> None:
-        """One Adam step of layer `layer`'s weight and bias, in place."""
-        at = slice(2 * layer, 2 * layer + 2)
-        torch._fused_adam_(
-            params[at],
-            list(grads),
-            self.exp_avg[at],
-            self.exp_avg_sq[at],
-            [],
-            [self.steps, self.steps],
-            lr=self.lr,
-            beta1=self.betas[0],
-            beta2=self.betas[1],
-            weight_decay=0.0,
-            eps=self.eps,
-            amsgrad=False,
-            maximize=False,
-        )
-
-    def keep(self, index: torch.Tensor) -> None:
-        """Continue with the members at `index` only."""
-        self.exp_avg = [t.index_select(0, index) for t in self.exp_avg]
-        self.exp_avg_sq = [t.index_select(0, index) for t in self.exp_avg_sq]
-
-
 def step(
     params: Params,
-    adam: _Adam,
+    adam: Adam,
     x: torch.Tensor,
     loss_of: Callable[[torch.Tensor], torch.Tensor],
     dropout: Dropout | None = None,
@@ -154,151 +103,84 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
-def _validation(
-    params: Params, splits: Splits, targets: SoftTargets | None, active: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member (validation loss used for monitoring, validation error)."""
+def _dropout(stack: Stack) -> Dropout | None:
+    """Each member's own dropout stream, derived from its shuffle seed."""
+    if not any(stack.dropout):
+        return None
+    seeds = [np.random.SeedSequence([int(s), 1]).generate_state(1)[0] for s in stack.shuffle_seeds]
+    return Dropout(*stack.dropout, seeds)
+
+
+def _validate(params: Params, splits: Splits, objective: Objective) -> tuple[torch.Tensor, ...]:
+    """Per-member (validation loss, validation error), on the CPU."""
     logits = stack_logits(params, splits.x_val)
     labels = splits.y_val.expand(logits.shape[0], -1)
-    err = error_rate(logits, labels)
-    if targets is None or targets.monitor == "hard":
-        return cross_entropy(logits, labels), err
-    groups = targets.group.to(active.device)[active]
-    loss = kd_loss(logits, labels, targets.val[groups], *targets.settings(active), targets.head)
-    return loss, err
+    loss = objective.validation_loss(logits, labels, splits.x_val)
+    return loss.cpu(), error_rate(logits, labels).cpu()
 
 
-def train(
-    job: Job,
-    splits: Splits,
-    cfg: TrainConfig,
-    progress: Progress | None = None,
-) -> Result:
-    """Train every member of `job` on `splits` (already on the target device)."""
+def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | None = None):
+    """Train every member of `stack` on `splits` (already on the target device) -> `Result`."""
     start = time.perf_counter()
     device = splits.x_train.device
-    n_members = len(job.init_seeds)
-    params = init_stack(job.sizes, job.init_seeds, device)
-    final = [p.clone() for p in params]
+    objective = stack.objective
+    params = init_stack(stack.sizes, stack.init_seeds, device)
+    final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
-    adam = _Adam(params, cfg.learning_rate, cfg.adam_eps)
-    generators = [torch.Generator().manual_seed(int(s)) for s in job.shuffle_seeds]
-    dropout = None
-    if any(job.dropout):
-        # its own stream per member, derived from the shuffle seed
-        seeds = [
-            np.random.SeedSequence([int(s), 1]).generate_state(1)[0] for s in job.shuffle_seeds
-        ]
-        dropout = Dropout(*job.dropout, seeds)
-    targets = job.targets
-    if targets is not None and len(targets.group) != n_members:
-        raise ValueError("soft targets need one target row (group) per member")
-
+    adam = Adam(params, cfg.learning_rate, cfg.adam_eps)
+    shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
+    dropout = _dropout(stack)
     n_train, batch = len(splits.x_train), cfg.batch_size
     steps = math.ceil(n_train / batch)
-    fixed = cfg.epochs is not None
-    last_epoch = cfg.epochs if fixed else cfg.max_epochs
-
-    active = torch.arange(n_members)  # member ids still training (CPU)
-    best_value = torch.full((n_members,), math.inf)
-    wait = torch.zeros(n_members, dtype=torch.long)
-    best_epoch = [0] * n_members
-    epochs = [0] * n_members
-    diverged: list[int | None] = [None] * n_members
-    history: list[list[dict[str, float]]] = [[] for _ in range(n_members)]
+    last_epoch = cfg.epochs if cfg.epochs is not None else cfg.max_epochs
+    patience = None if cfg.epochs is not None else cfg.patience
+    stopping = EarlyStopping(stack.size, cfg.monitor, patience, last_epoch)
+    active = torch.arange(stack.size)  # member ids still training (CPU)
 
     for epoch in range(1, last_epoch + 1):
         ids = active.tolist()
         if dropout is not None:
             dropout.active = ids
-        perms = torch.stack([torch.randperm(n_train, generator=generators[i]) for i in ids])
+        perms = torch.stack([torch.randperm(n_train, generator=shuffles[i]) for i in ids])
         perms = perms.to(device)
-        active_dev = active.to(device)
-        if targets is not None:
-            groups = targets.group.to(device)[active_dev]
-            temperature, alpha = targets.settings(active_dev)
+        objective.begin_epoch(active.to(device))
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
-            idx = perms[:, s * batch : (s + 1) * batch]
-            labels = _gather(splits.y_train, idx)
-            if targets is None:
-                loss_of = partial(cross_entropy, labels=labels)
-            else:
-                soft = targets.train[groups[:, None], idx]
-                loss_of = partial(
-                    kd_loss,
-                    labels=labels,
-                    targets=soft,
-                    temperature=temperature,
-                    alpha=alpha,
-                    head=targets.head,
-                )
-            loss = step(params, adam, _gather(splits.x_train, idx), loss_of, dropout)
-            loss_sum += loss * idx.shape[1]
+            index = perms[:, s * batch : (s + 1) * batch]
+            b = Batch(_gather(splits.x_train, index), _gather(splits.y_train, index), index)
+            loss = step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
+            objective.after_step()
+            loss_sum += loss * index.shape[1]
             if progress is not None and s % PROGRESS_EVERY == 0:
-                progress(job.name, epoch, last_epoch, s, steps, len(ids))
+                progress(stack.name, epoch, last_epoch, s, steps, len(ids))
 
-        train_loss = (loss_sum / n_train).cpu()
-        val_loss, val_err = (t.cpu() for t in _validation(params, splits, targets, active_dev))
-        monitored = {"val_loss": val_loss, "val_error": val_err, "train_loss": train_loss}[
-            cfg.monitor
-        ]
-        bad = ~(torch.isfinite(train_loss) & torch.isfinite(val_loss))
-        improved = (monitored < best_value[active]) & ~bad
-        for j, m in enumerate(ids):
-            epochs[m] = epoch
-            history[m].append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(train_loss[j]),
-                    "val_loss": float(val_loss[j]),
-                    "val_error": float(val_err[j]),
-                }
-            )
-            if bool(bad[j]):
-                diverged[m] = epoch
-            elif bool(improved[j]):
-                best_value[m], best_epoch[m], wait[m] = monitored[j], epoch, 0
-            else:
-                wait[m] += 1
-        if best is not None and bool(improved.any()):
-            rows = improved.nonzero().squeeze(1).to(device)
-            dest = active[improved].to(device)
-            for b, p in zip(best, params, strict=True):
-                b.index_copy_(0, dest, p.index_select(0, rows))
-
-        stop = bad | (epoch == last_epoch)
-        if not fixed:
-            stop |= wait[active] >= cfg.patience
+        log = EpochLog((loss_sum / n_train).cpu(), *_validate(params, splits, objective))
+        decision = stopping.update(epoch, active, log)
+        if best is not None and bool(decision.improved.any()):
+            rows = decision.improved.nonzero().squeeze(1)
+            copy_rows(best, params, rows.to(device), active[rows].to(device))
         if progress is not None:
-            progress(job.name, epoch, last_epoch, steps, steps, int((~stop).sum()))
-        if bool(stop.any()):
-            rows = stop.nonzero().squeeze(1).to(device)
-            dest = active[stop].to(device)
-            for f, p in zip(final, params, strict=True):
-                f.index_copy_(0, dest, p.index_select(0, rows))
-            keep = (~stop).nonzero().squeeze(1)
+            progress(stack.name, epoch, last_epoch, steps, steps, int((~decision.stop).sum()))
+        if bool(decision.stop.any()):
+            rows = decision.stop.nonzero().squeeze(1)
+            copy_rows(final, params, rows.to(device), active[rows].to(device))
+            objective.retire(decision.stop)
+            keep = (~decision.stop).nonzero().squeeze(1)
             active = active[keep]
             if len(active) == 0:
                 break
-            keep_dev = keep.to(device)
-            params = [p.index_select(0, keep_dev) for p in params]
-            adam.keep(keep_dev)
+            params = [p.index_select(0, keep.to(device)) for p in params]
+            adam.keep(keep.to(device))
 
     if best is not None:
-        restore = torch.tensor(
-            [best_epoch[m] > 0 and diverged[m] is None for m in range(n_members)]
-        )
-        if bool(restore.any()):
-            dest = restore.nonzero().squeeze(1).to(device)
-            for f, b in zip(final, best, strict=True):
-                f.index_copy_(0, dest, b.index_select(0, dest))
+        slots = stopping.restorable().to(device)
+        copy_rows(final, best, slots, slots)
 
     return Result(
         params=final,
-        epochs=epochs,
-        best_epoch=best_epoch,
-        diverged_epoch=diverged,
-        history=history,
+        epochs=stopping.epochs,
+        best_epoch=stopping.best_epoch,
+        diverged_epoch=stopping.diverged,
+        history=stopping.history,
         seconds=time.perf_counter() - start,
     )

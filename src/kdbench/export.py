@@ -13,32 +13,26 @@ import numpy as np
 import torch
 
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.roles import STACK_OF_ROLE, Role
 
 OPSET = 17
-PHASE_OF_ROLE = {
-    "teacher": "teachers",
-    "ensemble": "small networks",
-    "student_hard": "small networks",
-    "student_from_teacher": "distilled students",
-    "student_from_ensemble": "distilled students",
-}
 
 
 def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
     """The weights of one row's model in a run folder: one member, or all of an ensemble."""
     from kdbench.store import RunStore
 
-    if role not in PHASE_OF_ROLE:
-        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(PHASE_OF_ROLE)}")
-    phase = RunStore.read_phase(Path(run_dir), PHASE_OF_ROLE[role])
-    if phase is None:
+    if role not in {r.value for r in Role}:
+        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
+    stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
+    if stack is None:
         raise RunFolderError(
             f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"
         )
-    params, records = phase
-    picks = [i for i, r in enumerate(records) if r["role"] == role and r["repeat"] == repeat]
+    params, records = stack
+    picks = [i for i, r in enumerate(records) if r.role == role and r.repeat == repeat]
     if not picks:
-        repeats = sorted({r["repeat"] for r in records if r["role"] == role})
+        repeats = sorted({r.repeat for r in records if r.role == role})
         raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
     return [[p[i] for p in params] for i in picks]
 

@@ -137,6 +137,13 @@ def select(params: Params, index: torch.Tensor) -> Params:
     return [p.index_select(0, index) for p in params]
 
 
+def copy_rows(dest: Params, src: Params, rows: torch.Tensor, slots: torch.Tensor) -> None:
+    """`dest[slots] = src[rows]` for every tensor: the members at stack rows `rows` into their
+    own slots of a full-size stack (finished members, restore-best snapshots)."""
+    for d, s in zip(dest, src, strict=True):
+        d.index_copy_(0, slots, s.index_select(0, rows))
+
+
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):

@@ -1,12 +1,13 @@
 """The paper's study: per repeat a teacher, an ensemble, two distilled students, a hard student.
 
 Repeats are independent but share shapes, so each role is trained for all repeats at once, in
-three stacks:
+three stacks (`roles.StackName`):
 
 1. the teachers (one per repeat);
 2. every small network trained on hard labels: ensemble members and hard-label students;
-3. the distilled students, from the teacher and from the ensemble, on cached soft targets
-   (teachers are evaluated once, not inside every training step).
+3. the distilled students, from the teacher and from the ensemble: on cached soft targets when
+   the teachers are frozen (evaluated once, not inside every training step), or with their own
+   copies of their teachers trained along with them (`teacher_updates = joint`).
 
 Seeds come from (base seed, repeat, role, member) alone, so a model's result does not depend on
 which stack it was trained in. The three students of a repeat share one seed: same
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,14 +27,17 @@ import torch
 from kdbench import engine
 from kdbench.config import Config
 from kdbench.data import Splits
-from kdbench.distill import ensemble_targets, error_rate, head_outputs, soften
-from kdbench.models import Params, layer_sizes, stack_logits
+from kdbench.distill import DistillationLoss, error_rate, loss_class
+from kdbench.models import Params, layer_sizes, select, stack_logits
+from kdbench.objectives import Distillation
+from kdbench.records import ENSEMBLE, MODEL, Record
+from kdbench.roles import ROWS, Role, StackName
+from kdbench.teachers import CachedTeachers, Copies, TrainedTeachers
 
-ROWS = ("teacher", "student_from_teacher", "ensemble", "student_from_ensemble", "student_hard")
-_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}
+_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
 
-Record = dict[str, Any]
 RecordSink = Callable[[Record], None]
+Coord = tuple[int, str, int]  # (repeat, seed role, member)
 
 
 def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tuple[int, int]:
@@ -43,41 +47,45 @@ def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tup
     return int(init), int(shuffle)
 
 
-def _job(name, sizes, coords, base, targets=None, dropout=(0.0, 0.0)) -> engine.Job:
+def _stack(name, sizes, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0)):
     seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
-    return engine.Job(name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], targets, dropout)
+    extra = {"objective": objective} if objective is not None else {}
+    return engine.Stack(
+        name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout, **extra
+    )
 
 
-def _records(result, coords, roles, base, val_err, test_err) -> list[Record]:
+def _records(result, coords, roles, base, val_err, test_err, copies=None) -> list[Record]:
     out = []
     for i, ((r, seed_role, m), role) in enumerate(zip(coords, roles, strict=True)):
         init_seed, shuffle_seed = derive_seeds(base, r, seed_role, m)
         out.append(
-            {
-                "kind": "model",
-                "repeat": r,
-                "role": role,
-                "member": m,
-                "seed": init_seed,
-                "shuffle_seed": shuffle_seed,
-                "epochs": result.epochs[i],
-                "best_epoch": result.best_epoch[i],
-                "diverged_epoch": result.diverged_epoch[i],
-                "val_error": float(val_err[i]),
-                "test_error": float(test_err[i]),
-                "seconds": result.seconds / len(coords),
-                "history": result.history[i],
-            }
+            Record(
+                kind=MODEL,
+                repeat=r,
+                role=role,
+                member=m,
+                seed=init_seed,
+                shuffle_seed=shuffle_seed,
+                epochs=result.epochs[i],
+                best_epoch=result.best_epoch[i],
+                diverged_epoch=result.diverged_epoch[i],
+                val_error=float(val_err[i]),
+                test_error=float(test_err[i]),
+                seconds=result.seconds / len(coords),
+                history=result.history[i],
+                copies_test_error=None if copies is None else copies[i],
+            )
         )
     return out
 
 
-class PhaseCache(Protocol):
+class StackCache(Protocol):
     """Where finished stacks are kept, so a resumed run does not retrain them."""
 
-    def load_phase(self, name: str) -> tuple[list[torch.Tensor], list[Record]] | None: ...
+    def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None: ...
 
-    def save_phase(self, name: str, params: list[torch.Tensor], records: list[Record]) -> None: ...
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
 
 
 @dataclass
@@ -89,6 +97,10 @@ class Upstream:
     members: Params  # ensemble members, repeat-major: [R * K, ...]
     repeats: int
 
+    @property
+    def per_ensemble(self) -> int:
+        return self.members[0].shape[0] // self.repeats
+
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Ensemble member logits on `x`: [R, K, N, C]."""
         ens = stack_logits(self.members, x)
@@ -99,24 +111,26 @@ class Upstream:
         return stack_logits(self.teachers, x), self.member_logits(x)
 
 
-def _phase(name, cfg, splits, coords, roles, cache, progress, sizes, dropout=(0.0, 0.0)):
-    """(params, records) of one stack, trained (and saved) or loaded."""
+def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout):
+    """(params, records) of one hard-label stack, trained (and saved) or loaded."""
     base = cfg.protocol.seed
-    cached = cache.load_phase(name) if cache is not None else None
+    cached = cache.load_stack(name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    res = engine.train(_job(name, sizes, coords, base, None, dropout), splits, cfg.train, progress)
+    res = engine.train(
+        _stack(name, sizes, coords, base, None, dropout), splits, cfg.train, progress
+    )
     return res.params, _record_stack(name, res, coords, roles, base, splits, cache)
 
 
-def _record_stack(name, res, coords, roles, base, splits, cache) -> list[Record]:
+def _record_stack(name, res, coords, roles, base, splits, cache, copies=None) -> list[Record]:
     """Evaluate a trained stack, make its records, and save weights and records together."""
     val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
     val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
     test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
-    recs = _records(res, coords, roles, base, val_err, test_err)
+    recs = _records(res, coords, roles, base, val_err, test_err, copies)
     if cache is not None:
-        cache.save_phase(name, res.params, recs)
+        cache.save_stack(name, res.params, recs)
     return recs
 
 
@@ -125,7 +139,7 @@ def upstream(
     splits: Splits,
     emit: RecordSink,
     progress: engine.Progress | None = None,
-    cache: PhaseCache | None = None,
+    cache: StackCache | None = None,
 ) -> Upstream:
     """Stacks 1 and 2 (teachers; ensemble members and hard-label students), trained or loaded;
     their records and each ensemble's go to `emit`."""
@@ -138,8 +152,8 @@ def upstream(
     # 1. teachers
     coords = [(r, "teacher", 0) for r in repeats]
     dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
-    teachers, recs = _phase(
-        "teachers", cfg, splits, coords, ["teacher"] * p.repeats, cache, progress,
+    teachers, recs = _trained_or_loaded(
+        StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache, progress,
         teacher_sizes, dropout,
     )  # fmt: skip
     for rec in recs:
@@ -148,10 +162,11 @@ def upstream(
     # 2. ensemble members and hard-label students: all small networks on hard labels
     coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
     coords += [(r, "student", 0) for r in repeats]
-    roles = ["ensemble"] * (p.repeats * members) + ["student_hard"] * p.repeats
-    params, recs = _phase(
-        "small networks", cfg, splits, coords, roles, cache, progress, student_sizes
-    )
+    roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
+    params, recs = _trained_or_loaded(
+        StackName.SMALL_NETWORKS, cfg, splits, coords, roles, cache, progress, student_sizes,
+        (0.0, 0.0),
+    )  # fmt: skip
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
@@ -161,39 +176,27 @@ def upstream(
     # the ensemble predicts by averaging its members' probabilities (T = 1)
     ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
     ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
-    member_recs = [rec for rec in recs if rec["role"] == "ensemble"]
+    member_recs = [rec for rec in recs if rec.role == Role.ENSEMBLE]
 
     def diverged(r):  # an ensemble with a diverged member is itself diverged
-        epochs = [x["diverged_epoch"] for x in member_recs if x["repeat"] == r]
+        epochs = [x.diverged_epoch for x in member_recs if x.repeat == r]
         epochs = [e for e in epochs if e is not None]
         return min(epochs) if epochs else None
 
     for r in repeats:
         emit(
-            {
-                "kind": "ensemble",
-                "repeat": r,
-                "role": "ensemble",
-                "member": None,
-                "members": members,
-                "diverged_epoch": diverged(r),
-                "val_error": float(ens_val_err[r]),
-                "test_error": float(ens_test_err[r]),
-            }
+            Record(
+                kind=ENSEMBLE,
+                repeat=r,
+                role=Role.ENSEMBLE,
+                member=None,
+                members=members,
+                diverged_epoch=diverged(r),
+                val_error=float(ens_val_err[r]),
+                test_error=float(ens_test_err[r]),
+            )
         )
     return up
-
-
-def _soft_targets(k, head: str, teacher_logits, ensemble_logits) -> torch.Tensor:
-    """[2R, N, C]: rows 0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
-    from_teacher = soften(head_outputs(teacher_logits, head), k.temperature)
-    from_ensemble = torch.stack(
-        [
-            ensemble_targets(head_outputs(e, head), k.temperature, k.ensemble_targets)
-            for e in ensemble_logits
-        ]
-    )
-    return torch.cat([from_teacher, from_ensemble])
 
 
 def _one_or_each(values: list[float]) -> float | torch.Tensor:
@@ -201,70 +204,148 @@ def _one_or_each(values: list[float]) -> float | torch.Tensor:
     return values[0] if len(set(values)) == 1 else torch.tensor(values)
 
 
-DISTILLED = "distilled students"
+@dataclass
+class _Plan:
+    """The distilled stack of several configurations: per member its repeat, its source
+    (teacher or ensemble) and its configuration's temperature and alpha."""
+
+    repeats: list[int]
+    from_teacher: list[bool]
+    temps: list[float]
+    alphas: list[float]
+
+    @classmethod
+    def of(cls, cfgs: list[Config]) -> _Plan:
+        n = cfgs[0].protocol.repeats
+        plan = cls([], [], [], [])
+        for cfg in cfgs:
+            plan.repeats += list(range(n)) * 2
+            plan.from_teacher += [True] * n + [False] * n
+            plan.temps += [cfg.distill.temperature] * 2 * n
+            plan.alphas += [cfg.distill.alpha] * 2 * n
+        return plan
+
+
+def _cached_teachers(cfgs, splits, up, loss: DistillationLoss) -> CachedTeachers:
+    """Frozen teachers: [2R] target rows per distinct (temperature, ensemble targets); rows
+    0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
+    n_rows = 2 * cfgs[0].protocol.repeats
+    train_logits, val_logits = up.logits(splits.x_train), up.logits(splits.x_val)
+
+    def rows(logits, temperature):
+        teacher, ensemble = logits
+        from_teacher = loss.targets(teacher.unsqueeze(0), temperature)
+        from_ensemble = torch.stack([loss.targets(e, temperature) for e in ensemble])
+        return torch.cat([from_teacher, from_ensemble])
+
+    row_of: dict[tuple, int] = {}  # configurations with the same temperature share targets
+    train_rows, val_rows, group = [], [], []
+    for cfg in cfgs:
+        k = cfg.distill
+        key = (k.temperature, k.ensemble_targets)
+        if key not in row_of:
+            row_of[key] = n_rows * len(row_of)
+            train_rows.append(rows(train_logits, k.temperature))
+            val_rows.append(rows(val_logits, k.temperature))
+        group += range(row_of[key], row_of[key] + n_rows)
+    return CachedTeachers(torch.cat(train_rows), torch.cat(val_rows), torch.tensor(group))
+
+
+def _trained_teachers(cfg, up: Upstream, plan: _Plan, loss: DistillationLoss):
+    """Teachers trained along: each student's own copies of its teacher or ensemble members."""
+    k = up.per_ensemble
+    owners_t = [m for m, t in enumerate(plan.from_teacher) if t]
+    owners_e = [m for m, t in enumerate(plan.from_teacher) if not t]
+    device = up.teachers[0].device
+    teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
+    member_rows = torch.tensor(
+        [plan.repeats[m] * k + j for m in owners_e for j in range(k)], device=device
+    )
+    return TrainedTeachers(
+        copies=[
+            Copies(select(up.teachers, teacher_rows), owners_t, 1),
+            Copies(select(up.members, member_rows), owners_e, k),
+        ],
+        targets=loss.targets,
+        temperature=_one_or_each(plan.temps),
+        lr=cfg.train.learning_rate,
+        eps=cfg.train.adam_eps,
+    )
+
+
+def _copies_test_error(teachers: TrainedTeachers, splits: Splits, n: int) -> list[list[float]]:
+    """Per member of the distilled stack, the test error of each of its teacher copies."""
+    out: list[list[float]] = [[] for _ in range(n)]
+    for c in teachers.copies:
+        logits = stack_logits(c.final, splits.x_test)
+        errors = error_rate(logits, splits.y_test.expand(len(logits), -1)).cpu().tolist()
+        for owner, err in zip(torch.tensor(c.owners).repeat_interleave(c.per_owner).tolist(),
+                              errors, strict=True):  # fmt: skip
+            out[owner].append(err)
+    return out
 
 
 def distil(
     cfgs: list[Config],
     splits: Splits,
     up: Upstream,
-    caches: list[PhaseCache | None],
+    caches: list[StackCache | None],
     progress: engine.Progress | None = None,
 ) -> list[list[Record]]:
     """Stack 3, the distilled students, for one configuration or for several that share their
     teachers and ensembles (a sweep's grid points: each its own temperature, alpha, ensemble
-    targets), trained as one stack on cached soft targets. Returns each configuration's records.
+    targets), trained as one stack. Returns each configuration's records.
 
     The stack is all-or-nothing: if any configuration lacks its checkpoint, all are trained
     again (those already saved are kept), so a resumed sweep reproduces the same floats.
     """
     first = cfgs[0]
+    shared = ("loss", "kd_monitor", "teacher_updates")
     for cfg in cfgs[1:]:
         if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
             first.data, first.model, first.train, first.protocol
-        ) or cfg.distill.kd_monitor != first.distill.kd_monitor:  # fmt: skip
+        ) or any(getattr(cfg.distill, s) != getattr(first.distill, s) for s in shared):  # fmt: skip
             raise ValueError("configurations distilled as one stack must share their teachers")
-    cached = [c.load_phase(DISTILLED) if c is not None else None for c in caches]
+    name = StackName.DISTILLED
+    cached = [c.load_stack(name) if c is not None else None for c in caches]
     if all(x is not None for x in cached):
         return [x[1] for x in cached]
 
-    p, head = first.protocol, first.model.head
-    n_rows = 2 * p.repeats
-    train_logits, val_logits = up.logits(splits.x_train), up.logits(splits.x_val)
-    row_of: dict[tuple, int] = {}  # configurations with the same temperature share targets
-    train_rows, val_rows, group, temps, alphas = [], [], [], [], []
-    for cfg in cfgs:
-        k = cfg.distill
-        key = (k.temperature, k.ensemble_targets)
-        if key not in row_of:
-            row_of[key] = n_rows * len(row_of)
-            train_rows.append(_soft_targets(k, head, *train_logits))
-            val_rows.append(_soft_targets(k, head, *val_logits))
-        group += range(row_of[key], row_of[key] + n_rows)
-        temps += [k.temperature] * n_rows
-        alphas += [k.alpha] * n_rows
-    soft = engine.SoftTargets(
-        train=torch.cat(train_rows),
-        val=torch.cat(val_rows),
-        group=torch.tensor(group),
-        temperature=_one_or_each(temps),
-        alpha=_one_or_each(alphas),
+    p = first.protocol
+    loss = loss_class(first.distill.loss).from_config(first)
+    plan = _Plan.of(cfgs)
+    if first.distill.teacher_updates == "joint":
+        teachers = _trained_teachers(first, up, plan, loss)
+    else:
+        teachers = _cached_teachers(cfgs, splits, up, loss)
+    objective = Distillation(
+        loss,
+        teachers,
+        temperature=_one_or_each(plan.temps),
+        alpha=_one_or_each(plan.alphas),
         monitor=first.distill.kd_monitor,
-        head=head,
+        members=len(plan.repeats),
     )
-    del train_rows, val_rows, train_logits, val_logits
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
-    roles = ["student_from_teacher"] * p.repeats + ["student_from_ensemble"] * p.repeats
+    roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
     sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
-    job = _job(DISTILLED, sizes, coords * len(cfgs), p.seed, soft)
-    res = engine.train(job, splits, first.train, progress)
+    res = engine.train(_stack(name, sizes, coords * len(cfgs), p.seed, objective), splits,
+                       first.train, progress)  # fmt: skip
+    copies = (
+        _copies_test_error(teachers, splits, len(plan.repeats))
+        if isinstance(teachers, TrainedTeachers)
+        else None
+    )
+    n_rows = 2 * p.repeats
     out = []
     for i, cache in enumerate(caches):
         if cached[i] is not None:
             out.append(cached[i][1])
             continue
-        part = _members(res, slice(i * n_rows, (i + 1) * n_rows))
-        out.append(_record_stack(DISTILLED, part, coords, roles, p.seed, splits, cache))
+        rows = slice(i * n_rows, (i + 1) * n_rows)
+        part = _members(res, rows)
+        mine = copies[rows] if copies is not None else None
+        out.append(_record_stack(name, part, coords, roles, p.seed, splits, cache, mine))
     return out
 
 
@@ -286,7 +367,7 @@ def run_study(
     splits: Splits,
     sink: RecordSink,
     progress: engine.Progress | None = None,
-    cache: PhaseCache | None = None,
+    cache: StackCache | None = None,
 ) -> list[Record]:
     """Train and evaluate everything; each finished model goes to `sink` as one record.
 
@@ -305,14 +386,13 @@ def run_study(
     return records
 
 
-def row_errors(records: list[Record]) -> dict[str, list[tuple[int, float]]]:
+def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
     """(repeat, test error) per table row; diverged models are left out (reported separately)."""
-    rows: dict[str, list[tuple[int, float]]] = {name: [] for name in ROWS}
+    rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
     for rec in records:
-        role = rec["role"]
-        if role == "ensemble" and rec.get("kind") != "ensemble":
+        if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
             continue  # members are recorded, the row is the combined ensemble
-        if rec.get("diverged_epoch") is not None:
+        if rec.diverged_epoch is not None:
             continue
-        rows[role].append((rec["repeat"], rec["test_error"]))
+        rows[rec.role].append((rec.repeat, rec.test_error))
     return {name: sorted(vals) for name, vals in rows.items()}

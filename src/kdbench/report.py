@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.diagnose import markdown as diagnose_markdown
-from kdbench.protocol import ROWS, row_errors
+from kdbench.protocol import row_errors
+from kdbench.records import Record
+from kdbench.roles import ROWS
 from kdbench.stats import SIGNIFICANCE, compare_rows, summarize
 from kdbench.store import atomic_write, write_json
 from kdbench.verdict import sentence
@@ -34,7 +36,7 @@ LABELS = {
 
 
 def build_summary(
-    records: list[dict],
+    records: list[Record],
     planned_repeats: int,
     timing: dict,
     resources: dict | None = None,
@@ -53,9 +55,14 @@ def build_summary(
         }
     completed = min(len(v["errors"]) for v in rows.values())
     diverged = [
-        {k: rec[k] for k in ("repeat", "role", "member", "diverged_epoch")}
-        for rec in records
-        if rec.get("diverged_epoch") is not None
+        {
+            "repeat": r.repeat,
+            "role": str(r.role),
+            "member": r.member,
+            "diverged_epoch": r.diverged_epoch,
+        }
+        for r in records
+        if r.diverged_epoch is not None
     ]
     comparisons = compare_rows(per_row)
     for c in comparisons:
@@ -395,7 +402,7 @@ trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`,
 
 def render(
     folder: Path,
-    records: list[dict],
+    records: list[Record],
     run_config: dict,
     timing: dict,
     resources: dict | None = None,

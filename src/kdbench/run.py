@@ -20,7 +20,8 @@ from kdbench import data, diagnose, latency, report
 from kdbench.config import Config
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
-from kdbench.protocol import DISTILLED, distil, run_study, upstream
+from kdbench.protocol import distil, run_study, upstream
+from kdbench.roles import StackName
 from kdbench.store import RunStore, SharedCache, atomic_write, write_json
 
 
@@ -157,7 +158,7 @@ def distil_points(
     and saved into each point's folder (teachers and small networks trained first if `shared`
     lacks them); `reproduce` on each point then only loads and reports. Returns, per point, the
     stacks this call trained."""
-    if all(RunStore.checkpoint_path(f, DISTILLED).is_file() for f in folders):
+    if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
         return [[] for _ in folders]
     _prepare_device(cfgs[0])
     splits = _splits(cfgs[0]).to(cfgs[0].device)

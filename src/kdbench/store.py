@@ -13,12 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kdbench.config import Config, config_diff
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.models import Params
+from kdbench.records import Record, dumps, loads
+from kdbench.roles import UPSTREAM, StackName
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
@@ -46,7 +48,7 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_records(folder: Path) -> list[dict[str, Any]]:
+def read_records(folder: Path) -> list[Record]:
     """Every complete line of records.jsonl; a torn last line (a crash mid-write) is ignored."""
     path = Path(folder) / RECORDS
     if not path.is_file():
@@ -54,14 +56,38 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            raw = json.loads(line)
         except json.JSONDecodeError:
             continue
+        out.append(Record.from_json(raw))
     return out
 
 
-def record_key(record: dict[str, Any]) -> tuple:
-    return (record.get("kind"), record["role"], record["repeat"], record.get("member"))
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """A run folder's `config.json` (configuration, environment, start time), its
+    configuration checked: the one place that parses it."""
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise RunFolderError(f"{folder} has no {CONFIG}: not a kdbench run folder")
+    try:
+        run_config = json.loads(path.read_text())
+        config = run_config["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise RunFolderError(
+            f"{path} is unreadable; choose a new --out or delete the folder"
+        ) from None
+    try:
+        Config.from_dict(config)
+    except ConfigError as exc:
+        raise RunFolderError(
+            f"{path} holds a configuration this version cannot read ({exc}); use a new --out"
+        ) from None
+    return run_config
+
+
+def read_config(folder: Path) -> Config:
+    """The resolved configuration of a run folder (settings added since read as defaults)."""
+    return Config.from_dict(read_run_config(folder)["config"])
 
 
 class RunStore:
@@ -81,21 +107,8 @@ class RunStore:
             ) from None
         existing = self.folder / CONFIG
         if existing.is_file():
-            try:
-                old = json.loads(existing.read_text()).get("config", {})
-            except json.JSONDecodeError:
-                old = None
-            if old is None:
-                raise RunFolderError(
-                    f"{existing} is unreadable; choose a new --out or delete the folder"
-                )
-            try:  # settings added since that run read as their defaults
-                old = _normalise(Config.from_dict(old).to_dict())
-            except ConfigError as exc:
-                raise RunFolderError(
-                    f"{existing} holds a configuration this version cannot read ({exc});"
-                    " use a new --out"
-                ) from None
+            # settings added since that run read as their defaults
+            old = _normalise(read_config(self.folder).to_dict())
             diff = config_diff(old, self.run_config["config"])
             if diff:
                 raise RunFolderError(
@@ -108,7 +121,7 @@ class RunStore:
             self.resumed = False
         (self.folder / "checkpoints").mkdir(exist_ok=True)
         self._drop_torn_line()
-        self._seen = {record_key(r) for r in read_records(self.folder)}
+        self._seen = {r.key for r in read_records(self.folder)}
 
     def _drop_torn_line(self) -> None:
         """A kill mid-append can leave a partial last line; cut it so appends stay valid JSONL."""
@@ -120,22 +133,21 @@ class RunStore:
             with open(path, "r+b") as fh:
                 fh.truncate(raw.rfind(b"\n") + 1)
 
-    def append_record(self, record: dict[str, Any]) -> None:
+    def append_record(self, record: Record) -> None:
         """Append one record, fsynced; a record already in the file (resume) is not repeated."""
-        key = record_key(record)
-        if key in self._seen:
+        if record.key in self._seen:
             return
-        self._seen.add(key)
+        self._seen.add(record.key)
         with open(self.folder / RECORDS, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            fh.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     @staticmethod
-    def checkpoint_path(folder: Path, name: str) -> Path:
-        return Path(folder) / "checkpoints" / f"{name.replace(' ', '_')}.safetensors"
+    def checkpoint_path(folder: Path, name: StackName) -> Path:
+        return Path(folder) / "checkpoints" / f"{StackName(name).file}.safetensors"
 
-    def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
         [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
         tensors = {}
@@ -144,17 +156,17 @@ class RunStore:
             tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata={"records": json.dumps(records)})
+        save_file(tensors, str(tmp), metadata={"records": dumps(records)})
         os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def load_phase(self, name: str) -> tuple[list[torch.Tensor], list[dict]] | None:
-        return self.read_phase(self.folder, name)
+    def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None:
+        return self.read_stack(self.folder, name)
 
     @staticmethod
-    def read_phase(folder: Path, name: str) -> tuple[list[torch.Tensor], list[dict]] | None:
+    def read_stack(folder: Path, name: StackName) -> tuple[Params, list[Record]] | None:
         """A finished stack's weights and records, or None if it is not there (no pickle)."""
         path = RunStore.checkpoint_path(folder, name)
         if not path.is_file():
@@ -166,7 +178,7 @@ class RunStore:
                     f"{path} was written by an older kdbench without stack records;"
                     " rerun the study into a new --out to export or measure it"
                 )
-            records = json.loads(meta["records"])
+            records = loads(meta["records"])
             n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
             params = []
             for i in range(n_layers):
@@ -191,26 +203,24 @@ class SharedCache:
     come from, and go to, a folder shared by every sweep point that does not change them. The
     point's own folder still gets each checkpoint (hard-linked), so it stays a complete run."""
 
-    UPSTREAM = ("teachers", "small networks")
-
     def __init__(self, store: RunStore, shared: Path):
         self.store, self.shared = store, Path(shared)
         self.trained: list[str] = []  # stacks this point trained itself (not loaded)
 
-    def load_phase(self, name: str):
-        own = self.store.load_phase(name)
-        if own is not None or name not in self.UPSTREAM:
+    def load_stack(self, name: StackName):
+        own = self.store.load_stack(name)
+        if own is not None or name not in UPSTREAM:
             return own
         src = RunStore.checkpoint_path(self.shared, name)
         if not src.is_file():
             return None
         link(src, RunStore.checkpoint_path(self.store.folder, name))
-        return self.store.load_phase(name)
+        return self.store.load_stack(name)
 
-    def save_phase(self, name: str, params: list[torch.Tensor], records: list[dict]) -> None:
-        self.trained.append(name)
-        self.store.save_phase(name, params, records)
-        if name in self.UPSTREAM:
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
+        self.trained.append(str(name))
+        self.store.save_stack(name, params, records)
+        if name in UPSTREAM:
             link(
                 RunStore.checkpoint_path(self.store.folder, name),
                 RunStore.checkpoint_path(self.shared, name),

@@ -115,17 +115,18 @@ def reuse(run_dir: Path, jobs: list) -> int:
     """Seed the shared folders from a finished run whose upstream settings match (hard links):
     its teachers and small networks then serve every point of that group. Returns how many
     shared folders were seeded."""
-    from kdbench.store import RunStore, SharedCache, link
+    from kdbench.roles import UPSTREAM
+    from kdbench.store import RunStore, link
 
     cfg = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text())["config"])
     key = upstream_key(cfg)
     seeded = 0
     for shared in {job[4] for job in jobs if Path(job[4]).name == key}:
-        for name in SharedCache.UPSTREAM:
+        for name in UPSTREAM:
             src = RunStore.checkpoint_path(run_dir, name)
             dst = RunStore.checkpoint_path(Path(shared), name)
             if src.is_file() and not dst.is_file():
-                RunStore.read_phase(Path(run_dir), name)  # refuses old-format checkpoints
+                RunStore.read_stack(Path(run_dir), name)  # refuses old-format checkpoints
                 link(src, dst)
         seeded += 1
     if not seeded:

@@ -1,0 +1,65 @@
+"""The study's vocabulary: the roles a model plays and the stacks that train them.
+
+A *stack* is a set of same-shape models trained together in lockstep (see `engine`); every
+other module names roles and stacks through these enums, and checkpoint file names derive from
+`StackName.file`, so the words and the files cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _Name(str, Enum):
+    """A str (it is written to JSON as is) that prints as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Role(_Name):
+    """A row of Table 1. Ensemble members are recorded with role `ensemble` too (kind model);
+    the ensemble itself is the record of kind ensemble."""
+
+    TEACHER = "teacher"
+    STUDENT_FROM_TEACHER = "student_from_teacher"
+    ENSEMBLE = "ensemble"
+    STUDENT_FROM_ENSEMBLE = "student_from_ensemble"
+    STUDENT_HARD = "student_hard"
+
+
+ROWS = tuple(Role)  # Table 1's order
+DISTILLED_ROLES = (Role.STUDENT_FROM_TEACHER, Role.STUDENT_FROM_ENSEMBLE)
+
+
+class StackName(_Name):
+    """The three stacks of a study, in training order."""
+
+    TEACHERS = "teachers"
+    SMALL_NETWORKS = "small networks"  # ensemble members and hard-label students
+    DISTILLED = "distilled students"
+
+    @property
+    def file(self) -> str:
+        """Checkpoint file stem: `checkpoints/<file>.safetensors`."""
+        return _FILES[self]
+
+
+_FILES = {
+    StackName.TEACHERS: "teachers",
+    StackName.SMALL_NETWORKS: "small_networks",
+    StackName.DISTILLED: "distilled_students",
+}
+
+
+STACK_OF_ROLE = {
+    Role.TEACHER: StackName.TEACHERS,
+    Role.ENSEMBLE: StackName.SMALL_NETWORKS,
+    Role.STUDENT_HARD: StackName.SMALL_NETWORKS,
+    Role.STUDENT_FROM_TEACHER: StackName.DISTILLED,
+    Role.STUDENT_FROM_ENSEMBLE: StackName.DISTILLED,
+}
+UPSTREAM = (StackName.TEACHERS, StackName.SMALL_NETWORKS)  # what distillation depends on
