@@ -64,3 +64,56 @@ def train_alone(
                 if wait >= patience:
                     break
     return net, trained
+
+
+def train_joint_alone(
+    init_params,
+    member,
+    shuffle_seed,
+    teachers,
+    splits,
+    *,
+    lr,
+    eps,
+    batch,
+    epochs,
+    patience,
+    temperature,
+    alpha,
+):
+    """The paper's Keras distiller as written: one optimizer over the student *and* its
+    teachers (`teachers`: modules, trained in place), soft targets from the current teachers at
+    every step, early stopping on the combined validation loss with the current teachers.
+    Returns (student, epochs trained)."""
+    net = member_module(init_params, member)
+    params = list(net.parameters()) + [p for t in teachers for p in t.parameters()]
+    opt = torch.optim.Adam(params, lr=lr, eps=eps, foreach=False)
+    gen = torch.Generator().manual_seed(shuffle_seed)
+    n = len(splits.x_train)
+    best, wait, trained = math.inf, 0, 0
+
+    def loss_fn(x, y):
+        soft = torch.stack([F.softmax(t(x) / temperature, dim=1) for t in teachers]).mean(0)
+        logits = net(x)
+        log_s = F.log_softmax(logits / temperature, dim=1)
+        kl = F.kl_div(log_s, soft, reduction="batchmean")
+        return alpha * F.cross_entropy(logits, y) + (1 - alpha) * temperature**2 * kl
+
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for s in range(0, n, batch):
+            idx = perm[s : s + batch]
+            loss = loss_fn(splits.x_train[idx], splits.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        trained += 1
+        with torch.no_grad():
+            val = float(loss_fn(splits.x_val, splits.y_val))
+        if val < best:
+            best, wait = val, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    return net, trained

@@ -153,6 +153,14 @@ def reproduce(
     kd_monitor: Annotated[
         str | None, _opt("Distilled students stop on the 'combined' loss (default) or 'hard' CE.")
     ] = None,
+    teacher_updates: Annotated[
+        str | None,
+        _opt(
+            "'frozen' (default): teachers fixed while students distil. 'joint': each student"
+            " trains its own copies of its teachers along with it, as the paper's Keras code does."
+        ),
+    ] = None,
+    loss: Annotated[str | None, _opt("Distillation loss, a registered name (kd).")] = None,
     batch_size: Annotated[int | None, _opt("Minibatch size (32).")] = None,
     lr: Annotated[float | None, _opt("Adam learning rate (0.001).")] = None,
     temperature: Annotated[float | None, _opt("Distillation temperature T (10).")] = None,
@@ -192,6 +200,8 @@ def reproduce(
         monitor=monitor,
         restore_best=restore_best,
         kd_monitor=kd_monitor,
+        teacher_updates=teacher_updates,
+        loss=loss,
         batch_size=batch_size,
         learning_rate=lr,
         temperature=temperature,

@@ -1,7 +1,7 @@
 """Typed, validated configuration of a study, and its named presets.
 
 Every value a run uses lives here, so `config.json` in the run folder is enough to redo it.
-Defaults are the paper's study (PROTOCOL.md); values the paper leaves unstated follow the Keras
+Defaults are the paper's study (docs/protocol.md); values the paper leaves unstated follow the Keras
 defaults its code used, and say so.
 """
 

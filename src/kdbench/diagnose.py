@@ -98,6 +98,8 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
                     "--preset watch-error, --preset restore-best, or a larger --patience",
                 )
             )
+    if cfg.distill.teacher_updates == "joint":
+        found += _joint_teachers(records)
     diverged = [r for r in records if r.diverged_epoch is not None]
     if diverged:
         items = ", ".join(f"{r.role} r{r.repeat} (epoch {r.diverged_epoch})" for r in diverged[:6])
@@ -110,6 +112,41 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
             )
         )
     return found
+
+
+def _joint_teachers(records: list[Record]) -> list[Finding]:
+    """How far the teachers' copies drifted while they trained along with their students."""
+    before = {
+        Role.STUDENT_FROM_TEACHER: [
+            r.test_error for r in records if r.is_model and r.role == Role.TEACHER
+        ],
+        Role.STUDENT_FROM_ENSEMBLE: [
+            r.test_error for r in records if r.is_model and r.role == Role.ENSEMBLE
+        ],
+    }
+    parts = []
+    for role, label in ((Role.STUDENT_FROM_TEACHER, "large networks"),
+                        (Role.STUDENT_FROM_ENSEMBLE, "ensemble members")):  # fmt: skip
+        after = [e for r in records if r.role == role for e in (r.copies_test_error or [])]
+        if after and before[role]:
+            parts.append(
+                f"{label} {100 * _mean(before[role]):.2f}% before distillation,"
+                f" {100 * _mean(after):.2f}% after (worst {100 * max(after):.2f}%)"
+            )
+    if not parts:
+        return []
+    return [
+        Finding(
+            "joint-teachers",
+            "Teachers trained along with the student",
+            "teacher_updates = joint: every distillation step also moved each student's copies"
+            " of its teachers through the distillation loss, as the paper's Keras distiller does"
+            " when its teachers stay trainable. Mean test error of the teachers: "
+            + "; ".join(parts)
+            + ". The teacher and ensemble rows of Table 1 are the models before distillation.",
+            "--teacher-updates frozen (the teachers stay as trained)",
+        )
+    ]
 
 
 def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save
 import kdbench
 from kdbench import data, diagnose, latency, report
 from kdbench.config import Config
+from kdbench.distill import loss_class
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.protocol import distil, run_study, upstream
@@ -47,6 +48,8 @@ def environment(cfg: Config) -> dict[str, str]:
 
 
 def _prepare_device(cfg: Config) -> None:
+    """Settings that need torch to check: the device, and the distillation loss's name."""
+    loss_class(cfg.distill.loss)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"

@@ -1,0 +1,72 @@
+"""Teachers trained along with their students (`teacher_updates = joint`) against the paper's
+Keras semantics written out: one `torch.optim.Adam` over the student and its teachers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from kdbench import engine
+from kdbench.config import TrainConfig
+from kdbench.distill import PaperKD, error_rate
+from kdbench.models import init_stack, member_module, select, stack_logits
+from kdbench.objectives import Distillation
+from kdbench.teachers import Copies, TrainedTeachers
+from tests.oracle import train_joint_alone
+
+SIZES = [784, 32, 10]
+T, ALPHA = 4.0, 0.9
+
+
+def _close(a, b, atol=1e-4):
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(x, y, atol=atol, rtol=1e-3)
+
+
+def test_joint_stack_equals_one_adam_over_student_and_teachers(small_splits):
+    cfg = dataclasses.replace(
+        TrainConfig(), patience=1, max_epochs=10, batch_size=64, learning_rate=1e-2
+    )
+    # a trained teacher and a trained 3-member ensemble, as upstream hands them over
+    teacher = engine.train(engine.Stack("t", [784, 48, 10], [99], [98]), small_splits, cfg).params
+    members = engine.train(engine.Stack("e", SIZES, [1, 2, 3], [4, 5, 6]), small_splits, cfg).params
+    # members 0, 1 distil from the teacher; 2, 3 from the ensemble (each its own copies)
+    trained = TrainedTeachers(
+        copies=[
+            Copies(select(teacher, torch.tensor([0, 0])), [0, 1], 1),
+            Copies(select(members, torch.tensor([0, 1, 2, 0, 1, 2])), [2, 3], 3),
+        ],
+        targets=PaperKD().targets,
+        temperature=T,
+        lr=cfg.learning_rate,
+        eps=cfg.adam_eps,
+    )
+    objective = Distillation(PaperKD(), trained, T, ALPHA, members=4)
+    seeds, shuffles = [31, 32, 33, 34], [41, 42, 43, 44]
+    result = engine.train(engine.Stack("kd", SIZES, seeds, shuffles, objective), small_splits, cfg)
+
+    init = init_stack(SIZES, seeds)
+    finals = [trained.copies[0].final, trained.copies[1].final]
+    for m in range(4):
+        if m < 2:
+            mine = [member_module(teacher, 0)]
+            copies = [member_module(finals[0], m)]
+        else:
+            mine = [member_module(members, k) for k in range(3)]
+            copies = [member_module(finals[1], 3 * (m - 2) + k) for k in range(3)]
+        student, epochs = train_joint_alone(
+            init, m, shuffles[m], mine, small_splits, lr=cfg.learning_rate, eps=cfg.adam_eps,
+            batch=64, epochs=10, patience=1, temperature=T, alpha=ALPHA,
+        )  # fmt: skip
+        assert result.epochs[m] == epochs
+        _close(member_module(result.params, m), student)
+        for ours, theirs in zip(copies, mine, strict=True):
+            _close(ours, theirs)
+    assert len(set(result.epochs)) > 1, "the scenario should stop members at different epochs"
+    # the copies moved; the teachers handed over did not
+    moved = stack_logits(trained.copies[0].final, small_splits.x_test)
+    kept = stack_logits(teacher, small_splits.x_test)
+    assert not torch.equal(moved[0], kept[0])
+    err = error_rate(kept, small_splits.y_test.expand(1, -1))
+    assert float(err[0]) < 0.5
