@@ -70,3 +70,42 @@ def test_joint_stack_equals_one_adam_over_student_and_teachers(small_splits):
     assert not torch.equal(moved[0], kept[0])
     err = error_rate(kept, small_splits.y_test.expand(1, -1))
     assert float(err[0]) < 0.5
+
+
+def test_joint_study_keeps_upstream_rows_and_pairs_students(small_splits):
+    """Under joint only the distilled students change: teachers, ensembles and hard-label
+    students are the same models; each distilled student records its copies' test errors."""
+    from kdbench.presets import resolve
+    from kdbench.protocol import run_study
+    from kdbench.roles import DISTILLED_ROLES, Role
+
+    def study(preset):
+        cfg = resolve(preset, repeats=2, members=3, epochs=2, teacher_hidden=(48,))
+        return run_study(cfg, small_splits, lambda rec: None)
+
+    frozen, joint = study("paper"), study("paper-keras")
+    for a, b in zip(frozen, joint, strict=True):
+        assert (a.role, a.repeat, a.member, a.seed) == (b.role, b.repeat, b.member, b.seed)
+        if a.role in DISTILLED_ROLES:
+            assert a.copies_test_error is None
+            assert len(b.copies_test_error) == (1 if a.role == Role.STUDENT_FROM_TEACHER else 3)
+        else:
+            assert a.test_error == b.test_error and b.copies_test_error is None
+    distilled = [(a.test_error, b.test_error) for a, b in zip(frozen, joint, strict=True)
+                 if a.role in DISTILLED_ROLES]  # fmt: skip
+    assert any(x != y for x, y in distilled), "training the teachers along should matter"
+    teacher_errors = [r.test_error for r in joint if r.role == Role.TEACHER]
+    copies = [r.copies_test_error[0] for r in joint if r.role == Role.STUDENT_FROM_TEACHER]
+    assert copies != teacher_errors, "the copies moved, the teachers' rows did not"
+
+
+def test_bad_teacher_updates_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kdbench", "reproduce", "--teacher-updates", "both"]
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--teacher-updates" in proc.stderr
+    assert not out.exists()

@@ -18,6 +18,7 @@ EXPECTED = {
     "restore-best": {("train", "restore_best"): True},
     "watch-error": {("train", "monitor"): "val_error"},
     "hard-monitor": {("distill", "kd_monitor"): "hard"},
+    "paper-keras": {("distill", "teacher_updates"): "joint"},
     "hinton": {
         ("model", "teacher_hidden"): (1200, 1200),
         ("model", "student_hidden"): (800, 800),

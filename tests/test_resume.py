@@ -23,6 +23,9 @@ ARGS = [
     "3",
     "--quiet",
     "--no-latency",
+    # teachers trained along with their students: the costliest distillation to resume
+    "--teacher-updates",
+    "joint",
 ]
 
 

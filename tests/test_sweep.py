@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
-from kdbench import sweep
+from kdbench import sweep, sweep_plan
 from kdbench.errors import ConfigError
 from kdbench.presets import resolve
 
@@ -68,7 +67,9 @@ def test_teachers_and_small_networks_are_trained_once(local):
     # the four points' distilled students were one stack: same training time per model
     seconds = set()
     for p in result["points"]:
-        recs = [json.loads(x) for x in Path(p["folder"], "records.jsonl").read_text().splitlines()]
+        recs = [
+            json.loads(x) for x in (local / p["folder"] / "records.jsonl").read_text().splitlines()
+        ]
         seconds |= {r["seconds"] for r in recs if r["role"].startswith("student_from")}
     assert len(seconds) == 1
     shared = list((local / "shared").iterdir())
@@ -81,10 +82,10 @@ def test_teachers_and_small_networks_are_trained_once(local):
     # every point is a complete run: same teachers, its own distilled students
     teacher_errors = set()
     for p in result["points"]:
-        lines = Path(p["folder"], "records.jsonl").read_text().splitlines()
+        lines = (local / p["folder"] / "records.jsonl").read_text().splitlines()
         recs = [json.loads(x) for x in lines]
         teacher_errors.add(tuple(r["test_error"] for r in recs if r["role"] == "teacher"))
-        assert os.path.isfile(os.path.join(p["folder"], "report.md"))
+        assert (local / p["folder"] / "report.md").is_file()  # relative to the sweep folder
     assert len(teacher_errors) == 1
     assert result["tests_in_family"] == 8
     assert set(result["best"]) == {"student_from_teacher", "student_from_ensemble"}
@@ -143,17 +144,14 @@ def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
 def test_points_are_stacked_by_shared_teachers_and_monitor(tmp_path):
     base = resolve("paper", repeats=3)
     grid = sweep.parse_grid(["temperature=2,4", "kd_monitor=combined,hard", "teacher_hidden=50,60"])
-    jobs = [
-        (label, point, cfg.to_dict(), label, sweep.upstream_key(cfg))
-        for label, point, cfg in sweep.points(base, grid)
-    ]
-    stacks = sweep.chunks(jobs)
-    assert sorted(map(len, stacks)) == [2, 2, 2, 2]  # 2 teacher shapes x 2 monitors
-    for stack in stacks:
-        cfgs = [jobs[i][2] for i in stack]
-        assert len({c["model"]["teacher_hidden"] for c in cfgs}) == 1
-        assert len({c["distill"]["kd_monitor"] for c in cfgs}) == 1
-    assert [len(c) for c in sweep.chunks(jobs, max_stack=6)] == [1] * 8  # 2 x 3 repeats
+    plan = sweep_plan.points(base, grid)
+    stacks = sweep_plan.distil_work(plan)
+    assert sorted(len(w.points) for w in stacks) == [2, 2, 2, 2]  # 2 teacher shapes x 2 monitors
+    for work in stacks:
+        cfgs = [p.config for p in work.points]
+        assert len({c.model.teacher_hidden for c in cfgs}) == 1
+        assert len({c.distill.kd_monitor for c in cfgs}) == 1
+    assert [len(w.points) for w in sweep_plan.distil_work(plan, max_stack=6)] == [1] * 8
     for bad, msg in [({"max_stack": 0}, "max-stack"), ({"executor": "spark"}, "unknown executor")]:
         with pytest.raises(ConfigError, match=msg):
             sweep.run(base, grid, tmp_path / "refused", **bad)

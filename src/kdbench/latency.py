@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdbench import export
@@ -70,14 +69,6 @@ def measure(members: list[list[torch.Tensor]], x: torch.Tensor, threads: int = 1
         return out
     finally:
         torch.set_num_threads(previous)
-
-
-def agreement(members: list[list[torch.Tensor]], x: torch.Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime and eager PyTorch outputs on x."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sess = export.session(export.write_onnx(members, Path(tmp) / "m.onnx"))
-        got = export.run(sess, x.numpy())
-    return float(np.abs(got - export.reference_outputs(members, x)).max())
 
 
 def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, threads: int = 1):
