@@ -48,3 +48,24 @@ def test_config_diff_names_settings():
     a = Config().to_dict()
     b = Config().with_overrides(alpha=0.5, seed=3).to_dict()
     assert config_diff(a, b) == ["distill.alpha", "protocol.seed"]
+
+
+def test_every_setting_is_one_flag_whose_help_shows_the_config_default():
+    """reproduce's flags come from one declaration tied to config.py: a new setting without a
+    flag, or a help default that differs from the dataclass default, fails here."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from kdbench.cli import app
+    from kdbench.cli_options import FLAGS, NOT_FLAGS, default_of
+    from kdbench.config import TOP_LEVEL, flat_index
+
+    settings = set(flat_index()) | set(TOP_LEVEL)
+    assert set(FLAGS) == settings - set(NOT_FLAGS)
+    out = CliRunner().invoke(app, ["reproduce", "--help"], env={"COLUMNS": "400"}).output
+    for flag in FLAGS.values():
+        assert flag.name in out
+    assert "Adam learning rate. (default: 0.001)" in out
+    assert f"(default: {default_of('temperature'):g})" in out
+    assert dataclasses.fields(Config)  # the defaults above are read from here

@@ -7,7 +7,6 @@ kdbench report runs/<name>              # re-render the outputs from records.jso
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -15,169 +14,27 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from kdbench.config import MAX_STACK, Config
-from kdbench.errors import ConfigError, KdbenchError
+from kdbench.cli_options import friendly as _friendly
+from kdbench.cli_options import settings_options, with_progress
+from kdbench.config import MAX_STACK
+from kdbench.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
-err = Console(stderr=True)
 
-
-def _friendly(fn):
-    """Expected failures: one line on stderr and the error's exit code, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KdbenchError as exc:
-            print(f"kdbench: error: {exc}", file=sys.stderr)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            print(
-                "kdbench: interrupted; finished models are kept in records.jsonl", file=sys.stderr
-            )
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _sizes(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})") from None
-
-
-class _Bar:
-    """Rich progress bar on a terminal (one bar per epoch of the current stack, ETA, models still
-    training); one plain line per epoch when stderr is a log file."""
-
-    def __init__(self) -> None:
-        self.live = err.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps · epoch ETA"),
-            TimeRemainingColumn(),
-            TextColumn("· elapsed"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=not self.live,
-        )
-        self.task = None
-        self.key = None
-        self.start = time.perf_counter()
-
-    def __call__(self, job, epoch, last, step, steps, active) -> None:
-        desc = f"{job:<18} epoch {epoch:>2}/{last} · {active} training"
-        if not self.live:
-            if step == steps:
-                elapsed = time.perf_counter() - self.start
-                print(f"{desc} · {elapsed:.0f} s elapsed", file=sys.stderr, flush=True)
-            return
-        if self.key != (job, epoch):
-            self.key = (job, epoch)
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(desc, total=steps)
-        self.progress.update(self.task, completed=step, description=desc)
-
-
-def _opt(text: str):
-    return typer.Option(help=text, show_default=False)
-
-
-# options shared by reproduce, explain and sweep: declared once
-Dataset = Annotated[str | None, _opt("mnist (bundled), fashion-mnist, kmnist, digits.")]
-DataDir = Annotated[str | None, _opt("Folder with the four IDX files.")]
-TrainLimit = Annotated[int | None, _opt("Use the first N training images.")]
-Repeats = Annotated[int | None, _opt("Independent iterations of the study (10).")]
-Members = Annotated[int | None, _opt("Small networks in each ensemble (10).")]
-Epochs = Annotated[int | None, _opt("Train exactly E epochs, no early stop.")]
-TeacherHidden = Annotated[str | None, _opt("e.g. 500-400-300-200-100 (default)")]
-StudentHidden = Annotated[str | None, _opt("e.g. 100 (default)")]
-Seed = Annotated[int | None, _opt("Base seed; every model's seed derives from it (0).")]
-Device = Annotated[str | None, _opt("cpu (default) or cuda.")]
-Threads = Annotated[int | None, _opt("Torch CPU threads (default: all).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-
-
-def _with_progress(quiet: bool, fn):
-    """fn(progress) under a progress bar, or fn(None) when quiet."""
-    if quiet:
-        return fn(None)
-    bar = _Bar()
-    with bar.progress:
-        return fn(bar)
+SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
 
 
 @app.command()
 @_friendly
+@settings_options()
 def reproduce(
+    overrides: dict,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
     preset: Annotated[
         str, typer.Option(help="Named settings to start from; see `kdbench presets`.")
     ] = "paper",
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    train_limit: TrainLimit = None,
-    validation_split: Annotated[float | None, _opt("Held-out tail of training set (0.1).")] = None,
-    repeats: Repeats = None,
-    members: Members = None,
-    epochs: Epochs = None,
-    patience: Annotated[int | None, _opt("Early-stopping patience in epochs (2).")] = None,
-    max_epochs: Annotated[int | None, _opt("Epoch cap under early stopping (50).")] = None,
-    monitor: Annotated[str | None, _opt("val_loss (default), val_error or train_loss.")] = None,
-    restore_best: Annotated[
-        bool | None,
-        typer.Option(
-            "--restore-best/--keep-last",
-            help="Keep the best epoch's weights, or the last (default).",
-            show_default=False,
-        ),
-    ] = None,
-    kd_monitor: Annotated[
-        str | None, _opt("Distilled students stop on the 'combined' loss (default) or 'hard' CE.")
-    ] = None,
-    teacher_updates: Annotated[
-        str | None,
-        _opt(
-            "'frozen' (default): teachers fixed while students distil. 'joint': each student"
-            " trains its own copies of its teachers along with it, as the paper's Keras code does."
-        ),
-    ] = None,
-    loss: Annotated[str | None, _opt("Distillation loss, a registered name (kd).")] = None,
-    batch_size: Annotated[int | None, _opt("Minibatch size (32).")] = None,
-    lr: Annotated[float | None, _opt("Adam learning rate (0.001).")] = None,
-    temperature: Annotated[float | None, _opt("Distillation temperature T (10).")] = None,
-    alpha: Annotated[float | None, _opt("Weight of the hard-label loss, in [0, 1] (0.1).")] = None,
-    ensemble_targets: Annotated[
-        str | None, _opt("Ensemble soft targets: mean of 'probs' (default) or of 'logits'.")
-    ] = None,
-    head: Annotated[
-        str | None, _opt("What T divides: 'logits' (default) or 'softmax' probabilities.")
-    ] = None,
-    teacher_hidden: TeacherHidden = None,
-    student_hidden: StudentHidden = None,
-    teacher_dropout: Annotated[float | None, _opt("Teacher hidden-layer dropout (0).")] = None,
-    teacher_input_dropout: Annotated[float | None, _opt("Teacher input dropout (0).")] = None,
-    seed: Seed = None,
-    device: Device = None,
-    threads: Threads = None,
     quiet: Quiet = False,
     latency: Annotated[
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
@@ -186,40 +43,11 @@ def reproduce(
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
     from kdbench.presets import resolve
 
-    cfg = resolve(
-        preset,
-        dataset=dataset,
-        data_dir=data_dir,
-        train_limit=train_limit,
-        validation_split=validation_split,
-        repeats=repeats,
-        members=members,
-        epochs=epochs,
-        patience=patience,
-        max_epochs=max_epochs,
-        monitor=monitor,
-        restore_best=restore_best,
-        kd_monitor=kd_monitor,
-        teacher_updates=teacher_updates,
-        loss=loss,
-        batch_size=batch_size,
-        learning_rate=lr,
-        temperature=temperature,
-        alpha=alpha,
-        ensemble_targets=ensemble_targets,
-        head=head,
-        seed=seed,
-        device=device,
-        teacher_hidden=_sizes(teacher_hidden, "--teacher-hidden"),
-        student_hidden=_sizes(student_hidden, "--student-hidden"),
-        teacher_dropout=teacher_dropout,
-        teacher_input_dropout=teacher_input_dropout,
-        threads=threads,
-    )
+    cfg = resolve(preset, **overrides)
     from kdbench.run import reproduce as run  # after the settings are checked: torch loads slowly
 
     start = time.perf_counter()
-    folder, _ = _with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
+    folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
@@ -236,18 +64,13 @@ def presets() -> None:
 
 
 def _run_config(run_dir: Path) -> dict:
-    from kdbench.errors import RunFolderError
-    from kdbench.store import CONFIG
+    from kdbench.store import read_run_config  # torch loads slowly: import only when needed
 
-    cfg_path = run_dir / CONFIG
-    if not cfg_path.is_file():
-        raise RunFolderError(f"{run_dir} has no {CONFIG}: not a kdbench run folder")
-    run_config = json.loads(cfg_path.read_text())
-    Config.from_dict(run_config["config"])  # validates
-    return run_config
+    return read_run_config(run_dir)
 
 
 def _test_set(run_config: dict, run_dir: Path):
+    from kdbench.config import Config
     from kdbench.run import splits_of
 
     return splits_of(Config.from_dict(run_config["config"]), run_dir)
@@ -255,6 +78,7 @@ def _test_set(run_config: dict, run_dir: Path):
 
 def _diagnosis(run_dir: Path, run_config: dict, records: list) -> dict:
     from kdbench import diagnose
+    from kdbench.config import Config
     from kdbench.errors import DataError
 
     cfg = Config.from_dict(run_config["config"])
@@ -376,24 +200,18 @@ def main() -> None:
 
 @app.command()
 @_friendly
+@settings_options(only=SHARED)
 def explain(
+    overrides: dict,
     out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
     variant: Annotated[
         list[str] | None,
-        typer.Option(help="A preset to run (repeatable; default: paper and its 4 variants)."),
+        typer.Option(help="A preset to run (repeatable; default: paper and its variants)."),
     ] = None,
     runs: Annotated[
         list[Path] | None,
         typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
     ] = None,
-    repeats: Repeats = None,
-    members: Members = None,
-    train_limit: TrainLimit = None,
-    epochs: Epochs = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    seed: Seed = None,
-    device: Device = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the paper's study under each preset (or read finished runs) and compare them."""
@@ -405,21 +223,11 @@ def explain(
     names = list(variant or ([] if folders else VARIANTS))
     for name in names:
         get(name)  # unknown names fail before any training
-    flags = dict(
-        repeats=repeats,
-        members=members,
-        train_limit=train_limit,
-        epochs=epochs,
-        dataset=dataset,
-        data_dir=data_dir,
-        seed=seed,
-        device=device,
-    )
     for name in names:
-        cfg = resolve(name, **flags)
+        cfg = resolve(name, **overrides)
         if not quiet:
             print(f"kdbench explain: {name}", file=sys.stderr)
-        folder, _ = _with_progress(
+        folder, _ = with_progress(
             quiet, lambda bar, cfg=cfg, name=name: run(cfg, out / name, bar, measure_latency=False)
         )
         folders.append(folder)
@@ -428,24 +236,15 @@ def explain(
 
 @app.command()
 @_friendly
+@settings_options(only=(*SHARED, "teacher_hidden", "student_hidden", "threads"))
 def sweep(
+    overrides: dict,
     out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
     grid: Annotated[
         list[str],
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
     preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
-    repeats: Repeats = None,
-    members: Members = None,
-    train_limit: TrainLimit = None,
-    epochs: Epochs = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    teacher_hidden: TeacherHidden = None,
-    student_hidden: StudentHidden = None,
-    seed: Seed = None,
-    device: Device = None,
-    threads: Threads = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
         "local"
     ),
@@ -469,33 +268,11 @@ def sweep(
     from kdbench import sweep as sw
     from kdbench.presets import resolve
 
-    base = resolve(
-        preset,
-        repeats=repeats,
-        members=members,
-        train_limit=train_limit,
-        epochs=epochs,
-        dataset=dataset,
-        data_dir=data_dir,
-        teacher_hidden=_sizes(teacher_hidden, "--teacher-hidden"),
-        student_hidden=_sizes(student_hidden, "--student-hidden"),
-        seed=seed,
-        device=device,
-        threads=threads,
-    )
+    base = resolve(preset, **overrides)
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains
-    _with_progress(
+    with_progress(
         quiet or executor != "local",
-        lambda bar: sw.run(
-            base,
-            parsed,
-            out,
-            executor,
-            address,
-            bar,
-            reuse,
-            max_stack,
-        ),
+        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack),
     )
     print(out / "sweep.md")

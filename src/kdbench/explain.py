@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.errors import RunFolderError
-from kdbench.protocol import ROWS
+from kdbench.roles import ROWS
 from kdbench.stats import SIGNIFICANCE
-from kdbench.store import atomic_write, write_json
+from kdbench.store import atomic_write, read_config, write_json
 
 KD = ("student_from_teacher", "student_from_ensemble")
 
@@ -26,8 +26,7 @@ def read_summary(folder: Path) -> tuple[str, dict]:
     if not path.is_file():
         raise RunFolderError(f"{folder} has no summary.json; finish the run (or resume it) first")
     summary = json.loads(path.read_text())
-    cfg = json.loads((Path(folder) / "config.json").read_text())["config"]
-    return cfg.get("preset", "paper"), summary
+    return read_config(folder).preset, summary
 
 
 def pattern(summary: dict) -> dict[str, Any]:

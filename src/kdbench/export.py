@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.models import stack_forward
 from kdbench.roles import STACK_OF_ROLE, Role
+from kdbench.store import RunStore, atomic_write
 
 OPSET = 17
 
 
 def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
     """The weights of one row's model in a run folder: one member, or all of an ensemble."""
-    from kdbench.store import RunStore
-
     if role not in {r.value for r in Role}:
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
     stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
@@ -39,7 +39,7 @@ def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tenso
 
 def onnx_model(members: list[list[torch.Tensor]]):
     """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble)."""
-    import onnx
+    import onnx  # loads slowly: only when a model is exported
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
@@ -88,8 +88,6 @@ def onnx_model(members: list[list[torch.Tensor]]):
 
 def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.ndarray:
     """What the ONNX graph must produce, computed in eager PyTorch."""
-    from kdbench.models import stack_forward
-
     with torch.no_grad():
         logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
         if len(members) == 1:
@@ -98,9 +96,6 @@ def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.
 
 
 def write_onnx(members: list[list[torch.Tensor]], path: Path) -> Path:
-
-    from kdbench.store import atomic_write
-
     atomic_write(Path(path), onnx_model(members).SerializeToString())
     return Path(path)
 
@@ -109,6 +104,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 quantisation of the weights (ONNX Runtime's own quantiser)."""
     import logging
 
+    # onnx and onnxruntime load slowly: imported where used, so a training run never pays
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # it advises shape pre-processing on the root logger
@@ -120,7 +116,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 
 
 def session(path: Path, threads: int = 1):
-    import onnxruntime as ort
+    import onnxruntime as ort  # loads slowly: only when a model is run
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from kdbench import export
-from kdbench.models import stack_forward
+from kdbench.models import layer_sizes, stack_forward
+from kdbench.resources import figures
+from kdbench.roles import ROWS
 
 BATCHES = (1, 256)
 
@@ -74,9 +76,6 @@ def measure(members: list[list[torch.Tensor]], x: torch.Tensor, threads: int = 1
 def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, threads: int = 1):
     """Resources of every table row, from the run's checkpoints (repeat `repeat`): size and
     MACs counted, latency measured. The ensemble counts (and runs) all its members."""
-    from kdbench.models import layer_sizes
-    from kdbench.protocol import ROWS
-    from kdbench.resources import figures
 
     n_in, n_out = x.shape[1], None
     out = {}

@@ -135,7 +135,7 @@ def table_csv(summary: dict) -> str:
 
 def figure(summary: dict, folder: Path) -> None:
     """Figure 3: measured error per row (mean, 95% CI, each repeat a dot) beside the paper's."""
-    import matplotlib
+    import matplotlib  # loads slowly: imported when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -246,7 +246,7 @@ def resources_section(summary: dict) -> str:
 
 def tradeoff_figure(summary: dict, folder: Path) -> None:
     """Error rate against batch-1 latency, one point per model kind, 95% CI bars."""
-    import matplotlib
+    import matplotlib  # loads slowly: imported when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

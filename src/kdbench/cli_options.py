@@ -1,0 +1,229 @@
+"""The command line's settings: one flag per configuration field, declared once.
+
+Each `Flag` names a field of `config.Config` and says what it means; its type and the default
+shown in `--help` are read from the dataclass, so help text and defaults cannot drift from
+`config.py` (a test checks that every field has a flag). `settings_options` turns a command
+into one with these flags, handing it the flags that were given as `Config.with_overrides`
+keywords. Also here: the one-line error wrapper and the progress bar the commands share.
+No torch import: `kdbench --help` and bad flags answer at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from kdbench.config import TOP_LEVEL, Config, flat_index
+from kdbench.errors import ConfigError, KdbenchError
+
+err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Flag:
+    setting: str  # the configuration field
+    help: str  # what it means (the default is appended from config.py)
+    flag: str | None = None  # the option's name, when not --<setting-with-dashes>
+    off: str | None = None  # a boolean's opposite flag, e.g. --keep-last
+
+    @property
+    def name(self) -> str:
+        return self.flag or "--" + self.setting.replace("_", "-")
+
+
+FLAGS: dict[str, Flag] = {
+    f.setting: f
+    for f in (
+        Flag("dataset", "mnist (bundled), fashion-mnist, kmnist, digits."),
+        Flag("data_dir", "Folder with the four IDX files."),
+        Flag("train_limit", "Use the first N training images."),
+        Flag("validation_split", "Held-out tail of the training set."),
+        Flag("teacher_hidden", "Teacher hidden sizes, dash-separated."),
+        Flag("student_hidden", "Student (and ensemble member) hidden sizes, dash-separated."),
+        Flag("head", "What T divides: 'logits' or 'softmax' probabilities."),
+        Flag("teacher_dropout", "Teacher hidden-layer dropout rate."),
+        Flag("teacher_input_dropout", "Teacher input dropout rate."),
+        Flag("learning_rate", "Adam learning rate.", flag="--lr"),
+        Flag("adam_eps", "Adam epsilon (Keras' default)."),
+        Flag("batch_size", "Minibatch size."),
+        Flag("epochs", "Train exactly E epochs, no early stopping."),
+        Flag("patience", "Early-stopping patience in epochs."),
+        Flag("max_epochs", "Epoch cap under early stopping."),
+        Flag("monitor", "What early stopping watches: val_loss, val_error or train_loss."),
+        Flag("restore_best", "Keep the best epoch's weights (or the last).", off="--keep-last"),
+        Flag("temperature", "Distillation temperature T."),
+        Flag("alpha", "Weight of the hard-label loss, in [0, 1]."),
+        Flag("ensemble_targets", "Ensemble soft targets: mean of 'probs' or of 'logits'."),
+        Flag("kd_monitor", "Distilled students stop on the 'combined' loss or the 'hard' CE."),
+        Flag("loss", "Distillation loss, a registered name."),
+        Flag(
+            "teacher_updates",
+            "'frozen': teachers fixed while students distil. 'joint': each student trains its"
+            " own copies of its teachers along with it, as the paper's Keras code does.",
+        ),
+        Flag("repeats", "Independent iterations of the study."),
+        Flag("members", "Small networks in each ensemble."),
+        Flag("seed", "Base seed; every model's seed derives from it."),
+        Flag("device", "cpu or cuda."),
+        Flag("threads", "Torch CPU threads; none = torch's own count."),
+    )
+}
+NOT_FLAGS = ("fingerprint", "preset")  # set by the Python API and by --preset
+
+
+def _field_types() -> dict[str, Any]:
+    types: dict[str, Any] = {}
+    for sec in dataclasses.fields(Config):
+        if sec.name in TOP_LEVEL:
+            types[sec.name] = typing.get_type_hints(Config)[sec.name]
+            continue
+        types |= typing.get_type_hints(sec.default_factory)  # type: ignore[arg-type]
+    return types
+
+
+def default_of(setting: str) -> Any:
+    cfg = Config()
+    section = flat_index().get(setting)
+    return getattr(getattr(cfg, section), setting) if section else getattr(cfg, setting)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(map(str, value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_sizes(text: str, flag: str) -> tuple[int, ...]:
+    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})") from None
+
+
+def _parameter(flag: Flag, kind: Any) -> inspect.Parameter:
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    base = typing.get_args(kind)[0] if optional else kind
+    if typing.get_origin(base) is tuple:
+        base = str  # sizes: 500-400-300
+    help_text = f"{flag.help} (default: {_shown(default_of(flag.setting))})"
+    names = [f"{flag.name}/{flag.off}"] if flag.off else [flag.name]
+    option = typer.Option(*names, help=help_text, show_default=False)
+    annotation = Annotated[base | None, option]  # type: ignore[valid-type]
+    return inspect.Parameter(
+        flag.setting, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def settings_options(only: tuple[str, ...] | None = None):
+    """Decorator: the command gets a flag for each setting (or those in `only`) and receives
+    the ones given as `overrides` (a dict for `Config.with_overrides`; sizes parsed)."""
+    types = _field_types()
+    chosen = [FLAGS[s] for s in (only or FLAGS)]
+
+    def wrap(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
+        own_hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=own_hints.get(p.name, p.annotation)) for p in own]
+        settings = [_parameter(f, types[f.setting]) for f in chosen]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            overrides = {f.setting: kwargs.pop(f.setting) for f in chosen}
+            for f in chosen:
+                if isinstance(default_of(f.setting), tuple) and overrides[f.setting] is not None:
+                    overrides[f.setting] = parse_sizes(overrides[f.setting], f.name)
+            return fn(overrides=overrides, **kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + settings
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer must read the new signature, not fn's
+        return command
+
+    return wrap
+
+
+def friendly(fn):
+    """Expected failures: one line on stderr and the error's exit code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KdbenchError as exc:
+            print(f"kdbench: error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print(
+                "kdbench: interrupted; finished models are kept in records.jsonl", file=sys.stderr
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class Bar:
+    """Rich progress bar on a terminal (one bar per epoch of the current stack, ETA, models still
+    training); one plain line per epoch when stderr is a log file."""
+
+    def __init__(self) -> None:
+        self.live = err.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps · epoch ETA"),
+            TimeRemainingColumn(),
+            TextColumn("· elapsed"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not self.live,
+        )
+        self.task = None
+        self.key = None
+        self.start = time.perf_counter()
+
+    def __call__(self, stack, epoch, last, step, steps, active) -> None:
+        desc = f"{stack:<18} epoch {epoch:>2}/{last} · {active} training"
+        if not self.live:
+            if step == steps:
+                elapsed = time.perf_counter() - self.start
+                print(f"{desc} · {elapsed:.0f} s elapsed", file=sys.stderr, flush=True)
+            return
+        if self.key != (stack, epoch):
+            self.key = (stack, epoch)
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(desc, total=steps)
+        self.progress.update(self.task, completed=step, description=desc)
+
+
+def with_progress(quiet: bool, fn):
+    """fn(progress) under a progress bar, or fn(None) when quiet."""
+    if quiet:
+        return fn(None)
+    bar = Bar()
+    with bar.progress:
+        return fn(bar)
