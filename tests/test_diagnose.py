@@ -106,10 +106,32 @@ def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = (tmp_path / "ex" / "explain.md").read_text()
-    assert "| paper |" in table and "| hard-monitor |" in table
+    assert "| paper (run) |" in table and "| hard-monitor |" in table  # labelled by folder too
     saved = json.loads((tmp_path / "ex" / "explain.json").read_text())["variants"]
-    assert [v["variant"] for v in saved] == ["paper", "hard-monitor"]
+    assert [v["variant"] for v in saved] == ["paper (run)", "hard-monitor"]
     assert (tmp_path / "ex" / "hard-monitor" / "summary.json").is_file()
+    assert (tmp_path / "ex" / "explain.png").is_file() and "explain.png" in table
+
+
+def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_path):
+    """paper and hard-monitor differ only in distillation: explain trains their teachers and
+    small networks once, and each variant's records equal the same preset run alone."""
+    from kdbench.store import read_records
+
+    flags = dict(train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
+    configs = {name: resolve(name, **flags) for name in ("paper", "hard-monitor")}
+    runs = explain.run_variants(configs, tmp_path / "ex")
+    assert len(list((tmp_path / "ex" / "shared").iterdir())) == 1
+    trained = sorted(map(len, (v.trained for v in runs)))
+    assert trained == [1, 3], "one variant trained upstream, the other reused it"
+    folders = [v.folder for v in runs]
+    alone, _ = reproduce(configs["hard-monitor"], tmp_path / "alone", measure_latency=False)
+
+    def numbers(folder):
+        return [{k: v for k, v in r.to_json().items() if k != "seconds"}
+                for r in read_records(folder)]  # fmt: skip
+
+    assert numbers(folders[1]) == numbers(alone)
 
 
 def test_pattern_needs_both_students_and_significance():

@@ -212,25 +212,32 @@ def explain(
         list[Path] | None,
         typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
     ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks variants can reuse."),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run the paper's study under each preset (or read finished runs) and compare them."""
+    """Run the paper's study under each preset (or read finished runs) and compare them.
+    Variants that agree upstream of distillation train their teachers once."""
     from kdbench import explain as ex
-    from kdbench.presets import VARIANTS, get, resolve
-    from kdbench.run import reproduce as run
+    from kdbench.presets import VARIANTS, resolve
 
     folders = list(runs or [])
     names = list(variant or ([] if folders else VARIANTS))
-    for name in names:
-        get(name)  # unknown names fail before any training
-    for name in names:
-        cfg = resolve(name, **overrides)
-        if not quiet:
-            print(f"kdbench explain: {name}", file=sys.stderr)
-        folder, _ = with_progress(
-            quiet, lambda bar, cfg=cfg, name=name: run(cfg, out / name, bar, measure_latency=False)
+    configs = {name: resolve(name, **overrides) for name in names}  # all checked first
+    if configs:
+        done = with_progress(
+            quiet or executor != "local",
+            lambda bar: ex.run_variants(configs, out, executor, address, bar, reuse),
         )
-        folders.append(folder)
+        folders += [v.folder for v in done]
     print(ex.write(out, ex.collect(folders)))
 
 

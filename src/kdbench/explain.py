@@ -1,21 +1,67 @@
 """Does the paper's finding survive its unstated choices? The study under each preset, side by side.
 
 `kdbench explain` runs the `paper` preset and its variants at the same settings (each into its own
-resumable run folder) or reads finished run folders, then writes one table: every variant's five
-rows with CIs, and whether it reproduces the paper's pattern (both distilled students worse than
-the hard-label student), reverses it (both better) or neither.
+resumable run folder) or reads finished run folders, then writes one table and one forest plot:
+every variant's five rows with CIs, and whether it reproduces the paper's pattern (both distilled
+students worse than the hard-label student), reverses it (both better) or neither.
+
+Variants are planned like a sweep's points: those that agree on everything upstream of
+distillation share one folder of teachers, ensemble members and hard-label students (trained
+once), and they run on the same executors (local or Ray).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.config import Config
 from kdbench.errors import RunFolderError
+from kdbench.executors import get_executor
+from kdbench.report import save_figure
 from kdbench.roles import ROWS
 from kdbench.stats import SIGNIFICANCE
 from kdbench.store import atomic_write, read_config, write_json
+from kdbench.sweep_plan import Point, distil_work, reuse, upstream_key
+
+# the paper's own differences, distilled − hard-label student, in percentage points (Table 1)
+PAPER_DIFFS = {"student_from_teacher": 2.89 - 2.26, "student_from_ensemble": 2.68 - 2.26}
+
+
+def plan(configs: dict[str, Config], out: Path) -> list[Point]:
+    """One run folder per variant (`out/<name>`); shared upstream folders under `out/shared`."""
+    return [
+        Point(name, {"preset": cfg.preset}, cfg, out / name, out / "shared" / upstream_key(cfg))
+        for name, cfg in configs.items()
+    ]
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    folder: Path
+    trained: list[str]  # the stacks this call trained for it (shared ones counted once)
+
+
+def run_variants(
+    configs: dict[str, Config],
+    out: Path,
+    executor: str = "local",
+    address: str | None = None,
+    progress=None,
+    reuse_run: Path | None = None,
+) -> list[VariantRun]:
+    """Train (or resume) every variant, sharing what they share."""
+    points = plan(configs, Path(out))
+    if reuse_run is not None:
+        reuse(reuse_run, points)
+    stacks = distil_work(points)
+    trained, _ = get_executor(executor, address, progress).run(stacks, points)
+    by_name = {p.label: t for w, got in zip(stacks, trained, strict=True)
+               for p, t in zip(w.points, got, strict=True)}  # fmt: skip
+    return [VariantRun(p.folder, by_name[p.label]) for p in points]
+
 
 KD = ("student_from_teacher", "student_from_ensemble")
 
@@ -83,7 +129,8 @@ def markdown(entries: list[dict]) -> str:
     return (
         "# kdbench explain — the paper's study under its unstated choices\n\n"
         + "\n".join(lines)
-        + "\n\nTest error, mean (95% CI). Δ = distilled student − hard-label student, paired by"
+        + "\n\n![Forest plot](explain.png)\n\nTest error, mean (95% CI)."
+        " Δ = distilled student − hard-label student, paired by"
         f" repeat; * Holm-adjusted p < {SIGNIFICANCE} within that variant. *Reproduces*: both"
         " distilled students significantly worse than the hard-label student, as the paper"
         " found; *reverses*: both significantly better.\n"
@@ -91,12 +138,17 @@ def markdown(entries: list[dict]) -> str:
 
 
 def collect(folders: list[Path]) -> list[dict]:
+    """Each finished run, labelled by its preset, and by its folder too where that differs or
+    two runs share a preset (so no two rows read the same)."""
+    found = [(Path(folder), *read_summary(folder)) for folder in folders]
+    presets = [name for _, name, _ in found]
     entries = []
-    for folder in folders:
-        name, summary = read_summary(folder)
-        entries.append(
-            {"variant": name, "folder": str(folder), "summary": summary, **pattern(summary)}
-        )
+    for folder, name, summary in found:
+        label = name
+        if folder.name != name or presets.count(name) > 1:
+            label = f"{name} ({folder.name})"
+        entries.append({"variant": label, "preset": name, "folder": str(folder),
+                        "summary": summary, **pattern(summary)})  # fmt: skip
     return entries
 
 
@@ -107,5 +159,45 @@ def write(out: Path, entries: list[dict]) -> Path:
         for e in entries
     ]
     write_json(out / "explain.json", {"variants": slim})
+    forest(entries, out)
     atomic_write(out / "explain.md", markdown(entries).encode())
     return out / "explain.md"
+
+
+def forest(entries: list[dict], folder: Path) -> None:
+    """explain.png/.svg: per variant and comparison, the mean paired difference (distilled −
+    hard-label student, pp) with its 95% CI; filled where Holm-significant; the paper's own
+    differences as reference lines."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {
+        "student_from_teacher": "Student from the large network − hard-label student",
+        "student_from_ensemble": "Student from the ensemble − hard-label student",
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.5 * len(entries)), sharey=True)
+    ys = list(range(len(entries)))[::-1]
+    for ax, kind in zip(axes, KD, strict=True):
+        for y, e in zip(ys, entries, strict=True):
+            d = e["kd_vs_hard"].get(kind, {})
+            if d.get("mean_diff") is None:
+                continue
+            ci = d["ci95"]
+            if ci:
+                ax.plot(ci, [y, y], color="0.3", lw=1.5)
+            ax.plot(d["mean_diff"], y, "o", color="C3" if d["mean_diff"] > 0 else "C0",
+                    mfc=None if d["significant"] else "white", ms=7)  # fmt: skip
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.axvline(PAPER_DIFFS[kind], color="C1", ls="--", lw=1.2,
+                   label=f"paper: {PAPER_DIFFS[kind]:+.2f} pp")  # fmt: skip
+        ax.set_title(titles[kind], fontsize=10)
+        ax.set_xlabel("difference in test error (pp); right = distillation hurts")
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    axes[0].set_yticks(ys, [e["variant"] for e in entries])
+    axes[0].set_ylim(-0.7, len(entries) - 0.3)
+    fig.suptitle(
+        "Mean paired difference, 95% CI; filled: Holm-significant, hollow: not", fontsize=9
+    )
+    save_figure(fig, folder, "explain")

@@ -116,13 +116,16 @@ def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[P
 
 def upstream_key(cfg: Config) -> str:
     """What the teachers and small networks depend on: every setting but the distillation
-    ones (and the preset's name and thread count, which do not change them). Settings at their
-    default are left out, so adding a setting to kdbench does not change existing keys."""
+    ones, the head (what T divides: hard-label training is the same either way), the preset's
+    name and the thread count. Settings at their default are left out, so adding a setting to
+    kdbench does not change existing keys."""
     default = _flat(Config().to_dict())
     raw = {
         k: v
         for k, v in _flat(cfg.to_dict()).items()
-        if not k.startswith("distill.") and k not in ("preset", "threads") and v != default.get(k)
+        if not k.startswith("distill.")
+        and k not in ("model.head", "preset", "threads")
+        and v != default.get(k)
     }
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -145,7 +148,7 @@ def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWor
     per: dict[tuple, int] = {}
     for p in plan:
         k = p.config.distill
-        key = (p.shared, k.kd_monitor, k.loss, k.teacher_updates)
+        key = (p.shared, p.config.model.head, k.kd_monitor, k.loss, k.teacher_updates)
         groups.setdefault(key, []).append(p)
         per[key] = max(1, max_stack // (2 * p.config.protocol.repeats))
     return [
