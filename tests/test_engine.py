@@ -245,3 +245,38 @@ def test_each_layer_is_yielded_after_its_weights_served_the_layer_below():
 
     for a, b in zip(grads(False), grads(True), strict=True):
         assert torch.equal(a, b)
+
+
+def test_jitter_shifts_each_members_images_by_its_own_draw():
+    from kdbench.models import Jitter
+
+    x = torch.rand(3, 4, 28 * 28)
+    jitter = Jitter(2, [10, 11, 12])
+    expect = Jitter(2, [10, 11, 12]).shifts()  # same seeds: the shifts the call will draw
+    got = jitter(x).view(3, 4, 28, 28)
+    for m, (dy, dx) in enumerate(expect):
+        assert max(abs(dy), abs(dx)) <= 2
+        img = x[m].view(4, 28, 28)
+        want = torch.zeros_like(img)
+        ys, xs = slice(max(dy, 0), 28 + min(dy, 0)), slice(max(dx, 0), 28 + min(dx, 0))
+        src_y, src_x = slice(max(-dy, 0), 28 - max(dy, 0)), slice(max(-dx, 0), 28 - max(dx, 0))
+        want[:, ys, xs] = img[:, src_y, src_x]  # written out: new[y, x] = old[y - dy, x - dx]
+        assert torch.equal(got[m], want)
+    assert len({tuple(s) for s in Jitter(2, range(20)).shifts()}) > 1
+
+
+def test_jittered_member_does_not_depend_on_its_stack(small_splits):
+    """Hinton's teachers see shifted images: a member's shifts come from its own generator, so
+    stacked and alone give the same numbers, early stops included."""
+    seeds, shuffles = [1, 2, 3], [5, 6, 7]
+    cfg = _cfg(patience=1, max_epochs=5, batch_size=64, learning_rate=1e-2)
+    stacked = engine.train(engine.Stack("t", SIZES, seeds, shuffles, jitter=2), small_splits, cfg)
+    for m in range(3):
+        alone = engine.train(
+            engine.Stack("t", SIZES, [seeds[m]], [shuffles[m]], jitter=2), small_splits, cfg
+        )
+        assert alone.epochs[0] == stacked.epochs[m]
+        for a, b in zip(alone.params, stacked.params, strict=True):
+            torch.testing.assert_close(a[0], b[m], atol=1e-5, rtol=1e-4)
+    plain = engine.train(engine.Stack("t", SIZES, seeds, shuffles), small_splits, cfg)
+    assert not torch.equal(plain.params[0], stacked.params[0]), "jitter should change training"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from kdbench import engine
@@ -108,4 +109,24 @@ def test_bad_teacher_updates_is_one_line_exit_2_and_writes_nothing(tmp_path):
     proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--teacher-updates" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dataset", "digits", "--teacher-jitter", "2"], "28x28"),
+        (["--teacher-jitter", "-1"], "--teacher-jitter"),
+        (["--loss", "kdd"], "did you mean kd"),
+    ],
+)
+def test_bad_jitter_or_loss_is_one_line_and_writes_nothing(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kdbench", "reproduce", *flags, "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
     assert not out.exists()

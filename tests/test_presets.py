@@ -25,6 +25,7 @@ EXPECTED = {
         ("distill", "temperature"): 20.0,
         ("model", "teacher_dropout"): 0.5,
         ("model", "teacher_input_dropout"): 0.2,
+        ("model", "teacher_jitter"): 2,
     },
 }
 

@@ -26,6 +26,8 @@ ARGS = [
     # teachers trained along with their students: the costliest distillation to resume
     "--teacher-updates",
     "joint",
+    "--teacher-jitter",
+    "1",
 ]
 
 

@@ -62,6 +62,11 @@ FLAGS: dict[str, Flag] = {
         Flag("head", "What T divides: 'logits' or 'softmax' probabilities."),
         Flag("teacher_dropout", "Teacher hidden-layer dropout rate."),
         Flag("teacher_input_dropout", "Teacher input dropout rate."),
+        Flag(
+            "teacher_jitter",
+            "Shift the teachers' training images by up to this many pixels each way"
+            " (Hinton et al. 2015; 28x28 images only).",
+        ),
         Flag("learning_rate", "Adam learning rate.", flag="--lr"),
         Flag("adam_eps", "Adam epsilon (Keras' default)."),
         Flag("batch_size", "Minibatch size."),

@@ -42,6 +42,9 @@ class ModelConfig:
     head: str = "logits"
     teacher_dropout: float = 0.0  # dropout rate on the teacher's hidden layers (Hinton: 0.5)
     teacher_input_dropout: float = 0.0  # dropout rate on the teacher's inputs (Hinton: 0.2)
+    # training images shifted by up to this many pixels each way, teachers only (Hinton: 2);
+    # 28x28 images only
+    teacher_jitter: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,15 @@ def validate(cfg: Config) -> None:
     ):
         if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
             raise ConfigError(f"dropout rate must be in [0, 1) (got {rate!r}); fix {flag}")
+    if (
+        isinstance(m.teacher_jitter, bool)
+        or not isinstance(m.teacher_jitter, int)
+        or not (0 <= m.teacher_jitter < 14)
+    ):
+        raise ConfigError(
+            f"teacher jitter must be a whole number of pixels in [0, 13] (got"
+            f" {m.teacher_jitter!r}); fix --teacher-jitter"
+        )
     if not (isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0):
         raise ConfigError(f"learning rate must be > 0 (got {t.learning_rate!r}); fix --lr")
     if not (isinstance(t.adam_eps, (int, float)) and t.adam_eps > 0):

@@ -26,6 +26,7 @@ from kdbench.data import Splits
 from kdbench.distill import error_rate
 from kdbench.models import (
     Dropout,
+    Jitter,
     Params,
     Tape,
     copy_rows,
@@ -53,6 +54,7 @@ class Stack:
     shuffle_seeds: Sequence[int]
     objective: Objective = field(default_factory=HardLabels)
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden) rates while training
+    jitter: int = 0  # training images shifted by up to this many pixels (28x28 inputs)
 
     def __post_init__(self) -> None:
         if len(self.init_seeds) != len(self.shuffle_seeds) or not self.init_seeds:
@@ -111,6 +113,14 @@ def _dropout(stack: Stack) -> Dropout | None:
     return Dropout(*stack.dropout, seeds)
 
 
+def _jitter(stack: Stack) -> Jitter | None:
+    """Each member's own stream of shifts, derived from its shuffle seed."""
+    if not stack.jitter:
+        return None
+    seeds = [np.random.SeedSequence([int(s), 2]).generate_state(1)[0] for s in stack.shuffle_seeds]
+    return Jitter(stack.jitter, seeds)
+
+
 def _validate(params: Params, splits: Splits, objective: Objective) -> tuple[torch.Tensor, ...]:
     """Per-member (validation loss, validation error), on the CPU."""
     logits = stack_logits(params, splits.x_val)
@@ -129,7 +139,7 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
     best = [p.clone() for p in params] if cfg.restore_best else None
     adam = Adam(params, cfg.learning_rate, cfg.adam_eps)
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
-    dropout = _dropout(stack)
+    dropout, jitter = _dropout(stack), _jitter(stack)
     n_train, batch = len(splits.x_train), cfg.batch_size
     steps = math.ceil(n_train / batch)
     last_epoch = cfg.epochs if cfg.epochs is not None else cfg.max_epochs
@@ -139,15 +149,17 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
 
     for epoch in range(1, last_epoch + 1):
         ids = active.tolist()
-        if dropout is not None:
-            dropout.active = ids
+        for stream in (dropout, jitter):
+            if stream is not None:
+                stream.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=shuffles[i]) for i in ids])
         perms = perms.to(device)
         objective.begin_epoch(active.to(device))
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             index = perms[:, s * batch : (s + 1) * batch]
-            b = Batch(_gather(splits.x_train, index), _gather(splits.y_train, index), index)
+            x = _gather(splits.x_train, index)
+            b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
             loss = step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
             objective.after_step()
             loss_sum += loss * index.shape[1]

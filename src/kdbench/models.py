@@ -70,6 +70,35 @@ class Dropout:
         return grad if rate == 0 else grad / (1 - rate) * self.kept[layer]
 
 
+class Jitter:
+    """Training images shifted by up to `pixels` in each direction (zeros shifted in), one
+    shift per member and step, drawn from the member's own generator: a member's shifts, like
+    its shuffling, never depend on the stack it shares. Inputs are flattened `side` x `side`
+    images."""
+
+    def __init__(self, pixels: int, seeds: Sequence[int], side: int = 28):
+        self.pixels, self.side = int(pixels), side
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.active = list(range(len(seeds)))
+
+    def shifts(self) -> list[tuple[int, int]]:
+        j = self.pixels
+        return [
+            tuple(int(v) for v in torch.randint(-j, j + 1, (2,), generator=self.generators[m]))
+            for m in self.active
+        ]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` `[M, B, side * side]` -> the same images shifted, member m by its (dy, dx)."""
+        j, n = self.pixels, self.side
+        padded = torch.nn.functional.pad(x.view(*x.shape[:2], n, n), (j, j, j, j))
+        out = [
+            padded[m, :, j - dy : j - dy + n, j - dx : j - dx + n]
+            for m, (dy, dx) in enumerate(self.shifts())
+        ]
+        return torch.stack(out).reshape(x.shape)
+
+
 @dataclass
 class Tape:
     """What a training forward pass keeps for `stack_backward`."""

@@ -59,14 +59,15 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "hinton",
-            "Hinton et al. 2015: teacher 1200-1200 with dropout (0.2 input, 0.5 hidden),"
-            " student 800-800, T = 20.",
+            "Hinton et al. 2015: teacher 1200-1200 with dropout (0.2 input, 0.5 hidden) and"
+            " inputs jittered by up to 2 pixels, student 800-800, T = 20.",
             {
                 "teacher_hidden": (1200, 1200),
                 "student_hidden": (800, 800),
                 "temperature": 20.0,
                 "teacher_dropout": 0.5,
                 "teacher_input_dropout": 0.2,
+                "teacher_jitter": 2,
             },
         ),
     )

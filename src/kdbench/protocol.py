@@ -47,12 +47,14 @@ def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tup
     return int(init), int(shuffle)
 
 
-def _stack(name, sizes, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0)):
+def _stack(name, sizes, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0), jitter=0):
+    """One stack of models at `coords`, each with the seeds of its coordinates."""
     seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
     extra = {"objective": objective} if objective is not None else {}
     return engine.Stack(
-        name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout, **extra
-    )
+        name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout,
+        jitter=jitter, **extra,
+    )  # fmt: skip
 
 
 def _records(result, coords, roles, base, val_err, test_err, copies=None) -> list[Record]:
@@ -111,15 +113,14 @@ class Upstream:
         return stack_logits(self.teachers, x), self.member_logits(x)
 
 
-def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout):
+def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout, jitter):
     """(params, records) of one hard-label stack, trained (and saved) or loaded."""
     base = cfg.protocol.seed
     cached = cache.load_stack(name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    res = engine.train(
-        _stack(name, sizes, coords, base, None, dropout), splits, cfg.train, progress
-    )
+    stack = _stack(name, sizes, coords, base, None, dropout, jitter)
+    res = engine.train(stack, splits, cfg.train, progress)
     return res.params, _record_stack(name, res, coords, roles, base, splits, cache)
 
 
@@ -154,7 +155,7 @@ def upstream(
     dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
     teachers, recs = _trained_or_loaded(
         StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache, progress,
-        teacher_sizes, dropout,
+        teacher_sizes, dropout, cfg.model.teacher_jitter,
     )  # fmt: skip
     for rec in recs:
         emit(rec)
@@ -165,7 +166,7 @@ def upstream(
     roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
     params, recs = _trained_or_loaded(
         StackName.SMALL_NETWORKS, cfg, splits, coords, roles, cache, progress, student_sizes,
-        (0.0, 0.0),
+        (0.0, 0.0), 0,
     )  # fmt: skip
     for rec in recs:
         emit(rec)

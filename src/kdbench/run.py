@@ -102,6 +102,11 @@ def _splits(cfg: Config, arrays: dict | None = None) -> data.Splits:
         splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
     else:
         splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    if cfg.model.teacher_jitter and splits.n_features != 28 * 28:
+        raise ConfigError(
+            f"--teacher-jitter shifts 28x28 images, but {d.dataset} has {splits.n_features}"
+            " features per example; use --teacher-jitter 0"
+        )
     if cfg.train.batch_size > len(splits.x_train):
         raise ConfigError(
             f"batch size {cfg.train.batch_size} exceeds the {len(splits.x_train)} training images;"
