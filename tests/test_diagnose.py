@@ -111,6 +111,7 @@ def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     assert [v["variant"] for v in saved] == ["paper (run)", "hard-monitor"]
     assert (tmp_path / "ex" / "hard-monitor" / "summary.json").is_file()
     assert (tmp_path / "ex" / "explain.png").is_file() and "explain.png" in table
+    assert "n < 5: intervals and tests are not conclusive" in table
 
 
 def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_path):

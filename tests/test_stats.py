@@ -22,9 +22,46 @@ def test_summary_against_scipy():
     s = summarize(A)
     assert s["mean"] == pytest.approx(np.mean(A))
     assert s["std"] == pytest.approx(np.std(A, ddof=1))
+    # written out: a t-interval of the logits, back-transformed
+    z = np.log(np.array(A) / (1 - np.array(A)))
+    half = ss.t.ppf(0.975, 9) * z.std(ddof=1) / math.sqrt(10)
+    expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert s["ci95"] == pytest.approx([expit(z.mean() - half), expit(z.mean() + half)])
+    # with 10 repeats and a small spread it is close to the plain t-interval
     lo, hi = ss.t.interval(0.95, 9, loc=np.mean(A), scale=ss.sem(A))
-    assert s["ci95"] == pytest.approx([lo, hi])
+    assert s["ci95"] == pytest.approx([lo, hi], abs=2e-5)
     assert summarize([0.02])["ci95"] is None and summarize([])["mean"] is None
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [0.1374 - 0.0151, 0.1374 + 0.0151],  # the README's smoke run: 2 repeats, t-CI < 0
+        [0.0, 0.0008],  # error rates at 0
+        [0.001, 0.0002, 0.0, 0.0005, 0.0011, 0.0003, 0.0, 0.0004, 0.0009, 0.0001],
+        [0.999, 0.97],
+    ],
+)
+def test_error_intervals_stay_inside_0_and_1(errors):
+    s = summarize(errors)
+    lo, hi = s["ci95"]
+    assert 0 <= lo <= hi <= 1
+    assert lo <= float(np.median(errors)) <= hi
+    plain = ss.t.interval(0.95, len(errors) - 1, loc=np.mean(errors), scale=ss.sem(errors))
+    if plain[0] < 0:  # where the plain interval leaves [0, 1], this one does not
+        assert lo > plain[0]
+
+
+def test_verdict_interval_has_the_sentence_sign():
+    worse = {"a": "student_from_teacher", "b": "student_hard", "n": 10, "mean_diff": 1.03,
+             "ci95": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
+    better = {**worse, "a": "student_from_ensemble", "mean_diff": -0.40, "ci95": [-0.54, -0.26]}
+    assert "worse by 1.03 percentage points" in sentence(worse)
+    assert "95% CI 0.72 to 1.34" in sentence(worse)
+    assert "better by 0.40 percentage points" in sentence(better)
+    assert "95% CI 0.26 to 0.54" in sentence(better)
+    unclear = {**better, "p_holm": 0.3, "ci95": [-0.9, 0.1]}
+    assert "mean difference -0.40" in sentence(unclear) and "CI -0.90 to +0.10" in sentence(unclear)
 
 
 def test_paired_against_scipy_and_by_hand():
@@ -152,3 +189,25 @@ def test_report_from_synthetic_partial_run(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["comparisons"][0]["n"] == 3
     for name in ("table.md", "table.csv", "figure.png", "figure.svg"):
         assert (tmp_path / name).stat().st_size > 0
+    assert "n < 5: intervals and tests are not conclusive" in text  # 3 completed repeats
+
+
+@pytest.mark.parametrize(
+    ("overrides", "paper"),
+    [
+        ({}, True),
+        ({"train_limit": 2000}, False),
+        ({"epochs": 2}, False),
+        ({"dataset": "fashion-mnist"}, False),
+    ],
+)
+def test_paper_column_only_for_the_papers_data_and_training(tmp_path, overrides, paper):
+    from kdbench.config import Config
+
+    cfg = Config().with_overrides(**overrides)
+    run_config = {"config": cfg.to_dict(), "environment": {"python": "3"}}
+    summary = report.render(tmp_path, _records(10), run_config, {"total_seconds": 1.0})
+    table = (tmp_path / "table.md").read_text()
+    assert ("| Paper |" in table) == paper and ("†" in table) == paper
+    assert all((row["paper"] is not None) == paper for row in summary["rows"].values())
+    assert "not conclusive" not in table  # 10 repeats

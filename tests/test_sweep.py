@@ -89,7 +89,13 @@ def test_teachers_and_small_networks_are_trained_once(local):
     assert len(teacher_errors) == 1
     assert result["tests_in_family"] == 8
     assert set(result["best"]) == {"student_from_teacher", "student_from_ensemble"}
-    assert (local / "sweep.png").is_file() and "Holm" in (local / "sweep.md").read_text()
+    text = (local / "sweep.md").read_text()
+    assert (local / "sweep.png").is_file() and "Holm" in text
+    # 2 repeats: flagged, and no star however small p is
+    assert (
+        "n < 5: intervals and tests are not conclusive" in text
+        and "*" not in text.split("| Δ ensemble-KD (pp) |")[1].split("Test error")[0]
+    )
 
 
 def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):

@@ -22,7 +22,7 @@ from kdbench.errors import RunFolderError
 from kdbench.executors import get_executor
 from kdbench.report import save_figure
 from kdbench.roles import ROWS
-from kdbench.stats import SIGNIFICANCE
+from kdbench.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE, min_repeats
 from kdbench.store import atomic_write, read_config, write_json
 from kdbench.sweep_plan import Point, distil_work, reuse, upstream_key
 
@@ -109,6 +109,7 @@ def _pct(row: dict) -> str:
 
 
 def markdown(entries: list[dict]) -> str:
+    few = any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries)
     head = (
         "| Variant | Teacher | Student ← teacher | Ensemble | Student ← ensemble |"
         " Hard-label student | Δ teacher-KD (pp) | Δ ensemble-KD (pp) | Paper's pattern |"
@@ -134,6 +135,7 @@ def markdown(entries: list[dict]) -> str:
         f" repeat; * Holm-adjusted p < {SIGNIFICANCE} within that variant. *Reproduces*: both"
         " distilled students significantly worse than the hard-label student, as the paper"
         " found; *reverses*: both significantly better.\n"
+        + (f"\n**{FEW_REPEATS_NOTE}**\n" if few else "")
     )
 
 

@@ -1,4 +1,11 @@
-"""Aggregates of per-repeat error rates: mean, spread, 95% t-interval (SciPy, nothing by hand)."""
+"""Aggregates of per-repeat error rates: mean, spread, 95% intervals (SciPy, nothing by hand).
+
+An error rate lies in [0, 1], and at 2 repeats a plain t-interval is so wide that it crosses 0.
+Intervals for a row's error are therefore t-intervals on the logit scale, back-transformed: they
+stay inside (0, 1), are close to the plain t-interval when the spread is small, and widen toward
+the far side of 0 or 1 instead of crossing it. Paired differences, which may be negative, keep
+their plain t-intervals.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,26 @@ def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+INTERVAL_METHOD = "t-interval on the logit scale, back-transformed (stays within 0–100%)"
+FEW_REPEATS = 5  # below this many repeats, intervals and tests are flagged as not conclusive
+FEW_REPEATS_NOTE = f"n < {FEW_REPEATS}: intervals and tests are not conclusive."
+EDGE = 1e-4  # error rates are clipped to [EDGE, 1 - EDGE] before the logit (0 and 1 have none)
+
+
+def error_interval(errors: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """95% interval of the mean error rate of `errors` (>= 2 values): a t-interval of the
+    logits, back-transformed, so it stays inside (0, 1)."""
+    x = np.clip(np.asarray(errors, dtype=float), EDGE, 1 - EDGE)
+    z = np.log(x / (1 - x))
+    sd = float(z.std(ddof=1))
+    if sd == 0:
+        return float(np.mean(errors)), float(np.mean(errors))
+    lo, hi = stats.t.interval(confidence, df=len(z) - 1, loc=z.mean(), scale=sd / math.sqrt(len(z)))
+    return float(1 / (1 + math.exp(-lo))), float(1 / (1 + math.exp(-hi)))
+
+
 def summarize(errors: Sequence[float], confidence: float = 0.95) -> dict:
-    """mean, sample std and t-interval; std and CI are None with fewer than two values."""
+    """mean, sample std and interval (`error_interval`); std and CI are None below two values."""
     x = np.asarray(errors, dtype=float)
     n = len(x)
     if n == 0:
@@ -22,12 +47,8 @@ def summarize(errors: Sequence[float], confidence: float = 0.95) -> dict:
     mean = float(x.mean())
     if n < 2:
         return {"n": 1, "mean": mean, "std": None, "ci95": None}
-    std = float(x.std(ddof=1))
-    if std == 0:
-        ci = (mean, mean)
-    else:
-        ci = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / math.sqrt(n))
-    return {"n": n, "mean": mean, "std": std, "ci95": [_clean(ci[0]), _clean(ci[1])]}
+    ci = error_interval(x, confidence)
+    return {"n": n, "mean": mean, "std": float(x.std(ddof=1)), "ci95": [_clean(v) for v in ci]}
 
 
 # Paired comparisons: (a, b) asks "how does a's error differ from b's?" (a − b > 0: a is worse).
@@ -39,6 +60,11 @@ COMPARISONS = (
     ("ensemble", "student_hard"),
 )
 SIGNIFICANCE = 0.05
+
+
+def min_repeats(summary: dict) -> int:
+    """The fewest repeats any row of a run's summary has (what its intervals rest on)."""
+    return min(row["n"] for row in summary["rows"].values())
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

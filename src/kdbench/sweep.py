@@ -17,12 +17,13 @@ from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.executors import EXECUTORS, get_executor
 from kdbench.roles import DISTILLED_ROLES as KD
-from kdbench.stats import SIGNIFICANCE, holm
+from kdbench.stats import FEW_REPEATS, SIGNIFICANCE, holm, min_repeats
 from kdbench.store import atomic_write, write_json
 from kdbench.sweep_plan import distil_work, parse_grid, points, reuse
 from kdbench.sweep_report import heatmap, markdown
 
 SWEEP_CONFIG = "sweep-config.json"
+MIN_STAR_REPEATS = 3
 __all__ = ["analyse", "parse_grid", "points", "run"]
 
 
@@ -101,7 +102,11 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         for kind in KD:
             t = e["kd_vs_hard"][kind]
             t.setdefault("p_holm_grid", None)
-            t["significant"] = t["p_holm_grid"] is not None and t["p_holm_grid"] < SIGNIFICANCE
+            t["significant"] = (  # a star needs at least MIN_STAR_REPEATS pairs
+                t["p_holm_grid"] is not None
+                and t["p_holm_grid"] < SIGNIFICANCE
+                and t["n"] >= MIN_STAR_REPEATS
+            )
     best = {}
     for kind in KD:
         done = [e for e in entries if e["summary"]["rows"][kind]["mean"] is not None]
@@ -129,6 +134,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         for e in entries
     ]
     return {
+        "few_repeats": any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries),
         "grid": grid,
         "points": slim,
         "best": best,

@@ -12,6 +12,7 @@ import numpy as np
 
 from kdbench.report import save_figure
 from kdbench.roles import DISTILLED_ROLES as KD
+from kdbench.stats import FEW_REPEATS_NOTE
 
 
 def _cell(row: dict) -> str:
@@ -61,6 +62,11 @@ def markdown(result: dict) -> str:
         + f"\n\nTest error, mean (95% CI). Δ = distilled − hard-label student in percentage points,"
         f" paired by repeat; * Holm-adjusted p < {result['significance']} across all"
         f" {result['tests_in_family']} tests of the grid.\n\n"
+        + (
+            f"**{FEW_REPEATS_NOTE}** Stars need at least 3 repeats.\n\n"
+            if result.get("few_repeats")
+            else ""
+        )
         + "\n".join(best)
         + "\n\n![Sweep heatmap](sweep.png)\n"
     )

@@ -53,11 +53,15 @@ def sentence(c: dict, threshold: float = SIGNIFICANCE) -> str:
         return f"Not enough paired runs ({n}) to compare {pair}."
     lo, hi = c["ci95"]
     diff, p = c["mean_diff"], c["p_holm"]
-    evidence = f"95% CI {lo:.2f} to {hi:.2f}, p = {p:.3g} Holm-adjusted, {n} paired runs"
+    tail = f"p = {p:.3g} Holm-adjusted, {n} paired runs"
     if p < threshold and diff != 0:
         word = "worse" if diff > 0 else "better"
+        if diff < 0:  # "better by 0.40 (CI 0.26 to 0.54)": the interval in the sentence's sign
+            lo, hi = -hi, -lo
+        evidence = f"95% CI {lo:.2f} to {hi:.2f}, {tail}"
         text = f"{subject} {verb} {word} by {abs(diff):.2f} percentage points{versus} ({evidence})."
     else:
+        evidence = f"95% CI {lo:+.2f} to {hi:+.2f}, {tail}"
         text = (
             f"No detectable difference between {pair} at p < {threshold}"
             f" (mean difference {diff:+.2f} percentage points, {evidence})."
