@@ -159,3 +159,23 @@ def test_pattern_needs_both_students_and_significance():
     assert explain.pattern(summary(1.0, 0.001, 0.4, 0.2))["pattern"].startswith("same direction")
     assert explain.pattern(summary(-1.0, 0.001, -0.4, 0.01))["pattern"] == "reverses"
     assert explain.pattern(summary(1.0, 0.001, -0.4, 0.01))["pattern"] == "mixed"
+
+
+def test_advice_fits_the_run():
+    """Fixed epochs: no talk of stopping or --patience. T = 4: never advise '2-4'."""
+    from kdbench.diagnose import _lower_temperature, from_records
+    from kdbench.records import Record
+
+    def rec(role, repeat, err):
+        return Record(kind="model", role=role, repeat=repeat, member=0, val_error=err,
+                      test_error=err, epochs=3, best_epoch=1, diverged_epoch=None)  # fmt: skip
+
+    records = [rec(role, r, 0.03 + 0.001 * r) for r in range(3)
+               for role in ("teacher", "student_hard", "student_from_teacher",
+                            "student_from_ensemble")]  # fmt: skip
+    found = from_records(records, resolve("paper", epochs=3))
+    text = " ".join(f.title + f.evidence + f.try_next for f in found)
+    assert found and "--patience" not in text and "stopped" not in text
+    assert "--patience" in " ".join(f.try_next for f in from_records(records, resolve("paper")))
+    assert "2-4" not in _lower_temperature(4.0) and "(2, 1)" in _lower_temperature(4.0)
+    assert "(5, 2.5)" in _lower_temperature(10.0)

@@ -64,7 +64,9 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
                 f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
                 " can hardly learn more from a teacher than from the labels themselves.",
                 "--preset hinton (a larger, dropout-regularised teacher), --preset restore-best,"
-                " or a larger --patience",
+                " or a larger --patience"
+                if early_stopping
+                else "--preset hinton (a larger, dropout-regularised teacher), or more --epochs",
             )
         )
     distilled = [e for role in DISTILLED_ROLES for e in _role_epochs(records, role)]
@@ -231,7 +233,7 @@ def from_soft_targets(stats: dict) -> list[Finding]:
         fix = (
             "--preset paper (temperature on the logits)"
             if stats["head"] == "softmax"
-            else "a lower --temperature (2-4 suits small students), or `kdbench sweep`"
+            else _lower_temperature(stats["temperature"])
         )
         found.append(
             Finding(
@@ -244,6 +246,14 @@ def from_soft_targets(stats: dict) -> list[Finding]:
             )
         )
     return found
+
+
+def _lower_temperature(t: float) -> str:
+    """Temperatures to try below `t` (halving), never the one the run already used."""
+    lower = [v for v in (t / 2, t / 4) if v >= 1] or [t / 2]
+    values = ", ".join(f"{v:g}" for v in lower)
+    grid = ",".join(f"{v:g}" for v in [*lower, t])
+    return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
 
 
 def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits | None) -> dict:

@@ -346,9 +346,29 @@ def config_table(cfg: dict) -> str:
             f"Adam lr {t['learning_rate']}, eps {t['adam_eps']}, batch {t['batch_size']}",
         ),
         ("Early stopping", stopping),
-        ("Best weights restored", "yes" if t["restore_best"] else "no (last epoch's weights)"),
-        ("Distilled students stopped on", kd_watch),
+        *(
+            []
+            if t["epochs"] is not None  # nothing stops on anything: say nothing about it
+            else [
+                (
+                    "Best weights restored",
+                    "yes" if t["restore_best"] else "no (last epoch's weights)",
+                ),
+                ("Distilled students stopped on", kd_watch),
+            ]
+        ),
         ("Temperature T, alpha (hard-label weight)", f"{k['temperature']}, {k['alpha']}"),
+        (
+            "Teachers during distillation",
+            "trained along with each student (its own copies; the paper's Keras code)"
+            if k.get("teacher_updates") == "joint"
+            else "frozen",
+        ),
+        *(
+            [("Teacher input jitter", f"up to {m['teacher_jitter']} pixels")]
+            if m.get("teacher_jitter")
+            else []
+        ),
         (
             "Ensemble soft targets",
             "mean of softened probabilities"
