@@ -210,3 +210,28 @@ def test_cuda_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path):
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no CUDA GPU" in proc.stderr and "--device cpu" in proc.stderr
     assert not out.exists()
+
+
+def test_cli_behaves_like_its_peers(tmp_path):
+    """--version, a top-level help that describes the tool, markup that keeps [ray], close
+    names suggested, and report/diagnose on a sweep folder saying what to do instead."""
+    from kdbench import __version__
+
+    assert _run("--version").stdout.strip() == f"kdbench {__version__}"
+    top = _run("--help").stdout
+    assert "hard labels" in top and "parses options" not in top
+    assert "kdbench[ray]" in _run("sweep", "--help").stdout.replace("\n", "").replace(" ", "")
+    bad = _run("reproduce", "--preset", "paper-kera")
+    assert bad.returncode == 2 and "did you mean paper-keras" in bad.stderr
+    bad = _run("sweep", "--out", str(tmp_path / "s"), "--grid", "temprature=2")
+    assert bad.returncode == 2 and "did you mean temperature" in bad.stderr
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep-config.json").write_text("{}")
+    for command in ("report", "diagnose"):
+        proc = _run(command, str(sweep))
+        assert (
+            proc.returncode != 0
+            and "is a sweep folder" in proc.stderr
+            and "sweep.md" in proc.stderr
+        )

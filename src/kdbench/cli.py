@@ -14,13 +14,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markdown import Markdown
 
 from kdbench.cli_options import friendly as _friendly
 from kdbench.cli_options import settings_options, with_progress
 from kdbench.config import MAX_STACK
 from kdbench.errors import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="kdbench: should a small network be trained on hard labels, or distilled from a larger"
+    " teacher or an ensemble? The paper's MNIST study reproduced, with intervals, tests, sizes,"
+    " latencies and the settings that change the answer.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from kdbench import __version__
+
+        print(f"kdbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """kdbench: hard labels vs knowledge distillation, measured."""
+
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
@@ -64,8 +91,14 @@ def presets() -> None:
 
 
 def _run_config(run_dir: Path) -> dict:
+    from kdbench.errors import RunFolderError
     from kdbench.store import read_run_config  # torch loads slowly: import only when needed
 
+    if (run_dir / "sweep-config.json").is_file():
+        raise RunFolderError(
+            f"{run_dir} is a sweep folder: read {run_dir / 'sweep.md'}, or give one of its"
+            f" points, e.g. {run_dir / 'points' / '<label>'}"
+        )
     return read_run_config(run_dir)
 
 
@@ -137,7 +170,12 @@ def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> 
         raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
     found = _diagnosis(run_dir, run_config, records)
     write_json(run_dir / "diagnose.json", found)
-    print(diag.markdown(found), end="")
+    text = diag.markdown(found)
+    console = Console()
+    if console.is_terminal:  # rendered for the terminal; plain Markdown into files and pipes
+        console.print(Markdown(text))
+    else:
+        print(text, end="")
 
 
 @app.command("export")
@@ -216,7 +254,7 @@ def explain(
         Path | None,
         typer.Option(help="A finished run whose teachers and small networks variants can reuse."),
     ] = None,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench\\[ray]').")] = (
         "local"
     ),
     address: Annotated[
@@ -252,7 +290,7 @@ def sweep(
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
     preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install kdbench[ray]).")] = (
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench\\[ray]').")] = (
         "local"
     ),
     address: Annotated[

@@ -8,14 +8,13 @@ Every loss is reduced over the batch only, so a stack of M students gets M indep
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from kdbench.config import Config
@@ -149,9 +148,8 @@ LOSSES: dict[str, type[DistillationLoss]] = {"kd": PaperKD}
 def loss_class(name: str) -> type[DistillationLoss]:
     """The registered loss `name`, or one clear error that suggests the closest names."""
     if name not in LOSSES:
-        close = difflib.get_close_matches(name, LOSSES, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(
-            f"unknown distillation loss '{name}'{hint}; fix --loss: one of {', '.join(LOSSES)}"
+            f"unknown distillation loss '{name}'{did_you_mean(name, LOSSES)}; fix --loss: one of"
+            f" {', '.join(LOSSES)}"
         )
     return LOSSES[name]

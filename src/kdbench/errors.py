@@ -27,3 +27,11 @@ class RunFolderError(KdbenchError):
     """A run folder that cannot be used: unwritable, or holding another configuration."""
 
     exit_code = 2
+
+
+def did_you_mean(name: str, choices) -> str:
+    """' (did you mean a, b?)' for the closest valid names, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbench.config import Config
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ VARIANTS = (
 def get(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(
-            f"unknown preset '{name}'; choose one of {', '.join(PRESETS)} (see `kdbench presets`)"
+            f"unknown preset '{name}'{did_you_mean(name, PRESETS)}; choose one of"
+            f" {', '.join(PRESETS)} (see `kdbench presets`)"
         )
     return PRESETS[name]
 

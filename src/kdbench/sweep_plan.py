@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import MAX_STACK, Config, flat_index
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM
 from kdbench.store import RunStore, link, read_config
 
@@ -56,7 +56,10 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if name == "lr":
             name = "learning_rate"
         if name not in index or name in ("dataset", "data_dir", "fingerprint"):
-            raise ConfigError(f"--grid: '{name}' is not a setting a sweep can vary")
+            valid = [n for n in index if n not in ("dataset", "data_dir", "fingerprint")]
+            raise ConfigError(
+                f"--grid: '{name}' is not a setting a sweep can vary{did_you_mean(name, valid)}"
+            )
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; list all its values once")
         grid[name] = [_parse_value(name, v.strip(), defaults[name]) for v in values.split(",")]
