@@ -106,6 +106,8 @@ def test_study_on_your_own_arrays(tmp_path):
     assert summary["rows"]["student_hard"]["n"] == 2
     assert summary["rows"]["teacher"]["mean"] < 0.3  # chance is 0.67
     assert summary["rows"]["teacher"]["paper"] is None  # the paper's numbers are MNIST's
+    heading = (folder / "report.md").read_text().splitlines()[0]
+    assert "your data" in heading and "reproduce" not in heading
     saved = json.loads((folder / "config.json").read_text())["config"]["data"]
     assert saved["dataset"] == "arrays" and len(saved["fingerprint"]) == 64
     # the folder is complete: report and diagnose re-read the arrays from it

@@ -416,9 +416,11 @@ def report_markdown(summary: dict, run_config: dict) -> str:
         if comparable_to_paper(cfg)
         else f"test error on {'your data' if dataset == 'arrays' else dataset}"
     )
-    return f"""# kdbench reproduce — hard labels vs knowledge distillation
+    heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
+    resumed = " (all parts of a resumed run)" if summary["timing"].get("resumed") else ""
+    return f"""# {heading} — hard labels vs knowledge distillation
 
-{status} Wall time {total:.0f} s.
+{status} Wall time {total:.0f} s{resumed}.
 {diverged}
 ## Table 1 — {title}
 

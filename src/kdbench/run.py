@@ -152,7 +152,13 @@ def reproduce(
         write_json(folder / "resources.json", measured)
     found = diagnose.diagnose(folder, records, cfg, splits)
     write_json(folder / "diagnose.json", found)
-    timing = {"total_seconds": time.perf_counter() - start, "resumed": store.resumed}
+    this_part = time.perf_counter() - start
+    timing = {
+        # a resumed run adds the training time of its earlier parts (from their records)
+        "total_seconds": this_part + store.earlier_seconds,
+        "this_part_seconds": this_part,
+        "resumed": store.resumed,
+    }
     if isinstance(cache, SharedCache):
         timing["trained_stacks"] = cache.trained
     summary = report.render(folder, records, run_config, timing, measured, found)

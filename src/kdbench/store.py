@@ -121,7 +121,10 @@ class RunStore:
             self.resumed = False
         (self.folder / "checkpoints").mkdir(exist_ok=True)
         self._drop_torn_line()
-        self._seen = {r.key for r in read_records(self.folder)}
+        earlier = read_records(self.folder)
+        self._seen = {r.key for r in earlier}
+        # training time spent by earlier parts of a resumed run (its records are already here)
+        self.earlier_seconds = sum(r.seconds or 0.0 for r in earlier)
 
     def _drop_torn_line(self) -> None:
         """A kill mid-append can leave a partial last line; cut it so appends stay valid JSONL."""
