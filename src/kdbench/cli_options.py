@@ -4,7 +4,7 @@ Each `Flag` names a field of `config.Config` and says what it means; its type an
 shown in `--help` are read from the dataclass, so help text and defaults cannot drift from
 `config.py` (a test checks that every field has a flag). `settings_options` turns a command
 into one with these flags, handing it the flags that were given as `Config.with_overrides`
-keywords. Also here: the one-line error wrapper and the progress bar the commands share.
+keywords. Also here: the one-line error wrapper the commands share.
 No torch import: `kdbench --help` and bad flags answer at once.
 """
 
@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import inspect
 import sys
-import time
 import types
 import typing
 from collections.abc import Callable
@@ -22,20 +21,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from kdbench.config import TOP_LEVEL, Config, flat_index
 from kdbench.errors import ConfigError, KdbenchError
+from kdbench.progress import with_progress
 
-err = Console(stderr=True)
+__all__ = ["FLAGS", "NOT_FLAGS", "friendly", "settings_options", "with_progress"]
 
 
 @dataclass(frozen=True)
@@ -187,48 +178,3 @@ def friendly(fn):
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-class Bar:
-    """Rich progress bar on a terminal (one bar per epoch of the current stack, ETA, models still
-    training); one plain line per epoch when stderr is a log file."""
-
-    def __init__(self) -> None:
-        self.live = err.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps · epoch ETA"),
-            TimeRemainingColumn(),
-            TextColumn("· elapsed"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=not self.live,
-        )
-        self.task = None
-        self.key = None
-        self.start = time.perf_counter()
-
-    def __call__(self, stack, epoch, last, step, steps, active) -> None:
-        desc = f"{stack:<18} epoch {epoch:>2}/{last} · {active} training"
-        if not self.live:
-            if step == steps:
-                elapsed = time.perf_counter() - self.start
-                print(f"{desc} · {elapsed:.0f} s elapsed", file=sys.stderr, flush=True)
-            return
-        if self.key != (stack, epoch):
-            self.key = (stack, epoch)
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(desc, total=steps)
-        self.progress.update(self.task, completed=step, description=desc)
-
-
-def with_progress(quiet: bool, fn):
-    """fn(progress) under a progress bar, or fn(None) when quiet."""
-    if quiet:
-        return fn(None)
-    bar = Bar()
-    with bar.progress:
-        return fn(bar)

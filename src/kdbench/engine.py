@@ -41,7 +41,7 @@ from kdbench.stopping import EarlyStopping, EpochLog
 
 # progress(stack name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
-PROGRESS_EVERY = 64  # steps between progress callbacks
+PROGRESS_SECONDS = 0.5  # the longest wait between progress callbacks within an epoch
 
 
 @dataclass
@@ -146,6 +146,7 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
     patience = None if cfg.epochs is not None else cfg.patience
     stopping = EarlyStopping(stack.size, cfg.monitor, patience, last_epoch)
     active = torch.arange(stack.size)  # member ids still training (CPU)
+    last_call = -math.inf
 
     for epoch in range(1, last_epoch + 1):
         ids = active.tolist()
@@ -163,8 +164,9 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
             loss = step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
             objective.after_step()
             loss_sum += loss * index.shape[1]
-            if progress is not None and s % PROGRESS_EVERY == 0:
+            if progress is not None and time.perf_counter() - last_call >= PROGRESS_SECONDS:
                 progress(stack.name, epoch, last_epoch, s, steps, len(ids))
+                last_call = time.perf_counter()
 
         log = EpochLog((loss_sum / n_train).cpu(), *_validate(params, splits, objective))
         decision = stopping.update(epoch, active, log)

@@ -21,6 +21,7 @@ from kdbench.config import Config
 from kdbench.distill import loss_class
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.progress import with_progress
 from kdbench.protocol import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.store import RunStore, SharedCache, atomic_write, write_json
@@ -80,7 +81,7 @@ def study(
     y_test,
     config: Config | None = None,
     out: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool = True,
     measure_latency: bool = False,
 ) -> tuple[Path, dict]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
@@ -128,13 +129,18 @@ def _run_config(cfg: Config) -> dict:
 def reproduce(
     cfg: Config,
     out: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = True,
     measure_latency: bool = True,
     arrays: dict | None = None,
     shared: Path | None = None,
 ) -> tuple[Path, dict]:
     """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
-    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`)."""
+    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
+    `progress`: True (a progress bar on stderr), False or None (silent), or your callback."""
+    if progress is True:
+        return with_progress(False, lambda bar: reproduce(
+            cfg, out, bar, measure_latency, arrays, shared))  # fmt: skip
+    progress = progress or None
     start = time.perf_counter()
     _prepare_device(cfg)
     splits = _splits(cfg, arrays)

@@ -1,0 +1,39 @@
+"""Progress moves at least once a second, and the Python API shows it unless told not to."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+from kdbench import engine
+from kdbench.config import TrainConfig
+from kdbench.objectives import HardLabels
+
+
+class _Slow(HardLabels):
+    def loss(self, logits, batch):
+        time.sleep(0.05)  # 20 steps a second: 64 steps would be 3 s without a word
+        return super().loss(logits, batch)
+
+
+def test_progress_moves_at_least_every_second(small_splits):
+    calls = []
+    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8)  # 60 steps, about 3 s
+    stack = engine.Stack("t", [784, 8, 10], [1], [2], _Slow())
+    engine.train(stack, small_splits, cfg, lambda *a: calls.append((time.perf_counter(), a)))
+    times = [t for t, _ in calls]
+    assert times[-1] - times[0] > 2
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.0
+    assert calls[-1][1][3] == calls[-1][1][4]  # the epoch's last call: all steps done
+
+
+def test_python_api_shows_progress_unless_told_not_to(tmp_path, capsys):
+    from kdbench import reproduce
+    from kdbench.presets import resolve
+
+    cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=1, threads=1)
+    reproduce(cfg, tmp_path / "a", measure_latency=False)
+    assert "distilled students" in capsys.readouterr().err
+    reproduce(cfg, tmp_path / "b", progress=False, measure_latency=False)
+    assert capsys.readouterr().err == ""
