@@ -5,7 +5,9 @@ The entry point the CLI and the Python API share: `reproduce(Config(), "runs/x")
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +59,24 @@ def _prepare_device(cfg: Config) -> None:
         )
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    elif cfg.device == "cpu":
+        _busy_machine_threads()
+
+
+def _busy_machine_threads() -> None:
+    """With no --threads, torch takes every core; if other work already holds them, its threads
+    wait on each other and a run is several times slower than on one thread
+    (`benchmarks/busy.py`). Then use one thread, and say so. Thread counts do not change the
+    numbers (same benchmark)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cores and cores > 1 and load >= cores - 0.5:
+        torch.set_num_threads(1)
+        print(
+            f"kdbench: the machine is busy (load {load:.1f} on {cores} cores), so training uses"
+            f" 1 thread, faster there; --threads {cores} overrides",
+            file=sys.stderr,
+        )
 
 
 DATA_FILE = "data.safetensors"  # the arrays of a Python-API run, so its folder is complete
