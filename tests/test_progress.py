@@ -37,3 +37,24 @@ def test_python_api_shows_progress_unless_told_not_to(tmp_path, capsys):
     assert "distilled students" in capsys.readouterr().err
     reproduce(cfg, tmp_path / "b", progress=False, measure_latency=False)
     assert capsys.readouterr().err == ""
+
+
+def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
+    import os
+
+    import torch
+
+    from kdbench import run
+    from kdbench.presets import resolve
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, threads in ((3.9, 1), (0.3, 4)):
+        torch.set_num_threads(4)
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        run._prepare_device(resolve("paper"))
+        assert torch.get_num_threads() == threads
+        err = capsys.readouterr().err
+        assert ("machine is busy" in err) == (threads == 1)
+    torch.set_num_threads(4)
+    run._prepare_device(resolve("paper", threads=2))  # an explicit --threads always wins
+    assert torch.get_num_threads() == 2
