@@ -1,18 +1,19 @@
 """Inference latency per image, measured: PyTorch eager and ONNX Runtime, batch 1 and 256.
 
-Medians over repeated timing blocks after warm-up, with the interquartile range, on a stated
-number of threads (default 1: what one core of a phone or a single-board computer gives you).
+Timed with `torch.utils.benchmark.Timer.blocked_autorange` (warm-up, blocks sized to the
+timer's resolution, median and quartiles of the blocks), on a stated number of threads (default
+1: what one core of a phone or a single-board computer gives you).
 """
 
 from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils import benchmark
 
 from kdbench import export
 from kdbench.models import layer_sizes, stack_forward
@@ -22,22 +23,15 @@ from kdbench.roles import ROWS
 BATCHES = (1, 256)
 
 
-def time_per_image(fn: Callable[[], object], batch: int, blocks: int = 7, block_s: float = 0.05):
-    """Median and quartiles of seconds per image, over `blocks` timing blocks of ~block_s each."""
-    for _ in range(5):
-        fn()
-    t = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t, 1e-7)
-    calls = max(1, int(block_s / once))
-    samples = []
-    for _ in range(blocks):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t) / calls / batch)
-    q = statistics.quantiles(samples, n=4)
-    return {"median_us": 1e6 * statistics.median(samples), "q1_us": 1e6 * q[0], "q3_us": 1e6 * q[2]}
+def time_per_image(fn: Callable[[], object], batch: int, min_run_time: float = 0.3) -> dict:
+    """Median and quartiles of microseconds per image over the timer's blocks."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    per_image = [t / batch for t in m.times]
+    q = statistics.quantiles(per_image, n=4) if len(per_image) > 1 else per_image * 3
+    median = statistics.median(per_image)
+    return {"median_us": 1e6 * median, "q1_us": 1e6 * min(q[0], median),
+            "q3_us": 1e6 * max(q[-1], median)}  # fmt: skip
 
 
 def torch_forward(members: list[list[torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -273,6 +273,7 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name in ROWS:
@@ -286,6 +287,10 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
             yerr = [[y - 100 * row["ci95"][0]], [100 * row["ci95"][1] - y]]
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4, label=LABELS[name])
     ax.set_xscale("log")
+    # plain numbers at 1-2-5 steps, not 10^1.6-style labels on a range narrower than a decade
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("latency per image at batch 1, ONNX Runtime (µs, log scale)")
     ax.set_ylabel("test error rate (%)")
     ax.set_title("Accuracy vs latency: lower left is better")

@@ -50,20 +50,26 @@ def environment(cfg: Config) -> dict[str, str]:
     return env
 
 
-def _prepare_device(cfg: Config) -> None:
+def _check(cfg: Config) -> None:
     """Settings that need torch to check: the device, and the distillation loss's name."""
     loss_class(cfg.distill.loss)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
         )
+
+
+def _prepare_device(cfg: Config) -> str | None:
+    """Threads: --threads, or one thread on a busy machine. Returns the notice to print once the
+    run has started (a refused run prints its error line alone)."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     elif cfg.device == "cpu":
-        _busy_machine_threads()
+        return _busy_machine_threads()
+    return None
 
 
-def _busy_machine_threads() -> None:
+def _busy_machine_threads() -> str | None:
     """With no --threads, torch takes every core; if other work already holds them, its threads
     wait on each other and a run is several times slower than on one thread
     (`benchmarks/busy.py`). Then use one thread, and say so. Thread counts do not change the
@@ -72,11 +78,11 @@ def _busy_machine_threads() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if cores and cores > 1 and load >= cores - 0.5:
         torch.set_num_threads(1)
-        print(
+        return (
             f"kdbench: the machine is busy (load {load:.1f} on {cores} cores), so training uses"
-            f" 1 thread, faster there; --threads {cores} overrides",
-            file=sys.stderr,
+            f" 1 thread, faster there; --threads {cores} overrides"
         )
+    return None
 
 
 DATA_FILE = "data.safetensors"  # the arrays of a Python-API run, so its folder is complete
@@ -162,11 +168,14 @@ def reproduce(
             cfg, out, bar, measure_latency, arrays, shared))  # fmt: skip
     progress = progress or None
     start = time.perf_counter()
-    _prepare_device(cfg)
+    _check(cfg)
     splits = _splits(cfg, arrays)
+    notice = _prepare_device(cfg)
     folder = Path(out) if out is not None else default_out()
     run_config = _run_config(cfg)
     store = RunStore(folder, run_config)
+    if notice:
+        print(notice, file=sys.stderr)
     if arrays is not None and not (folder / DATA_FILE).is_file():
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         atomic_write(folder / DATA_FILE, save(tensors))
@@ -200,8 +209,9 @@ def distil_points(
     stacks this call trained."""
     if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
         return [[] for _ in folders]
-    _prepare_device(cfgs[0])
+    _check(cfgs[0])
     splits = _splits(cfgs[0]).to(cfgs[0].device)
+    _prepare_device(cfgs[0])
     caches = [
         SharedCache(RunStore(f, _run_config(c)), shared) for c, f in zip(cfgs, folders, strict=True)
     ]
