@@ -238,7 +238,7 @@ def main() -> None:
 
 @app.command()
 @_friendly
-@settings_options(only=SHARED)
+@settings_options(only=(*SHARED, "threads"))
 def explain(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
