@@ -211,3 +211,20 @@ def test_paper_column_only_for_the_papers_data_and_training(tmp_path, overrides,
     assert ("| Paper |" in table) == paper and ("†" in table) == paper
     assert all((row["paper"] is not None) == paper for row in summary["rows"].values())
     assert "not conclusive" not in table  # 10 repeats
+
+
+def test_table_csv_is_tidy_in_percent(tmp_path):
+    import csv
+
+    from kdbench.config import Config
+
+    recs = _records(3)
+    run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
+    report.render(tmp_path, recs, run_config, {"total_seconds": 1.0})
+    rows = list(csv.DictReader((tmp_path / "table.csv").read_text().splitlines()))
+    assert len(rows) == len(recs)  # one per model (or combined ensemble) and repeat
+    assert set(rows[0]) >= {"role", "repeat", "member", "test_error_pct"}
+    by_key = {(r.role, r.repeat, r.kind): r for r in recs}
+    for row in rows:
+        rec = by_key[(row["role"], int(row["repeat"]), row["kind"])]
+        assert row["test_error_pct"] == f"{100 * rec.test_error:.2f}"  # percent, no float noise
