@@ -20,7 +20,7 @@ from typing import Any
 from kdbench.config import Config
 from kdbench.errors import RunFolderError
 from kdbench.executors import get_executor
-from kdbench.report import save_figure
+from kdbench.figures import save_figure
 from kdbench.roles import ROWS
 from kdbench.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE, min_repeats
 from kdbench.store import atomic_write, read_config, write_json

@@ -1,4 +1,4 @@
-"""Turn records into the study's outputs: summary.json, Table 1, Figure 3 and report.md.
+"""Turn records into the study's outputs: summary.json, Table 1, report.md (figures: `figures`).
 
 Everything here reads records only, so a report can be re-rendered without training.
 """
@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.diagnose import markdown as diagnose_markdown
+from kdbench.figures import figure, tradeoff_figure
 from kdbench.protocol import row_errors
 from kdbench.records import Record
-from kdbench.roles import ROWS
+from kdbench.roles import LABELS, ROWS
 from kdbench.stats import (
     FEW_REPEATS,
     FEW_REPEATS_NOTE,
@@ -32,13 +33,6 @@ PAPER_TABLE1 = {
     "ensemble": 0.0181,
     "student_from_ensemble": 0.0268,
     "student_hard": 0.0226,
-}
-LABELS = {
-    "teacher": "Large network (teacher)",
-    "student_from_teacher": "Student distilled from the large network",
-    "ensemble": "Ensemble of small networks",
-    "student_from_ensemble": "Student distilled from the ensemble",
-    "student_hard": "Small network on hard labels",
 }
 
 
@@ -155,78 +149,6 @@ def table_csv(records: list[Record]) -> str:
     return buf.getvalue()
 
 
-def figure(summary: dict, folder: Path) -> None:
-    """Figure 3: measured error per row (mean, 95% CI, each repeat a dot) beside the paper's."""
-    import matplotlib  # loads slowly: imported when a figure is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    short = [
-        "Teacher",
-        "Student\n← teacher",
-        "Ensemble",
-        "Student\n← ensemble",
-        "Student\nhard labels",
-    ]
-    colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
-    for i, name in enumerate(ROWS):
-        row = summary["rows"][name]
-        if row["mean"] is None:
-            continue
-        mean = 100 * row["mean"]
-        err = None
-        if row["ci95"] is not None:
-            err = [[mean - 100 * row["ci95"][0]], [100 * row["ci95"][1] - mean]]
-        ax.bar(
-            i - 0.18,
-            mean,
-            width=0.36,
-            color=colours[i],
-            yerr=err,
-            capsize=4,
-            label="measured (95% CI)" if i == 0 else None,
-        )
-        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors"]))]
-        ax.scatter(
-            xs,
-            [100 * e for e in row["errors"]],
-            s=10,
-            color="black",
-            zorder=3,
-            label="each repeat" if i == 0 else None,
-        )
-        if row["paper"] is None:
-            continue
-        ax.bar(
-            i + 0.18,
-            100 * row["paper"],
-            width=0.36,
-            color="#bbbbbb",
-            hatch="//",
-            label="paper (Table 1)" if i == 0 else None,
-        )
-    ax.set_xticks(range(len(ROWS)), short)
-    ax.set_ylabel("test error rate (%)")
-    ax.set_title("Original models vs distilled students (Figure 3)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, folder, "figure")
-
-
-def save_figure(fig, folder: Path, stem: str) -> None:
-    """PNG for GitHub and browsers, SVG for papers; both written atomically."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext)
-        atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
-    plt.close(fig)
-
-
 def resources_markdown(summary: dict) -> str:
     res = summary["resources"]
     lines = [
@@ -264,38 +186,6 @@ def resources_section(summary: dict) -> str:
         "## What each model costs on a device\n\n"
         f"{resources_markdown(summary)}\n![Error vs latency](tradeoff.png)\n\n"
     )
-
-
-def tradeoff_figure(summary: dict, folder: Path) -> None:
-    """Error rate against batch-1 latency, one point per model kind, 95% CI bars."""
-    import matplotlib  # loads slowly: imported when a figure is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name in ROWS:
-        row, res = summary["rows"][name], summary["resources"]["rows"][name]
-        if row["mean"] is None:
-            continue
-        x = res["latency"]["onnx_b1"]["median_us"]
-        y = 100 * row["mean"]
-        yerr = None
-        if row["ci95"] is not None:
-            yerr = [[y - 100 * row["ci95"][0]], [100 * row["ci95"][1] - y]]
-        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4, label=LABELS[name])
-    ax.set_xscale("log")
-    # plain numbers at 1-2-5 steps, not 10^1.6-style labels on a range narrower than a decade
-    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.set_xlabel("latency per image at batch 1, ONNX Runtime (µs, log scale)")
-    ax.set_ylabel("test error rate (%)")
-    ax.set_title("Accuracy vs latency: lower left is better")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, folder, "tradeoff")
 
 
 def comparisons_markdown(summary: dict) -> str:

@@ -32,6 +32,14 @@ class Role(_Name):
 
 
 ROWS = tuple(Role)  # Table 1's order
+LABELS = {  # how tables and figures name the rows
+    "teacher": "Large network (teacher)",
+    "student_from_teacher": "Student distilled from the large network",
+    "ensemble": "Ensemble of small networks",
+    "student_from_ensemble": "Student distilled from the ensemble",
+    "student_hard": "Small network on hard labels",
+}
+
 DISTILLED_ROLES = (Role.STUDENT_FROM_TEACHER, Role.STUDENT_FROM_ENSEMBLE)
 
 

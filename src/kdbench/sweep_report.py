@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kdbench.report import save_figure
+from kdbench.figures import save_figure
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.stats import FEW_REPEATS_NOTE
 
