@@ -75,3 +75,48 @@ def test_latency_block_timing_is_positive_and_ordered():
     assert 0.5 < again["median_us"] / t["median_us"] < 2
     per_image = latency.time_per_image(lambda: sum(range(1000)), batch=10, min_run_time=0.05)
     assert 0.05 < per_image["median_us"] / t["median_us"] < 0.2  # a tenth: per image
+
+
+def test_load_gives_the_trained_model_back(quick_run):
+    """kdbench.load: an eval-mode nn.Module whose test error is the recorded one, preprocessing
+    documented on it; a checkpoint that does not match the run's configuration is refused."""
+    import json
+
+    import kdbench
+    from kdbench import data
+
+    arrays = data.load("mnist", train_limit=2000)
+    from kdbench.loading import Ensemble
+
+    for role, expected_type in (("student_from_ensemble", torch.nn.Sequential),
+                                ("ensemble", Ensemble)):  # fmt: skip
+        model = kdbench.load(quick_run, role, repeat=1)
+        assert isinstance(model, expected_type) and not model.training
+        assert "divided by 255" in model.preprocessing
+        with torch.no_grad():
+            err = float((model(arrays.x_test).argmax(1) != arrays.y_test).float().mean())
+        records = [json.loads(x) for x in (quick_run / "records.jsonl").read_text().splitlines()]
+        kind = "ensemble" if role == "ensemble" else "model"
+        mine = [r for r in records if r["role"] == role and r["repeat"] == 1 and r["kind"] == kind]
+        recorded = mine[0]["test_error"]
+        assert err == pytest.approx(recorded, abs=1e-6)
+    member = kdbench.load(quick_run, "ensemble", repeat=0, member=2)
+    assert isinstance(member, torch.nn.Sequential)
+    with pytest.raises(kdbench.ConfigError, match=r"members 0\.\.2"):
+        kdbench.load(quick_run, "ensemble", repeat=0, member=3)
+
+
+def test_load_refuses_a_checkpoint_from_another_configuration(quick_run, tmp_path):
+    import json
+    import shutil
+
+    import kdbench
+    from kdbench.errors import RunFolderError
+
+    other = tmp_path / "other"
+    shutil.copytree(quick_run, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["config"]["model"]["student_hidden"] = [50]
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunFolderError, match="does not belong to this run"):
+        kdbench.load(other, "student_hard")

@@ -5,6 +5,7 @@ Public API::
     from kdbench import Config, reproduce
     folder, summary = reproduce(Config().with_overrides(repeats=2, train_limit=5000), "runs/try")
     folder, summary = study(x_train, y_train, x_test, y_test, Config(), "runs/mine")  # your data
+    student = load(folder, "student_from_ensemble", repeat=0)  # an nn.Module, eval mode
 """
 
 __version__ = "0.1.0"
@@ -15,12 +16,17 @@ from kdbench.presets import resolve as preset
 
 
 def __getattr__(name: str):
-    """`reproduce` and `study` load torch, SciPy and matplotlib on first use, not on import: a
-    command that needs none of them (`kdbench presets`, `--help`, a bad flag) answers at once."""
+    """`reproduce`, `study` and `load` import torch, SciPy and matplotlib on first use, not on
+    import: a command that needs none of them (`kdbench presets`, `--help`, a bad flag)
+    answers at once."""
     if name in ("reproduce", "study"):
         from kdbench import run
 
         return getattr(run, name)
+    if name == "load":
+        from kdbench.loading import load
+
+        return load
     raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
 
 
@@ -31,6 +37,7 @@ __all__ = [
     "KdbenchError",
     "RunFolderError",
     "__version__",
+    "load",
     "preset",
     "reproduce",
     "study",
