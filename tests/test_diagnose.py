@@ -112,6 +112,9 @@ def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     assert (tmp_path / "ex" / "hard-monitor" / "summary.json").is_file()
     assert (tmp_path / "ex" / "explain.png").is_file() and "explain.png" in table
     assert "n < 5: intervals and tests are not conclusive" in table
+    # the --from run was made with other settings: named, not silently compared
+    assert "settings differ beyond the presets" in table and "protocol.repeats" in table
+    assert "protocol.repeats" in proc.stderr
 
 
 def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_path):
@@ -133,6 +136,8 @@ def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_pa
                 for r in read_records(folder)]  # fmt: skip
 
     assert numbers(folders[1]) == numbers(alone)
+    explain.write(tmp_path / "ex", explain.collect(folders))  # same settings but the presets
+    assert "differ beyond the presets" not in (tmp_path / "ex" / "explain.md").read_text()
 
 
 def test_pattern_needs_both_students_and_significance():

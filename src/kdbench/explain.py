@@ -13,14 +13,17 @@ once), and they run on the same executors (local or Ray).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import Config
+from kdbench.config import Config, config_diff, flat_index
 from kdbench.errors import RunFolderError
 from kdbench.executors import get_executor
 from kdbench.figures import save_figure
+from kdbench.presets import PRESETS
+from kdbench.presets import get as get_preset
 from kdbench.roles import ROWS
 from kdbench.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE, min_repeats
 from kdbench.store import atomic_write, read_config, write_json
@@ -108,7 +111,7 @@ def _pct(row: dict) -> str:
     return f"{100 * row['mean']:.2f}%{spread}"
 
 
-def markdown(entries: list[dict]) -> str:
+def markdown(entries: list[dict], warnings: tuple[str, ...] = ()) -> str:
     few = any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries)
     head = (
         "| Variant | Teacher | Student ← teacher | Ensemble | Student ← ensemble |"
@@ -136,7 +139,38 @@ def markdown(entries: list[dict]) -> str:
         " distilled students significantly worse than the hard-label student, as the paper"
         " found; *reverses*: both significantly better.\n"
         + (f"\n**{FEW_REPEATS_NOTE}**\n" if few else "")
+        + "".join(
+            f"\n**Warning: settings differ beyond the presets:** {w}. The rows do not isolate"
+            " the presets' effect.\n"
+            for w in warnings
+        )
     )
+
+
+def _beyond_preset(cfg: Config) -> dict:
+    """A run's settings with its preset's own overrides put back to their defaults: what must
+    agree between runs for their comparison to isolate the presets."""
+    default = Config()
+    reset = {}
+    for name in get_preset(cfg.preset).overrides if cfg.preset in PRESETS else ():
+        section = flat_index()[name]
+        reset[name] = getattr(getattr(default, section), name)
+    raw = cfg.with_overrides(**reset).to_dict()
+    for label_only in ("preset", "threads", "device"):
+        del raw[label_only]
+    return raw
+
+
+def differences(folders: list[Path]) -> list[str]:
+    """For each run whose settings differ from the first run's beyond their presets, one line
+    naming the folder and the settings."""
+    neutral = [_beyond_preset(read_config(f)) for f in folders]
+    out = []
+    for folder, raw in zip(folders[1:], neutral[1:], strict=True):
+        diff = config_diff(neutral[0], raw)
+        if diff:
+            out.append(f"{folder} differs from {folders[0]} in {', '.join(diff)}")
+    return out
 
 
 def collect(folders: list[Path]) -> list[dict]:
@@ -155,14 +189,19 @@ def collect(folders: list[Path]) -> list[dict]:
 
 
 def write(out: Path, entries: list[dict]) -> Path:
+    """explain.json, explain.md and the forest plot; runs whose settings differ beyond their
+    presets are named on stderr and in explain.md."""
     out.mkdir(parents=True, exist_ok=True)
+    warnings = tuple(differences([Path(e["folder"]) for e in entries]))
+    for w in warnings:
+        print(f"kdbench explain: warning: {w}", file=sys.stderr)
     slim = [
         {k: v for k, v in e.items() if k != "summary"} | {"rows": e["summary"]["rows"]}
         for e in entries
     ]
-    write_json(out / "explain.json", {"variants": slim})
+    write_json(out / "explain.json", {"variants": slim, "warnings": list(warnings)})
     forest(entries, out)
-    atomic_write(out / "explain.md", markdown(entries).encode())
+    atomic_write(out / "explain.md", markdown(entries, warnings).encode())
     return out / "explain.md"
 
 
