@@ -51,6 +51,12 @@ def test_report_of_a_committed_run_gives_its_committed_numbers(tmp_path):
     cmd = [sys.executable, "-m", "kdbench", "report", str(run)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     after = json.loads((run / "summary.json").read_text())
+    # no checkpoints are committed: the figures measured with them are kept, not dropped
+    committed = json.loads((RESULTS / "paper-mnist" / "diagnose.json").read_text())
+    assert committed["soft_targets"] is not None
+    assert (
+        json.loads((run / "diagnose.json").read_text())["soft_targets"] == committed["soft_targets"]
+    )
     for row, got in after["rows"].items():
         assert got["errors"] == before["rows"][row]["errors"]
         assert got["mean"] == pytest.approx(before["rows"][row]["mean"])

@@ -8,6 +8,7 @@ students' fidelity to their teachers need the run's checkpoints and test set, an
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -256,6 +257,17 @@ def _lower_temperature(t: float) -> str:
     return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
 
 
+def _measured_before(run_dir: Path) -> dict | None:
+    """The soft-target and fidelity figures of an earlier diagnosis of this run, if any."""
+    path = run_dir / "diagnose.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("soft_targets")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits | None) -> dict:
     """Findings and (where checkpoints allow) soft-target entropy and fidelity, as one dict."""
     found = from_records(records, cfg)
@@ -270,6 +282,10 @@ def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits |
             note = f"checkpoints unreadable ({exc}): soft-target and fidelity checks skipped"
         if stats is None and note is None:
             note = "checkpoints incomplete: soft-target and fidelity checks skipped"
+    if stats is None:  # checkpoints gone (a committed run): keep what was measured with them
+        stats = _measured_before(Path(run_dir))
+        if stats is not None:
+            note = "soft-target and fidelity figures measured when the checkpoints were there"
     if stats is not None:
         found += from_soft_targets(stats)
     return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
