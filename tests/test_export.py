@@ -48,8 +48,21 @@ def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, r
     cmd = [sys.executable, "-m", "kdbench", "export", str(quick_run), "--role", role, "--int8"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    info = json.loads((quick_run / "exports" / f"{role}-r0.json").read_text())
+    folder = quick_run / "exports" / f"{role}-r0"
+    info = json.loads((folder / f"{role}-r0.json").read_text())
     assert info["max_abs_diff_vs_torch"] < 1e-4
+    # metadata a deployment needs, in the file itself, and a model card beside it
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(folder / f"{role}-r0.onnx")).metadata_props}
+    assert props["role"] == role and props["classes"] == "10"
+    assert props["test_error_pct"] == f"{100 * info['test_error_onnx']:.2f}"
+    assert "divided by 255" in props["preprocessing"] and len(props["config_sha256"]) == 64
+    summary = json.loads((quick_run / "summary.json").read_text())
+    lo, hi = summary["rows"][role]["ci95"]
+    assert props["row_ci95_pct"] == f"{100 * lo:.2f}–{100 * hi:.2f}%"
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert props["test_error_pct"] in card and "µs per image" in card and "parameters" in card
     assert info["test_error_onnx"] == info["test_error_torch"]
     assert 0 < info["test_error_int8"] < 0.5
     assert info["bytes_int8"] < info["bytes"] / 3

@@ -189,44 +189,22 @@ def export_model(
     fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="Also write a dynamic int8 model.")] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Output file (default RUN_DIR/exports/).")
+        Path | None,
+        typer.Option(
+            help="Output file (default RUN_DIR/exports/ROLE-rREPEAT/; MODEL_CARD.md beside it)."
+        ),
     ] = None,
 ) -> None:
-    """Export one model to ONNX, check it against PyTorch on the test set, report its error."""
-    import numpy as np
-
+    """Export one model to ONNX (metadata, MODEL_CARD.md beside it), checked against PyTorch."""
     from kdbench import export
     from kdbench.store import write_json
 
     if fmt != "onnx":
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _run_config(run_dir)
-    members = export.load_members(run_dir, role, repeat)
-    splits = _test_set(run_config, run_dir)
-    x, y = splits.x_test, splits.y_test.numpy()
-    path = out or run_dir / "exports" / f"{role}-r{repeat}.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    export.write_onnx(members, path)
-    reference = export.reference_outputs(members, x)
-    got = export.run(export.session(path), x.numpy())
-    info = {
-        "role": role,
-        "repeat": repeat,
-        "onnx": str(path),
-        "bytes": path.stat().st_size,
-        "max_abs_diff_vs_torch": float(np.abs(got - reference).max()),
-        "test_error_torch": float((reference.argmax(1) != y).mean()),
-        "test_error_onnx": float((got.argmax(1) != y).mean()),
-    }
-    if int8:
-        qpath = path.with_name(path.stem + "-int8.onnx")
-        export.quantize_int8(path, qpath)
-        q = export.run(export.session(qpath), x.numpy())
-        info.update(
-            onnx_int8=str(qpath),
-            bytes_int8=qpath.stat().st_size,
-            test_error_int8=float((q.argmax(1) != y).mean()),
-        )
+    path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
+    export.load_members(run_dir, role, repeat)  # a wrong role or repeat fails before the data
+    info = export.export(run_dir, role, repeat, path, _test_set(run_config, run_dir), int8)
     write_json(path.with_suffix(".json"), info)
     for key, value in info.items():
         print(f"{key}: {value}")

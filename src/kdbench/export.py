@@ -7,6 +7,8 @@ members' softmax outputs — so it needs only the `onnx` package and maps one to
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +97,44 @@ def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.
         return torch.stack([torch.softmax(z, -1) for z in logits]).mean(0).numpy()
 
 
-def write_onnx(members: list[list[torch.Tensor]], path: Path) -> Path:
-    atomic_write(Path(path), onnx_model(members).SerializeToString())
+def write_onnx(
+    members: list[list[torch.Tensor]], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """The ONNX file; `metadata` goes into its `metadata_props` (what a deployment needs to
+    know: preprocessing, classes, role, error, configuration hash)."""
+    model = onnx_model(members)
+    if metadata:
+        from onnx import helper  # loads slowly: only when a model is exported
+
+        helper.set_model_props(model, {k: str(v) for k, v in metadata.items()})
+    atomic_write(Path(path), model.SerializeToString())
     return Path(path)
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of a run's resolved configuration (canonical JSON): which run a file came from."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def model_card(facts: dict) -> str:
+    """MODEL_CARD.md: what the exported model is, how well it does, what it costs."""
+    ci = facts.get("row_ci95_pct")
+    spread = f" (95% CI of the row over repeats {ci})" if ci else ""
+    lines = [
+        f"# {facts['role']}, repeat {facts['repeat']} — kdbench export",
+        "",
+        f"- **File**: `{facts['file']}` (ONNX opset {OPSET}, {facts['bytes']:,} bytes,"
+        f" {facts['params']:,} parameters)",
+        f"- **Input**: `images`, float32 `[N, {facts['features']}]`: {facts['preprocessing']}",
+        f"- **Output**: {facts['output']} over {facts['classes']} classes",
+        f"- **Test error**: {facts['test_error_pct']}% for this model; its row's mean"
+        f" {facts['row_mean_pct']}%{spread}",
+        f"- **Latency**: {facts['latency_us']:.0f} µs per image at batch 1 in ONNX Runtime,"
+        " one thread",
+        f"- **Trained by**: kdbench {facts['kdbench']}, configuration SHA-256"
+        f" `{facts['config_sha256']}` (the run's `config.json`)",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
@@ -126,3 +163,66 @@ def session(path: Path, threads: int = 1):
 
 def run(sess, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def export(run_dir: Path, role: str, repeat: int, path: Path, splits, int8: bool = False) -> dict:
+    """One model of a run to ONNX with its metadata and MODEL_CARD.md beside it, checked
+    against eager PyTorch on the test set. Returns what was measured."""
+    from kdbench import latency  # imports this module: a cycle at import time
+    from kdbench.loading import preprocessing
+    from kdbench.store import read_config, read_run_config
+
+    run_config = read_run_config(run_dir)
+    members = load_members(run_dir, role, repeat)
+    x, y = splits.x_test, splits.y_test.numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_onnx(members, path)
+    reference = reference_outputs(members, x)
+    got = run(session(path), x.numpy())
+    error = float((got.argmax(1) != y).mean())
+    summary_path = run_dir / "summary.json"
+    row = json.loads(summary_path.read_text())["rows"][role] if summary_path.is_file() else {}
+    ci = row.get("ci95")
+    sess, one = session(path), x[:1].numpy()
+    facts = {
+        "role": role,
+        "repeat": repeat,
+        "file": path.name,
+        "bytes": 0,
+        "params": sum(int(p.numel()) for m in members for p in m),
+        "features": int(x.shape[1]),
+        "classes": int(members[0][-1].shape[-1]),
+        "preprocessing": preprocessing(read_config(run_dir)),
+        "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
+        "test_error_pct": f"{100 * error:.2f}",
+        "row_mean_pct": f"{100 * row['mean']:.2f}" if row.get("mean") is not None else "–",
+        "row_ci95_pct": f"{100 * ci[0]:.2f}–{100 * ci[1]:.2f}%" if ci else "",
+        "latency_us": latency.time_per_image(lambda: run(sess, one), 1)["median_us"],
+        "kdbench": run_config.get("environment", {}).get("kdbench", "?"),
+        "config_sha256": config_hash(run_config["config"]),
+    }
+    keys = ("role", "repeat", "preprocessing", "classes", "test_error_pct", "row_mean_pct",
+            "row_ci95_pct", "config_sha256")  # fmt: skip
+    write_onnx(members, path, {k: facts[k] for k in keys})
+    facts["bytes"] = path.stat().st_size
+    atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
+    info = {
+        "role": role,
+        "repeat": repeat,
+        "onnx": str(path),
+        "bytes": facts["bytes"],
+        "max_abs_diff_vs_torch": float(np.abs(got - reference).max()),
+        "test_error_torch": float((reference.argmax(1) != y).mean()),
+        "test_error_onnx": error,
+        "model_card": str(path.with_name("MODEL_CARD.md")),
+    }
+    if int8:
+        qpath = path.with_name(path.stem + "-int8.onnx")
+        quantize_int8(path, qpath)
+        q = run(session(qpath), x.numpy())
+        info.update(
+            onnx_int8=str(qpath),
+            bytes_int8=qpath.stat().st_size,
+            test_error_int8=float((q.argmax(1) != y).mean()),
+        )
+    return info
