@@ -136,3 +136,16 @@ def test_run_folder_files_are_readable_by_the_team(uninterrupted):
     assert any(p.suffix == ".safetensors" for p in files)
     for p in files:
         assert p.stat().st_mode & 0o044 == 0o044, p
+
+
+def test_resume_with_another_thread_count_is_accepted(tmp_path):
+    """Threads change speed, not numbers: a run started on 2 threads resumes on 1."""
+    from kdbench.presets import resolve
+    from kdbench.store import RunStore
+
+    first = resolve("paper", repeats=2, threads=2)
+    RunStore(tmp_path / "run", {"config": first.to_dict()})
+    again = RunStore(tmp_path / "run", {"config": resolve("paper", repeats=2).to_dict()})
+    assert again.resumed
+    with pytest.raises(Exception, match="different configuration"):
+        RunStore(tmp_path / "run", {"config": resolve("paper", repeats=3).to_dict()})

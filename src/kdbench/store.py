@@ -109,7 +109,8 @@ class RunStore:
         if existing.is_file():
             # settings added since that run read as their defaults
             old = _normalise(read_config(self.folder).to_dict())
-            diff = config_diff(old, self.run_config["config"])
+            # the thread count changes speed, not numbers (benchmarks/busy.py): resume with any
+            diff = [d for d in config_diff(old, self.run_config["config"]) if d != "threads"]
             if diff:
                 raise RunFolderError(
                     f"{self.folder} holds a run with a different configuration"
