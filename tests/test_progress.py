@@ -50,10 +50,13 @@ def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     for load, threads in ((3.9, 1), (0.3, 4)):
         torch.set_num_threads(4)
+        monkeypatch.setattr(run, "_THREADS_DECIDED", False)
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         notice = run._prepare_device(resolve("paper"))
         assert torch.get_num_threads() == threads
         assert (notice is not None and "machine is busy" in notice) == (threads == 1)
-    torch.set_num_threads(4)
+    # decided once per process: a later study must not take this process's own load for others'
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.9, 3.9))
+    assert run._prepare_device(resolve("paper")) is None and torch.get_num_threads() == 4
     run._prepare_device(resolve("paper", threads=2))  # an explicit --threads always wins
     assert torch.get_num_threads() == 2

@@ -69,11 +69,18 @@ def _prepare_device(cfg: Config) -> str | None:
     return None
 
 
+_THREADS_DECIDED = False
+
+
 def _busy_machine_threads() -> str | None:
     """With no --threads, torch takes every core; if other work already holds them, its threads
     wait on each other and a run is several times slower than on one thread
     (`benchmarks/busy.py`). Then use one thread, and say so. Thread counts do not change the
     numbers (same benchmark)."""
+    global _THREADS_DECIDED
+    if _THREADS_DECIDED:  # once per process: later studies would see this process's own load
+        return None
+    _THREADS_DECIDED = True
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if cores and cores > 1 and load >= cores - 0.5:
