@@ -86,3 +86,34 @@ def test_softmax_head_applies_the_temperature_to_probabilities():
     # the signature diagnose looks for: softened probabilities are nearly uniform
     entropy = -(q * q.log()).sum(-1)
     assert float(entropy.min()) > 0.99 * math.log(10)
+
+
+def test_a_registered_toy_loss_trains_through_the_whole_study(monkeypatch, small_splits):
+    """A new distillation loss is one class, one registry entry and one config value."""
+    from kdbench import distill
+    from kdbench.distill import DistillationLoss, cross_entropy
+    from kdbench.presets import resolve
+    from kdbench.protocol import run_study
+
+    calls = {"targets": 0, "loss": 0}
+
+    class MeanLogits(DistillationLoss):  # match the teachers' mean logits (Ba & Caruana)
+        def targets(self, teacher_logits, temperature):
+            calls["targets"] += 1
+            return teacher_logits.mean(0)
+
+        def __call__(self, student_logits, labels, targets, temperature, alpha):
+            calls["loss"] += 1
+            mse = ((student_logits - targets) ** 2).mean(-1).mean(-1)
+            return alpha * cross_entropy(student_logits, labels) + (1 - alpha) * mse
+
+    monkeypatch.setitem(distill.LOSSES, "mean-logits", MeanLogits)
+    flags = dict(repeats=2, members=2, epochs=1, teacher_hidden=(32,), student_hidden=(16,))
+
+    def students(loss):
+        recs = run_study(resolve("paper", loss=loss, **flags), small_splits, lambda r: None)
+        return [r.test_error for r in recs if str(r.role).startswith("student_from")]
+
+    toy, kd = students("mean-logits"), students("kd")
+    assert calls["targets"] > 0 and calls["loss"] > 0
+    assert len(toy) == 4 and all(e < 0.9 for e in toy) and toy != kd
