@@ -23,11 +23,10 @@ from kdbench.errors import RunFolderError
 from kdbench.executors import get_executor
 from kdbench.figures import save_figure
 from kdbench.presets import PRESETS
-from kdbench.presets import get as get_preset
 from kdbench.roles import ROWS
 from kdbench.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE, min_repeats
 from kdbench.store import atomic_write, read_config, write_json
-from kdbench.sweep_plan import Point, distil_work, reuse, upstream_key
+from kdbench.sweep_plan import Point, distil_work, reuse, trained_by_point, upstream_key
 
 # the paper's own differences, distilled − hard-label student, in percentage points (Table 1)
 PAPER_DIFFS = {"student_from_teacher": 2.89 - 2.26, "student_from_ensemble": 2.68 - 2.26}
@@ -61,8 +60,7 @@ def run_variants(
         reuse(reuse_run, points)
     stacks = distil_work(points)
     trained, _ = get_executor(executor, address, progress).run(stacks, points)
-    by_name = {p.label: t for w, got in zip(stacks, trained, strict=True)
-               for p, t in zip(w.points, got, strict=True)}  # fmt: skip
+    by_name = trained_by_point(stacks, trained)
     return [VariantRun(p.folder, by_name[p.label]) for p in points]
 
 
@@ -152,7 +150,7 @@ def _beyond_preset(cfg: Config) -> dict:
     agree between runs for their comparison to isolate the presets."""
     default = Config()
     reset = {}
-    for name in get_preset(cfg.preset).overrides if cfg.preset in PRESETS else ():
+    for name in PRESETS[cfg.preset].overrides if cfg.preset in PRESETS else ():
         section = flat_index()[name]
         reset[name] = getattr(getattr(default, section), name)
     raw = cfg.with_overrides(**reset).to_dict()

@@ -19,7 +19,7 @@ from kdbench.executors import EXECUTORS, get_executor
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.stats import FEW_REPEATS, SIGNIFICANCE, holm, min_repeats
 from kdbench.store import atomic_write, write_json
-from kdbench.sweep_plan import distil_work, parse_grid, points, reuse
+from kdbench.sweep_plan import distil_work, parse_grid, points, reuse, trained_by_point
 from kdbench.sweep_report import heatmap, markdown
 
 SWEEP_CONFIG = "sweep-config.json"
@@ -62,11 +62,7 @@ def run(
         reuse(reuse_run, plan)
     stacks = distil_work(plan, max_stack)
     trained, summaries = get_executor(executor, address, progress).run(stacks, plan)
-    by_label = {
-        p.label: t
-        for work, got in zip(stacks, trained, strict=True)
-        for p, t in zip(work.points, got, strict=True)
-    }
+    by_label = trained_by_point(stacks, trained)
     entries = [
         {
             "label": p.label,

@@ -161,6 +161,15 @@ def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWor
     ]
 
 
+def trained_by_point(stacks: list[DistilWork], trained: list[list[list[str]]]) -> dict:
+    """Point label -> the stacks trained for it, from an executor's per-stack answer."""
+    return {
+        p.label: t
+        for work, got in zip(stacks, trained, strict=True)
+        for p, t in zip(work.points, got, strict=True)
+    }
+
+
 def reuse(run_dir: Path, plan: list[Point]) -> int:
     """Seed the shared folders from a finished run whose upstream settings match (hard links):
     its teachers and small networks then serve every point of that group. Returns how many
