@@ -13,6 +13,31 @@ import torch.nn.functional as F
 from kdbench.models import member_module
 
 
+def _fit(opt, batch_loss, val_loss, shuffle_seed, n, *, batch, epochs, patience) -> int:
+    """Keras' loop, written out: shuffle, minibatch steps, then early stopping on the
+    validation loss (patience=None: exactly `epochs`). Returns the epochs trained."""
+    gen = torch.Generator().manual_seed(shuffle_seed)
+    best, wait, trained = math.inf, 0, 0
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for s in range(0, n, batch):
+            loss = batch_loss(perm[s : s + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        trained += 1
+        if patience is not None:
+            with torch.no_grad():
+                val = float(val_loss())
+            if val < best:
+                best, wait = val, 0
+            else:
+                wait += 1
+                if wait >= patience:
+                    break
+    return trained
+
+
 def train_alone(
     init_params,
     member,
@@ -32,9 +57,6 @@ def train_alone(
     """Returns (module, epochs trained). patience=None trains exactly `epochs` epochs."""
     net = member_module(init_params, member)
     opt = torch.optim.Adam(net.parameters(), lr=lr, eps=eps, foreach=False)
-    gen = torch.Generator().manual_seed(shuffle_seed)
-    n = len(splits.x_train)
-    best, wait, trained = math.inf, 0, 0
 
     def loss_fn(logits, y, soft):
         ce = F.cross_entropy(logits, y)
@@ -44,25 +66,14 @@ def train_alone(
         kl = F.kl_div(log_s, soft, reduction="batchmean")
         return alpha * ce + (1 - alpha) * temperature**2 * kl
 
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(0, n, batch):
-            idx = perm[s : s + batch]
-            soft = None if targets_train is None else targets_train[idx]
-            loss = loss_fn(net(splits.x_train[idx]), splits.y_train[idx], soft)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        trained += 1
-        if patience is not None:
-            with torch.no_grad():
-                val = float(loss_fn(net(splits.x_val), splits.y_val, targets_val))
-            if val < best:
-                best, wait = val, 0
-            else:
-                wait += 1
-                if wait >= patience:
-                    break
+    def batch_loss(idx):
+        soft = None if targets_train is None else targets_train[idx]
+        return loss_fn(net(splits.x_train[idx]), splits.y_train[idx], soft)
+
+    trained = _fit(
+        opt, batch_loss, lambda: loss_fn(net(splits.x_val), splits.y_val, targets_val),
+        shuffle_seed, len(splits.x_train), batch=batch, epochs=epochs, patience=patience,
+    )  # fmt: skip
     return net, trained
 
 
@@ -88,9 +99,6 @@ def train_joint_alone(
     net = member_module(init_params, member)
     params = list(net.parameters()) + [p for t in teachers for p in t.parameters()]
     opt = torch.optim.Adam(params, lr=lr, eps=eps, foreach=False)
-    gen = torch.Generator().manual_seed(shuffle_seed)
-    n = len(splits.x_train)
-    best, wait, trained = math.inf, 0, 0
 
     def loss_fn(x, y):
         soft = torch.stack([F.softmax(t(x) / temperature, dim=1) for t in teachers]).mean(0)
@@ -99,21 +107,9 @@ def train_joint_alone(
         kl = F.kl_div(log_s, soft, reduction="batchmean")
         return alpha * F.cross_entropy(logits, y) + (1 - alpha) * temperature**2 * kl
 
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(0, n, batch):
-            idx = perm[s : s + batch]
-            loss = loss_fn(splits.x_train[idx], splits.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        trained += 1
-        with torch.no_grad():
-            val = float(loss_fn(splits.x_val, splits.y_val))
-        if val < best:
-            best, wait = val, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                break
+    trained = _fit(
+        opt, lambda idx: loss_fn(splits.x_train[idx], splits.y_train[idx]),
+        lambda: loss_fn(splits.x_val, splits.y_val),
+        shuffle_seed, len(splits.x_train), batch=batch, epochs=epochs, patience=patience,
+    )  # fmt: skip
     return net, trained
