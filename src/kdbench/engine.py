@@ -105,20 +105,21 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
+def _stream_seeds(stack: Stack, stream: int) -> list[int]:
+    """Each member's own seed for random stream `stream` (1 dropout, 2 jitter), derived from
+    its shuffle seed, so the stream never depends on the stack it shares."""
+    return [
+        int(np.random.SeedSequence([int(s), stream]).generate_state(1)[0])
+        for s in stack.shuffle_seeds
+    ]
+
+
 def _dropout(stack: Stack) -> Dropout | None:
-    """Each member's own dropout stream, derived from its shuffle seed."""
-    if not any(stack.dropout):
-        return None
-    seeds = [np.random.SeedSequence([int(s), 1]).generate_state(1)[0] for s in stack.shuffle_seeds]
-    return Dropout(*stack.dropout, seeds)
+    return Dropout(*stack.dropout, _stream_seeds(stack, 1)) if any(stack.dropout) else None
 
 
 def _jitter(stack: Stack) -> Jitter | None:
-    """Each member's own stream of shifts, derived from its shuffle seed."""
-    if not stack.jitter:
-        return None
-    seeds = [np.random.SeedSequence([int(s), 2]).generate_state(1)[0] for s in stack.shuffle_seeds]
-    return Jitter(stack.jitter, seeds)
+    return Jitter(stack.jitter, _stream_seeds(stack, 2)) if stack.jitter else None
 
 
 def _validate(params: Params, splits: Splits, objective: Objective) -> tuple[torch.Tensor, ...]:

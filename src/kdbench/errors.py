@@ -4,6 +4,8 @@ Every expected failure is one of these: the CLI prints its message as a single l
 and exits with `exit_code` (2 for usage, 1 for runtime), never with a traceback.
 """
 
+import difflib
+
 
 class KdbenchError(Exception):
     """A failure with a message that names the problem and the fix."""
@@ -31,7 +33,5 @@ class RunFolderError(KdbenchError):
 
 def did_you_mean(name: str, choices) -> str:
     """' (did you mean a, b?)' for the closest valid names, or ''."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(close)}?)" if close else ""
