@@ -203,8 +203,9 @@ def export_model(
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _run_config(run_dir)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
-    export.load_members(run_dir, role, repeat)  # a wrong role or repeat fails before the data
-    info = export.export(run_dir, role, repeat, path, _test_set(run_config, run_dir), int8)
+    members = export.load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
+    splits = _test_set(run_config, run_dir)
+    info = export.export(run_dir, role, repeat, members, path, splits, int8)
     write_json(path.with_suffix(".json"), info)
     for key, value in info.items():
         print(f"{key}: {value}")

@@ -165,25 +165,28 @@ def run(sess, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def export(run_dir: Path, role: str, repeat: int, path: Path, splits, int8: bool = False) -> dict:
-    """One model of a run to ONNX with its metadata and MODEL_CARD.md beside it, checked
-    against eager PyTorch on the test set. Returns what was measured."""
+def export(
+    run_dir: Path, role: str, repeat: int, members, path: Path, splits, int8: bool = False
+) -> dict:
+    """One model of a run (`members`, from `load_members`) to ONNX with its metadata and
+    MODEL_CARD.md beside it, checked against eager PyTorch on the test set. Returns what was
+    measured."""
     from kdbench import latency  # imports this module: a cycle at import time
     from kdbench.loading import preprocessing
     from kdbench.store import read_config, read_run_config
 
     run_config = read_run_config(run_dir)
-    members = load_members(run_dir, role, repeat)
     x, y = splits.x_test, splits.y_test.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_onnx(members, path)
     reference = reference_outputs(members, x)
-    got = run(session(path), x.numpy())
+    sess = session(path)
+    got = run(sess, x.numpy())
     error = float((got.argmax(1) != y).mean())
     summary_path = run_dir / "summary.json"
     row = json.loads(summary_path.read_text())["rows"][role] if summary_path.is_file() else {}
     ci = row.get("ci95")
-    sess, one = session(path), x[:1].numpy()
+    one = x[:1].numpy()
     facts = {
         "role": role,
         "repeat": repeat,
