@@ -280,8 +280,7 @@ def _copies_test_error(teachers: TrainedTeachers, splits: Splits, n: int) -> lis
     for c in teachers.copies:
         logits = stack_logits(c.final, splits.x_test)
         errors = error_rate(logits, splits.y_test.expand(len(logits), -1)).cpu().tolist()
-        for owner, err in zip(torch.tensor(c.owners).repeat_interleave(c.per_owner).tolist(),
-                              errors, strict=True):  # fmt: skip
+        for owner, err in zip(c.slot_owner.tolist(), errors, strict=True):
             out[owner].append(err)
     return out
 

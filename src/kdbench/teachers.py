@@ -86,7 +86,8 @@ class Copies:
     def __post_init__(self) -> None:
         self.final = [p.clone() for p in self.params]
         self.slots = torch.arange(len(self.owners) * self.per_owner)
-        self.row_owner = torch.tensor(self.owners).repeat_interleave(self.per_owner)
+        self.slot_owner = torch.tensor(self.owners).repeat_interleave(self.per_owner)
+        self.row_owner = self.slot_owner  # shrinks as students retire; slot_owner does not
 
 
 @dataclass
