@@ -53,11 +53,11 @@ def step_ms(splits, n_teacher: int, n_ensemble: int, joint: bool, members: int, 
         copies = []
         if n_teacher:
             teachers = init_stack(sizes_t, range(n_teacher))
-            copies.append(Copies(teachers, list(range(n_teacher)), 1))
+            copies.append(Copies(teachers, list(range(n_teacher)), 1, 1e-3, 1e-7))
         if n_ensemble:
             ensemble = init_stack(sizes_s, range(100, 100 + n_ensemble * members))
-            copies.append(Copies(ensemble, list(range(n_teacher, n)), members))
-        source = TrainedTeachers(copies, loss.targets, 10.0, 1e-3, 1e-7)
+            copies.append(Copies(ensemble, list(range(n_teacher, n)), members, 1e-3, 1e-7))
+        source = TrainedTeachers(copies, loss.targets, 10.0)
     else:
         soft = torch.softmax(torch.randn(2, len(splits.x_train), 10), -1)
         group = torch.tensor([0] * n_teacher + [1] * n_ensemble)

@@ -33,15 +33,14 @@ def test_joint_stack_equals_one_adam_over_student_and_teachers(small_splits):
     teacher = engine.train(engine.Stack("t", [784, 48, 10], [99], [98]), small_splits, cfg).params
     members = engine.train(engine.Stack("e", SIZES, [1, 2, 3], [4, 5, 6]), small_splits, cfg).params
     # members 0, 1 distil from the teacher; 2, 3 from the ensemble (each its own copies)
+    adam = (cfg.learning_rate, cfg.adam_eps)
     trained = TrainedTeachers(
         copies=[
-            Copies(select(teacher, torch.tensor([0, 0])), [0, 1], 1),
-            Copies(select(members, torch.tensor([0, 1, 2, 0, 1, 2])), [2, 3], 3),
+            Copies(select(teacher, torch.tensor([0, 0])), [0, 1], 1, *adam),
+            Copies(select(members, torch.tensor([0, 1, 2, 0, 1, 2])), [2, 3], 3, *adam),
         ],
         targets=PaperKD().targets,
         temperature=T,
-        lr=cfg.learning_rate,
-        eps=cfg.adam_eps,
     )
     objective = Distillation(PaperKD(), trained, T, ALPHA, members=4)
     seeds, shuffles = [31, 32, 33, 34], [41, 42, 43, 44]

@@ -58,6 +58,12 @@ FLAGS: dict[str, Flag] = {
             "Shift the teachers' training images by up to this many pixels each way"
             " (Hinton et al. 2015; 28x28 images only).",
         ),
+        Flag(
+            "own_teacher",
+            "Your own teacher instead of training one: an .onnx model, or its logits as"
+            " .safetensors (tensors 'train', 'test') or .npy (training rows, then test rows).",
+            flag="--teacher",
+        ),
         Flag("learning_rate", "Adam learning rate.", flag="--lr"),
         Flag("adam_eps", "Adam epsilon (Keras' default)."),
         Flag("batch_size", "Minibatch size."),
@@ -83,7 +89,7 @@ FLAGS: dict[str, Flag] = {
         Flag("threads", "Torch CPU threads; none = torch's own count."),
     )
 }
-NOT_FLAGS = ("fingerprint", "preset")  # set by the Python API and by --preset
+NOT_FLAGS = ("fingerprint", "own_teacher_sha256", "preset")  # set by kdbench and --preset
 
 
 def _field_types() -> dict[str, Any]:

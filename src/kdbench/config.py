@@ -45,6 +45,10 @@ class ModelConfig:
     # training images shifted by up to this many pixels each way, teachers only (Hinton: 2);
     # 28x28 images only
     teacher_jitter: int = 0
+    # your own teacher instead of a trained one (`own_teacher`): an ONNX or logits file's path,
+    # or module:<class> for an nn.Module given to the Python API; identified by its SHA-256
+    own_teacher: str | None = None
+    own_teacher_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,15 @@ def validate(cfg: Config) -> None:
             f"teacher updates must be one of {', '.join(TEACHER_UPDATES)}"
             f" (got {k.teacher_updates!r}); fix --teacher-updates"
         )
+    if m.own_teacher is not None:
+        if not isinstance(m.own_teacher, str) or not m.own_teacher:
+            raise ConfigError(f"own teacher must be a path (got {m.own_teacher!r}); fix --teacher")
+        if k.teacher_updates == "joint" and not m.own_teacher.startswith("module:"):
+            raise ConfigError(
+                "--teacher-updates joint trains the teacher's weights, which an ONNX file or"
+                " logits do not expose; give an nn.Module (kdbench.study(..., teacher=module))"
+                " or use --teacher-updates frozen"
+            )
     if not isinstance(k.loss, str) or not k.loss:
         raise ConfigError(f"loss must be a name (got {k.loss!r}); fix --loss")
     _positive_int(p.repeats, "repeats", "--repeats")

@@ -195,6 +195,21 @@ def load_arrays(name: str = "mnist", data_dir: str | None = None) -> dict[str, n
     return arrays
 
 
+def split_rows(n: int, validation_split: float, train_limit: int | None) -> tuple[slice, slice]:
+    """(training rows, validation rows) of a training set of `n` rows: the first `train_limit`
+    rows, of which the last `validation_split` are held out. Anything aligned with the training
+    images (your teacher's logits) is split by the same rule."""
+    if train_limit is not None:
+        n = min(n, train_limit)
+    cut = int(n * (1 - validation_split))
+    if cut < 1 or cut >= n:
+        raise ConfigError(
+            f"{n} training images cannot give both a training and a validation set at split"
+            f" {validation_split}; raise --train-limit"
+        )
+    return slice(0, cut), slice(cut, n)
+
+
 def split(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -204,15 +219,7 @@ def split(
     train_limit: int | None = None,
 ) -> Splits:
     """Hold out the last `validation_split` of the (limited) training set, as Keras does."""
-    if train_limit is not None:
-        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
-    n = len(x_train)
-    cut = int(n * (1 - validation_split))
-    if cut < 1 or cut >= n:
-        raise ConfigError(
-            f"{n} training images cannot give both a training and a validation set at split"
-            f" {validation_split}; raise --train-limit"
-        )
+    train_rows, val_rows = split_rows(len(x_train), validation_split, train_limit)
 
     def feats(x: np.ndarray) -> torch.Tensor:
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
@@ -223,12 +230,12 @@ def split(
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64).copy())
 
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    n_classes = int(max(y_train[: val_rows.stop].max(), y_test.max())) + 1
     return Splits(
-        x_train=feats(x_train[:cut]),
-        y_train=labels(y_train[:cut]),
-        x_val=feats(x_train[cut:]),
-        y_val=labels(y_train[cut:]),
+        x_train=feats(x_train[train_rows]),
+        y_train=labels(y_train[train_rows]),
+        x_val=feats(x_train[val_rows]),
+        y_val=labels(y_train[val_rows]),
         x_test=feats(x_test),
         y_test=labels(y_test),
         n_classes=n_classes,

@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from kdbench.config import Config
 from kdbench.data import Splits
 from kdbench.distill import ensemble_targets, head_outputs, soften
 from kdbench.errors import KdbenchError
 from kdbench.models import stack_logits
+from kdbench.own_teacher import LOGITS_FILE
 from kdbench.protocol import row_errors
 from kdbench.records import Record
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
@@ -54,10 +56,20 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
         c for c in compare_rows(row_errors(records)) if c["a"] == "teacher"
     )  # a − b in pp: negative when the teacher is better
     diff, ci = teacher_vs_hard["mean_diff"], teacher_vs_hard["ci95"]
+    own = cfg.model.own_teacher
     if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
         spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
         found.append(
             Finding(
+                "weak-teacher",
+                "Your teacher is not clearly better than the hard-label student",
+                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
+                f" {teacher_vs_hard['n']} paired repeat(s); the teacher is your own ({own})."
+                " A student can hardly learn more from a teacher than from the labels themselves.",
+                "a stronger teacher (--teacher), or no --teacher: kdbench trains one",
+            )
+            if own is not None
+            else Finding(
                 "weak-teacher",
                 "The teacher is not clearly better than the hard-label student",
                 f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
@@ -87,7 +99,12 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
         )
     if early_stopping:
         early = [
-            r for r in records if r.is_model and r.diverged_epoch is None and r.best_epoch <= EARLY
+            r
+            for r in records
+            if r.is_model
+            and r.diverged_epoch is None
+            and r.best_epoch is not None  # not your own teacher: kdbench did not train it
+            and r.best_epoch <= EARLY
         ]
         if early:
             roles = sorted({str(r.role) for r in early})
@@ -156,13 +173,21 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
     """Entropy of the soft targets and each student's agreement with its teacher, on the test
     set; None when the run's checkpoints are not all there."""
     stacks = [RunStore.read_stack(run_dir, name) for name in StackName]
+    own = run_dir / LOGITS_FILE if cfg.model.own_teacher is not None else None
+    if own is not None and own.is_file():  # your own teacher: its logits, the same each repeat
+        stacks[0] = (load_file(str(own))["test"], stacks[1][1] if stacks[1] else [])
     if any(s is None for s in stacks):
         return None
     (t_params, t_recs), (s_params, s_recs), (d_params, d_recs) = stacks
     x, temp, head = splits.x_test, cfg.distill.temperature, cfg.model.head
     n_classes = splits.n_classes
-    teacher = {r.repeat: i for i, r in enumerate(t_recs)}
-    t_logits = stack_logits(t_params, x)
+    if own is not None:
+        repeats = sorted({r.repeat for r in d_recs})
+        teacher = {rep: i for i, rep in enumerate(repeats)}
+        t_logits = t_params.unsqueeze(0).expand(len(repeats), *t_params.shape)
+    else:
+        teacher = {r.repeat: i for i, r in enumerate(t_recs)}
+        t_logits = stack_logits(t_params, x)
     s_logits = stack_logits(s_params, x)
     d_logits = stack_logits(d_params, x)
     members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]

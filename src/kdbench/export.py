@@ -17,7 +17,7 @@ import torch
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.models import stack_forward
 from kdbench.roles import STACK_OF_ROLE, Role
-from kdbench.store import RunStore, atomic_write
+from kdbench.store import RunStore, atomic_write, read_config
 
 OPSET = 17
 
@@ -27,6 +27,12 @@ def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tenso
     if role not in {r.value for r in Role}:
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
     stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
+    own = read_config(Path(run_dir)).model.own_teacher if role == Role.TEACHER else None
+    if own is not None:
+        raise RunFolderError(
+            f"the teacher of {run_dir} is your own ({own}); kdbench did not train it and keeps"
+            " only its logits (teacher_logits.safetensors): use it from where it came"
+        )
     if stack is None:
         raise RunFolderError(
             f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from kdbench.roles import LABELS, ROWS
+from kdbench.roles import ROWS, label
 from kdbench.store import atomic_write
 
 
@@ -19,7 +19,7 @@ def figure(summary: dict, folder: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     short = [
-        "Teacher",
+        "Your\nteacher" if summary.get("own_teacher") else "Teacher",
         "Student\n← teacher",
         "Ensemble",
         "Student\n← ensemble",
@@ -92,15 +92,17 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name in ROWS:
-        row, res = summary["rows"][name], summary["resources"]["rows"][name]
-        if row["mean"] is None:
+        row, res = summary["rows"][name], summary["resources"]["rows"].get(name)
+        if row["mean"] is None or res is None:  # your own teacher is not measured
             continue
         x = res["latency"]["onnx_b1"]["median_us"]
         y = 100 * row["mean"]
         yerr = None
         if row["ci95"] is not None:
             yerr = [[y - 100 * row["ci95"][0]], [100 * row["ci95"][1] - y]]
-        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4, label=LABELS[name])
+        ax.errorbar(
+            [x], [y], yerr=yerr, fmt="o", capsize=4, label=label(name, summary.get("own_teacher"))
+        )
     ax.set_xscale("log")
     # plain numbers at 1-2-5 steps, not 10^1.6-style labels on a range narrower than a decade
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))

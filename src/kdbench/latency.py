@@ -18,7 +18,7 @@ from torch.utils import benchmark
 from kdbench import export
 from kdbench.models import layer_sizes, stack_forward
 from kdbench.resources import figures
-from kdbench.roles import ROWS
+from kdbench.roles import ROWS, Role
 
 BATCHES = (1, 256)
 
@@ -69,11 +69,14 @@ def measure(members: list[list[torch.Tensor]], x: torch.Tensor, threads: int = 1
 
 def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, threads: int = 1):
     """Resources of every table row, from the run's checkpoints (repeat `repeat`): size and
-    MACs counted, latency measured. The ensemble counts (and runs) all its members."""
+    MACs counted, latency measured. The ensemble counts (and runs) all its members. Your own
+    teacher is not measured: kdbench has only its logits."""
 
     n_in, n_out = x.shape[1], None
     out = {}
     for row in ROWS:
+        if row == Role.TEACHER and cfg["model"].get("own_teacher") is not None:
+            continue
         members = export.load_members(run_dir, row, repeat)
         n_out = members[0][-1].shape[-1]
         hidden = cfg["model"]["teacher_hidden" if row == "teacher" else "student_hidden"]

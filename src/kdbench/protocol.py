@@ -28,11 +28,13 @@ from kdbench import engine
 from kdbench.config import Config
 from kdbench.data import Splits
 from kdbench.distill import DistillationLoss, error_rate, loss_class
+from kdbench.errors import ConfigError
 from kdbench.models import Params, layer_sizes, select, stack_logits
 from kdbench.objectives import Distillation
+from kdbench.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.records import ENSEMBLE, MODEL, Record
 from kdbench.roles import ROWS, Role, StackName
-from kdbench.teachers import CachedTeachers, Copies, TrainedTeachers
+from kdbench.teachers import CachedTeachers, Copies, CopyStack, ModuleCopies, TrainedTeachers
 
 _SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
 
@@ -95,9 +97,11 @@ class Upstream:
     """What distillation needs from the teachers and ensembles. Their logits on the training set
     cost as much as an epoch; they are computed only when a stack is actually distilled."""
 
-    teachers: Params  # one teacher per repeat
+    teachers: Params | None  # one teacher per repeat; None with your own teacher
     members: Params  # ensemble members, repeat-major: [R * K, ...]
     repeats: int
+    own: OwnTeacher | None = None
+    own_logits: TeacherLogits | None = None  # your teacher's logits on the run's data
 
     @property
     def per_ensemble(self) -> int:
@@ -108,9 +112,17 @@ class Upstream:
         ens = stack_logits(self.members, x)
         return ens.view(self.repeats, -1, *ens.shape[1:])
 
-    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(teacher logits [R, N, C], ensemble member logits [R, K, N, C]) on `x`."""
-        return stack_logits(self.teachers, x), self.member_logits(x)
+    def teacher_logits(self, splits: Splits, part: str) -> torch.Tensor:
+        """Teacher logits [R, N, C] on the `part` ("train", "val", "test") of `splits`."""
+        if self.own_logits is not None:
+            z = getattr(self.own_logits, part)
+            return z.unsqueeze(0).expand(self.repeats, *z.shape)
+        return stack_logits(self.teachers, getattr(splits, f"x_{part}"))
+
+    def logits(self, splits: Splits, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher logits [R, N, C], ensemble member logits [R, K, N, C]) on `part`."""
+        x = getattr(splits, f"x_{part}")
+        return self.teacher_logits(splits, part), self.member_logits(x)
 
 
 def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout, jitter):
@@ -135,28 +147,43 @@ def _record_stack(name, res, coords, roles, base, splits, cache, copies=None) ->
     return recs
 
 
+def _own_teacher_records(logits: TeacherLogits, splits: Splits, repeats: int) -> list[Record]:
+    """Your teacher's row: the same model in every repeat, so every repeat records it."""
+    val_err = float(error_rate(logits.val, splits.y_val))
+    test_err = float(error_rate(logits.test, splits.y_test))
+    return [
+        Record(MODEL, r, Role.TEACHER, 0, None, val_error=val_err, test_error=test_err)
+        for r in range(repeats)
+    ]
+
+
 def upstream(
     cfg: Config,
     splits: Splits,
     emit: RecordSink,
     progress: engine.Progress | None = None,
     cache: StackCache | None = None,
+    own: tuple[OwnTeacher, TeacherLogits] | None = None,
 ) -> Upstream:
     """Stacks 1 and 2 (teachers; ensemble members and hard-label students), trained or loaded;
-    their records and each ensemble's go to `emit`."""
+    their records and each ensemble's go to `emit`. With `own` (your teacher and its logits on
+    the run's data), no teacher is trained: every repeat's teacher is yours."""
     p = cfg.protocol
     repeats, members = range(p.repeats), p.members
     n_in, n_out = splits.n_features, splits.n_classes
     teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
     student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
 
-    # 1. teachers
-    coords = [(r, "teacher", 0) for r in repeats]
-    dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
-    teachers, recs = _trained_or_loaded(
-        StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache, progress,
-        teacher_sizes, dropout, cfg.model.teacher_jitter,
-    )  # fmt: skip
+    # 1. teachers (none to train when you bring your own)
+    if own is not None:
+        teachers, recs = None, _own_teacher_records(own[1], splits, p.repeats)
+    else:
+        coords = [(r, "teacher", 0) for r in repeats]
+        dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
+        teachers, recs = _trained_or_loaded(
+            StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache,
+            progress, teacher_sizes, dropout, cfg.model.teacher_jitter,
+        )  # fmt: skip
     for rec in recs:
         emit(rec)
 
@@ -171,7 +198,7 @@ def upstream(
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
-    up = Upstream(teachers, ensemble, p.repeats)
+    up = Upstream(teachers, ensemble, p.repeats, *(own or (None, None)))
     # computed the same way trained or loaded, so a resumed run gives the same floats
     ens_val, ens_test = up.member_logits(splits.x_val), up.member_logits(splits.x_test)
     # the ensemble predicts by averaging its members' probabilities (T = 1)
@@ -231,7 +258,7 @@ def _cached_teachers(cfgs, splits, up, loss: DistillationLoss) -> CachedTeachers
     """Frozen teachers: [2R] target rows per distinct (temperature, ensemble targets); rows
     0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
     n_rows = 2 * cfgs[0].protocol.repeats
-    train_logits, val_logits = up.logits(splits.x_train), up.logits(splits.x_val)
+    train_logits, val_logits = up.logits(splits, "train"), up.logits(splits, "val")
 
     def rows(logits, temperature):
         teacher, ensemble = logits
@@ -257,20 +284,22 @@ def _trained_teachers(cfg, up: Upstream, plan: _Plan, loss: DistillationLoss):
     k = up.per_ensemble
     owners_t = [m for m, t in enumerate(plan.from_teacher) if t]
     owners_e = [m for m, t in enumerate(plan.from_teacher) if not t]
-    device = up.teachers[0].device
-    teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
+    device = up.members[0].device
+    adam = (cfg.train.learning_rate, cfg.train.adam_eps)
+    if up.own is not None:
+        if up.own.module is None:  # config.validate refuses this; kept as a guard
+            raise ConfigError("teachers trained along need an nn.Module teacher")
+        teacher_copies: CopyStack = ModuleCopies(up.own.module.to(device), owners_t, *adam)
+    else:
+        teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
+        teacher_copies = Copies(select(up.teachers, teacher_rows), owners_t, 1, *adam)
     member_rows = torch.tensor(
         [plan.repeats[m] * k + j for m in owners_e for j in range(k)], device=device
     )
     return TrainedTeachers(
-        copies=[
-            Copies(select(up.teachers, teacher_rows), owners_t, 1),
-            Copies(select(up.members, member_rows), owners_e, k),
-        ],
+        copies=[teacher_copies, Copies(select(up.members, member_rows), owners_e, k, *adam)],
         targets=loss.targets,
         temperature=_one_or_each(plan.temps),
-        lr=cfg.train.learning_rate,
-        eps=cfg.train.adam_eps,
     )
 
 
@@ -278,7 +307,7 @@ def _copies_test_error(teachers: TrainedTeachers, splits: Splits, n: int) -> lis
     """Per member of the distilled stack, the test error of each of its teacher copies."""
     out: list[list[float]] = [[] for _ in range(n)]
     for c in teachers.copies:
-        logits = stack_logits(c.final, splits.x_test)
+        logits = c.final_logits(splits.x_test)
         errors = error_rate(logits, splits.y_test.expand(len(logits), -1)).cpu().tolist()
         for owner, err in zip(c.slot_owner.tolist(), errors, strict=True):
             out[owner].append(err)
@@ -368,6 +397,7 @@ def run_study(
     sink: RecordSink,
     progress: engine.Progress | None = None,
     cache: StackCache | None = None,
+    own: tuple[OwnTeacher, TeacherLogits] | None = None,
 ) -> list[Record]:
     """Train and evaluate everything; each finished model goes to `sink` as one record.
 
@@ -380,7 +410,7 @@ def run_study(
         sink(rec)
         records.append(rec)
 
-    up = upstream(cfg, splits, emit, progress, cache)
+    up = upstream(cfg, splits, emit, progress, cache, own)
     for rec in distil([cfg], splits, up, [cache], progress)[0]:
         emit(rec)
     return records

@@ -14,7 +14,7 @@ from kdbench.diagnose import markdown as diagnose_markdown
 from kdbench.figures import figure, tradeoff_figure
 from kdbench.protocol import row_errors
 from kdbench.records import Record
-from kdbench.roles import LABELS, ROWS
+from kdbench.roles import ROWS, label
 from kdbench.stats import (
     FEW_REPEATS,
     FEW_REPEATS_NOTE,
@@ -86,7 +86,8 @@ def comparable_to_paper(cfg: dict) -> bool:
     """The paper's Table 1 is a fair reference only for full MNIST trained until early stopping:
     not on another dataset, a `--train-limit` subset, or a fixed number of `--epochs`."""
     d, t = cfg["data"], cfg["train"]
-    return d["dataset"] == "mnist" and d["train_limit"] is None and t["epochs"] is None
+    own = cfg["model"].get("own_teacher")
+    return d["dataset"] == "mnist" and d["train_limit"] is None and t["epochs"] is None and not own
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -110,7 +111,8 @@ def table_markdown(summary: dict) -> str:
         ci = row["ci95"]
         ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
         mark = " †" if _outside(row) else ""
-        cells = [LABELS[name]] + ([f"{_pct(row['paper'])}{mark}"] if paper else [])
+        cells = [label(name, summary.get("own_teacher"))]
+        cells += [f"{_pct(row['paper'])}{mark}"] if paper else []
         cells += [_pct(row["mean"]), ci_txt, _pct(row["std"]), str(row["n"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -120,7 +122,12 @@ def table_markdown(summary: dict) -> str:
     else:
         notes.append(
             "The paper's column is left out: it applies to full MNIST trained until early"
-            " stopping, without --train-limit or --epochs."
+            " stopping, without --train-limit, --epochs or your own --teacher."
+        )
+    if summary.get("own_teacher") is not None:
+        notes.append(
+            "The teacher is your own model, not retrained: the same in every repeat, so its row"
+            " has no spread."
         )
     lines.append(" ".join(notes))
     if 0 < summary["completed_repeats"] < FEW_REPEATS:
@@ -156,7 +163,7 @@ def resources_markdown(summary: dict) -> str:
         " Torch b256 | ONNX b256 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ROWS:
+    for name in (n for n in ROWS if n in res["rows"]):  # not your own teacher: not measured
         r, lat = res["rows"][name], res["rows"][name]["latency"]
 
         def us(key, lat=lat):
@@ -164,7 +171,8 @@ def resources_markdown(summary: dict) -> str:
             return f"{v['median_us']:.1f} µs ({v['q1_us']:.1f}–{v['q3_us']:.1f})"
 
         lines.append(
-            f"| {LABELS[name]} | {_pct(summary['rows'][name]['mean'])} | {r['params']:,} |"
+            f"| {label(name, summary.get('own_teacher'))}"
+            f" | {_pct(summary['rows'][name]['mean'])} | {r['params']:,} |"
             f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
             f" | {r['bytes_int8'] / 1024:.0f} KiB"
             f" | {us('torch_b1')} | {us('onnx_b1')} | {us('torch_b256')} | {us('onnx_b256')} |"
@@ -355,6 +363,8 @@ def render(
     cfg = run_config["config"]
     planned = cfg["protocol"]["repeats"]
     summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg))
+    if cfg["model"].get("own_teacher") is not None:
+        summary["own_teacher"] = cfg["model"]["own_teacher"]
     if diagnosis is not None:
         summary["diagnosis"] = diagnosis
     write_json(folder / "summary.json", summary)

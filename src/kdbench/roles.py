@@ -40,6 +40,16 @@ LABELS = {  # how tables and figures name the rows
     "student_hard": "Small network on hard labels",
 }
 
+
+def label(row: str, own_teacher: str | None = None) -> str:
+    """A row's name in tables and figures; the teacher row says when the teacher is yours."""
+    if own_teacher is not None and row == Role.TEACHER:
+        return f"Your teacher ({own_teacher})"
+    if own_teacher is not None and row == Role.STUDENT_FROM_TEACHER:
+        return "Student distilled from your teacher"
+    return LABELS[row]
+
+
 DISTILLED_ROLES = (Role.STUDENT_FROM_TEACHER, Role.STUDENT_FROM_ENSEMBLE)
 
 

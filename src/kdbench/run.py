@@ -16,6 +16,7 @@ import numpy as np
 import scipy
 import torch
 from safetensors.torch import load_file, save
+from torch import nn
 
 import kdbench
 from kdbench import data, diagnose, latency, report
@@ -23,10 +24,13 @@ from kdbench.config import Config
 from kdbench.distill import loss_class
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.own_teacher import LOGITS_FILE, OwnTeacher, TeacherLogits
 from kdbench.progress import with_progress
 from kdbench.protocol import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.store import RunStore, SharedCache, atomic_write, write_json
+
+TeacherLike = nn.Module | str | Path | OwnTeacher  # what `teacher=` accepts
 
 
 def default_out() -> Path:
@@ -116,26 +120,33 @@ def study(
     out: str | Path | None = None,
     progress: Progress | bool = True,
     measure_latency: bool = False,
+    teacher: TeacherLike | None = None,
 ) -> tuple[Path, dict]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
     features (flattened; scale them yourself). The validation split is the tail of the training
-    arrays, as for the built-in datasets. Returns (run folder, summary)."""
+    arrays, as for the built-in datasets. `teacher`: your own (see `reproduce`). Returns (run
+    folder, summary)."""
     arrays = data.check_arrays(x_train, y_train, x_test, y_test)
     cfg = (config or Config()).with_overrides(
         dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
     )
-    return reproduce(cfg, out, progress, measure_latency, arrays=arrays)
+    return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher)
 
 
-def _splits(cfg: Config, arrays: dict | None = None) -> data.Splits:
-    """The configuration's data (on the CPU), with the batch size checked against it."""
+def _arrays(cfg: Config, arrays: dict | None = None) -> dict:
+    """The configuration's four arrays (yours, or a built-in dataset's, verified)."""
     d = cfg.data
     if d.dataset == data.ARRAYS:
         if arrays is None:
             raise ConfigError("dataset 'arrays' needs the arrays: call kdbench.study(...)")
-        splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
-    else:
-        splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+        return arrays
+    return data.load_arrays(d.dataset, d.data_dir)
+
+
+def _splits(cfg: Config, arrays: dict) -> data.Splits:
+    """The configuration's data (on the CPU), with the batch size checked against it."""
+    d = cfg.data
+    splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
     if cfg.model.teacher_jitter and splits.n_features != 28 * 28:
         raise ConfigError(
             f"--teacher-jitter shifts 28x28 images, but {d.dataset} has {splits.n_features}"
@@ -147,6 +158,24 @@ def _splits(cfg: Config, arrays: dict | None = None) -> data.Splits:
             " lower --batch-size or raise --train-limit"
         )
     return splits
+
+
+def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
+    if teacher is not None:
+        return OwnTeacher.of(teacher)
+    if cfg.model.own_teacher is not None:
+        return OwnTeacher.from_setting(cfg.model.own_teacher)
+    return None
+
+
+def _own_logits(folder: Path, splits: data.Splits, computed: TeacherLogits | None):
+    """Your teacher's logits, computed once and kept in the run folder: a resumed run (same
+    teacher: the folder's config checks its SHA-256) reads them back, the same floats."""
+    path = folder / LOGITS_FILE
+    if computed is None:
+        return TeacherLogits(**load_file(str(path), device=str(splits.x_train.device)))
+    atomic_write(path, save({k: v.cpu() for k, v in computed.as_dict().items()}))
+    return computed
 
 
 def _run_config(cfg: Config) -> dict:
@@ -166,19 +195,35 @@ def reproduce(
     measure_latency: bool = True,
     arrays: dict | None = None,
     shared: Path | None = None,
+    teacher: TeacherLike | None = None,
 ) -> tuple[Path, dict]:
     """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
     teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
-    `progress`: True (a progress bar on stderr), False or None (silent), or your callback."""
+    `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
+    `teacher`: your own instead of a trained one, an `nn.Module` or the path of an ONNX model
+    or of its logits (`kdbench.own_teacher`); `--teacher PATH` sets the same in `cfg`."""
     if progress is True:
         return with_progress(False, lambda bar: reproduce(
-            cfg, out, bar, measure_latency, arrays, shared))  # fmt: skip
+            cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip
     progress = progress or None
     start = time.perf_counter()
+    own = _own_teacher(cfg, teacher)
+    if own is not None:
+        cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)
+        if shared is not None:
+            raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
     _check(cfg)
-    splits = _splits(cfg, arrays)
+    source = _arrays(cfg, arrays)
+    splits = _splits(cfg, source)
     notice = _prepare_device(cfg)
     folder = Path(out) if out is not None else default_out()
+    on_device = splits.to(cfg.device)
+    # your teacher is checked before the folder is touched: a bad one leaves nothing behind
+    own_logits = None
+    if own is not None and not (folder / LOGITS_FILE).is_file():
+        d = cfg.data
+        n_images = len(source["train_images"])
+        own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
     run_config = _run_config(cfg)
     store = RunStore(folder, run_config)
     if notice:
@@ -187,7 +232,10 @@ def reproduce(
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         atomic_write(folder / DATA_FILE, save(tensors))
     cache = SharedCache(store, shared) if shared is not None else store
-    records = run_study(cfg, splits.to(cfg.device), store.append_record, progress, cache)
+    given = None
+    if own is not None:
+        given = (own, _own_logits(folder, on_device, own_logits))
+    records = run_study(cfg, on_device, store.append_record, progress, cache, given)
     measured = None
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
@@ -217,7 +265,7 @@ def distil_points(
     if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
         return [[] for _ in folders]
     _check(cfgs[0])
-    splits = _splits(cfgs[0]).to(cfgs[0].device)
+    splits = _splits(cfgs[0], _arrays(cfgs[0])).to(cfgs[0].device)
     _prepare_device(cfgs[0])
     caches = [
         SharedCache(RunStore(f, _run_config(c)), shared) for c, f in zip(cfgs, folders, strict=True)

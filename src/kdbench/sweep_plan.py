@@ -55,8 +55,8 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             raise ConfigError(f"--grid takes name=v1,v2,... (got {item!r})")
         if name == "lr":
             name = "learning_rate"
-        if name not in index or name in ("dataset", "data_dir", "fingerprint"):
-            valid = [n for n in index if n not in ("dataset", "data_dir", "fingerprint")]
+        if name not in index or name in _NOT_SWEPT:
+            valid = [n for n in index if n not in _NOT_SWEPT]
             raise ConfigError(
                 f"--grid: '{name}' is not a setting a sweep can vary{did_you_mean(name, valid)}"
             )
@@ -66,6 +66,10 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     if not grid:
         raise ConfigError("a sweep needs at least one --grid name=v1,v2,...")
     return grid
+
+
+# the data and your own teacher are fixed for a whole sweep
+_NOT_SWEPT = ("dataset", "data_dir", "fingerprint", "own_teacher", "own_teacher_sha256")
 
 
 def _label(point: dict[str, Any]) -> str:
