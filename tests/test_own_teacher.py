@@ -72,6 +72,8 @@ def test_module_teacher_equals_the_trained_teacher_handed_back(digits, trained, 
     assert cfg_saved["own_teacher"] == "module:Sequential"
     assert len(cfg_saved["own_teacher_sha256"]) == 64
     assert "Your teacher (module:Sequential)" in (folder / "table.md").read_text()
+    verdicts = (folder / "report.md").read_text().split("## Verdict")[1].split("##")[0]
+    assert "your teacher" in verdicts.lower() and "large network" not in verdicts
     with pytest.raises(RunFolderError, match="your own"):
         kdbench.load(folder, "teacher")
     if mode == "frozen":  # the teacher was not changed by being used

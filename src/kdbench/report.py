@@ -42,6 +42,7 @@ def build_summary(
     timing: dict,
     resources: dict | None = None,
     paper: bool = True,
+    own_teacher: str | None = None,
 ) -> dict[str, Any]:
     """The paper's numbers sit beside the measured ones only where the run has the paper's
     data and training (`comparable_to_paper`)."""
@@ -68,7 +69,7 @@ def build_summary(
     ]
     comparisons = compare_rows(per_row)
     for c in comparisons:
-        c["verdict"] = sentence(c)
+        c["verdict"] = sentence(c, own_teacher=own_teacher is not None)
     return {
         "rows": rows,
         "comparisons": comparisons,
@@ -79,6 +80,7 @@ def build_summary(
         "diverged": diverged,
         "timing": timing,
         **({"resources": resources} if resources else {}),
+        **({"own_teacher": own_teacher} if own_teacher else {}),
     }
 
 
@@ -362,9 +364,8 @@ def render(
     """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
     cfg = run_config["config"]
     planned = cfg["protocol"]["repeats"]
-    summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg))
-    if cfg["model"].get("own_teacher") is not None:
-        summary["own_teacher"] = cfg["model"]["own_teacher"]
+    own = cfg["model"].get("own_teacher")
+    summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
     if diagnosis is not None:
         summary["diagnosis"] = diagnosis
     write_json(folder / "summary.json", summary)

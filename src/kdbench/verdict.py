@@ -44,9 +44,20 @@ PHRASES = {
 }
 
 
-def sentence(c: dict, threshold: float = SIGNIFICANCE) -> str:
+def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False) -> str:
+    """`own_teacher`: the teacher is the user's, so it is "your teacher", not "the large
+    network"."""
     default = (c["a"], "was", c["b"], f"{c['a']} and {c['b']}")
-    subject, verb, reference, pair = PHRASES.get((c["a"], c["b"]), default)
+    phrases = PHRASES.get((c["a"], c["b"]), default)
+    if own_teacher:
+        phrases = tuple(
+            p.replace("The large network (teacher)", "Your teacher")
+            .replace("the large network", "your teacher")
+            if p
+            else p
+            for p in phrases
+        )
+    subject, verb, reference, pair = phrases
     versus = f" compared with {reference}" if reference else ""
     n = c["n"]
     if n < 2 or c["p_holm"] is None:
