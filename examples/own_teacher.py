@@ -38,7 +38,7 @@ class SmallCNN(nn.Module):
 torch.manual_seed(0)
 teacher = SmallCNN()
 opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-for epoch in range(2):  # the first 10,000 training images: kdbench's own runs see the same ones
+for _epoch in range(2):  # the first 10,000 training images: kdbench's own runs see the same ones
     for i in torch.randperm(len(x)).split(64):
         opt.zero_grad()
         nn.functional.cross_entropy(teacher(x[i]), y[i]).backward()
@@ -61,4 +61,5 @@ x_test = torch.from_numpy(arrays["test_images"].reshape(-1, 784).astype(np.float
 with torch.no_grad():
     accuracy = (student(x_test).argmax(-1).numpy() == arrays["test_labels"]).mean()
 print(f"student test accuracy {100 * accuracy:.2f}%")
-print(f"report: {folder / 'report.md'}; export: kdbench export {folder} --role student_from_teacher")
+print(f"report: {folder / 'report.md'}")
+print(f"export: kdbench export {folder} --role student_from_teacher")
