@@ -51,8 +51,9 @@ def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False
     phrases = PHRASES.get((c["a"], c["b"]), default)
     if own_teacher:
         phrases = tuple(
-            p.replace("The large network (teacher)", "Your teacher")
-            .replace("the large network", "your teacher")
+            p.replace("The large network (teacher)", "Your teacher").replace(
+                "the large network", "your teacher"
+            )
             if p
             else p
             for p in phrases
