@@ -50,6 +50,24 @@ def _main(
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Track = Annotated[
+    str | None,
+    typer.Option(
+        help="Send the finished run to a tracker: mlflow (pip install 'kdbench\\[mlflow]'),"
+        " at MLFLOW_TRACKING_URI or ./mlruns."
+    ),
+]
+
+
+def _tracked(track: str | None, log) -> None:
+    """Log a finished run to the tracker (checked by `tracking.check` before it trained)."""
+    if track is None:
+        return
+    from kdbench.tracking import where
+
+    print(f"mlflow: run {log()} at {where()}", file=sys.stderr)
+
+
 SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
 
 
@@ -66,17 +84,21 @@ def reproduce(
     latency: Annotated[
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
     ] = True,
+    track: Track = None,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
+    from kdbench import tracking
     from kdbench.presets import resolve
 
     cfg = resolve(preset, **overrides)
+    tracking.check(track)
     from kdbench.run import reproduce as run  # after the settings are checked: torch loads slowly
 
     start = time.perf_counter()
     folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
+    _tracked(track, lambda: tracking.log_study(folder))
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
 
 
@@ -287,16 +309,20 @@ def sweep(
         ),
     ] = MAX_STACK,
     quiet: Quiet = False,
+    track: Track = None,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
     from kdbench import sweep as sw
+    from kdbench import tracking
     from kdbench.presets import resolve
 
     base = resolve(preset, **overrides)
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains
+    tracking.check(track)
     with_progress(
         quiet or executor != "local",
         lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack),
     )
+    _tracked(track, lambda: tracking.log_sweep(out))
     print(out / "sweep.md")
