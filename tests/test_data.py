@@ -89,7 +89,8 @@ def test_data_dir_problems(tmp_path, monkeypatch):
     from kdbench import sources
 
     offline = dataclasses.replace(
-        sources.IDX_SOURCES["kmnist"], base_url=(tmp_path / "offline").as_uri() + "/"
+        sources.IDX_SOURCES["kmnist"],
+        base_url="http://127.0.0.1:9/",  # nothing listens there
     )
     monkeypatch.setitem(sources.IDX_SOURCES, "kmnist", offline)
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "cache"))

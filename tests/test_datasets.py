@@ -3,12 +3,15 @@ checksum-verified download; your own arrays through kdbench.study."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import json
 import struct
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -36,17 +39,32 @@ def _idx(path, array):
 
 
 @pytest.fixture
-def fake_source(tmp_path, monkeypatch):
-    """A stand-in for a dataset's server: four real IDX files behind file:// URLs."""
+def http_folder(tmp_path):
+    """A local HTTP server over tmp_path/server (pooch downloads over HTTP, as from the real
+    servers); yields the folder and its base URL."""
     server = tmp_path / "server"
     server.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(server))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def fake_source(http_folder, tmp_path, monkeypatch):
+    """A stand-in for a dataset's server: four real IDX files behind http:// URLs."""
+    server, url = http_folder
     rng = np.random.default_rng(0)
     _idx(server / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 28, 28)))
     _idx(server / "train-labels-idx1-ubyte.gz", np.arange(50) % 10)
     _idx(server / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
     _idx(server / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
     sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in server.iterdir()}
-    source = sources.Source(server.as_uri() + "/", sums, (str(tmp_path / "system"),))
+    source = sources.Source(url, sums, (str(tmp_path / "system"),))
     monkeypatch.setitem(sources.IDX_SOURCES, "kmnist", source)
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "cache"))
     return server, source

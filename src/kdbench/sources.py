@@ -4,17 +4,14 @@ checksum-verified download.
 Search order for an IDX dataset: `--data-dir`; the copy bundled in the package (MNIST); the cache
 folder (`$KDBENCH_DATA/<name>`, default `~/.cache/kdbench/<name>`); a system package's folder
 (Debian's `dataset-fashion-mnist` installs `/usr/share/datasets/fashion-mnist`); and, last, a
-download into the cache, accepted only if every file matches its pinned SHA-256.
+download into the cache (pooch), accepted only if every file matches its pinned SHA-256.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -93,40 +90,35 @@ def locate(name: str, data_dir: str | None, stems: list[str]) -> Path:
     return download(name, source, cached)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(name: str, source: Source, folder: Path) -> Path:
-    """Fetch every file into a temporary folder, check each against its pinned SHA-256, and only
-    then move them into `folder`: a failed or tampered download leaves nothing behind."""
+    """Fetch every file with pooch into a temporary folder, each checked against its pinned
+    SHA-256 (pooch keeps no file that fails), and only then move them all into `folder`: a
+    failed or tampered download leaves nothing behind, not even the files that passed."""
+    import pooch  # only when a download is needed
+    import requests
+
     print(f"kdbench: downloading {name} into {folder}", file=sys.stderr)
+    pooch.get_logger().setLevel("WARNING")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
-        for file, sha in source.gz_sha256.items():
-            target = Path(tmp) / file
+        registry = {file: f"sha256:{sha}" for file, sha in source.gz_sha256.items()}
+        fetcher = pooch.create(path=tmp, base_url=source.base_url, registry=registry)
+        for file in registry:
             try:
-                with (
-                    urllib.request.urlopen(source.base_url + file, timeout=60) as resp,
-                    open(target, "wb") as fh,
-                ):
-                    shutil.copyfileobj(resp, fh)
-            except OSError as exc:
+                fetcher.fetch(file)
+            except (OSError, requests.RequestException) as exc:
                 raise DataError(
                     f"cannot download {name} ({file}: {exc}); put its four IDX files in"
                     f" {folder} or pass --data-dir"
                 ) from None
-            got = _sha256(target)
-            if got != sha:
+            except ValueError as exc:  # pooch: the file's hash is not the pinned one
+                if "hash" not in str(exc):
+                    raise
                 raise DataError(
-                    f"downloaded {file} fails its SHA-256 check ({got[:12]}… != {sha[:12]}…);"
-                    " nothing was kept: retry, or fetch the files yourself and pass --data-dir"
-                )
+                    f"downloaded {file} fails its SHA-256 check; nothing was kept: retry, or"
+                    " fetch the files yourself and pass --data-dir"
+                ) from None
         folder.mkdir(exist_ok=True)
-        for file in source.gz_sha256:
+        for file in registry:
             os.replace(Path(tmp) / file, folder / file)
     return folder
