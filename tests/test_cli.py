@@ -11,15 +11,26 @@ import torch
 
 from kdbench import data
 from kdbench.protocol import ROWS
+from tests.in_process import kdbench
 
 KDBENCH = [sys.executable, "-m", "kdbench"]
 
 
 def _run(*args, cwd=None):
-    """kdbench in a subprocess; size/latency measurement is tested in test_export, not here."""
+    """kdbench in this process (Typer's CliRunner): the same command, exit code and stderr as
+    the console script, without importing torch again for every call (the console script itself
+    runs as a subprocess in `quick_run` and `test_console_script_exit_codes`). Size and latency
+    measurement is tested in test_export, not here."""
     extra = ["--no-latency"] if args and args[0] == "reproduce" else []
-    cmd = [*KDBENCH, *args, *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
+    return kdbench(*args, *extra, cwd=cwd)
+
+
+def test_console_script_exit_codes(tmp_path):
+    """The installed entry point: a usage error exits 2 with one line, --version answers."""
+    proc = subprocess.run([*KDBENCH, "reproduce", "--alpha", "2", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "--alpha" in proc.stderr and not (tmp_path / "r").exists()
 
 
 def test_summary_meets_the_contract(quick_run):

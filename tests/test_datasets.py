@@ -9,8 +9,6 @@ import hashlib
 import http.server
 import json
 import struct
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 
 from kdbench import Config, data, sources, study
 from kdbench.errors import DataError, RunFolderError
+from tests.in_process import kdbench
 
 
 def test_digits_loads_offline_with_a_fixed_split():
@@ -130,9 +129,7 @@ def test_study_on_your_own_arrays(tmp_path):
     assert saved["dataset"] == "arrays" and len(saved["fingerprint"]) == 64
     # the folder is complete: report and diagnose re-read the arrays from it
     for cmd in ("report", "diagnose"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "kdbench", cmd, str(folder)], capture_output=True, text=True
-        )
+        proc = kdbench(cmd, folder)
         assert proc.returncode == 0, proc.stderr
     assert json.loads((folder / "diagnose.json").read_text())["soft_targets"] is not None
     # other arrays into the same folder are refused, naming the difference

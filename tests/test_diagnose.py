@@ -4,14 +4,13 @@ explain compares presets on tiny runs."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from kdbench import explain
 from kdbench.presets import resolve
 from kdbench.run import reproduce
+from tests.in_process import kdbench
 
 # fixed epochs: the early-stopping checks do not apply, so a healthy run has nothing to flag
 TINY = dict(train_limit=2000, repeats=3, members=2, epochs=3, temperature=2.0)
@@ -56,12 +55,9 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
     cfg = resolve("paper", teacher_hidden=(2,), student_hidden=(64,), **TINY)
     folder, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
     assert "weak-teacher" in _codes(summary)
-    out = subprocess.run(
-        [sys.executable, "-m", "kdbench", "diagnose", str(folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    proc = kdbench("diagnose", folder)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     assert "not clearly better" in out and "--preset hinton" in out
     assert json.loads((folder / "diagnose.json").read_text())["findings"]
 
@@ -100,10 +96,10 @@ def test_record_checks_flag_early_stops_combined_loss_and_divergence():
 
 def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     folder, _ = healthy
-    cmd = [sys.executable, "-m", "kdbench", "explain", "--out", str(tmp_path / "ex")]
+    cmd = ["explain", "--out", str(tmp_path / "ex")]
     cmd += ["--variant", "hard-monitor", "--from", str(folder), "--quiet"]
     cmd += ["--train-limit", "1000", "--repeats", "2", "--members", "2", "--epochs", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = kdbench(*cmd)
     assert proc.returncode == 0, proc.stderr
     table = (tmp_path / "ex" / "explain.md").read_text()
     assert "| paper (run) |" in table and "| hard-monitor |" in table  # labelled by folder too

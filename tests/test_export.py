@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 from kdbench import export, latency
 from kdbench.models import init_stack
 from kdbench.resources import figures
+from tests.in_process import kdbench
 
 
 def test_counts_for_the_papers_architectures():
@@ -45,8 +44,7 @@ def test_onnx_equals_pytorch_on_random_inputs(sizes, k, tmp_path):
 
 @pytest.mark.parametrize("role", ["student_from_ensemble", "ensemble", "teacher"])
 def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, role):
-    cmd = [sys.executable, "-m", "kdbench", "export", str(quick_run), "--role", role, "--int8"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = kdbench("export", quick_run, "--role", role, "--int8")
     assert proc.returncode == 0, proc.stderr
     folder = quick_run / "exports" / f"{role}-r0"
     info = json.loads((folder / f"{role}-r0.json").read_text())

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from kdbench.config import Config
 from kdbench.errors import ConfigError
 from kdbench.presets import PRESETS, resolve
+from tests.in_process import kdbench
 
 EXPECTED = {
     "paper": {},
@@ -69,16 +68,14 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_cli_lists_presets_and_records_the_preset_in_the_run_folder(tmp_path):
-    listed = subprocess.run(
-        [sys.executable, "-m", "kdbench", "presets"], capture_output=True, text=True, check=True
-    ).stdout
+    listed = kdbench("presets").stdout
     for name in PRESETS:
         assert name in listed
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "kdbench", "reproduce", "--preset", "paper-softmax-head"]
+    cmd = ["reproduce", "--preset", "paper-softmax-head"]
     cmd += ["--train-limit", "600", "--repeats", "1", "--members", "2", "--epochs", "1"]
     cmd += ["--quiet", "--no-latency", "--out", str(out)]
-    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert kdbench(*cmd).returncode == 0
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["preset"] == "paper-softmax-head"
     assert saved["model"]["head"] == "softmax"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from kdbench.errors import RunFolderError
 from kdbench.records import VERSION, Record
 from kdbench.roles import Role
 from kdbench.store import read_config, read_records
+from tests.in_process import kdbench
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -48,8 +47,7 @@ def test_report_of_a_committed_run_gives_its_committed_numbers(tmp_path):
     run = tmp_path / "paper-mnist"
     shutil.copytree(RESULTS / "paper-mnist", run)
     before = json.loads((run / "summary.json").read_text())
-    cmd = [sys.executable, "-m", "kdbench", "report", str(run)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert kdbench("report", run).returncode == 0
     after = json.loads((run / "summary.json").read_text())
     # no checkpoints are committed: the figures measured with them are kept, not dropped
     committed = json.loads((RESULTS / "paper-mnist" / "diagnose.json").read_text())

@@ -12,6 +12,8 @@ import time
 import pytest
 from safetensors import safe_open
 
+from tests.in_process import kdbench
+
 ARGS = [
     "--train-limit",
     "3000",
@@ -106,8 +108,7 @@ def test_other_seed_gives_other_results(tmp_path, uninterrupted):
     full_out, _ = uninterrupted
     out = tmp_path / "seed1"
     small = [*ARGS, "--train-limit", "600", "--epochs", "1"]  # later flags override ARGS
-    cmd = [sys.executable, "-m", "kdbench", "reproduce", *small, "--seed", "1", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = kdbench("reproduce", *small, "--seed", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "config.json").read_text())["config"]["data"]["train_limit"] == 600
 

@@ -116,9 +116,12 @@ def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
 
 
 def test_a_different_sweep_in_the_same_folder_is_refused(local):
-    cmd = [sys.executable, "-m", "kdbench", "sweep", *ARGS, "--grid", "seed=1"]
-    proc = subprocess.run([*cmd, "--out", str(local)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "different sweep" in proc.stderr
+    from typer.testing import CliRunner
+
+    from kdbench.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
+    assert result.exit_code == 2 and "different sweep" in result.stderr
 
 
 def test_ray_executor_gives_the_local_numbers(tmp_path, local):

@@ -65,7 +65,8 @@ def figure(summary: dict, folder: Path) -> None:
     ax.set_xticks(range(len(ROWS)), short)
     ax.set_ylabel("test error rate (%)")
     ax.set_title("Original models vs distilled students (Figure 3)")
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # every row diverged: nothing drawn, no legend
+        ax.legend(loc="upper right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, folder, "figure")
 
@@ -112,5 +113,6 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
     ax.set_ylabel("test error rate (%)")
     ax.set_title("Accuracy vs latency: lower left is better")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     save_figure(fig, folder, "tradeoff")
