@@ -18,7 +18,7 @@ cfg = Config().with_overrides(
 )
 folder, summary = study(x_train, y_train, x_test, y_test, cfg, out="runs/own-data")
 for row, values in summary["rows"].items():
-    print(f"{row:<24} {100 * values['mean']:.2f}% test error")
+    print(f"{row:<24} {values['mean_pct']:.2f}% test error")
 for comparison in summary["comparisons"][:2]:
     print(comparison["verdict"])
 print(f"report: {folder / 'report.md'}")

@@ -50,7 +50,7 @@ for _epoch in range(2):  # the first 10,000 training images: kdbench's own runs 
 cfg = kdbench.Config().with_overrides(repeats=3, members=5, train_limit=10000, temperature=4.0)
 folder, summary = kdbench.reproduce(cfg, "runs/own-teacher", teacher=teacher)
 for row, values in summary["rows"].items():
-    print(f"{row:<24} {100 * values['mean']:.2f}% test error")
+    print(f"{row:<24} {values['mean_pct']:.2f}% test error")
 print(summary["comparisons"][0]["verdict"])  # student from your teacher vs hard labels
 
 # Your student back, as an ordinary nn.Module in eval mode, and the same model as ONNX.

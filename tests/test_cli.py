@@ -38,11 +38,12 @@ def test_summary_meets_the_contract(quick_run):
     assert set(summary["rows"]) == set(ROWS)
     for name in ROWS:
         row = summary["rows"][name]
-        assert len(row["errors"]) == 2
-        assert all(0 <= e <= 1 for e in row["errors"])
-        assert row["mean"] == pytest.approx(sum(row["errors"]) / 2)
-        assert row["std"] >= 0 and row["ci95"][0] <= row["mean"] <= row["ci95"][1]
-        assert row["mean"] < 0.5, f"{name} did not learn: {row['mean']}"
+        assert len(row["errors_pct"]) == 2
+        assert all(0 <= e <= 100 for e in row["errors_pct"])
+        assert row["mean_pct"] == pytest.approx(sum(row["errors_pct"]) / 2, abs=1e-4)
+        lo, hi = row["ci95_pct"]
+        assert row["std_pct"] >= 0 and lo <= row["mean_pct"] <= hi
+        assert row["mean_pct"] < 50, f"{name} did not learn: {row['mean_pct']}"
     assert summary["timing"]["total_seconds"] > 0
     for name in ("table.md", "table.csv", "figure.png", "figure.svg", "report.md", "config.json"):
         assert (quick_run / name).stat().st_size > 0, name
@@ -83,7 +84,9 @@ def test_ensemble_row_is_the_averaged_ensemble_not_a_member(quick_run):
     records = [json.loads(x) for x in (quick_run / "records.jsonl").read_text().splitlines()]
     summary = json.loads((quick_run / "summary.json").read_text())
     combined = [r["test_error"] for r in records if r["kind"] == "ensemble"]
-    assert summary["rows"]["ensemble"]["errors"] == combined
+    assert summary["rows"]["ensemble"]["errors_pct"] == pytest.approx(
+        [100 * e for e in combined], abs=1e-4
+    )
 
 
 def test_report_rerenders_from_records(quick_run, tmp_path):

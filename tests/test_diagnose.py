@@ -29,7 +29,7 @@ def healthy(tmp_path_factory):
 def test_healthy_run_has_no_findings(healthy):
     folder, summary = healthy
     teacher_gap = next(c for c in summary["comparisons"] if c["a"] == "teacher")
-    assert teacher_gap["ci95"][1] < 0, "scenario: the teacher must be clearly better"
+    assert teacher_gap["ci95_pp"][1] < 0, "scenario: the teacher must be clearly better"
     assert _codes(summary) == set()
     assert "No known pitfall found" in (folder / "report.md").read_text()
     fidelity = summary["diagnosis"]["soft_targets"]["fidelity"]
@@ -142,15 +142,15 @@ def test_pattern_needs_both_students_and_significance():
             {
                 "a": "student_from_teacher",
                 "b": "student_hard",
-                "mean_diff": d1,
-                "ci95": None,
+                "mean_diff_pp": d1,
+                "ci95_pp": None,
                 "p_holm": p1,
             },
             {
                 "a": "student_from_ensemble",
                 "b": "student_hard",
-                "mean_diff": d2,
-                "ci95": None,
+                "mean_diff_pp": d2,
+                "ci95_pp": None,
                 "p_holm": p2,
             },
         ]

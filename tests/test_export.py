@@ -57,8 +57,8 @@ def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, r
     assert props["test_error_pct"] == f"{100 * info['test_error_onnx']:.2f}"
     assert "divided by 255" in props["preprocessing"] and len(props["config_sha256"]) == 64
     summary = json.loads((quick_run / "summary.json").read_text())
-    lo, hi = summary["rows"][role]["ci95"]
-    assert props["row_ci95_pct"] == f"{100 * lo:.2f}–{100 * hi:.2f}%"
+    lo, hi = summary["rows"][role]["ci95_pct"]
+    assert props["row_ci95_pct"] == f"{lo:.2f}–{hi:.2f}%"
     card = (folder / "MODEL_CARD.md").read_text()
     assert props["test_error_pct"] in card and "µs per image" in card and "parameters" in card
     assert info["test_error_onnx"] == info["test_error_torch"]

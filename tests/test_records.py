@@ -56,5 +56,5 @@ def test_report_of_a_committed_run_gives_its_committed_numbers(tmp_path):
         json.loads((run / "diagnose.json").read_text())["soft_targets"] == committed["soft_targets"]
     )
     for row, got in after["rows"].items():
-        assert got["errors"] == before["rows"][row]["errors"]
-        assert got["mean"] == pytest.approx(before["rows"][row]["mean"])
+        assert got["errors_pct"] == before["rows"][row]["errors_pct"]
+        assert got["mean_pct"] == pytest.approx(before["rows"][row]["mean_pct"])

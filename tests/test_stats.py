@@ -19,18 +19,19 @@ B = [0.0221, 0.0230, 0.0222, 0.0241, 0.0225, 0.0240, 0.0227, 0.0230, 0.0229, 0.0
 
 
 def test_summary_against_scipy():
-    s = summarize(A)
-    assert s["mean"] == pytest.approx(np.mean(A))
-    assert s["std"] == pytest.approx(np.std(A, ddof=1))
+    s = summarize(A)  # fractions in, percent out
+    assert s["mean_pct"] == pytest.approx(100 * np.mean(A), abs=1e-4)
+    assert s["std_pct"] == pytest.approx(100 * np.std(A, ddof=1), abs=1e-4)
     # written out: a t-interval of the logits, back-transformed
     z = np.log(np.array(A) / (1 - np.array(A)))
     half = ss.t.ppf(0.975, 9) * z.std(ddof=1) / math.sqrt(10)
     expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    assert s["ci95"] == pytest.approx([expit(z.mean() - half), expit(z.mean() + half)])
+    want = [100 * expit(z.mean() - half), 100 * expit(z.mean() + half)]
+    assert s["ci95_pct"] == pytest.approx(want, abs=1e-4)
     # with 10 repeats and a small spread it is close to the plain t-interval
     lo, hi = ss.t.interval(0.95, 9, loc=np.mean(A), scale=ss.sem(A))
-    assert s["ci95"] == pytest.approx([lo, hi], abs=2e-5)
-    assert summarize([0.02])["ci95"] is None and summarize([])["mean"] is None
+    assert s["ci95_pct"] == pytest.approx([100 * lo, 100 * hi], abs=2e-3)
+    assert summarize([0.02])["ci95_pct"] is None and summarize([])["mean_pct"] is None
 
 
 @pytest.mark.parametrize(
@@ -44,35 +45,36 @@ def test_summary_against_scipy():
 )
 def test_error_intervals_stay_inside_0_and_1(errors):
     s = summarize(errors)
-    lo, hi = s["ci95"]
+    lo, hi = (v / 100 for v in s["ci95_pct"])
     assert 0 <= lo <= hi <= 1
-    assert lo <= float(np.median(errors)) <= hi
+    assert lo <= float(np.median(errors)) + 1e-6 and float(np.median(errors)) <= hi + 1e-6
     plain = ss.t.interval(0.95, len(errors) - 1, loc=np.mean(errors), scale=ss.sem(errors))
     if plain[0] < 0:  # where the plain interval leaves [0, 1], this one does not
         assert lo > plain[0]
 
 
 def test_verdict_interval_has_the_sentence_sign():
-    worse = {"a": "student_from_teacher", "b": "student_hard", "n": 10, "mean_diff": 1.03,
-             "ci95": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
-    better = {**worse, "a": "student_from_ensemble", "mean_diff": -0.40, "ci95": [-0.54, -0.26]}
+    worse = {"a": "student_from_teacher", "b": "student_hard", "n": 10, "mean_diff_pp": 1.03,
+             "ci95_pp": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
+    better = {**worse, "a": "student_from_ensemble", "mean_diff_pp": -0.40,
+              "ci95_pp": [-0.54, -0.26]}  # fmt: skip
     assert "worse by 1.03 percentage points" in sentence(worse)
     assert "95% CI 0.72 to 1.34" in sentence(worse)
     assert "better by 0.40 percentage points" in sentence(better)
     assert "95% CI 0.26 to 0.54" in sentence(better)
-    unclear = {**better, "p_holm": 0.3, "ci95": [-0.9, 0.1]}
+    unclear = {**better, "p_holm": 0.3, "ci95_pp": [-0.9, 0.1]}
     assert "mean difference -0.40" in sentence(unclear) and "CI -0.90 to +0.10" in sentence(unclear)
 
 
 def test_paired_against_scipy_and_by_hand():
     c = paired(A, B)
     d = 100 * (np.array(A) - np.array(B))
-    assert c["mean_diff"] == pytest.approx(d.mean())
+    assert c["mean_diff_pp"] == pytest.approx(d.mean(), abs=1e-4)
     assert c["p_ttest"] == pytest.approx(ss.ttest_rel(A, B).pvalue)
     assert c["p_wilcoxon"] == pytest.approx(ss.wilcoxon(A, B).pvalue)
     # by hand: mean ± t_{0.975, 9} * sd / sqrt(n)
     half = 2.2621571627409915 * d.std(ddof=1) / math.sqrt(10)
-    assert c["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert c["ci95_pp"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-4)
     assert c["d_z"] == pytest.approx(d.mean() / d.std(ddof=1))
 
 
@@ -94,8 +96,8 @@ def _comparison(mean, lo, hi, p, n=10):
         "a": "student_from_ensemble",
         "b": "student_hard",
         "n": n,
-        "mean_diff": mean,
-        "ci95": [lo, hi],
+        "mean_diff_pp": mean,
+        "ci95_pp": [lo, hi],
         "p_holm": p,
     }
 
@@ -159,7 +161,7 @@ def test_compare_rows_pairs_by_repeat_and_adjusts_the_family():
     ps = [c["p_ttest"] for c in comps]
     assert [c["p_holm"] for c in comps] == pytest.approx(holm(ps))
     kd = next(c for c in comps if c["a"] == "student_from_teacher" and c["b"] == "student_hard")
-    assert kd["mean_diff"] > 0 and kd["p_holm"] < 0.05
+    assert kd["mean_diff_pp"] > 0 and kd["p_holm"] < 0.05
 
 
 def test_report_from_synthetic_partial_run(tmp_path):
@@ -183,7 +185,7 @@ def test_report_from_synthetic_partial_run(tmp_path):
     summary = report.render(tmp_path, recs, run_config, {"total_seconds": 12.0})
     assert summary["partial"] and summary["completed_repeats"] == 3
     assert summary["rows"]["student_hard"]["repeats"] == [0, 1, 2]
-    assert 0.9 not in summary["rows"]["student_hard"]["errors"]
+    assert 90.0 not in summary["rows"]["student_hard"]["errors_pct"]
     text = (tmp_path / "report.md").read_text()
     assert "Partial run" in text and "diverged" in text
     assert json.loads((tmp_path / "summary.json").read_text())["comparisons"][0]["n"] == 3
@@ -209,7 +211,7 @@ def test_paper_column_only_for_the_papers_data_and_training(tmp_path, overrides,
     summary = report.render(tmp_path, _records(10), run_config, {"total_seconds": 1.0})
     table = (tmp_path / "table.md").read_text()
     assert ("| Paper |" in table) == paper and ("†" in table) == paper
-    assert all((row["paper"] is not None) == paper for row in summary["rows"].values())
+    assert all((row["paper_pct"] is not None) == paper for row in summary["rows"].values())
     assert "not conclusive" not in table  # 10 repeats
 
 
@@ -228,3 +230,32 @@ def test_table_csv_is_tidy_in_percent(tmp_path):
     for row in rows:
         rec = by_key[(row["role"], int(row["repeat"]), row["kind"])]
         assert row["test_error_pct"] == f"{100 * rec.test_error:.2f}"  # percent, no float noise
+
+
+def test_summary_json_has_one_unit_and_names_it(tmp_path):
+    """Error rates in percent (`_pct`), differences in percentage points (`_pp`), rounded: no
+    bare `mean`/`ci95` whose unit a reader must guess, no float32 noise."""
+    from kdbench.config import Config
+
+    run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
+    report.render(tmp_path, _records(10), run_config, {"total_seconds": 1.0})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    bare = {"mean", "std", "ci95", "errors", "paper", "mean_diff", "unit"}
+
+    def walk(obj, key=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                assert k not in bare, f"{k} does not say its unit"
+                walk(v, k)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v, key)
+        elif isinstance(obj, float) and key.endswith(("_pct", "_pp")):
+            assert round(obj, 4) == obj, f"{key} = {obj!r}: float noise"
+            if key.endswith("_pct"):
+                assert 0 <= obj <= 100, f"{key} = {obj} is not a percent"
+
+    walk(summary)
+    row = summary["rows"]["student_hard"]
+    assert row["mean_pct"] == pytest.approx(sum(row["errors_pct"]) / 10, abs=1e-4)
+    assert 1 < row["mean_pct"] < 5  # the synthetic records' errors are about 2%, in percent

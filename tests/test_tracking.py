@@ -45,8 +45,8 @@ def test_a_study_is_one_parent_run_with_a_child_per_model(tmp_path, monkeypatch)
     assert parent.data.params["distill.temperature"] == "10.0"
     assert parent.data.params["protocol.repeats"] == "2"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    mean = summary["rows"]["student_hard"]["mean"]
-    assert parent.data.metrics["student_hard.test_error_pct"] == pytest.approx(100 * mean)
+    mean = summary["rows"]["student_hard"]["mean_pct"]
+    assert parent.data.metrics["student_hard.test_error_pct"] == pytest.approx(mean)
     client = mlflow.tracking.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "table.csv", "figure.png", "config.json"} <= artifacts

@@ -55,7 +55,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     teacher_vs_hard = next(
         c for c in compare_rows(row_errors(records)) if c["a"] == "teacher"
     )  # a − b in pp: negative when the teacher is better
-    diff, ci = teacher_vs_hard["mean_diff"], teacher_vs_hard["ci95"]
+    diff, ci = teacher_vs_hard["mean_diff_pp"], teacher_vs_hard["ci95_pp"]
     own = cfg.model.own_teacher
     if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
         spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"

@@ -73,6 +73,11 @@ def read_summary(folder: Path) -> tuple[str, dict]:
     if not path.is_file():
         raise RunFolderError(f"{folder} has no summary.json; finish the run (or resume it) first")
     summary = json.loads(path.read_text())
+    if "mean_pct" not in next(iter(summary["rows"].values())):
+        raise RunFolderError(
+            f"{folder}/summary.json was written by an older kdbench (error rates as fractions);"
+            f" re-render it with `kdbench report {folder}`"
+        )
     return read_config(folder).preset, summary
 
 
@@ -83,12 +88,14 @@ def pattern(summary: dict) -> dict[str, Any]:
         if c["a"] in KD and c["b"] == "student_hard":
             significant = c["p_holm"] is not None and c["p_holm"] < SIGNIFICANCE
             found[c["a"]] = {
-                "mean_diff": c["mean_diff"],
-                "ci95": c["ci95"],
+                "mean_diff_pp": c["mean_diff_pp"],
+                "ci95_pp": c["ci95_pp"],
                 "p_holm": c["p_holm"],
                 "significant": significant,
             }
-    diffs = [found[k]["mean_diff"] for k in KD if found.get(k, {}).get("mean_diff") is not None]
+    diffs = [
+        found[k]["mean_diff_pp"] for k in KD if found.get(k, {}).get("mean_diff_pp") is not None
+    ]
     sure = len(diffs) == 2 and all(found[k]["significant"] for k in KD)
     if len(diffs) < 2:
         verdict = "incomplete"
@@ -102,11 +109,11 @@ def pattern(summary: dict) -> dict[str, Any]:
 
 
 def _pct(row: dict) -> str:
-    if row["mean"] is None:
+    if row["mean_pct"] is None:
         return "–"
-    ci = row["ci95"]
-    spread = f" ({100 * ci[0]:.2f}–{100 * ci[1]:.2f})" if ci else ""
-    return f"{100 * row['mean']:.2f}%{spread}"
+    ci = row["ci95_pct"]
+    spread = f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+    return f"{row['mean_pct']:.2f}%{spread}"
 
 
 def markdown(entries: list[dict], warnings: tuple[str, ...] = ()) -> str:
@@ -121,11 +128,11 @@ def markdown(entries: list[dict], warnings: tuple[str, ...] = ()) -> str:
         deltas = []
         for k in KD:
             d = e["kd_vs_hard"].get(k, {})
-            if d.get("mean_diff") is None:
+            if d.get("mean_diff_pp") is None:
                 deltas.append("–")
             else:
                 star = "*" if d["significant"] else ""
-                deltas.append(f"{d['mean_diff']:+.2f}{star}")
+                deltas.append(f"{d['mean_diff_pp']:+.2f}{star}")
         cells = [_pct(rows[name]) for name in ROWS]
         lines.append(f"| {e['variant']} | " + " | ".join([*cells, *deltas, e["pattern"]]) + " |")
     return (
@@ -221,12 +228,12 @@ def forest(entries: list[dict], folder: Path) -> None:
     for ax, kind in zip(axes, KD, strict=True):
         for y, e in zip(ys, entries, strict=True):
             d = e["kd_vs_hard"].get(kind, {})
-            if d.get("mean_diff") is None:
+            if d.get("mean_diff_pp") is None:
                 continue
-            ci = d["ci95"]
+            ci = d["ci95_pp"]
             if ci:
                 ax.plot(ci, [y, y], color="0.3", lw=1.5)
-            ax.plot(d["mean_diff"], y, "o", color="C3" if d["mean_diff"] > 0 else "C0",
+            ax.plot(d["mean_diff_pp"], y, "o", color="C3" if d["mean_diff_pp"] > 0 else "C0",
                     mfc=None if d["significant"] else "white", ms=7)  # fmt: skip
         ax.axvline(0, color="0.6", lw=0.8)
         ax.axvline(PAPER_DIFFS[kind], color="C1", ls="--", lw=1.2,

@@ -191,7 +191,7 @@ def export(
     error = float((got.argmax(1) != y).mean())
     summary_path = run_dir / "summary.json"
     row = json.loads(summary_path.read_text())["rows"][role] if summary_path.is_file() else {}
-    ci = row.get("ci95")
+    ci = row.get("ci95_pct")
     one = x[:1].numpy()
     facts = {
         "role": role,
@@ -204,8 +204,8 @@ def export(
         "preprocessing": preprocessing(read_config(run_dir)),
         "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
         "test_error_pct": f"{100 * error:.2f}",
-        "row_mean_pct": f"{100 * row['mean']:.2f}" if row.get("mean") is not None else "–",
-        "row_ci95_pct": f"{100 * ci[0]:.2f}–{100 * ci[1]:.2f}%" if ci else "",
+        "row_mean_pct": f"{row['mean_pct']:.2f}" if row.get("mean_pct") is not None else "–",
+        "row_ci95_pct": f"{ci[0]:.2f}–{ci[1]:.2f}%" if ci else "",
         "latency_us": latency.time_per_image(lambda: run(sess, one), 1)["median_us"],
         "kdbench": run_config.get("environment", {}).get("kdbench", "?"),
         "config_sha256": config_hash(run_config["config"]),

@@ -28,12 +28,12 @@ def figure(summary: dict, folder: Path) -> None:
     colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
     for i, name in enumerate(ROWS):
         row = summary["rows"][name]
-        if row["mean"] is None:
+        if row["mean_pct"] is None:
             continue
-        mean = 100 * row["mean"]
+        mean = row["mean_pct"]
         err = None
-        if row["ci95"] is not None:
-            err = [[mean - 100 * row["ci95"][0]], [100 * row["ci95"][1] - mean]]
+        if row["ci95_pct"] is not None:
+            err = [[mean - row["ci95_pct"][0]], [row["ci95_pct"][1] - mean]]
         ax.bar(
             i - 0.18,
             mean,
@@ -43,20 +43,20 @@ def figure(summary: dict, folder: Path) -> None:
             capsize=4,
             label="measured (95% CI)" if i == 0 else None,
         )
-        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors"]))]
+        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors_pct"]))]
         ax.scatter(
             xs,
-            [100 * e for e in row["errors"]],
+            row["errors_pct"],
             s=10,
             color="black",
             zorder=3,
             label="each repeat" if i == 0 else None,
         )
-        if row["paper"] is None:
+        if row["paper_pct"] is None:
             continue
         ax.bar(
             i + 0.18,
-            100 * row["paper"],
+            row["paper_pct"],
             width=0.36,
             color="#bbbbbb",
             hatch="//",
@@ -94,13 +94,13 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name in ROWS:
         row, res = summary["rows"][name], summary["resources"]["rows"].get(name)
-        if row["mean"] is None or res is None:  # your own teacher is not measured
+        if row["mean_pct"] is None or res is None:  # your own teacher is not measured
             continue
         x = res["latency"]["onnx_b1"]["median_us"]
-        y = 100 * row["mean"]
+        y = row["mean_pct"]
         yerr = None
-        if row["ci95"] is not None:
-            yerr = [[y - 100 * row["ci95"][0]], [100 * row["ci95"][1] - y]]
+        if row["ci95_pct"] is not None:
+            yerr = [[y - row["ci95_pct"][0]], [row["ci95_pct"][1] - y]]
         ax.errorbar(
             [x], [y], yerr=yerr, fmt="o", capsize=4, label=label(name, summary.get("own_teacher"))
         )

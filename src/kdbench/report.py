@@ -21,18 +21,19 @@ from kdbench.stats import (
     INTERVAL_METHOD,
     SIGNIFICANCE,
     compare_rows,
+    pct,
     summarize,
 )
 from kdbench.store import atomic_write, write_json
 from kdbench.verdict import sentence
 
-# Table 1 of the paper: mean test error of 10 runs, as fractions.
+# Table 1 of the paper: mean test error of 10 runs, in percent.
 PAPER_TABLE1 = {
-    "teacher": 0.0201,
-    "student_from_teacher": 0.0289,
-    "ensemble": 0.0181,
-    "student_from_ensemble": 0.0268,
-    "student_hard": 0.0226,
+    "teacher": 2.01,
+    "student_from_teacher": 2.89,
+    "ensemble": 1.81,
+    "student_from_ensemble": 2.68,
+    "student_hard": 2.26,
 }
 
 
@@ -52,11 +53,11 @@ def build_summary(
         pairs = per_row[name]
         rows[name] = {
             "repeats": [r for r, _ in pairs],
-            "errors": [e for _, e in pairs],
+            "errors_pct": [pct(e) for _, e in pairs],
             **summarize([e for _, e in pairs]),
-            "paper": PAPER_TABLE1[name] if paper else None,
+            "paper_pct": PAPER_TABLE1[name] if paper else None,
         }
-    completed = min(len(v["errors"]) for v in rows.values())
+    completed = min(len(v["errors_pct"]) for v in rows.values())
     diverged = [
         {
             "repeat": r.repeat,
@@ -93,29 +94,30 @@ def comparable_to_paper(cfg: dict) -> bool:
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}%"
+    """A value already in percent, for a table."""
+    return "–" if x is None else f"{x:.{digits}f}%"
 
 
 def _outside(row: dict) -> bool:
-    ci = row["ci95"]
-    paper = row["paper"]
+    ci = row["ci95_pct"]
+    paper = row["paper_pct"]
     return ci is not None and paper is not None and not (ci[0] <= paper <= ci[1])
 
 
 def table_markdown(summary: dict) -> str:
-    paper = any(row["paper"] is not None for row in summary["rows"].values())
+    paper = any(row["paper_pct"] is not None for row in summary["rows"].values())
     lines = [
         "| Model |" + (" Paper |" if paper else "") + " Measured mean | 95% CI | Std | Runs |",
         "| --- |" + (" ---: |" if paper else "") + " ---: | ---: | ---: | ---: |",
     ]
     for name in ROWS:
         row = summary["rows"][name]
-        ci = row["ci95"]
+        ci = row["ci95_pct"]
         ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
         mark = " †" if _outside(row) else ""
         cells = [label(name, summary.get("own_teacher"))]
-        cells += [f"{_pct(row['paper'])}{mark}"] if paper else []
-        cells += [_pct(row["mean"]), ci_txt, _pct(row["std"]), str(row["n"])]
+        cells += [f"{_pct(row['paper_pct'])}{mark}"] if paper else []
+        cells += [_pct(row["mean_pct"]), ci_txt, _pct(row["std_pct"]), str(row["n"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     notes = [f"Error rate = 1 − test accuracy. 95% CI: {INTERVAL_METHOD}."]
@@ -174,7 +176,7 @@ def resources_markdown(summary: dict) -> str:
 
         lines.append(
             f"| {label(name, summary.get('own_teacher'))}"
-            f" | {_pct(summary['rows'][name]['mean'])} | {r['params']:,} |"
+            f" | {_pct(summary['rows'][name]['mean_pct'])} | {r['params']:,} |"
             f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
             f" | {r['bytes_int8'] / 1024:.0f} KiB"
             f" | {us('torch_b1')} | {us('onnx_b1')} | {us('torch_b256')} | {us('onnx_b256')} |"
@@ -207,9 +209,10 @@ def comparisons_markdown(summary: dict) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in summary["comparisons"]:
-        ci = "–" if c["ci95"] is None else f"{c['ci95'][0]:.2f} – {c['ci95'][1]:.2f}"
+        ci = "–" if c["ci95_pp"] is None else f"{c['ci95_pp'][0]:.2f} – {c['ci95_pp'][1]:.2f}"
         lines.append(
-            f"| {c['a']} | {c['b']} | {f(c['mean_diff'], '+.2f')} | {ci} | {f(c['p_ttest'], '.3g')}"
+            f"| {c['a']} | {c['b']} | {f(c['mean_diff_pp'], '+.2f')} | {ci}"
+            f" | {f(c['p_ttest'], '.3g')}"
             f" | {f(c['p_wilcoxon'], '.3g')} | {f(c['p_holm'], '.3g')} | {f(c['d_z'])} | {c['n']} |"
         )
     lines.append("")

@@ -88,7 +88,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         for kind in KD:
             c = comps[(kind, "student_hard")]
             e["kd_vs_hard"][kind] = {
-                k: c[k] for k in ("mean_diff", "ci95", "p_ttest", "p_wilcoxon", "d_z", "n")
+                k: c[k] for k in ("mean_diff_pp", "ci95_pp", "p_ttest", "p_wilcoxon", "d_z", "n")
             }
             if c["p_ttest"] is not None:
                 tests.append(e["kd_vs_hard"][kind])
@@ -105,15 +105,15 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
             )
     best = {}
     for kind in KD:
-        done = [e for e in entries if e["summary"]["rows"][kind]["mean"] is not None]
+        done = [e for e in entries if e["summary"]["rows"][kind]["mean_pct"] is not None]
         if done:
-            top = min(done, key=lambda e: e["summary"]["rows"][kind]["mean"])
+            top = min(done, key=lambda e: e["summary"]["rows"][kind]["mean_pct"])
             row = top["summary"]["rows"][kind]
             best[kind] = {
                 "label": top["label"],
                 "point": top["point"],
-                "mean": row["mean"],
-                "ci95": row["ci95"],
+                "mean_pct": row["mean_pct"],
+                "ci95_pct": row["ci95_pct"],
                 "vs_hard": top["kd_vs_hard"][kind],
             }
     slim = [
@@ -122,7 +122,8 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
             "point": e["point"],
             "folder": e["folder"],
             "rows": {
-                k: {x: v[x] for x in ("mean", "ci95", "n")} for k, v in e["summary"]["rows"].items()
+                k: {x: v[x] for x in ("mean_pct", "ci95_pct", "n")}
+                for k, v in e["summary"]["rows"].items()
             },
             "kd_vs_hard": e["kd_vs_hard"],
             "trained_stacks": e.get("trained", []),

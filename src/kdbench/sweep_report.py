@@ -16,17 +16,17 @@ from kdbench.stats import FEW_REPEATS_NOTE
 
 
 def _cell(row: dict) -> str:
-    if row["mean"] is None:
+    if row["mean_pct"] is None:
         return "–"
-    ci = row["ci95"]
-    return f"{100 * row['mean']:.2f}%" + (f" ({100 * ci[0]:.2f}–{100 * ci[1]:.2f})" if ci else "")
+    ci = row["ci95_pct"]
+    return f"{row['mean_pct']:.2f}%" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
 
 
 def _delta(t: dict) -> str:
-    if t["mean_diff"] is None:
+    if t["mean_diff_pp"] is None:
         return "–"
     p = t["p_holm_grid"]
-    return f"{t['mean_diff']:+.2f}{'*' if t['significant'] else ''}" + (
+    return f"{t['mean_diff_pp']:+.2f}{'*' if t['significant'] else ''}" + (
         f" (p {p:.3g})" if p is not None else ""
     )
 
@@ -49,12 +49,12 @@ def markdown(result: dict) -> str:
     best = []
     for kind, b in result["best"].items():
         t = b["vs_hard"]
-        ci = t["ci95"]
+        ci = t["ci95_pp"]
         spread = f", 95% CI {ci[0]:+.2f} to {ci[1]:+.2f}" if ci else ""
         sig = "significant" if t["significant"] else "not significant"
         best.append(
             f"- Best {kind.replace('_', ' ')}: {b['label']} — {_cell(b)} test error;"
-            f" vs hard labels {t['mean_diff']:+.2f} pp{spread} ({sig} after Holm over the grid)."
+            f" vs hard labels {t['mean_diff_pp']:+.2f} pp{spread} ({sig} after Holm over the grid)."
         )
     return (
         "# kdbench sweep\n\n"
@@ -93,13 +93,16 @@ def heatmap(result: dict, folder: Path) -> None:
                         if p["point"][xk] == xv and (yk is None or p["point"][yk] == yv)
                     ]
                     if what == "error":
-                        vals = [p["rows"][kind]["mean"] for p in pts if p["rows"][kind]["mean"]]
-                        vals = [100 * v for v in vals]
+                        vals = [
+                            p["rows"][kind]["mean_pct"]
+                            for p in pts
+                            if p["rows"][kind]["mean_pct"] is not None
+                        ]
                     else:
                         vals = [
-                            p["kd_vs_hard"][kind]["mean_diff"]
+                            p["kd_vs_hard"][kind]["mean_diff_pp"]
                             for p in pts
-                            if p["kd_vs_hard"][kind]["mean_diff"] is not None
+                            if p["kd_vs_hard"][kind]["mean_diff_pp"] is not None
                         ]
                         sig[j, i] = any(p["kd_vs_hard"][kind]["significant"] for p in pts)
                     if vals:

@@ -101,12 +101,12 @@ def _artifacts(client, run_id: str, folder: Path, names: tuple[str, ...]) -> Non
 def _row_metrics(rows: dict[str, Any]) -> list[tuple[str, float, int]]:
     out = []
     for role, row in rows.items():
-        if row["mean"] is None:
+        if row["mean_pct"] is None:
             continue
-        out.append((f"{role}.test_error_pct", 100 * row["mean"], 0))
-        if row["ci95"] is not None:
-            out += [(f"{role}.ci95_low_pct", 100 * row["ci95"][0], 0),
-                    (f"{role}.ci95_high_pct", 100 * row["ci95"][1], 0)]  # fmt: skip
+        out.append((f"{role}.test_error_pct", row["mean_pct"], 0))
+        if row["ci95_pct"] is not None:
+            out += [(f"{role}.ci95_low_pct", row["ci95_pct"][0], 0),
+                    (f"{role}.ci95_high_pct", row["ci95_pct"][1], 0)]  # fmt: skip
     return out
 
 

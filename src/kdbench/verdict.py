@@ -63,8 +63,8 @@ def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False
     n = c["n"]
     if n < 2 or c["p_holm"] is None:
         return f"Not enough paired runs ({n}) to compare {pair}."
-    lo, hi = c["ci95"]
-    diff, p = c["mean_diff"], c["p_holm"]
+    lo, hi = c["ci95_pp"]
+    diff, p = c["mean_diff_pp"], c["p_holm"]
     tail = f"p = {p:.3g} Holm-adjusted, {n} paired runs"
     if p < threshold and diff != 0:
         word = "worse" if diff > 0 else "better"
