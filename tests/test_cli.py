@@ -235,6 +235,9 @@ def test_cli_behaves_like_its_peers(tmp_path):
     top = _run("--help").stdout
     assert "hard labels" in top and "parses options" not in top
     assert "kdbench[ray]" in _run("sweep", "--help").stdout.replace("\n", "").replace(" ", "")
+    options = _run("reproduce", "--help").stdout  # boolean options read as flags
+    assert "<bool>" not in options and "--restore-best / --keep-last" in options
+    assert "-q, --quiet" in options and "--temperature <float>" in options
     bad = _run("reproduce", "--preset", "paper-kera")
     assert bad.returncode == 2 and "did you mean paper-keras" in bad.stderr
     bad = _run("sweep", "--out", str(tmp_path / "s"), "--grid", "temprature=2")

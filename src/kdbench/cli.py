@@ -25,6 +25,9 @@ from kdbench.errors import ConfigError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # plain help, as git, pip and ruff print it: flags read as flags (Typer's Rich panels label
+    # every boolean option, --help included, with a `<bool>` value it does not take)
+    rich_markup_mode=None,
     help="kdbench: should a small network be trained on hard labels, or distilled from a larger"
     " teacher or an ensemble? The paper's MNIST study reproduced, with intervals, tests, sizes,"
     " latencies and the settings that change the answer.",
@@ -53,7 +56,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Track = Annotated[
     str | None,
     typer.Option(
-        help="Send the finished run to a tracker: mlflow (pip install 'kdbench\\[mlflow]'),"
+        help="Send the finished run to a tracker: mlflow (pip install 'kdbench[mlflow]'),"
         " at MLFLOW_TRACKING_URI or ./mlruns."
     ),
 ]
@@ -255,7 +258,7 @@ def explain(
         Path | None,
         typer.Option(help="A finished run whose teachers and small networks variants can reuse."),
     ] = None,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench\\[ray]').")] = (
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
         "local"
     ),
     address: Annotated[
@@ -291,7 +294,7 @@ def sweep(
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
     preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench\\[ray]').")] = (
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
         "local"
     ),
     address: Annotated[

@@ -129,7 +129,7 @@ def _parameter(flag: Flag, kind: Any) -> inspect.Parameter:
     base = typing.get_args(kind)[0] if optional else kind
     if typing.get_origin(base) is tuple:
         base = str  # sizes: 500-400-300
-    help_text = f"{flag.help} (default: {_shown(default_of(flag.setting))})"
+    help_text = f"{flag.help}  [default: {_shown(default_of(flag.setting))}]"  # as Click shows it
     names = [f"{flag.name}/{flag.off}"] if flag.off else [flag.name]
     option = typer.Option(*names, help=help_text, show_default=False)
     annotation = Annotated[base | None, option]  # type: ignore[valid-type]
