@@ -60,3 +60,29 @@ def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
     assert run._prepare_device(resolve("paper")) is None and torch.get_num_threads() == 4
     run._prepare_device(resolve("paper", threads=2))  # an explicit --threads always wins
     assert torch.get_num_threads() == 2
+
+
+def test_study_eta_is_the_work_left_at_the_rate_so_far(monkeypatch):
+    """Stack a (2 members, 100 MACs) then b (4 members, 50 MACs), 2 epochs of 10 steps: after
+    a's first epoch in 10 s (2,000 units), a's second epoch and b's two are 6,000 units: 30 s."""
+    from kdbench import progress
+
+    clock = iter([0.0, 10.0, 10.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar = progress.Bar()
+    bar.plan([progress.StackPlan("a", 2, 100), progress.StackPlan("b", 4, 50)], epochs=2)
+    bar._advance("a", 1, 10, 2)
+    assert bar.eta("a", 1, 10, 10, 2) == "study ETA ~30 s"
+    bar.plan(bar.stacks.values(), epochs=None)
+    assert bar.eta("a", 1, 10, 10, 2) == "ETA: early stopping decides"
+
+
+def test_fixed_epoch_runs_log_a_study_eta(tmp_path, capsys):
+    from kdbench import reproduce
+    from kdbench.presets import resolve
+
+    cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=2, threads=1)
+    reproduce(cfg, tmp_path / "a", measure_latency=False)
+    lines = [x for x in capsys.readouterr().err.splitlines() if "epoch" in x]
+    assert len(lines) == 6 and all("study ETA" in x for x in lines)  # 3 stacks x 2 epochs
+    assert lines[-1].endswith("study ETA ~0 s")

@@ -24,9 +24,11 @@ from kdbench.config import Config
 from kdbench.distill import loss_class
 from kdbench.engine import Progress
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.models import layer_sizes
 from kdbench.own_teacher import LOGITS_FILE, OwnTeacher, TeacherLogits
-from kdbench.progress import with_progress
+from kdbench.progress import Bar, StackPlan, with_progress
 from kdbench.protocol import distil, run_study, upstream
+from kdbench.resources import figures
 from kdbench.roles import StackName
 from kdbench.store import RunStore, SharedCache, atomic_write, write_json
 
@@ -178,6 +180,23 @@ def _own_logits(folder: Path, splits: data.Splits, computed: TeacherLogits | Non
     return computed
 
 
+def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPlan]:
+    """What this study still has to train, for the progress bar's ETA: stacks already in the
+    folder (resume) and your own teacher cost nothing."""
+    p = cfg.protocol
+    teacher = figures(layer_sizes(splits.n_features, cfg.model.teacher_hidden, splits.n_classes))
+    student = figures(layer_sizes(splits.n_features, cfg.model.student_hidden, splits.n_classes))
+    distilled = student["macs"]
+    if cfg.distill.teacher_updates == "joint":  # each student's copies train along: on average
+        distilled += (teacher["macs"] + p.members * student["macs"]) // 2
+    plans = [
+        StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, teacher["macs"]),
+        StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), student["macs"]),
+        StackPlan(StackName.DISTILLED, 2 * p.repeats, distilled),
+    ]
+    return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
+
+
 def _run_config(cfg: Config) -> dict:
     return {
         "config": cfg.to_dict(),
@@ -235,6 +254,8 @@ def reproduce(
     given = None
     if own is not None:
         given = (own, _own_logits(folder, on_device, own_logits))
+    if isinstance(progress, Bar):
+        progress.plan(_stack_plans(cfg, splits, folder), cfg.train.epochs)
     records = run_study(cfg, on_device, store.append_record, progress, cache, given)
     measured = None
     if measure_latency:
