@@ -86,7 +86,7 @@ class Bar:
             left += self.epochs * steps * s.members * s.macs
         seconds = left / (self.done / elapsed)
         return (
-            f"study ETA {seconds / 60:.0f} min" if seconds >= 90 else f"study ETA {seconds:.0f} s"
+            f"study ETA ~{seconds / 60:.0f} min" if seconds >= 90 else f"study ETA ~{seconds:.0f} s"
         )
 
     def __call__(self, stack, epoch, last, step, steps, active) -> None:
