@@ -169,9 +169,11 @@ class OwnTeacher:
         assert module is not None
         was_training = module.training
         module.eval()
+        at = next(module.parameters(), torch.empty(0)).device  # yours stays where you put it
         try:
             with torch.no_grad():
-                return torch.cat([module(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)])
+                parts = [module(x[i : i + _BATCH].to(at)) for i in range(0, len(x), _BATCH)]
+                return torch.cat(parts).to(x.device)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise DataError(

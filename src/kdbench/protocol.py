@@ -289,7 +289,7 @@ def _trained_teachers(cfg, up: Upstream, plan: _Plan, loss: DistillationLoss):
     if up.own is not None:
         if up.own.module is None:  # config.validate refuses this; kept as a guard
             raise ConfigError("teachers trained along need an nn.Module teacher")
-        teacher_copies: CopyStack = ModuleCopies(up.own.module.to(device), owners_t, *adam)
+        teacher_copies: CopyStack = ModuleCopies(up.own.module, owners_t, *adam, device)
     else:
         teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
         teacher_copies = Copies(select(up.teachers, teacher_rows), owners_t, 1, *adam)

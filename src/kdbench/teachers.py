@@ -162,9 +162,9 @@ class ModuleCopies(CopyStack):
     statistics fixed), as the Keras distiller calls its teacher, while gradients reach their
     weights through the distillation loss."""
 
-    def __init__(self, module: nn.Module, owners: list[int], lr: float, eps: float):
+    def __init__(self, module: nn.Module, owners: list[int], lr: float, eps: float, device):
         self.owners, self.per_owner = owners, 1
-        self.final = [copy.deepcopy(module).eval().requires_grad_(True) for _ in owners]
+        self.final = [copy.deepcopy(module).to(device).eval().requires_grad_(True) for _ in owners]
         self.live = list(self.final)  # the copies still training, in row order
         self.optims = [torch.optim.Adam(m.parameters(), lr=lr, eps=eps) for m in self.live]
         self._init_rows()
