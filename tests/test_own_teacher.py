@@ -14,6 +14,7 @@ from torch import nn
 import kdbench
 from kdbench import data, export
 from kdbench.errors import ConfigError, DataError, RunFolderError
+from kdbench.models import init_stack
 
 SMALL = dict(
     repeats=1, members=2, epochs=3, batch_size=64, learning_rate=1e-2, teacher_hidden=(32,),
@@ -140,6 +141,10 @@ def test_bad_teachers_are_one_clear_error(digits, tmp_path):
     save_file({"train": torch.zeros(1437, 10)}, str(tmp_path / "half.safetensors"))
     with pytest.raises(DataError, match=r"lacks tensor\(s\) \['test'\]"):
         study(tmp_path / "half.safetensors")
+    mnist_sized = [[p[0] for p in init_stack([784, 8, 10], [0])]]  # an MNIST model on digits
+    export.write_onnx(mnist_sized, tmp_path / "wide.onnx")
+    with pytest.raises(DataError, match=r"takes input 'images' of shape \['batch', 784\]"):
+        study(tmp_path / "wide.onnx")
     (tmp_path / "t.onnx").write_bytes(b"not onnx")
     with pytest.raises(DataError, match=r"cannot load .* as an ONNX model"):
         study(tmp_path / "t.onnx")
