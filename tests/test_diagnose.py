@@ -60,6 +60,14 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
     out = proc.stdout
     assert "not clearly better" in out and "--preset hinton" in out
     assert json.loads((folder / "diagnose.json").read_text())["findings"]
+    # advice fits the run: a hinton run is not told to try the hinton preset
+    from kdbench.diagnose import from_records
+    from kdbench.store import read_records
+
+    weak = next(
+        f for f in from_records(read_records(folder), resolve("hinton")) if f.code == "weak-teacher"
+    )
+    assert "--preset hinton" not in weak.try_next and "--patience" in weak.try_next
 
 
 def test_record_checks_flag_early_stops_combined_loss_and_divergence():

@@ -48,6 +48,14 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+def _stronger_teacher(cfg: Config, early_stopping: bool) -> str:
+    """What to try for a weak teacher; the hinton preset only where the run is not already it."""
+    hinton = [] if cfg.preset == "hinton" else ["--preset hinton (a larger, regularised teacher)"]
+    more = ["--preset restore-best", "a larger --patience"] if early_stopping else ["more --epochs"]
+    tries = [*hinton, *more]
+    return ", ".join(tries[:-1]) + ", or " + tries[-1]
+
+
 def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     """The checks that need only the records."""
     found = []
@@ -76,10 +84,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
                 f" {teacher_vs_hard['n']} paired repeat(s); teachers trained"
                 f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
                 " can hardly learn more from a teacher than from the labels themselves.",
-                "--preset hinton (a larger, dropout-regularised teacher), --preset restore-best,"
-                " or a larger --patience"
-                if early_stopping
-                else "--preset hinton (a larger, dropout-regularised teacher), or more --epochs",
+                _stronger_teacher(cfg, early_stopping),
             )
         )
     distilled = [e for role in DISTILLED_ROLES for e in _role_epochs(records, role)]
