@@ -18,7 +18,6 @@ training signal, not luck of the draw.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -27,14 +26,21 @@ import torch
 from kdbench import engine
 from kdbench.config import Config
 from kdbench.data import Splits
-from kdbench.distill import DistillationLoss, error_rate, loss_class
-from kdbench.errors import ConfigError
-from kdbench.models import Params, layer_sizes, select, stack_logits
+from kdbench.distill import error_rate, loss_class
+from kdbench.models import Params, layer_sizes, stack_logits
 from kdbench.objectives import Distillation
 from kdbench.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.records import ENSEMBLE, MODEL, Record
 from kdbench.roles import ROWS, Role, StackName
-from kdbench.teachers import CachedTeachers, Copies, CopyStack, ModuleCopies, TrainedTeachers
+from kdbench.targets import (
+    Plan,
+    Upstream,
+    cached_teachers,
+    copies_test_error,
+    one_or_each,
+    trained_teachers,
+)
+from kdbench.teachers import TrainedTeachers
 
 _SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
 
@@ -90,39 +96,6 @@ class StackCache(Protocol):
     def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None: ...
 
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
-
-
-@dataclass
-class Upstream:
-    """What distillation needs from the teachers and ensembles. Their logits on the training set
-    cost as much as an epoch; they are computed only when a stack is actually distilled."""
-
-    teachers: Params | None  # one teacher per repeat; None with your own teacher
-    members: Params  # ensemble members, repeat-major: [R * K, ...]
-    repeats: int
-    own: OwnTeacher | None = None
-    own_logits: TeacherLogits | None = None  # your teacher's logits on the run's data
-
-    @property
-    def per_ensemble(self) -> int:
-        return self.members[0].shape[0] // self.repeats
-
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Ensemble member logits on `x`: [R, K, N, C]."""
-        ens = stack_logits(self.members, x)
-        return ens.view(self.repeats, -1, *ens.shape[1:])
-
-    def teacher_logits(self, splits: Splits, part: str) -> torch.Tensor:
-        """Teacher logits [R, N, C] on the `part` ("train", "val", "test") of `splits`."""
-        if self.own_logits is not None:
-            z = getattr(self.own_logits, part)
-            return z.unsqueeze(0).expand(self.repeats, *z.shape)
-        return stack_logits(self.teachers, getattr(splits, f"x_{part}"))
-
-    def logits(self, splits: Splits, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(teacher logits [R, N, C], ensemble member logits [R, K, N, C]) on `part`."""
-        x = getattr(splits, f"x_{part}")
-        return self.teacher_logits(splits, part), self.member_logits(x)
 
 
 def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout, jitter):
@@ -227,93 +200,6 @@ def upstream(
     return up
 
 
-def _one_or_each(values: list[float]) -> float | torch.Tensor:
-    """One scalar when every member agrees (the ordinary study), else one value per member."""
-    return values[0] if len(set(values)) == 1 else torch.tensor(values)
-
-
-@dataclass
-class _Plan:
-    """The distilled stack of several configurations: per member its repeat, its source
-    (teacher or ensemble) and its configuration's temperature and alpha."""
-
-    repeats: list[int]
-    from_teacher: list[bool]
-    temps: list[float]
-    alphas: list[float]
-
-    @classmethod
-    def of(cls, cfgs: list[Config]) -> _Plan:
-        n = cfgs[0].protocol.repeats
-        plan = cls([], [], [], [])
-        for cfg in cfgs:
-            plan.repeats += list(range(n)) * 2
-            plan.from_teacher += [True] * n + [False] * n
-            plan.temps += [cfg.distill.temperature] * 2 * n
-            plan.alphas += [cfg.distill.alpha] * 2 * n
-        return plan
-
-
-def _cached_teachers(cfgs, splits, up, loss: DistillationLoss) -> CachedTeachers:
-    """Frozen teachers: [2R] target rows per distinct (temperature, ensemble targets); rows
-    0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
-    n_rows = 2 * cfgs[0].protocol.repeats
-    train_logits, val_logits = up.logits(splits, "train"), up.logits(splits, "val")
-
-    def rows(logits, temperature):
-        teacher, ensemble = logits
-        from_teacher = loss.targets(teacher.unsqueeze(0), temperature)
-        from_ensemble = torch.stack([loss.targets(e, temperature) for e in ensemble])
-        return torch.cat([from_teacher, from_ensemble])
-
-    row_of: dict[tuple, int] = {}  # configurations with the same temperature share targets
-    train_rows, val_rows, group = [], [], []
-    for cfg in cfgs:
-        k = cfg.distill
-        key = (k.temperature, k.ensemble_targets)
-        if key not in row_of:
-            row_of[key] = n_rows * len(row_of)
-            train_rows.append(rows(train_logits, k.temperature))
-            val_rows.append(rows(val_logits, k.temperature))
-        group += range(row_of[key], row_of[key] + n_rows)
-    return CachedTeachers(torch.cat(train_rows), torch.cat(val_rows), torch.tensor(group))
-
-
-def _trained_teachers(cfg, up: Upstream, plan: _Plan, loss: DistillationLoss):
-    """Teachers trained along: each student's own copies of its teacher or ensemble members."""
-    k = up.per_ensemble
-    owners_t = [m for m, t in enumerate(plan.from_teacher) if t]
-    owners_e = [m for m, t in enumerate(plan.from_teacher) if not t]
-    device = up.members[0].device
-    adam = (cfg.train.learning_rate, cfg.train.adam_eps)
-    if up.own is not None:
-        if up.own.module is None:  # config.validate refuses this; kept as a guard
-            raise ConfigError("teachers trained along need an nn.Module teacher")
-        teacher_copies: CopyStack = ModuleCopies(up.own.module, owners_t, *adam, device)
-    else:
-        teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
-        teacher_copies = Copies(select(up.teachers, teacher_rows), owners_t, 1, *adam)
-    member_rows = torch.tensor(
-        [plan.repeats[m] * k + j for m in owners_e for j in range(k)], device=device
-    )
-    return TrainedTeachers(
-        copies=[teacher_copies, Copies(select(up.members, member_rows), owners_e, k, *adam)],
-        targets=loss.targets,
-        temperature=_one_or_each(plan.temps),
-    )
-
-
-def _copies_test_error(teachers: TrainedTeachers, splits: Splits, n: int) -> list[list[float]]:
-    """Per member of the distilled stack, the test error of each of its teacher copies."""
-    out: list[list[float]] = [[] for _ in range(n)]
-    for c in teachers.copies:
-        logits = c.final_logits(splits.x_test)
-        errors = error_rate(logits, splits.y_test.expand(len(logits), -1)).cpu().tolist()
-        for owner, err in zip(c.slot_owner.tolist(), errors, strict=True):
-            out[owner].append(err)
-    return out
-
-
 def distil(
     cfgs: list[Config],
     splits: Splits,
@@ -342,16 +228,16 @@ def distil(
 
     p = first.protocol
     loss = loss_class(first.distill.loss).from_config(first)
-    plan = _Plan.of(cfgs)
+    plan = Plan.of(cfgs)
     if first.distill.teacher_updates == "joint":
-        teachers = _trained_teachers(first, up, plan, loss)
+        teachers = trained_teachers(first, up, plan, loss)
     else:
-        teachers = _cached_teachers(cfgs, splits, up, loss)
+        teachers = cached_teachers(cfgs, splits, up, loss)
     objective = Distillation(
         loss,
         teachers,
-        temperature=_one_or_each(plan.temps),
-        alpha=_one_or_each(plan.alphas),
+        temperature=one_or_each(plan.temps),
+        alpha=one_or_each(plan.alphas),
         monitor=first.distill.kd_monitor,
         members=len(plan.repeats),
     )
@@ -361,7 +247,7 @@ def distil(
     res = engine.train(_stack(name, sizes, coords * len(cfgs), p.seed, objective), splits,
                        first.train, progress)  # fmt: skip
     copies = (
-        _copies_test_error(teachers, splits, len(plan.repeats))
+        copies_test_error(teachers, splits, len(plan.repeats))
         if isinstance(teachers, TrainedTeachers)
         else None
     )
