@@ -174,25 +174,36 @@ def _joint_teachers(records: list[Record]) -> list[Finding]:
     ]
 
 
+def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: list[int]):
+    """(each repeat's teacher logits on `x` [R, N, C], repeat -> row), or None when missing.
+    Your own teacher: the logits kept in the run folder, the same in every repeat."""
+    if cfg.model.own_teacher is not None:
+        path = run_dir / LOGITS_FILE
+        if not path.is_file():
+            return None
+        z = load_file(str(path))["test"]
+        return z.unsqueeze(0).expand(len(repeats), *z.shape), {r: i for i, r in enumerate(repeats)}
+    stack = RunStore.read_stack(run_dir, StackName.TEACHERS)
+    if stack is None:
+        return None
+    params, recs = stack
+    return stack_logits(params, x), {r.repeat: i for i, r in enumerate(recs)}
+
+
 def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
     """Entropy of the soft targets and each student's agreement with its teacher, on the test
     set; None when the run's checkpoints are not all there."""
-    stacks = [RunStore.read_stack(run_dir, name) for name in StackName]
-    own = run_dir / LOGITS_FILE if cfg.model.own_teacher is not None else None
-    if own is not None and own.is_file():  # your own teacher: its logits, the same each repeat
-        stacks[0] = (load_file(str(own))["test"], stacks[1][1] if stacks[1] else [])
-    if any(s is None for s in stacks):
+    small = RunStore.read_stack(run_dir, StackName.SMALL_NETWORKS)
+    distilled = RunStore.read_stack(run_dir, StackName.DISTILLED)
+    if small is None or distilled is None:
         return None
-    (t_params, t_recs), (s_params, s_recs), (d_params, d_recs) = stacks
+    (s_params, s_recs), (d_params, d_recs) = small, distilled
     x, temp, head = splits.x_test, cfg.distill.temperature, cfg.model.head
     n_classes = splits.n_classes
-    if own is not None:
-        repeats = sorted({r.repeat for r in d_recs})
-        teacher = {rep: i for i, rep in enumerate(repeats)}
-        t_logits = t_params.unsqueeze(0).expand(len(repeats), *t_params.shape)
-    else:
-        teacher = {r.repeat: i for i, r in enumerate(t_recs)}
-        t_logits = stack_logits(t_params, x)
+    teachers = _teacher_test_logits(run_dir, cfg, x, sorted({r.repeat for r in d_recs}))
+    if teachers is None:
+        return None
+    t_logits, teacher = teachers
     s_logits = stack_logits(s_params, x)
     d_logits = stack_logits(d_params, x)
     members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]
