@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from kdbench.stats import SIGNIFICANCE, min_wilcoxon_p
 
-# (a, b) -> (subject, verb, what it is compared with or None, the pair named neutrally)
+# (a, b) -> (subject, verb, what it is compared with or None, the pair named neutrally);
+# {teacher} / {Teacher} name the teacher row: kdbench's large network, or your own teacher
+TEACHER_NAMES = {False: ("the large network", "The large network (teacher)"),
+                 True: ("your teacher", "Your teacher")}  # fmt: skip
 PHRASES = {
     ("student_from_teacher", "student_hard"): (
-        "Distilling from the large network",
+        "Distilling from {teacher}",
         "made the student",
         "training on hard labels",
-        "the student distilled from the large network and the hard-label student",
+        "the student distilled from {teacher} and the hard-label student",
     ),
     ("student_from_ensemble", "student_hard"): (
         "Distilling from the ensemble",
@@ -24,16 +27,16 @@ PHRASES = {
         "the student distilled from the ensemble and the hard-label student",
     ),
     ("student_from_ensemble", "student_from_teacher"): (
-        "Distilling from the ensemble instead of the large network",
+        "Distilling from the ensemble instead of {teacher}",
         "made the student",
         None,
-        "students distilled from the ensemble and from the large network",
+        "students distilled from the ensemble and from {teacher}",
     ),
     ("teacher", "student_hard"): (
-        "The large network (teacher)",
+        "{Teacher}",
         "was",
         "the small hard-label network",
-        "the large network and the small hard-label network",
+        "{teacher} and the small hard-label network",
     ),
     ("ensemble", "student_hard"): (
         "The ensemble",
@@ -48,16 +51,11 @@ def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False
     """`own_teacher`: the teacher is the user's, so it is "your teacher", not "the large
     network"."""
     default = (c["a"], "was", c["b"], f"{c['a']} and {c['b']}")
-    phrases = PHRASES.get((c["a"], c["b"]), default)
-    if own_teacher:
-        phrases = tuple(
-            p.replace("The large network (teacher)", "Your teacher").replace(
-                "the large network", "your teacher"
-            )
-            if p
-            else p
-            for p in phrases
-        )
+    teacher, capital = TEACHER_NAMES[own_teacher]
+    phrases = tuple(
+        p.format(teacher=teacher, Teacher=capital) if p else p
+        for p in PHRASES.get((c["a"], c["b"]), default)
+    )
     subject, verb, reference, pair = phrases
     versus = f" compared with {reference}" if reference else ""
     n = c["n"]
