@@ -50,7 +50,9 @@ def _mean(xs: list[float]) -> float:
 
 def _stronger_teacher(cfg: Config, early_stopping: bool) -> str:
     """What to try for a weak teacher; the hinton preset only where the run is not already it."""
-    hinton = [] if cfg.preset == "hinton" else ["--preset hinton (a larger, dropout-regularised teacher)"]
+    hinton = ["--preset hinton (a larger, dropout-regularised teacher)"]
+    if cfg.preset == "hinton":
+        hinton = []
     more = ["--preset restore-best", "a larger --patience"] if early_stopping else ["more --epochs"]
     tries = [*hinton, *more]
     return ", ".join(tries[:-1]) + ", or " + tries[-1]
