@@ -14,6 +14,7 @@ child run per grid point. Where: `MLFLOW_TRACKING_URI` if set, else the file sto
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,6 @@ def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
 def log_study(folder: Path, parent: str | None = None, experiment: str | None = None) -> str:
     """One finished study folder to MLflow; returns the study's run id. Inside a sweep,
     `parent` and `experiment` place it as a child of the sweep's run."""
-    import json
-
     folder = Path(folder)
     client = _client()
     experiment = experiment or _experiment(client, folder)
@@ -158,8 +157,6 @@ def log_study(folder: Path, parent: str | None = None, experiment: str | None = 
 
 def log_sweep(out: Path) -> str:
     """A finished sweep folder: one parent run, a child run per grid point."""
-    import json
-
     out = Path(out)
     client = _client()
     experiment = _experiment(client, out)
