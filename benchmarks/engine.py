@@ -31,10 +31,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kdbench import data
 from kdbench.config import Config
-from kdbench.models import init_stack, layer_sizes, member_module
-from kdbench.protocol import derive_seeds, run_study
+from kdbench.data import datasets as data
+from kdbench.engine.mlp import init_stack, layer_sizes, member_module
+from kdbench.protocol.study import derive_seeds, run_study
 
 
 def matmul_peak(n: int = 2048, tries: int = 7) -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from kdbench.explain import run_variants
-from kdbench.presets import VARIANTS, resolve
-from kdbench.run import reproduce
-from kdbench.store import read_records
+from kdbench.protocol.presets import VARIANTS, resolve
+from kdbench.protocol.run import reproduce
+from kdbench.runs.store import read_records
+from kdbench.sweeps.explain import run_variants
 
 
 def errors(folder: Path) -> list[tuple]:

@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 
 from engine import matmul_peak, memory_bandwidth, model_work
-from kdbench import data
-from kdbench.models import layer_sizes
-from kdbench.store import read_config, read_records
+from kdbench.data import datasets as data
+from kdbench.engine.mlp import layer_sizes
+from kdbench.runs.store import read_config, read_records
 
 
 def main() -> None:

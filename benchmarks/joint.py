@@ -22,15 +22,16 @@ import time
 
 import torch
 
-from kdbench import data, engine
 from kdbench.config import Config
-from kdbench.distill import PaperKD
-from kdbench.models import init_stack, layer_sizes
-from kdbench.objectives import Batch, Distillation
-from kdbench.optim import Adam
-from kdbench.presets import resolve
-from kdbench.protocol import run_study
-from kdbench.teachers import CachedTeachers, Copies, TrainedTeachers
+from kdbench.data import datasets as data
+from kdbench.engine import trainer as engine
+from kdbench.engine.losses import PaperKD
+from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.engine.objectives import Batch, Distillation
+from kdbench.engine.optim import Adam
+from kdbench.engine.teachers import CachedTeachers, Copies, TrainedTeachers
+from kdbench.protocol.presets import resolve
+from kdbench.protocol.study import run_study
 
 
 def study_seconds(cfg: Config, splits: data.Splits) -> tuple[float, float]:

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from kdbench import data, export
 from kdbench.config import Config
-from kdbench.latency import BATCHES, measure
-from kdbench.models import init_stack, layer_sizes
-from kdbench.protocol import ROWS
-from kdbench.resources import figures
+from kdbench.data import datasets as data
+from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.protocol.study import ROWS
+from kdbench.runs import export
+from kdbench.runs.latency import BATCHES, measure
+from kdbench.runs.resources import figures
 
 KEYS = [f"{engine}_b{b}" for engine in ("torch", "onnx") for b in BATCHES]
 

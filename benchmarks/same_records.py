@@ -36,8 +36,12 @@ SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
 from kdbench.config import Config
-from kdbench import data
-from kdbench.protocol import run_study
+try:  # the layout since the subpackages; a --ref from before them has the flat one
+    from kdbench.data import datasets as data
+    from kdbench.protocol.study import run_study
+except ImportError:
+    from kdbench import data
+    from kdbench.protocol import run_study
 over = json.loads(sys.argv[1])
 over = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
 cfg = Config().with_overrides(**over)

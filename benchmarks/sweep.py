@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from kdbench import data
-from kdbench.presets import resolve
-from kdbench.protocol import distil, upstream
+from kdbench.data import datasets as data
+from kdbench.protocol.presets import resolve
+from kdbench.protocol.study import distil, upstream
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import time
 import torch
 
 from kdbench.config import Config
-from kdbench.distill import cross_entropy, kd_loss
-from kdbench.engine import step
-from kdbench.models import init_stack, layer_sizes
-from kdbench.optim import Adam
+from kdbench.engine.losses import cross_entropy, kd_loss
+from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.engine.optim import Adam
+from kdbench.engine.trainer import step
 
 
 def stacks(cfg: Config):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import kdbench
-from kdbench import data
+from kdbench.data import datasets as data
 
 # The data kdbench's models see: MNIST flattened to 784 values in [0, 1] (`student.preprocessing`
 # says the same). Your teacher takes those rows; reshape inside it as it needs.

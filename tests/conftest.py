@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from kdbench import data
+from kdbench.data import datasets as data
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ def kdbench(*args: str, cwd=None) -> types.SimpleNamespace:
     """`kdbench ARGS` -> (returncode, stdout, stderr), as `subprocess.run` would give them."""
     from typer.testing import CliRunner
 
-    from kdbench.cli import app
+    from kdbench.cli.app import app
 
     with contextlib.chdir(cwd or "."):
         result = CliRunner().invoke(app, [str(a) for a in args])

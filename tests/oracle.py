@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdbench.models import member_module
+from kdbench.engine.mlp import member_module
 
 
 def _fit(opt, batch_loss, val_loss, shuffle_seed, n, *, batch, epochs, patience) -> int:

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from kdbench import data
-from kdbench.protocol import ROWS
+from kdbench.data import datasets as data
+from kdbench.protocol.study import ROWS
 from tests.in_process import kdbench
 
 KDBENCH = [sys.executable, "-m", "kdbench"]

@@ -57,8 +57,8 @@ def test_every_setting_is_one_flag_whose_help_shows_the_config_default():
 
     from typer.testing import CliRunner
 
-    from kdbench.cli import app
-    from kdbench.cli_options import FLAGS, NOT_FLAGS, default_of
+    from kdbench.cli.app import app
+    from kdbench.cli.options import FLAGS, NOT_FLAGS, default_of
     from kdbench.config import TOP_LEVEL, flat_index
 
     settings = set(flat_index()) | set(TOP_LEVEL)

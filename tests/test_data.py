@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from kdbench import data
+from kdbench.data import datasets as data
 from kdbench.errors import ConfigError, DataError
 
 
@@ -86,7 +86,7 @@ def test_data_dir_problems(tmp_path, monkeypatch):
     # not in the cache, no system copy, the server unreachable: one line saying where to put it
     import dataclasses
 
-    from kdbench import sources
+    from kdbench.data import sources
 
     offline = dataclasses.replace(
         sources.IDX_SOURCES["kmnist"],

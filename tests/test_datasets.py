@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench import Config, data, sources, study
+from kdbench import Config, study
+from kdbench.data import datasets as data
+from kdbench.data import sources
 from kdbench.errors import DataError, RunFolderError
 from tests.in_process import kdbench
 

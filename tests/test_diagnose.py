@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from kdbench import explain
-from kdbench.presets import resolve
-from kdbench.run import reproduce
+from kdbench.protocol.presets import resolve
+from kdbench.protocol.run import reproduce
+from kdbench.sweeps import explain
 from tests.in_process import kdbench
 
 # fixed epochs: the early-stopping checks do not apply, so a healthy run has nothing to flag
@@ -61,8 +61,8 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
     assert "not clearly better" in out and "--preset hinton" in out
     assert json.loads((folder / "diagnose.json").read_text())["findings"]
     # advice fits the run: a hinton run is not told to try the hinton preset
-    from kdbench.diagnose import from_records
-    from kdbench.store import read_records
+    from kdbench.analysis.diagnose import from_records
+    from kdbench.runs.store import read_records
 
     weak = next(
         f for f in from_records(read_records(folder), resolve("hinton")) if f.code == "weak-teacher"
@@ -71,7 +71,7 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
 
 
 def test_record_checks_flag_early_stops_combined_loss_and_divergence():
-    from kdbench.diagnose import from_records
+    from kdbench.analysis.diagnose import from_records
     from kdbench.records import Record
 
     def rec(role, repeat, err, epochs=6, best=4, diverged=None, kind="model"):
@@ -124,7 +124,7 @@ def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
 def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_path):
     """paper and hard-monitor differ only in distillation: explain trains their teachers and
     small networks once, and each variant's records equal the same preset run alone."""
-    from kdbench.store import read_records
+    from kdbench.runs.store import read_records
 
     flags = dict(train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     configs = {name: resolve(name, **flags) for name in ("paper", "hard-monitor")}
@@ -172,7 +172,7 @@ def test_pattern_needs_both_students_and_significance():
 
 def test_advice_fits_the_run():
     """Fixed epochs: no talk of stopping or --patience. T = 4: never advise '2-4'."""
-    from kdbench.diagnose import _lower_temperature, from_records
+    from kdbench.analysis.diagnose import _lower_temperature, from_records
     from kdbench.records import Record
 
     def rec(role, repeat, err):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kdbench.distill import cross_entropy, ensemble_targets, kd_loss, soften
+from kdbench.engine.losses import cross_entropy, ensemble_targets, kd_loss, soften
 
 
 def _by_hand(student, labels, teacher_probs, t, alpha):
@@ -90,10 +90,10 @@ def test_softmax_head_applies_the_temperature_to_probabilities():
 
 def test_a_registered_toy_loss_trains_through_the_whole_study(monkeypatch, small_splits):
     """A new distillation loss is one class, one registry entry and one config value."""
-    from kdbench import distill
-    from kdbench.distill import DistillationLoss, cross_entropy
-    from kdbench.presets import resolve
-    from kdbench.protocol import run_study
+    from kdbench.engine import losses as distill
+    from kdbench.engine.losses import DistillationLoss, cross_entropy
+    from kdbench.protocol.presets import resolve
+    from kdbench.protocol.study import run_study
 
     calls = {"targets": 0, "loss": 0}
 

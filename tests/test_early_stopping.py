@@ -6,8 +6,8 @@ import dataclasses
 
 import torch
 
-from kdbench import engine
 from kdbench.config import TrainConfig
+from kdbench.engine import trainer as engine
 
 
 def _run_with_curve(monkeypatch, small_splits, curves, **cfg):

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from kdbench import engine
 from kdbench.config import TrainConfig
-from kdbench.distill import PaperKD, error_rate, soften
-from kdbench.models import init_stack, member_module, stack_logits
-from kdbench.objectives import Distillation
-from kdbench.teachers import CachedTeachers
+from kdbench.engine import trainer as engine
+from kdbench.engine.losses import PaperKD, error_rate, soften
+from kdbench.engine.mlp import init_stack, member_module, stack_logits
+from kdbench.engine.objectives import Distillation
+from kdbench.engine.teachers import CachedTeachers
 from tests.oracle import train_alone
 
 SIZES = [784, 32, 10]
@@ -184,7 +184,7 @@ def test_dropout_member_does_not_depend_on_its_stack(small_splits):
 
 
 def test_dropout_forward_matches_masks_written_out():
-    from kdbench.models import Dropout, stack_forward
+    from kdbench.engine.mlp import Dropout, stack_forward
 
     sizes = [20, 16, 12, 3]
     params = init_stack(sizes, [4, 5])
@@ -204,8 +204,8 @@ def test_dropout_forward_matches_masks_written_out():
 def test_backward_by_hand_is_bit_equal_to_autograd(rates):
     """`stack_backward` replaces autograd for the layers: same operations, same order, so the
     gradients must be equal bit for bit, dropout included (with the same masks)."""
-    from kdbench.distill import cross_entropy
-    from kdbench.models import Dropout, Tape, stack_backward, stack_forward
+    from kdbench.engine.losses import cross_entropy
+    from kdbench.engine.mlp import Dropout, Tape, stack_backward, stack_forward
 
     sizes = [20, 16, 12, 3]
     x = torch.rand(2, 8, 20)
@@ -226,8 +226,8 @@ def test_backward_by_hand_is_bit_equal_to_autograd(rates):
 def test_each_layer_is_yielded_after_its_weights_served_the_layer_below():
     """The engine updates a layer in place as soon as it is yielded; the gradient below must
     already have been taken through the old weights, or the update would leak into it."""
-    from kdbench.distill import cross_entropy
-    from kdbench.models import Tape, stack_backward, stack_forward
+    from kdbench.engine.losses import cross_entropy
+    from kdbench.engine.mlp import Tape, stack_backward, stack_forward
 
     sizes = [20, 16, 12, 3]
     x, labels = torch.rand(2, 8, 20), torch.randint(0, 3, (2, 8))
@@ -248,7 +248,7 @@ def test_each_layer_is_yielded_after_its_weights_served_the_layer_below():
 
 
 def test_jitter_shifts_each_members_images_by_its_own_draw():
-    from kdbench.models import Jitter
+    from kdbench.engine.mlp import Jitter
 
     x = torch.rand(3, 4, 28 * 28)
     jitter = Jitter(2, [10, 11, 12])

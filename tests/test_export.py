@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench import export, latency
-from kdbench.models import init_stack
-from kdbench.resources import figures
+from kdbench.engine.mlp import init_stack
+from kdbench.runs import export, latency
+from kdbench.runs.resources import figures
 from tests.in_process import kdbench
 
 
@@ -98,10 +98,10 @@ def test_load_gives_the_trained_model_back(quick_run):
     import json
 
     import kdbench
-    from kdbench import data
+    from kdbench.data import datasets as data
 
     arrays = data.load("mnist", train_limit=2000)
-    from kdbench.loading import Ensemble
+    from kdbench.runs.loading import Ensemble
 
     for role, expected_type in (("student_from_ensemble", torch.nn.Sequential),
                                 ("ensemble", Ensemble)):  # fmt: skip

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from matplotlib.text import Text
 
-from kdbench import explain, figures, report, sweep_report
-from kdbench.store import read_records, read_run_config
+from kdbench.analysis import figures, report
+from kdbench.runs.store import read_records, read_run_config
+from kdbench.sweeps import explain
+from kdbench.sweeps import report as sweep_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 

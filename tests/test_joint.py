@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-from kdbench import engine
 from kdbench.config import TrainConfig
-from kdbench.distill import PaperKD, error_rate
-from kdbench.models import init_stack, member_module, select, stack_logits
-from kdbench.objectives import Distillation
-from kdbench.teachers import Copies, TrainedTeachers
+from kdbench.engine import trainer as engine
+from kdbench.engine.losses import PaperKD, error_rate
+from kdbench.engine.mlp import init_stack, member_module, select, stack_logits
+from kdbench.engine.objectives import Distillation
+from kdbench.engine.teachers import Copies, TrainedTeachers
 from tests.oracle import train_joint_alone
 
 SIZES = [784, 32, 10]
@@ -75,8 +75,8 @@ def test_joint_stack_equals_one_adam_over_student_and_teachers(small_splits):
 def test_joint_study_keeps_upstream_rows_and_pairs_students(small_splits):
     """Under joint only the distilled students change: teachers, ensembles and hard-label
     students are the same models; each distilled student records its copies' test errors."""
-    from kdbench.presets import resolve
-    from kdbench.protocol import run_study
+    from kdbench.protocol.presets import resolve
+    from kdbench.protocol.study import run_study
     from kdbench.roles import DISTILLED_ROLES, Role
 
     def study(preset):
@@ -113,7 +113,7 @@ def test_bad_jitter_loss_or_teacher_updates_is_one_line_and_writes_nothing(
 ):
     from typer.testing import CliRunner
 
-    from kdbench.cli import app
+    from kdbench.cli.app import app
 
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["reproduce", *flags, "--out", str(out)])

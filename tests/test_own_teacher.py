@@ -12,9 +12,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 import kdbench
-from kdbench import data, export
+from kdbench.data import datasets as data
+from kdbench.engine.mlp import init_stack
 from kdbench.errors import ConfigError, DataError, RunFolderError
-from kdbench.models import init_stack
+from kdbench.runs import export
 
 SMALL = dict(
     repeats=1, members=2, epochs=3, batch_size=64, learning_rate=1e-2, teacher_hidden=(32,),
@@ -172,7 +173,7 @@ def test_cli_teacher_flag(digits, tmp_path):
     (in-process: a subprocess would spend its time importing torch)."""
     from typer.testing import CliRunner
 
-    from kdbench.cli import app
+    from kdbench.cli.app import app
 
     z = torch.randn(1797, 10, generator=torch.Generator().manual_seed(0))
     save_file({"train": z[:1437], "test": z[1437:]}, str(tmp_path / "t.safetensors"))

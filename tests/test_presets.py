@@ -8,7 +8,7 @@ import pytest
 
 from kdbench.config import Config
 from kdbench.errors import ConfigError
-from kdbench.presets import PRESETS, resolve
+from kdbench.protocol.presets import PRESETS, resolve
 from tests.in_process import kdbench
 
 EXPECTED = {
@@ -82,7 +82,7 @@ def test_cli_lists_presets_and_records_the_preset_in_the_run_folder(tmp_path):
 
 
 def test_old_run_folder_without_new_settings_still_resumes(tmp_path):
-    from kdbench.store import RunStore
+    from kdbench.runs.store import RunStore
 
     cfg = Config().to_dict()
     old = json.loads(json.dumps(cfg))

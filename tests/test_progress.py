@@ -6,9 +6,9 @@ import dataclasses
 import itertools
 import time
 
-from kdbench import engine
 from kdbench.config import TrainConfig
-from kdbench.objectives import HardLabels
+from kdbench.engine import trainer as engine
+from kdbench.engine.objectives import HardLabels
 
 
 class _Slow(HardLabels):
@@ -30,7 +30,7 @@ def test_progress_moves_at_least_every_second(small_splits):
 
 def test_python_api_shows_progress_unless_told_not_to(tmp_path, capsys):
     from kdbench import reproduce
-    from kdbench.presets import resolve
+    from kdbench.protocol.presets import resolve
 
     cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=1, threads=1)
     reproduce(cfg, tmp_path / "a", measure_latency=False)
@@ -44,8 +44,8 @@ def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
 
     import torch
 
-    from kdbench import run
-    from kdbench.presets import resolve
+    from kdbench.protocol import run
+    from kdbench.protocol.presets import resolve
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     for load, threads in ((3.9, 1), (0.3, 4)):
@@ -79,7 +79,7 @@ def test_study_eta_is_the_work_left_at_the_rate_so_far(monkeypatch):
 
 def test_fixed_epoch_runs_log_a_study_eta(tmp_path, capsys):
     from kdbench import reproduce
-    from kdbench.presets import resolve
+    from kdbench.protocol.presets import resolve
 
     cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=2, threads=1)
     reproduce(cfg, tmp_path / "a", measure_latency=False)

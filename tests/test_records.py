@@ -12,7 +12,7 @@ import pytest
 from kdbench.errors import RunFolderError
 from kdbench.records import VERSION, Record
 from kdbench.roles import Role
-from kdbench.store import read_config, read_records
+from kdbench.runs.store import read_config, read_records
 from tests.in_process import kdbench
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

@@ -141,8 +141,8 @@ def test_run_folder_files_are_readable_by_the_team(uninterrupted):
 
 def test_resume_with_another_thread_count_is_accepted(tmp_path):
     """Threads change speed, not numbers: a run started on 2 threads resumes on 1."""
-    from kdbench.presets import resolve
-    from kdbench.store import RunStore
+    from kdbench.protocol.presets import resolve
+    from kdbench.runs.store import RunStore
 
     first = resolve("paper", repeats=2, threads=2)
     RunStore(tmp_path / "run", {"config": first.to_dict()})

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from kdbench import report
+from kdbench.analysis import report
+from kdbench.analysis.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
+from kdbench.analysis.verdict import sentence
 from kdbench.records import Record
-from kdbench.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
-from kdbench.verdict import sentence
 
 A = [0.0231, 0.0242, 0.0219, 0.0260, 0.0238, 0.0251, 0.0229, 0.0244, 0.0236, 0.0255]
 B = [0.0221, 0.0230, 0.0222, 0.0241, 0.0225, 0.0240, 0.0227, 0.0230, 0.0229, 0.0240]
@@ -155,7 +155,7 @@ def _records(repeats, with_ensemble=True):
 
 
 def test_compare_rows_pairs_by_repeat_and_adjusts_the_family():
-    from kdbench.protocol import row_errors
+    from kdbench.protocol.study import row_errors
 
     comps = compare_rows(row_errors(_records(10)))
     ps = [c["p_ttest"] for c in comps]

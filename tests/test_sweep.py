@@ -13,9 +13,10 @@ import time
 import pytest
 from safetensors import safe_open
 
-from kdbench import sweep, sweep_plan
 from kdbench.errors import ConfigError
-from kdbench.presets import resolve
+from kdbench.protocol.presets import resolve
+from kdbench.sweeps import plan as sweep_plan
+from kdbench.sweeps import sweep
 
 ARGS = ["--grid", "temperature=2,8", "--grid", "alpha=0.1,0.9", "--train-limit", "1000"]
 ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]
@@ -118,7 +119,7 @@ def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
 def test_a_different_sweep_in_the_same_folder_is_refused(local):
     from typer.testing import CliRunner
 
-    from kdbench.cli import app
+    from kdbench.cli.app import app
 
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
     assert result.exit_code == 2 and "different sweep" in result.stderr
@@ -169,8 +170,8 @@ def test_points_are_stacked_by_shared_teachers_and_monitor(tmp_path):
 
 def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays):
     """The joint stack (a temperature and alpha per member) against each point on its own."""
-    from kdbench import data
-    from kdbench.protocol import distil, upstream
+    from kdbench.data import datasets as data
+    from kdbench.protocol.study import distil, upstream
 
     a = mnist_arrays
     splits = data.split(

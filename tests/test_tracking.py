@@ -9,9 +9,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from kdbench import tracking
-from kdbench.cli import app
+from kdbench.cli.app import app
 from kdbench.errors import ConfigError
+from kdbench.runs import tracking
 
 mlflow = pytest.importorskip("mlflow")
 

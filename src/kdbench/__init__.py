@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 from kdbench.config import Config
 from kdbench.errors import ConfigError, DataError, KdbenchError, RunFolderError
-from kdbench.presets import resolve as preset
+from kdbench.protocol.presets import resolve as preset
 
 
 def __getattr__(name: str):
@@ -20,11 +20,11 @@ def __getattr__(name: str):
     import: a command that needs none of them (`kdbench presets`, `--help`, a bad flag)
     answers at once."""
     if name in ("reproduce", "study"):
-        from kdbench import run
+        from kdbench.protocol import run
 
         return getattr(run, name)
     if name == "load":
-        from kdbench.loading import load
+        from kdbench.runs.loading import load
 
         return load
     raise AttributeError(f"module 'kdbench' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from kdbench.cli import main
+from kdbench.cli.app import main
 
 main()

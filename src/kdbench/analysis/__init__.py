@@ -1,0 +1,1 @@
+"""What a run means: statistics, verdicts, diagnosis, the report and its figures."""

@@ -1,0 +1,365 @@
+"""Why did distillation help or hurt? Known pitfalls, checked against a run's own evidence.
+
+Each finding names what was seen (with numbers) and the preset or flag that tests the
+alternative. Checks that need only `records.jsonl` always run; the soft-target entropy and the
+students' fidelity to their teachers need the run's checkpoints and test set, and are skipped
+(with a note) when those are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from kdbench.analysis.stats import compare_rows
+from kdbench.config import Config
+from kdbench.data.datasets import Splits
+from kdbench.engine.losses import ensemble_targets, head_outputs, soften
+from kdbench.engine.mlp import stack_logits
+from kdbench.errors import KdbenchError
+from kdbench.protocol.own_teacher import LOGITS_FILE
+from kdbench.protocol.study import row_errors
+from kdbench.records import Record
+from kdbench.roles import DISTILLED_ROLES, Role, StackName
+from kdbench.runs.store import RunStore
+
+UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
+EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    title: str
+    evidence: str
+    try_next: str
+
+
+def _role_epochs(records: list[Record], role: Role) -> list[int]:
+    return [r.epochs for r in records if r.is_model and r.role == role]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _stronger_teacher(cfg: Config, early_stopping: bool) -> str:
+    """What to try for a weak teacher; the hinton preset only where the run is not already it."""
+    hinton = ["--preset hinton (a larger, dropout-regularised teacher)"]
+    if cfg.preset == "hinton":
+        hinton = []
+    more = ["--preset restore-best", "a larger --patience"] if early_stopping else ["more --epochs"]
+    tries = [*hinton, *more]
+    return ", ".join(tries[:-1]) + ", or " + tries[-1]
+
+
+def from_records(records: list[Record], cfg: Config) -> list[Finding]:
+    """The checks that need only the records."""
+    found = []
+    early_stopping = cfg.train.epochs is None
+    teacher_vs_hard = next(
+        c for c in compare_rows(row_errors(records)) if c["a"] == "teacher"
+    )  # a − b in pp: negative when the teacher is better
+    diff, ci = teacher_vs_hard["mean_diff_pp"], teacher_vs_hard["ci95_pp"]
+    own = cfg.model.own_teacher
+    if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
+        spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
+        found.append(
+            Finding(
+                "weak-teacher",
+                "Your teacher is not clearly better than the hard-label student",
+                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
+                f" {teacher_vs_hard['n']} paired repeat(s); the teacher is your own ({own})."
+                " A student can hardly learn more from a teacher than from the labels themselves.",
+                "a stronger teacher (--teacher), or no --teacher: kdbench trains one",
+            )
+            if own is not None
+            else Finding(
+                "weak-teacher",
+                "The teacher is not clearly better than the hard-label student",
+                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
+                f" {teacher_vs_hard['n']} paired repeat(s); teachers trained"
+                f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
+                " can hardly learn more from a teacher than from the labels themselves.",
+                _stronger_teacher(cfg, early_stopping),
+            )
+        )
+    distilled = [e for role in DISTILLED_ROLES for e in _role_epochs(records, role)]
+    hard = _role_epochs(records, Role.STUDENT_HARD)
+    if early_stopping and cfg.distill.kd_monitor == "combined" and distilled and hard:
+        found.append(
+            Finding(
+                "combined-monitor",
+                "Distilled students stopped on the combined distillation loss",
+                f"early stopping watched alpha·CE + (1 − alpha)·T²·KL (T = "
+                f"{cfg.distill.temperature:g}); distilled students trained"
+                f" {_mean(distilled):.1f} epochs on average, the hard-label student"
+                f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
+                " stop when they match the soft targets, not when their error stops falling.",
+                "--preset hard-monitor (stop on the hard-label validation loss)",
+            )
+        )
+    if early_stopping:
+        early = [
+            r
+            for r in records
+            if r.is_model
+            and r.diverged_epoch is None
+            and r.best_epoch is not None  # not your own teacher: kdbench did not train it
+            and r.best_epoch <= EARLY
+        ]
+        if early:
+            roles = sorted({str(r.role) for r in early})
+            found.append(
+                Finding(
+                    "early-stop",
+                    f"{len(early)} model(s) were best in their first {EARLY} epochs",
+                    f"best epoch ≤ {EARLY} with patience {cfg.train.patience}"
+                    f" (monitor {cfg.train.monitor}) for: {', '.join(roles)}. Validation loss"
+                    " often rises while error still falls; such models stop undertrained.",
+                    "--preset watch-error, --preset restore-best, or a larger --patience",
+                )
+            )
+    if cfg.distill.teacher_updates == "joint":
+        found += _joint_teachers(records)
+    diverged = [r for r in records if r.diverged_epoch is not None]
+    if diverged:
+        items = ", ".join(f"{r.role} r{r.repeat} (epoch {r.diverged_epoch})" for r in diverged[:6])
+        found.append(
+            Finding(
+                "diverged",
+                f"{len(diverged)} model(s) diverged and are excluded from the statistics",
+                f"loss became NaN or infinite: {items}",
+                f"a lower --lr (now {cfg.train.learning_rate:g})",
+            )
+        )
+    return found
+
+
+def _joint_teachers(records: list[Record]) -> list[Finding]:
+    """How far the teachers' copies drifted while they trained along with their students."""
+    before = {
+        Role.STUDENT_FROM_TEACHER: [
+            r.test_error for r in records if r.is_model and r.role == Role.TEACHER
+        ],
+        Role.STUDENT_FROM_ENSEMBLE: [
+            r.test_error for r in records if r.is_model and r.role == Role.ENSEMBLE
+        ],
+    }
+    parts = []
+    for role, label in ((Role.STUDENT_FROM_TEACHER, "large networks"),
+                        (Role.STUDENT_FROM_ENSEMBLE, "ensemble members")):  # fmt: skip
+        after = [e for r in records if r.role == role for e in (r.copies_test_error or [])]
+        if after and before[role]:
+            parts.append(
+                f"{label} {100 * _mean(before[role]):.2f}% before distillation,"
+                f" {100 * _mean(after):.2f}% after (worst {100 * max(after):.2f}%)"
+            )
+    if not parts:
+        return []
+    return [
+        Finding(
+            "joint-teachers",
+            "Teachers trained along with the student",
+            "teacher_updates = joint: every distillation step also moved each student's copies"
+            " of its teachers through the distillation loss, as the paper's Keras distiller does"
+            " when its teachers stay trainable. Mean test error of the teachers: "
+            + "; ".join(parts)
+            + ". The teacher and ensemble rows of Table 1 are the models before distillation.",
+            "--teacher-updates frozen (the teachers stay as trained)",
+        )
+    ]
+
+
+def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: list[int]):
+    """(each repeat's teacher logits on `x` [R, N, C], repeat -> row), or None when missing.
+    Your own teacher: the logits kept in the run folder, the same in every repeat."""
+    if cfg.model.own_teacher is not None:
+        path = run_dir / LOGITS_FILE
+        if not path.is_file():
+            return None
+        z = load_file(str(path))["test"]
+        return z.unsqueeze(0).expand(len(repeats), *z.shape), {r: i for i, r in enumerate(repeats)}
+    stack = RunStore.read_stack(run_dir, StackName.TEACHERS)
+    if stack is None:
+        return None
+    params, recs = stack
+    return stack_logits(params, x), {r.repeat: i for i, r in enumerate(recs)}
+
+
+def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
+    """Entropy of the soft targets and each student's agreement with its teacher, on the test
+    set; None when the run's checkpoints are not all there."""
+    small = RunStore.read_stack(run_dir, StackName.SMALL_NETWORKS)
+    distilled = RunStore.read_stack(run_dir, StackName.DISTILLED)
+    if small is None or distilled is None:
+        return None
+    (s_params, s_recs), (d_params, d_recs) = small, distilled
+    x, temp, head = splits.x_test, cfg.distill.temperature, cfg.model.head
+    n_classes = splits.n_classes
+    teachers = _teacher_test_logits(run_dir, cfg, x, sorted({r.repeat for r in d_recs}))
+    if teachers is None:
+        return None
+    t_logits, teacher = teachers
+    s_logits = stack_logits(s_params, x)
+    d_logits = stack_logits(d_params, x)
+    members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]
+    hard = {r.repeat: i for i, r in enumerate(s_recs) if r.role == Role.STUDENT_HARD}
+    by_repeat = {
+        rep: s_logits[[i for i in members if s_recs[i].repeat == rep]]
+        for rep in sorted({s_recs[i].repeat for i in members})
+    }
+    ensemble_probs = {rep: torch.softmax(z, -1).mean(0) for rep, z in by_repeat.items()}
+    mode = cfg.distill.ensemble_targets
+
+    def entropy(p: torch.Tensor) -> float:
+        return float(-(torch.xlogy(p, p)).sum(-1).mean())
+
+    soft_teacher = soften(head_outputs(t_logits, head), temp)
+    soft_ensemble = torch.stack(
+        [ensemble_targets(head_outputs(z, head), temp, mode) for z in by_repeat.values()]
+    )
+    out = {
+        "max_entropy": math.log(n_classes),
+        "entropy": {"teacher": entropy(soft_teacher), "ensemble": entropy(soft_ensemble)},
+        "temperature": temp,
+        "head": head,
+        "fidelity": {},
+    }
+
+    def fidelity(student: torch.Tensor, teacher_probs: torch.Tensor) -> tuple[float, float]:
+        agree = float((student.argmax(-1) == teacher_probs.argmax(-1)).float().mean())
+        log_s = torch.log_softmax(student, -1)
+        kl = float(
+            (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_s).sum(-1).mean()
+        )
+        return agree, kl
+
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for i, r in enumerate(d_recs):
+        rep = r.repeat
+        ref = (
+            torch.softmax(t_logits[teacher[rep]], -1)
+            if r.role == Role.STUDENT_FROM_TEACHER
+            else ensemble_probs[rep]
+        )
+        pairs.setdefault(str(r.role), []).append(fidelity(d_logits[i], ref))
+        # the hard-label student against the same reference: what agreement comes for free
+        base = f"student_hard vs {'teacher' if r.role == Role.STUDENT_FROM_TEACHER else 'ensemble'}"
+        pairs.setdefault(base, []).append(fidelity(s_logits[hard[rep]], ref))
+    for name, vals in pairs.items():
+        out["fidelity"][name] = {
+            "agreement": _mean([a for a, _ in vals]),
+            "kl": _mean([k for _, k in vals]),
+            "n": len(vals),
+        }
+    return out
+
+
+def from_soft_targets(stats: dict) -> list[Finding]:
+    found = []
+    for source, value in stats["entropy"].items():
+        share = value / stats["max_entropy"]
+        if share < UNIFORM:
+            continue
+        cause = (
+            " The temperature divides softmax probabilities (head = softmax): values in [0, 1]"
+            " divided by T are nearly equal, so every class gets about the same target."
+            if stats["head"] == "softmax"
+            else f" T = {stats['temperature']:g} flattens this {source}'s outputs almost"
+            " completely."
+        )
+        fix = (
+            "--preset paper (temperature on the logits)"
+            if stats["head"] == "softmax"
+            else _lower_temperature(stats["temperature"])
+        )
+        found.append(
+            Finding(
+                f"uniform-targets-{source}",
+                f"The {source}'s soft targets are nearly uniform",
+                f"mean entropy {value:.3f} nats of a possible {stats['max_entropy']:.3f}"
+                f" ({share:.1%}) on the test set.{cause} Nearly uniform targets carry almost no"
+                " information about the classes.",
+                fix,
+            )
+        )
+    return found
+
+
+def _lower_temperature(t: float) -> str:
+    """Temperatures to try below `t` (halving), never the one the run already used."""
+    lower = [v for v in (t / 2, t / 4) if v >= 1] or [t / 2]
+    values = ", ".join(f"{v:g}" for v in lower)
+    grid = ",".join(f"{v:g}" for v in [*lower, t])
+    return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
+
+
+def _measured_before(run_dir: Path) -> dict | None:
+    """The soft-target and fidelity figures of an earlier diagnosis of this run, if any."""
+    path = run_dir / "diagnose.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("soft_targets")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits | None) -> dict:
+    """Findings and (where checkpoints allow) soft-target entropy and fidelity, as one dict."""
+    found = from_records(records, cfg)
+    stats = None
+    note = None
+    if splits is None:
+        note = "test set not available: soft-target and fidelity checks skipped"
+    else:
+        try:
+            stats = soft_targets_and_fidelity(Path(run_dir), cfg, splits)
+        except (KdbenchError, OSError) as exc:  # old-format or unreadable: say so, keep the rest
+            note = f"checkpoints unreadable ({exc}): soft-target and fidelity checks skipped"
+        if stats is None and note is None:
+            note = "checkpoints incomplete: soft-target and fidelity checks skipped"
+    if stats is None:  # checkpoints gone (a committed run): keep what was measured with them
+        stats = _measured_before(Path(run_dir))
+        if stats is not None:
+            note = "soft-target and fidelity figures measured when the checkpoints were there"
+    if stats is not None:
+        found += from_soft_targets(stats)
+    return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
+
+
+def markdown(diagnosis: dict) -> str:
+    lines = []
+    if not diagnosis["findings"]:
+        lines.append("No known pitfall found in this run.")
+    for f in diagnosis["findings"]:
+        lines.append(f"- **{f['title']}.** {f['evidence']} *Try:* {f['try_next']}.")
+    st = diagnosis.get("soft_targets")
+    if st:
+        lines += [
+            "",
+            f"Soft-target entropy on the test set (T = {st['temperature']:g}, head {st['head']};"
+            f" uniform = {st['max_entropy']:.3f} nats): teacher {st['entropy']['teacher']:.3f},"
+            f" ensemble {st['entropy']['ensemble']:.3f}.",
+            "",
+            "Fidelity to the teacher on the test set (mean over repeats): top-1 agreement and"
+            " KL(teacher ‖ student) at T = 1.",
+            "",
+            "| student vs reference | top-1 agreement | KL (nats) |",
+            "| --- | --- | --- |",
+        ]
+        for name, v in st["fidelity"].items():
+            label = {
+                "student_from_teacher": "student from teacher vs teacher",
+                "student_from_ensemble": "student from ensemble vs ensemble",
+            }.get(name, name.replace("_", " ") + " (reference)")
+            lines.append(f"| {label} | {v['agreement']:.2%} | {v['kl']:.4f} |")
+    if diagnosis.get("note"):
+        lines += ["", f"*{diagnosis['note']}.*"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""The study's figures: Figure 3 (error per row beside the paper's) and the accuracy-latency
+trade-off. PNG for browsers, SVG for papers, both written atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from kdbench.roles import ROWS, label
+from kdbench.runs.store import atomic_write
+
+
+def figure(summary: dict, folder: Path) -> None:
+    """Figure 3: measured error per row (mean, 95% CI, each repeat a dot) beside the paper's."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    short = [
+        "Your\nteacher" if summary.get("own_teacher") else "Teacher",
+        "Student\n← teacher",
+        "Ensemble",
+        "Student\n← ensemble",
+        "Student\nhard labels",
+    ]
+    colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
+    for i, name in enumerate(ROWS):
+        row = summary["rows"][name]
+        if row["mean_pct"] is None:
+            continue
+        mean = row["mean_pct"]
+        err = None
+        if row["ci95_pct"] is not None:
+            err = [[mean - row["ci95_pct"][0]], [row["ci95_pct"][1] - mean]]
+        ax.bar(
+            i - 0.18,
+            mean,
+            width=0.36,
+            color=colours[i],
+            yerr=err,
+            capsize=4,
+            label="measured (95% CI)" if i == 0 else None,
+        )
+        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors_pct"]))]
+        ax.scatter(
+            xs,
+            row["errors_pct"],
+            s=10,
+            color="black",
+            zorder=3,
+            label="each repeat" if i == 0 else None,
+        )
+        if row["paper_pct"] is None:
+            continue
+        ax.bar(
+            i + 0.18,
+            row["paper_pct"],
+            width=0.36,
+            color="#bbbbbb",
+            hatch="//",
+            label="paper (Table 1)" if i == 0 else None,
+        )
+    ax.set_xticks(range(len(ROWS)), short)
+    ax.set_ylabel("test error rate (%)")
+    ax.set_title("Original models vs distilled students (Figure 3)")
+    if ax.get_legend_handles_labels()[0]:  # every row diverged: nothing drawn, no legend
+        ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, folder, "figure")
+
+
+def save_figure(fig, folder: Path, stem: str) -> None:
+    """PNG for GitHub and browsers, SVG for papers; both written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
+    plt.close(fig)
+
+
+def tradeoff_figure(summary: dict, folder: Path) -> None:
+    """Error rate against batch-1 latency, one point per model kind, 95% CI bars."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in ROWS:
+        row, res = summary["rows"][name], summary["resources"]["rows"].get(name)
+        if row["mean_pct"] is None or res is None:  # your own teacher is not measured
+            continue
+        x = res["latency"]["onnx_b1"]["median_us"]
+        y = row["mean_pct"]
+        yerr = None
+        if row["ci95_pct"] is not None:
+            yerr = [[y - row["ci95_pct"][0]], [row["ci95_pct"][1] - y]]
+        ax.errorbar(
+            [x], [y], yerr=yerr, fmt="o", capsize=4, label=label(name, summary.get("own_teacher"))
+        )
+    ax.set_xscale("log")
+    # plain numbers at 1-2-5 steps, not 10^1.6-style labels on a range narrower than a decade
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("latency per image at batch 1, ONNX Runtime (µs, log scale)")
+    ax.set_ylabel("test error rate (%)")
+    ax.set_title("Accuracy vs latency: lower left is better")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    save_figure(fig, folder, "tradeoff")

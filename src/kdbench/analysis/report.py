@@ -1,0 +1,381 @@
+"""Turn records into the study's outputs: summary.json, Table 1, report.md (figures: `figures`).
+
+Everything here reads records only, so a report can be re-rendered without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from kdbench.analysis.diagnose import markdown as diagnose_markdown
+from kdbench.analysis.figures import figure, tradeoff_figure
+from kdbench.analysis.stats import (
+    FEW_REPEATS,
+    FEW_REPEATS_NOTE,
+    INTERVAL_METHOD,
+    SIGNIFICANCE,
+    compare_rows,
+    pct,
+    summarize,
+)
+from kdbench.analysis.verdict import sentence
+from kdbench.protocol.study import row_errors
+from kdbench.records import Record
+from kdbench.roles import ROWS, label
+from kdbench.runs.store import atomic_write, write_json
+
+# Table 1 of the paper: mean test error of 10 runs, in percent.
+PAPER_TABLE1 = {
+    "teacher": 2.01,
+    "student_from_teacher": 2.89,
+    "ensemble": 1.81,
+    "student_from_ensemble": 2.68,
+    "student_hard": 2.26,
+}
+
+
+def build_summary(
+    records: list[Record],
+    planned_repeats: int,
+    timing: dict,
+    resources: dict | None = None,
+    paper: bool = True,
+    own_teacher: str | None = None,
+) -> dict[str, Any]:
+    """The paper's numbers sit beside the measured ones only where the run has the paper's
+    data and training (`comparable_to_paper`)."""
+    per_row = row_errors(records)
+    rows = {}
+    for name in ROWS:
+        pairs = per_row[name]
+        rows[name] = {
+            "repeats": [r for r, _ in pairs],
+            "errors_pct": [pct(e) for _, e in pairs],
+            **summarize([e for _, e in pairs]),
+            "paper_pct": PAPER_TABLE1[name] if paper else None,
+        }
+    completed = min(len(v["errors_pct"]) for v in rows.values())
+    diverged = [
+        {
+            "repeat": r.repeat,
+            "role": str(r.role),
+            "member": r.member,
+            "diverged_epoch": r.diverged_epoch,
+        }
+        for r in records
+        if r.diverged_epoch is not None
+    ]
+    comparisons = compare_rows(per_row)
+    for c in comparisons:
+        c["verdict"] = sentence(c, own_teacher=own_teacher is not None)
+    return {
+        "rows": rows,
+        "comparisons": comparisons,
+        "significance": SIGNIFICANCE,
+        "planned_repeats": planned_repeats,
+        "completed_repeats": completed,
+        "partial": completed < planned_repeats,
+        "diverged": diverged,
+        "timing": timing,
+        **({"resources": resources} if resources else {}),
+        **({"own_teacher": own_teacher} if own_teacher else {}),
+    }
+
+
+def comparable_to_paper(cfg: dict) -> bool:
+    """The paper's Table 1 is a fair reference only for full MNIST trained until early stopping:
+    not on another dataset, a `--train-limit` subset, or a fixed number of `--epochs`."""
+    d, t = cfg["data"], cfg["train"]
+    own = cfg["model"].get("own_teacher")
+    return d["dataset"] == "mnist" and d["train_limit"] is None and t["epochs"] is None and not own
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    """A value already in percent, for a table."""
+    return "–" if x is None else f"{x:.{digits}f}%"
+
+
+def _outside(row: dict) -> bool:
+    ci = row["ci95_pct"]
+    paper = row["paper_pct"]
+    return ci is not None and paper is not None and not (ci[0] <= paper <= ci[1])
+
+
+def table_markdown(summary: dict) -> str:
+    paper = any(row["paper_pct"] is not None for row in summary["rows"].values())
+    lines = [
+        "| Model |" + (" Paper |" if paper else "") + " Measured mean | 95% CI | Std | Runs |",
+        "| --- |" + (" ---: |" if paper else "") + " ---: | ---: | ---: | ---: |",
+    ]
+    for name in ROWS:
+        row = summary["rows"][name]
+        ci = row["ci95_pct"]
+        ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
+        mark = " †" if _outside(row) else ""
+        cells = [label(name, summary.get("own_teacher"))]
+        cells += [f"{_pct(row['paper_pct'])}{mark}"] if paper else []
+        cells += [_pct(row["mean_pct"]), ci_txt, _pct(row["std_pct"]), str(row["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    notes = [f"Error rate = 1 − test accuracy. 95% CI: {INTERVAL_METHOD}."]
+    if paper:
+        notes.append("† the paper's value lies outside the measured 95% CI.")
+    else:
+        notes.append(
+            "The paper's column is left out: it applies to full MNIST trained until early"
+            " stopping, without --train-limit, --epochs or your own --teacher."
+        )
+    if summary.get("own_teacher") is not None:
+        notes.append(
+            "The teacher is your own model, not retrained: the same in every repeat, so its row"
+            " has no spread."
+        )
+    lines.append(" ".join(notes))
+    if 0 < summary["completed_repeats"] < FEW_REPEATS:
+        lines += ["", f"**{FEW_REPEATS_NOTE}**"]
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("role", "repeat", "member", "kind", "test_error_pct", "val_error_pct", "epochs",
+               "best_epoch", "diverged_epoch")  # fmt: skip
+
+
+def table_csv(records: list[Record]) -> str:
+    """Tidy: one row per trained model (and per combined ensemble) and repeat, plain columns,
+    errors in percent rounded to the test set's resolution (0.01% of 10,000 images)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    order = {role: i for i, role in enumerate(ROWS)}
+    for r in sorted(records, key=lambda r: (order[r.role], r.repeat, r.kind, r.member or 0)):
+        w.writerow([
+            str(r.role), r.repeat, "" if r.member is None else r.member, r.kind,
+            f"{100 * r.test_error:.2f}", f"{100 * r.val_error:.2f}",
+            "" if r.epochs is None else r.epochs, "" if r.best_epoch is None else r.best_epoch,
+            "" if r.diverged_epoch is None else r.diverged_epoch,
+        ])  # fmt: skip
+    return buf.getvalue()
+
+
+def resources_markdown(summary: dict) -> str:
+    res = summary["resources"]
+    lines = [
+        "| Model | Test error | Params | MACs / image | float32 | int8 | Torch b1 | ONNX b1 |"
+        " Torch b256 | ONNX b256 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in (n for n in ROWS if n in res["rows"]):  # not your own teacher: not measured
+        r, lat = res["rows"][name], res["rows"][name]["latency"]
+
+        def us(key, lat=lat):
+            v = lat[key]
+            return f"{v['median_us']:.1f} µs ({v['q1_us']:.1f}–{v['q3_us']:.1f})"
+
+        lines.append(
+            f"| {label(name, summary.get('own_teacher'))}"
+            f" | {_pct(summary['rows'][name]['mean_pct'])} | {r['params']:,} |"
+            f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
+            f" | {r['bytes_int8'] / 1024:.0f} KiB"
+            f" | {us('torch_b1')} | {us('onnx_b1')} | {us('torch_b256')} | {us('onnx_b256')} |"
+        )
+    lines.append("")
+    lines.append(
+        "Latency per image, median (interquartile range) after warm-up,"
+        f" {res['threads']} thread(s),"
+        f" models of repeat {res['repeat']}; b1 = batch 1, b256 = batch 256. int8 = weights"
+        " quantised to 8 bits (`kdbench export --int8`). The ensemble counts all its members."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def resources_section(summary: dict) -> str:
+    if "resources" not in summary:
+        return ""
+    return (
+        "## What each model costs on a device\n\n"
+        f"{resources_markdown(summary)}\n![Error vs latency](tradeoff.png)\n\n"
+    )
+
+
+def comparisons_markdown(summary: dict) -> str:
+    def f(x, spec=".2f"):
+        return "–" if x is None else format(x, spec)
+
+    lines = [
+        "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) | d_z | Pairs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in summary["comparisons"]:
+        ci = "–" if c["ci95_pp"] is None else f"{c['ci95_pp'][0]:.2f} – {c['ci95_pp'][1]:.2f}"
+        lines.append(
+            f"| {c['a']} | {c['b']} | {f(c['mean_diff_pp'], '+.2f')} | {ci}"
+            f" | {f(c['p_ttest'], '.3g')}"
+            f" | {f(c['p_wilcoxon'], '.3g')} | {f(c['p_holm'], '.3g')} | {f(c['d_z'])} | {c['n']} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Positive differences mean a had the higher error. Verdicts use the Holm-adjusted paired"
+        f" t-test at {summary['significance']}; d_z is the mean difference over its standard"
+        " deviation (Cohen's d for paired samples)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def config_table(cfg: dict) -> str:
+    d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
+    stopping = (
+        f"fixed {t['epochs']} epochs (early stopping off)"
+        if t["epochs"] is not None
+        else f"patience {t['patience']} on {t['monitor']}, at most {t['max_epochs']} epochs"
+    )
+    kd_watch = (
+        "combined distillation loss on validation (Keras' behaviour)"
+        if k["kd_monitor"] == "combined"
+        else "hard-label validation loss"
+    )
+    if t["monitor"] != "val_loss" and k["kd_monitor"] == "combined":
+        kd_watch = f"{t['monitor']} (combined loss where a loss is watched)"
+    rows = [
+        (
+            "Dataset",
+            f"{d['dataset']}"
+            + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
+        ),
+        ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
+        ("Teacher", "-".join(map(str, m["teacher_hidden"]))),
+        ("Student / ensemble member", "-".join(map(str, m["student_hidden"]))),
+        ("Repeats × members", f"{p['repeats']} × {p['members']}"),
+        (
+            "Optimiser",
+            f"Adam lr {t['learning_rate']}, eps {t['adam_eps']}, batch {t['batch_size']}",
+        ),
+        ("Early stopping", stopping),
+        *(
+            []
+            if t["epochs"] is not None  # nothing stops on anything: say nothing about it
+            else [
+                (
+                    "Best weights restored",
+                    "yes" if t["restore_best"] else "no (last epoch's weights)",
+                ),
+                ("Distilled students stopped on", kd_watch),
+            ]
+        ),
+        ("Temperature T, alpha (hard-label weight)", f"{k['temperature']}, {k['alpha']}"),
+        (
+            "Teachers during distillation",
+            "trained along with each student (its own copies; the paper's Keras code)"
+            if k.get("teacher_updates") == "joint"
+            else "frozen",
+        ),
+        *(
+            [("Teacher input jitter", f"up to {m['teacher_jitter']} pixels")]
+            if m.get("teacher_jitter")
+            else []
+        ),
+        (
+            "Ensemble soft targets",
+            "mean of softened probabilities"
+            if k["ensemble_targets"] == "probs"
+            else "softmax of mean logits",
+        ),
+        ("Seed", str(p["seed"])),
+        ("Device", cfg["device"]),
+    ]
+    return "| Setting | Value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+
+def diagnosis_section(summary: dict) -> str:
+    if "diagnosis" not in summary:
+        return ""
+    return (
+        "## Diagnosis — known pitfalls, checked against this run\n\n"
+        f"{diagnose_markdown(summary['diagnosis'])}\n(`kdbench diagnose RUN_DIR` prints this.)\n\n"
+    )
+
+
+def report_markdown(summary: dict, run_config: dict) -> str:
+    cfg = run_config["config"]
+    env = run_config.get("environment", {})
+    status = (
+        f"**Partial run**: {summary['completed_repeats']} of {summary['planned_repeats']}"
+        " repeats completed."
+        if summary["partial"]
+        else f"{summary['completed_repeats']} repeats."
+    )
+    diverged = ""
+    if summary["diverged"]:
+        items = "; ".join(
+            f"{d['role']} repeat {d['repeat']} member {d['member']} (epoch {d['diverged_epoch']})"
+            for d in summary["diverged"]
+        )
+        diverged = (
+            f"\n> **Warning:** {len(summary['diverged'])} model(s) diverged (loss became NaN or"
+            f" infinite) and are excluded from the statistics: {items}.\n"
+        )
+    total = summary["timing"].get("total_seconds")
+    dataset = cfg["data"]["dataset"]
+    title = (
+        "test error, paper vs measured"
+        if comparable_to_paper(cfg)
+        else f"test error on {'your data' if dataset == 'arrays' else dataset}"
+    )
+    heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
+    resumed = " (all parts of a resumed run)" if summary["timing"].get("resumed") else ""
+    return f"""# {heading} — hard labels vs knowledge distillation
+
+{status} Wall time {total:.0f} s{resumed}.
+{diverged}
+## Table 1 — {title}
+
+{table_markdown(summary)}
+![Figure 3](figure.png)
+
+## Verdict
+
+{chr(10).join("- " + c["verdict"] for c in summary["comparisons"])}
+
+## Paired comparisons (runs paired by repeat; a − b, percentage points)
+
+{comparisons_markdown(summary)}
+
+{resources_section(summary)}{diagnosis_section(summary)}## Configuration
+
+{config_table(cfg)}
+
+## Environment
+
+{chr(10).join(f"- {k}: {v}" for k, v in env.items())}
+
+Files: `config.json` (resolved configuration, environment), `records.jsonl` (one line per
+trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`, `figure.png`,
+`figure.svg`, `checkpoints/` (safetensors).
+"""
+
+
+def render(
+    folder: Path,
+    records: list[Record],
+    run_config: dict,
+    timing: dict,
+    resources: dict | None = None,
+    diagnosis: dict | None = None,
+) -> dict:
+    """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
+    cfg = run_config["config"]
+    planned = cfg["protocol"]["repeats"]
+    own = cfg["model"].get("own_teacher")
+    summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
+    write_json(folder / "summary.json", summary)
+    atomic_write(folder / "table.md", table_markdown(summary).encode())
+    atomic_write(folder / "table.csv", table_csv(records).encode())
+    figure(summary, folder)
+    if resources:
+        tradeoff_figure(summary, folder)
+    atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())
+    return summary

@@ -1,0 +1,85 @@
+"""Plain-language verdicts: one sentence per paired comparison that a non-statistician can act on.
+
+The call is made on the Holm-adjusted paired t-test p against SIGNIFICANCE; the sentence always
+carries the effect size in percentage points and its 95% CI, so "no detectable difference" is never
+mistaken for "no difference".
+"""
+
+from __future__ import annotations
+
+from kdbench.analysis.stats import SIGNIFICANCE, min_wilcoxon_p
+
+# (a, b) -> (subject, verb, what it is compared with or None, the pair named neutrally);
+# {teacher} / {Teacher} name the teacher row: kdbench's large network, or your own teacher
+TEACHER_NAMES = {False: ("the large network", "The large network (teacher)"),
+                 True: ("your teacher", "Your teacher")}  # fmt: skip
+PHRASES = {
+    ("student_from_teacher", "student_hard"): (
+        "Distilling from {teacher}",
+        "made the student",
+        "training on hard labels",
+        "the student distilled from {teacher} and the hard-label student",
+    ),
+    ("student_from_ensemble", "student_hard"): (
+        "Distilling from the ensemble",
+        "made the student",
+        "training on hard labels",
+        "the student distilled from the ensemble and the hard-label student",
+    ),
+    ("student_from_ensemble", "student_from_teacher"): (
+        "Distilling from the ensemble instead of {teacher}",
+        "made the student",
+        None,
+        "students distilled from the ensemble and from {teacher}",
+    ),
+    ("teacher", "student_hard"): (
+        "{Teacher}",
+        "was",
+        "the small hard-label network",
+        "{teacher} and the small hard-label network",
+    ),
+    ("ensemble", "student_hard"): (
+        "The ensemble",
+        "was",
+        "a single small hard-label network",
+        "the ensemble and a single small hard-label network",
+    ),
+}
+
+
+def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False) -> str:
+    """`own_teacher`: the teacher is the user's, so it is "your teacher", not "the large
+    network"."""
+    default = (c["a"], "was", c["b"], f"{c['a']} and {c['b']}")
+    teacher, capital = TEACHER_NAMES[own_teacher]
+    phrases = tuple(
+        p.format(teacher=teacher, Teacher=capital) if p else p
+        for p in PHRASES.get((c["a"], c["b"]), default)
+    )
+    subject, verb, reference, pair = phrases
+    versus = f" compared with {reference}" if reference else ""
+    n = c["n"]
+    if n < 2 or c["p_holm"] is None:
+        return f"Not enough paired runs ({n}) to compare {pair}."
+    lo, hi = c["ci95_pp"]
+    diff, p = c["mean_diff_pp"], c["p_holm"]
+    tail = f"p = {p:.3g} Holm-adjusted, {n} paired runs"
+    if p < threshold and diff != 0:
+        word = "worse" if diff > 0 else "better"
+        if diff < 0:  # "better by 0.40 (CI 0.26 to 0.54)": the interval in the sentence's sign
+            lo, hi = -hi, -lo
+        evidence = f"95% CI {lo:.2f} to {hi:.2f}, {tail}"
+        text = f"{subject} {verb} {word} by {abs(diff):.2f} percentage points{versus} ({evidence})."
+    else:
+        evidence = f"95% CI {lo:+.2f} to {hi:+.2f}, {tail}"
+        text = (
+            f"No detectable difference between {pair} at p < {threshold}"
+            f" (mean difference {diff:+.2f} percentage points, {evidence})."
+        )
+    floor = min_wilcoxon_p(n)
+    if floor >= threshold:
+        text += (
+            f" With {n} pairs the Wilcoxon signed-rank test cannot get below p = {floor:.3g},"
+            " so it can never call this significant: run more repeats."
+        )
+    return text

@@ -1,0 +1,333 @@
+"""Command line: parses options, calls the library, prints. No logic of its own.
+
+kdbench reproduce                       # the paper's study on bundled MNIST
+kdbench reproduce --train-limit 2000 --repeats 2 --members 3 --epochs 2   # a quick look
+kdbench report runs/<name>              # re-render the outputs from records.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from kdbench.cli.options import friendly as _friendly
+from kdbench.cli.options import settings_options, with_progress
+from kdbench.config import MAX_STACK
+from kdbench.errors import ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    # plain help, as git, pip and ruff print it: flags read as flags (Typer's Rich panels label
+    # every boolean option, --help included, with a `<bool>` value it does not take)
+    rich_markup_mode=None,
+    help="kdbench: should a small network be trained on hard labels, or distilled from a larger"
+    " teacher or an ensemble? The paper's MNIST study reproduced, with intervals, tests, sizes,"
+    " latencies and the settings that change the answer.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from kdbench import __version__
+
+        print(f"kdbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """kdbench: hard labels vs knowledge distillation, measured."""
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Track = Annotated[
+    str | None,
+    typer.Option(
+        help="Send the finished run to a tracker: mlflow (pip install 'kdbench[mlflow]'),"
+        " at MLFLOW_TRACKING_URI or ./mlruns."
+    ),
+]
+
+
+def _tracked(track: str | None, log) -> None:
+    """Log a finished run to the tracker (checked by `tracking.check` before it trained)."""
+    if track is None:
+        return
+    from kdbench.runs.tracking import where
+
+    print(f"mlflow: run {log()} at {where()}", file=sys.stderr)
+
+
+SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
+
+
+@app.command()
+@_friendly
+@settings_options()
+def reproduce(
+    overrides: dict,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
+    preset: Annotated[
+        str, typer.Option(help="Named settings to start from; see `kdbench presets`.")
+    ] = "paper",
+    quiet: Quiet = False,
+    latency: Annotated[
+        bool, typer.Option(help="Measure size and latency of each model kind at the end.")
+    ] = True,
+    track: Track = None,
+) -> None:
+    """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
+    from kdbench.protocol.presets import resolve
+    from kdbench.runs import tracking
+
+    cfg = resolve(preset, **overrides)
+    tracking.check(track)
+    from kdbench.protocol.run import (
+        reproduce as run,  # after the settings are checked: torch loads slowly
+    )
+
+    start = time.perf_counter()
+    folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
+    if not quiet:
+        sys.stderr.write((folder / "table.md").read_text())
+    _tracked(track, lambda: tracking.log_study(folder))
+    print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
+
+
+@app.command()
+def presets() -> None:
+    """List the named presets and what each changes."""
+    from kdbench.protocol.presets import PRESETS
+
+    for p in PRESETS.values():
+        changes = ", ".join(f"{k}={v}" for k, v in p.overrides.items()) or "(defaults)"
+        print(f"{p.name:<20} {p.summary}\n{'':<20} {changes}")
+
+
+def _run_config(run_dir: Path) -> dict:
+    from kdbench.errors import RunFolderError
+    from kdbench.runs.store import read_run_config  # torch loads slowly: import only when needed
+
+    if (run_dir / "sweep-config.json").is_file():
+        raise RunFolderError(
+            f"{run_dir} is a sweep folder: read {run_dir / 'sweep.md'}, or give one of its"
+            f" points, e.g. {run_dir / 'points' / '<label>'}"
+        )
+    return read_run_config(run_dir)
+
+
+def _test_set(run_config: dict, run_dir: Path):
+    from kdbench.config import Config
+    from kdbench.protocol.run import splits_of
+
+    return splits_of(Config.from_dict(run_config["config"]), run_dir)
+
+
+def _diagnosis(run_dir: Path, run_config: dict, records: list) -> dict:
+    from kdbench.analysis import diagnose
+    from kdbench.config import Config
+    from kdbench.errors import DataError
+
+    cfg = Config.from_dict(run_config["config"])
+    try:
+        splits = _test_set(run_config, run_dir)
+    except DataError:
+        splits = None  # the record checks still run
+    return diagnose.diagnose(run_dir, records, cfg, splits)
+
+
+@app.command()
+@_friendly
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    measure: Annotated[
+        bool, typer.Option("--measure", help="(Re)measure size and latency from checkpoints.")
+    ] = False,
+) -> None:
+    """Re-render summary, table, figure and report from records.jsonl, without training."""
+    from kdbench.analysis import report as rep
+    from kdbench.errors import RunFolderError
+    from kdbench.runs import latency
+    from kdbench.runs.store import read_records, write_json
+
+    run_config = _run_config(run_dir)
+    records = read_records(run_dir)
+    if not records:
+        raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
+    timing = {}
+    old = run_dir / "summary.json"
+    if old.is_file():
+        timing = json.loads(old.read_text()).get("timing", {})
+    timing.setdefault("total_seconds", sum(r.seconds or 0 for r in records))
+    resources_path = run_dir / "resources.json"
+    if measure:
+        x = _test_set(run_config, run_dir).x_test[:256]
+        write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
+    resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
+    found = _diagnosis(run_dir, run_config, records)
+    write_json(run_dir / "diagnose.json", found)
+    rep.render(run_dir, records, run_config, timing, resources, found)
+    print(run_dir / "report.md")
+
+
+@app.command()
+@_friendly
+def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Check a run for the known pitfalls of distillation, each with the flag that tests it."""
+    from kdbench.analysis import diagnose as diag
+    from kdbench.errors import RunFolderError
+    from kdbench.runs.store import read_records, write_json
+
+    run_config = _run_config(run_dir)
+    records = read_records(run_dir)
+    if not records:
+        raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
+    found = _diagnosis(run_dir, run_config, records)
+    write_json(run_dir / "diagnose.json", found)
+    text = diag.markdown(found)
+    console = Console()
+    if console.is_terminal:  # rendered for the terminal; plain Markdown into files and pipes
+        console.print(Markdown(text))
+    else:
+        print(text, end="")
+
+
+@app.command("export")
+@_friendly
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    role: Annotated[str, typer.Option(help="teacher, ensemble, student_from_teacher, ...")] = (
+        "student_from_ensemble"
+    ),
+    repeat: Annotated[int, typer.Option(help="Which repeat's model.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Also write a dynamic int8 model.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (default RUN_DIR/exports/ROLE-rREPEAT/; MODEL_CARD.md beside it)."
+        ),
+    ] = None,
+) -> None:
+    """Export one model to ONNX (metadata, MODEL_CARD.md beside it), checked against PyTorch."""
+    from kdbench.runs import export
+    from kdbench.runs.store import write_json
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
+    run_config = _run_config(run_dir)
+    path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
+    members = export.load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
+    splits = _test_set(run_config, run_dir)
+    info = export.export(run_dir, role, repeat, members, path, splits, int8)
+    write_json(path.with_suffix(".json"), info)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+@_friendly
+@settings_options(only=(*SHARED, "threads"))
+def explain(
+    overrides: dict,
+    out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="A preset to run (repeatable; default: paper and its variants)."),
+    ] = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
+    ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks variants can reuse."),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run the paper's study under each preset (or read finished runs) and compare them.
+    Variants that agree upstream of distillation train their teachers once."""
+    from kdbench.protocol.presets import VARIANTS, resolve
+    from kdbench.sweeps import explain as ex
+
+    folders = list(runs or [])
+    names = list(variant or ([] if folders else VARIANTS))
+    configs = {name: resolve(name, **overrides) for name in names}  # all checked first
+    if configs:
+        done = with_progress(
+            quiet or executor != "local",
+            lambda bar: ex.run_variants(configs, out, executor, address, bar, reuse),
+        )
+        folders += [v.folder for v in done]
+    print(ex.write(out, ex.collect(folders)))
+
+
+@app.command()
+@_friendly
+@settings_options(only=(*SHARED, "teacher_hidden", "student_hidden", "threads"))
+def sweep(
+    overrides: dict,
+    out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
+    grid: Annotated[
+        list[str],
+        typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
+    ],
+    preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
+    ] = None,
+    max_stack: Annotated[
+        int,
+        typer.Option(
+            help="Most distilled students (2 per repeat and point) trained as one stack;"
+            " lower it to save memory."
+        ),
+    ] = MAX_STACK,
+    quiet: Quiet = False,
+    track: Track = None,
+) -> None:
+    """The study over a grid of settings; teachers and ensembles are shared between points."""
+    from kdbench.protocol.presets import resolve
+    from kdbench.runs import tracking
+    from kdbench.sweeps import sweep as sw
+
+    base = resolve(preset, **overrides)
+    parsed = sw.parse_grid(grid)
+    sw.points(base, parsed)  # every point validates before anything trains
+    tracking.check(track)
+    with_progress(
+        quiet or executor != "local",
+        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack),
+    )
+    _tracked(track, lambda: tracking.log_sweep(out))
+    print(out / "sweep.md")

@@ -1,0 +1,315 @@
+"""Datasets: IDX reading, checksum verification, and the train / validation / test split.
+
+MNIST ships inside the package so the study runs offline; its files are verified on every load
+against the SHA-256 of their decompressed bytes, so a corrupted install cannot produce a table.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdbench.data import sources
+from kdbench.errors import ConfigError, DataError
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# SHA-256 of the decompressed canonical files; None where no pinned hash is known.
+CHECKSUMS: dict[str, dict[str, str] | None] = {
+    "mnist": {
+        "t10k-images-idx3-ubyte": (
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+        ),
+        "t10k-labels-idx1-ubyte": (
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+        ),
+        "train-images-idx3-ubyte": (
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+        ),
+        "train-labels-idx1-ubyte": (
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
+        ),
+    },
+    # from Debian's dataset-fashion-mnist package; downloads are also checked in `sources`
+    "fashion-mnist": {
+        "t10k-images-idx3-ubyte": (
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+        ),
+        "t10k-labels-idx1-ubyte": (
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+        ),
+        "train-images-idx3-ubyte": (
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+        ),
+        "train-labels-idx1-ubyte": (
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+        ),
+    },
+    "kmnist": None,  # only the downloaded .gz files have pinned hashes (see `sources`)
+}
+# digits: scikit-learn's bundled 8x8 digits (1797 images, offline); arrays: the Python API's
+ARRAYS = "arrays"
+DATASETS = (*CHECKSUMS, "digits")
+
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_bytes(path: Path) -> bytes:
+    """File contents, gunzipped when the file is gzip (by its magic bytes, not its name)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}; check the file exists") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            raise DataError(
+                f"{path} is not a valid gzip file (corrupt or truncated); replace it"
+            ) from None
+    return raw
+
+
+def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
+    """Decode an IDX file (the MNIST format) into an array, checking its header and length."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{name} has a wrong magic number: not an IDX file; replace it")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataError(f"{name} has a truncated IDX header; replace the file")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise DataError(
+            f"{name} is truncated or padded: {len(data)} bytes, header says {expected}; replace it"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or raw), verifying the decompressed bytes when a hash is given."""
+    path = Path(path)
+    data = read_bytes(path)
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise DataError(
+                f"{path.name} fails its SHA-256 check ({digest[:12]}… != {sha256[:12]}…):"
+                " the file is corrupt or not the expected dataset; reinstall or replace it"
+            )
+    return parse_idx(data, path.name)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{folder} lacks {stem}(.gz); put the four IDX files there")
+
+
+def dataset_folder(name: str, data_dir: str | None) -> Path:
+    """Where an IDX dataset's files are (see `sources` for the search order)."""
+    if name not in CHECKSUMS:
+        raise ConfigError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
+    return sources.locate(name, data_dir, list(FILES.values()))
+
+
+def digits_arrays() -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits, pixels scaled from 0-16 to [0, 1]. No official test split:
+    the last 20% (360 images) are the test set, the rest the training set, always the same."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    cut = len(x) - 360
+    return {
+        "train_images": x[:cut],
+        "train_labels": y[:cut],
+        "test_images": x[cut:],
+        "test_labels": y[cut:],
+    }
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Float32 pixels in [0, 1], flattened; int64 labels; on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def to(self, device: str | torch.device) -> Splits:
+        moved = {k: getattr(self, k).to(device) for k in _TENSORS}
+        return Splits(**moved, n_classes=self.n_classes)
+
+
+_TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def load_arrays(name: str = "mnist", data_dir: str | None = None) -> dict[str, np.ndarray]:
+    """The four arrays of a dataset, verified where a pinned hash is known."""
+    if name == "digits":
+        return digits_arrays()
+    if name == ARRAYS:
+        raise ConfigError(
+            "dataset 'arrays' is only for the Python API (kdbench.study); a run folder of one"
+            " keeps its data in data.safetensors"
+        )
+    folder = dataset_folder(name, data_dir)
+    sums = CHECKSUMS[name] or {}
+    arrays = {key: read_idx(_find(folder, stem), sums.get(stem)) for key, stem in FILES.items()}
+    for part in ("train", "test"):
+        n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
+        if n_img != n_lab:
+            raise DataError(
+                f"{name} {part} set has {n_img} images but {n_lab} labels; the files do not match"
+            )
+    return arrays
+
+
+def split_rows(n: int, validation_split: float, train_limit: int | None) -> tuple[slice, slice]:
+    """(training rows, validation rows) of a training set of `n` rows: the first `train_limit`
+    rows, of which the last `validation_split` are held out. Anything aligned with the training
+    images (your teacher's logits) is split by the same rule."""
+    if train_limit is not None:
+        n = min(n, train_limit)
+    cut = int(n * (1 - validation_split))
+    if cut < 1 or cut >= n:
+        raise ConfigError(
+            f"{n} training images cannot give both a training and a validation set at split"
+            f" {validation_split}; raise --train-limit"
+        )
+    return slice(0, cut), slice(cut, n)
+
+
+def split(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    validation_split: float = 0.1,
+    train_limit: int | None = None,
+) -> Splits:
+    """Hold out the last `validation_split` of the (limited) training set, as Keras does."""
+    train_rows, val_rows = split_rows(len(x_train), validation_split, train_limit)
+
+    def feats(x: np.ndarray) -> torch.Tensor:
+        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        if x.dtype == np.uint8:
+            flat /= 255.0
+        return torch.from_numpy(np.ascontiguousarray(flat))
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(y, dtype=np.int64).copy())
+
+    n_classes = int(max(y_train[: val_rows.stop].max(), y_test.max())) + 1
+    return Splits(
+        x_train=feats(x_train[train_rows]),
+        y_train=labels(y_train[train_rows]),
+        x_val=feats(x_train[val_rows]),
+        y_val=labels(y_train[val_rows]),
+        x_test=feats(x_test),
+        y_test=labels(y_test),
+        n_classes=n_classes,
+    )
+
+
+def load(
+    name: str = "mnist",
+    data_dir: str | None = None,
+    validation_split: float = 0.1,
+    train_limit: int | None = None,
+) -> Splits:
+    return split_arrays(load_arrays(name, data_dir), validation_split, train_limit)
+
+
+def _numpy(a, what: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception:
+        raise DataError(f"{what} is not an array; pass a NumPy array or a torch tensor") from None
+
+
+def check_arrays(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
+    """Your own data for the study (NumPy arrays or torch tensors): features `[N, ...]` (flattened,
+    used as given: scale them yourself), integer labels 0..C-1. Returns the four arrays, ready
+    for `split`, or raises DataError naming what is wrong."""
+    out = {}
+    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        xs, ys = _numpy(x, f"x_{part}"), _numpy(y, f"y_{part}")
+        if xs.ndim < 2 or len(xs) == 0:
+            raise DataError(f"x_{part} must have shape [examples, features...] (got {xs.shape})")
+        if ys.ndim != 1 or len(ys) != len(xs):
+            raise DataError(
+                f"y_{part} must be one label per row of x_{part} (got {ys.shape} for"
+                f" {len(xs)} examples)"
+            )
+        if not np.issubdtype(xs.dtype, np.number) or not np.isfinite(xs).all():
+            raise DataError(f"x_{part} must be finite numbers (found NaN, inf or non-numbers)")
+        if not np.issubdtype(ys.dtype, np.integer) and not (
+            np.issubdtype(ys.dtype, np.floating) and np.all(ys == np.round(ys))
+        ):
+            raise DataError(f"y_{part} must hold integer class labels 0..C-1")
+        if ys.min() < 0:
+            raise DataError(f"y_{part} has negative labels; use class labels 0..C-1")
+        out[f"{part}_images"] = xs.reshape(len(xs), -1).astype(np.float32)
+        out[f"{part}_labels"] = ys.astype(np.int64)
+    if out["train_images"].shape[1] != out["test_images"].shape[1]:
+        raise DataError(
+            f"x_train has {out['train_images'].shape[1]} features but x_test"
+            f" {out['test_images'].shape[1]}; they must match"
+        )
+    if len(np.unique(out["train_labels"])) < 2:
+        raise DataError("y_train has fewer than two classes; the study needs at least two")
+    return out
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' names, shapes, dtypes and bytes: what a run was trained on."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_limit) -> Splits:
+    return split(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        validation_split,
+        train_limit,
+    )

@@ -1,0 +1,298 @@
+"""One study from configuration to report: load data, train, record, render.
+
+The entry point the CLI and the Python API share: `reproduce(Config(), "runs/x")`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+import kdbench
+from kdbench.analysis import diagnose, report
+from kdbench.config import Config
+from kdbench.data import datasets as data
+from kdbench.engine.losses import loss_class
+from kdbench.engine.mlp import layer_sizes
+from kdbench.engine.trainer import Progress
+from kdbench.errors import ConfigError, RunFolderError
+from kdbench.progress import Bar, StackPlan, with_progress
+from kdbench.protocol.own_teacher import LOGITS_FILE, OwnTeacher, TeacherLogits
+from kdbench.protocol.study import distil, run_study, upstream
+from kdbench.roles import StackName
+from kdbench.runs import latency
+from kdbench.runs.resources import figures
+from kdbench.runs.store import RunStore, SharedCache, atomic_write, write_json
+
+TeacherLike = nn.Module | str | Path | OwnTeacher  # what `teacher=` accepts
+
+
+def default_out() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def environment(cfg: Config) -> dict[str, str]:
+    env = {
+        "kdbench": kdbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch threads": str(torch.get_num_threads()),
+        "device": cfg.device,
+    }
+    if cfg.device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def _check(cfg: Config) -> None:
+    """Settings that need torch to check: the device, and the distillation loss's name."""
+    loss_class(cfg.distill.loss)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
+        )
+
+
+def _prepare_device(cfg: Config) -> str | None:
+    """Threads: --threads, or one thread on a busy machine. Returns the notice to print once the
+    run has started (a refused run prints its error line alone)."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    elif cfg.device == "cpu":
+        return _busy_machine_threads()
+    return None
+
+
+_THREADS_DECIDED = False
+
+
+def _busy_machine_threads() -> str | None:
+    """With no --threads, torch takes every core; if other work already holds them, its threads
+    wait on each other and a run is several times slower than on one thread
+    (`benchmarks/busy.py`). Then use one thread, and say so. Thread counts do not change the
+    numbers (same benchmark)."""
+    global _THREADS_DECIDED
+    if _THREADS_DECIDED:  # once per process: later studies would see this process's own load
+        return None
+    _THREADS_DECIDED = True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cores and cores > 1 and load >= cores - 0.5:
+        torch.set_num_threads(1)
+        return (
+            f"kdbench: the machine is busy (load {load:.1f} on {cores} cores), so training uses"
+            f" 1 thread, faster there; --threads {cores} overrides"
+        )
+    return None
+
+
+DATA_FILE = "data.safetensors"  # the arrays of a Python-API run, so its folder is complete
+
+
+def splits_of(cfg: Config, folder: Path) -> data.Splits:
+    """The data a run folder was trained on (re-read, or from the folder for your own arrays)."""
+    d = cfg.data
+    if d.dataset != data.ARRAYS:
+        return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    path = Path(folder) / DATA_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{folder} lacks {DATA_FILE}, the arrays this run was trained on")
+    arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
+    return data.split_arrays(arrays, d.validation_split, d.train_limit)
+
+
+def study(
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    config: Config | None = None,
+    out: str | Path | None = None,
+    progress: Progress | bool = True,
+    measure_latency: bool = False,
+    teacher: TeacherLike | None = None,
+) -> tuple[Path, dict]:
+    """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
+    features (flattened; scale them yourself). The validation split is the tail of the training
+    arrays, as for the built-in datasets. `teacher`: your own (see `reproduce`). Returns (run
+    folder, summary)."""
+    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
+    cfg = (config or Config()).with_overrides(
+        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
+    )
+    return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher)
+
+
+def _arrays(cfg: Config, arrays: dict | None = None) -> dict:
+    """The configuration's four arrays (yours, or a built-in dataset's, verified)."""
+    d = cfg.data
+    if d.dataset == data.ARRAYS:
+        if arrays is None:
+            raise ConfigError("dataset 'arrays' needs the arrays: call kdbench.study(...)")
+        return arrays
+    return data.load_arrays(d.dataset, d.data_dir)
+
+
+def _splits(cfg: Config, arrays: dict) -> data.Splits:
+    """The configuration's data (on the CPU), with the batch size checked against it."""
+    d = cfg.data
+    splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
+    if cfg.model.teacher_jitter and splits.n_features != 28 * 28:
+        raise ConfigError(
+            f"--teacher-jitter shifts 28x28 images, but {d.dataset} has {splits.n_features}"
+            " features per example; use --teacher-jitter 0"
+        )
+    if cfg.train.batch_size > len(splits.x_train):
+        raise ConfigError(
+            f"batch size {cfg.train.batch_size} exceeds the {len(splits.x_train)} training images;"
+            " lower --batch-size or raise --train-limit"
+        )
+    return splits
+
+
+def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
+    if teacher is not None:
+        return OwnTeacher.of(teacher)
+    if cfg.model.own_teacher is not None:
+        return OwnTeacher.from_setting(cfg.model.own_teacher)
+    return None
+
+
+def _own_logits(folder: Path, splits: data.Splits, computed: TeacherLogits | None):
+    """Your teacher's logits, computed once and kept in the run folder: a resumed run (same
+    teacher: the folder's config checks its SHA-256) reads them back, the same floats."""
+    path = folder / LOGITS_FILE
+    if computed is None:
+        return TeacherLogits(**load_file(str(path), device=str(splits.x_train.device)))
+    atomic_write(path, save({k: v.cpu() for k, v in computed.as_dict().items()}))
+    return computed
+
+
+def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPlan]:
+    """What this study still has to train, for the progress bar's ETA: stacks already in the
+    folder (resume) and your own teacher cost nothing."""
+    p = cfg.protocol
+    teacher = figures(layer_sizes(splits.n_features, cfg.model.teacher_hidden, splits.n_classes))
+    student = figures(layer_sizes(splits.n_features, cfg.model.student_hidden, splits.n_classes))
+    distilled = student["macs"]
+    if cfg.distill.teacher_updates == "joint":  # each student's copies train along: on average
+        distilled += (teacher["macs"] + p.members * student["macs"]) // 2
+    plans = [
+        StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, teacher["macs"]),
+        StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), student["macs"]),
+        StackPlan(StackName.DISTILLED, 2 * p.repeats, distilled),
+    ]
+    return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
+
+
+def _run_config(cfg: Config) -> dict:
+    return {
+        "config": cfg.to_dict(),
+        "environment": environment(cfg),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seeds": "derived by numpy SeedSequence([seed, repeat, role(1 teacher, 2 ensemble,"
+        " 3 student), member]); see records.jsonl for each model's seeds",
+    }
+
+
+def reproduce(
+    cfg: Config,
+    out: str | Path | None = None,
+    progress: Progress | bool | None = True,
+    measure_latency: bool = True,
+    arrays: dict | None = None,
+    shared: Path | None = None,
+    teacher: TeacherLike | None = None,
+) -> tuple[Path, dict]:
+    """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
+    teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
+    `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
+    `teacher`: your own instead of a trained one, an `nn.Module` or the path of an ONNX model
+    or of its logits (`kdbench.protocol.own_teacher`); `--teacher PATH` sets the same in `cfg`."""
+    if progress is True:
+        return with_progress(False, lambda bar: reproduce(
+            cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip
+    progress = progress or None
+    start = time.perf_counter()
+    own = _own_teacher(cfg, teacher)
+    if own is not None:
+        cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)
+        if shared is not None:
+            raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
+    _check(cfg)
+    source = _arrays(cfg, arrays)
+    splits = _splits(cfg, source)
+    notice = _prepare_device(cfg)
+    folder = Path(out) if out is not None else default_out()
+    on_device = splits.to(cfg.device)
+    # your teacher is checked before the folder is touched: a bad one leaves nothing behind
+    own_logits = None
+    if own is not None and not (folder / LOGITS_FILE).is_file():
+        d = cfg.data
+        n_images = len(source["train_images"])
+        own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
+    run_config = _run_config(cfg)
+    store = RunStore(folder, run_config)
+    if notice:
+        print(notice, file=sys.stderr)
+    if arrays is not None and not (folder / DATA_FILE).is_file():
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        atomic_write(folder / DATA_FILE, save(tensors))
+    cache = SharedCache(store, shared) if shared is not None else store
+    given = None
+    if own is not None:
+        given = (own, _own_logits(folder, on_device, own_logits))
+    if isinstance(progress, Bar):
+        progress.plan(_stack_plans(cfg, splits, folder), cfg.train.epochs)
+    records = run_study(cfg, on_device, store.append_record, progress, cache, given)
+    measured = None
+    if measure_latency:
+        measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
+        write_json(folder / "resources.json", measured)
+    found = diagnose.diagnose(folder, records, cfg, splits)
+    write_json(folder / "diagnose.json", found)
+    this_part = time.perf_counter() - start
+    timing = {
+        # a resumed run adds the training time of its earlier parts (from their records)
+        "total_seconds": this_part + store.earlier_seconds,
+        "this_part_seconds": this_part,
+        "resumed": store.resumed,
+    }
+    if isinstance(cache, SharedCache):
+        timing["trained_stacks"] = cache.trained
+    summary = report.render(folder, records, run_config, timing, measured, found)
+    return folder, summary
+
+
+def distil_points(
+    cfgs: list[Config], folders: list[Path], shared: Path, progress: Progress | None = None
+) -> list[list[str]]:
+    """The distilled students of sweep points that share their teachers, trained as one stack
+    and saved into each point's folder (teachers and small networks trained first if `shared`
+    lacks them); `reproduce` on each point then only loads and reports. Returns, per point, the
+    stacks this call trained."""
+    if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
+        return [[] for _ in folders]
+    _check(cfgs[0])
+    splits = _splits(cfgs[0], _arrays(cfgs[0])).to(cfgs[0].device)
+    _prepare_device(cfgs[0])
+    caches = [
+        SharedCache(RunStore(f, _run_config(c)), shared) for c, f in zip(cfgs, folders, strict=True)
+    ]
+    up = upstream(cfgs[0], splits, lambda rec: None, progress, caches[0])
+    distil(cfgs, splits, up, caches, progress)
+    return [c.trained for c in caches]

@@ -1,0 +1,314 @@
+"""The paper's study: per repeat a teacher, an ensemble, two distilled students, a hard student.
+
+Repeats are independent but share shapes, so each role is trained for all repeats at once, in
+three stacks (`roles.StackName`):
+
+1. the teachers (one per repeat);
+2. every small network trained on hard labels: ensemble members and hard-label students;
+3. the distilled students, from the teacher and from the ensemble: on cached soft targets when
+   the teachers are frozen (evaluated once, not inside every training step), or with their own
+   copies of their teachers trained along with them (`teacher_updates = joint`).
+
+Seeds come from (base seed, repeat, role, member) alone, so a model's result does not depend on
+which stack it was trained in. The three students of a repeat share one seed: same
+initialisation, same shuffling (common random numbers), so their paired difference measures the
+training signal, not luck of the draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from kdbench.config import Config
+from kdbench.data.datasets import Splits
+from kdbench.engine import trainer as engine
+from kdbench.engine.losses import error_rate, loss_class
+from kdbench.engine.mlp import Params, layer_sizes, stack_logits
+from kdbench.engine.objectives import Distillation
+from kdbench.engine.teachers import TrainedTeachers
+from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
+from kdbench.protocol.targets import (
+    Plan,
+    Upstream,
+    cached_teachers,
+    copies_test_error,
+    one_or_each,
+    trained_teachers,
+)
+from kdbench.records import ENSEMBLE, MODEL, Record
+from kdbench.roles import ROWS, Role, StackName
+
+_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
+
+RecordSink = Callable[[Record], None]
+Coord = tuple[int, str, int]  # (repeat, seed role, member)
+
+
+def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tuple[int, int]:
+    """(init seed, shuffle seed) for one model, from its coordinates alone."""
+    seq = np.random.SeedSequence([base, repeat, _SEED_ROLE[seed_role], member])
+    init, shuffle = seq.generate_state(2, dtype=np.uint32)
+    return int(init), int(shuffle)
+
+
+def _stack(name, sizes, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0), jitter=0):
+    """One stack of models at `coords`, each with the seeds of its coordinates."""
+    seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
+    extra = {"objective": objective} if objective is not None else {}
+    return engine.Stack(
+        name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout,
+        jitter=jitter, **extra,
+    )  # fmt: skip
+
+
+def _records(result, coords, roles, base, val_err, test_err, copies=None) -> list[Record]:
+    out = []
+    for i, ((r, seed_role, m), role) in enumerate(zip(coords, roles, strict=True)):
+        init_seed, shuffle_seed = derive_seeds(base, r, seed_role, m)
+        out.append(
+            Record(
+                kind=MODEL,
+                repeat=r,
+                role=role,
+                member=m,
+                seed=init_seed,
+                shuffle_seed=shuffle_seed,
+                epochs=result.epochs[i],
+                best_epoch=result.best_epoch[i],
+                diverged_epoch=result.diverged_epoch[i],
+                val_error=float(val_err[i]),
+                test_error=float(test_err[i]),
+                seconds=result.seconds / len(coords),
+                history=result.history[i],
+                copies_test_error=None if copies is None else copies[i],
+            )
+        )
+    return out
+
+
+class StackCache(Protocol):
+    """Where finished stacks are kept, so a resumed run does not retrain them."""
+
+    def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None: ...
+
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
+
+
+def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout, jitter):
+    """(params, records) of one hard-label stack, trained (and saved) or loaded."""
+    base = cfg.protocol.seed
+    cached = cache.load_stack(name) if cache is not None else None
+    if cached is not None:
+        return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
+    stack = _stack(name, sizes, coords, base, None, dropout, jitter)
+    res = engine.train(stack, splits, cfg.train, progress)
+    return res.params, _record_stack(name, res, coords, roles, base, splits, cache)
+
+
+def _record_stack(name, res, coords, roles, base, splits, cache, copies=None) -> list[Record]:
+    """Evaluate a trained stack, make its records, and save weights and records together."""
+    val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
+    val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
+    test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
+    recs = _records(res, coords, roles, base, val_err, test_err, copies)
+    if cache is not None:
+        cache.save_stack(name, res.params, recs)
+    return recs
+
+
+def _own_teacher_records(logits: TeacherLogits, splits: Splits, repeats: int) -> list[Record]:
+    """Your teacher's row: the same model in every repeat, so every repeat records it."""
+    val_err = float(error_rate(logits.val, splits.y_val))
+    test_err = float(error_rate(logits.test, splits.y_test))
+    return [
+        Record(MODEL, r, Role.TEACHER, 0, None, val_error=val_err, test_error=test_err)
+        for r in range(repeats)
+    ]
+
+
+def upstream(
+    cfg: Config,
+    splits: Splits,
+    emit: RecordSink,
+    progress: engine.Progress | None = None,
+    cache: StackCache | None = None,
+    own: tuple[OwnTeacher, TeacherLogits] | None = None,
+) -> Upstream:
+    """Stacks 1 and 2 (teachers; ensemble members and hard-label students), trained or loaded;
+    their records and each ensemble's go to `emit`. With `own` (your teacher and its logits on
+    the run's data), no teacher is trained: every repeat's teacher is yours."""
+    p = cfg.protocol
+    repeats, members = range(p.repeats), p.members
+    n_in, n_out = splits.n_features, splits.n_classes
+    teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
+    student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+
+    # 1. teachers (none to train when you bring your own)
+    if own is not None:
+        teachers, recs = None, _own_teacher_records(own[1], splits, p.repeats)
+    else:
+        coords = [(r, "teacher", 0) for r in repeats]
+        dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
+        teachers, recs = _trained_or_loaded(
+            StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache,
+            progress, teacher_sizes, dropout, cfg.model.teacher_jitter,
+        )  # fmt: skip
+    for rec in recs:
+        emit(rec)
+
+    # 2. ensemble members and hard-label students: all small networks on hard labels
+    coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
+    coords += [(r, "student", 0) for r in repeats]
+    roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
+    params, recs = _trained_or_loaded(
+        StackName.SMALL_NETWORKS, cfg, splits, coords, roles, cache, progress, student_sizes,
+        (0.0, 0.0), 0,
+    )  # fmt: skip
+    for rec in recs:
+        emit(rec)
+    ensemble = [q[: p.repeats * members] for q in params]
+    up = Upstream(teachers, ensemble, p.repeats, *(own or (None, None)))
+    # computed the same way trained or loaded, so a resumed run gives the same floats
+    ens_val, ens_test = up.member_logits(splits.x_val), up.member_logits(splits.x_test)
+    # the ensemble predicts by averaging its members' probabilities (T = 1)
+    ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
+    ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
+    member_recs = [rec for rec in recs if rec.role == Role.ENSEMBLE]
+
+    def diverged(r):  # an ensemble with a diverged member is itself diverged
+        epochs = [x.diverged_epoch for x in member_recs if x.repeat == r]
+        epochs = [e for e in epochs if e is not None]
+        return min(epochs) if epochs else None
+
+    for r in repeats:
+        emit(
+            Record(
+                kind=ENSEMBLE,
+                repeat=r,
+                role=Role.ENSEMBLE,
+                member=None,
+                members=members,
+                diverged_epoch=diverged(r),
+                val_error=float(ens_val_err[r]),
+                test_error=float(ens_test_err[r]),
+            )
+        )
+    return up
+
+
+def distil(
+    cfgs: list[Config],
+    splits: Splits,
+    up: Upstream,
+    caches: list[StackCache | None],
+    progress: engine.Progress | None = None,
+) -> list[list[Record]]:
+    """Stack 3, the distilled students, for one configuration or for several that share their
+    teachers and ensembles (a sweep's grid points: each its own temperature, alpha, ensemble
+    targets), trained as one stack. Returns each configuration's records.
+
+    The stack is all-or-nothing: if any configuration lacks its checkpoint, all are trained
+    again (those already saved are kept), so a resumed sweep reproduces the same floats.
+    """
+    first = cfgs[0]
+    shared = ("loss", "kd_monitor", "teacher_updates")
+    for cfg in cfgs[1:]:
+        if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
+            first.data, first.model, first.train, first.protocol
+        ) or any(getattr(cfg.distill, s) != getattr(first.distill, s) for s in shared):  # fmt: skip
+            raise ValueError("configurations distilled as one stack must share their teachers")
+    name = StackName.DISTILLED
+    cached = [c.load_stack(name) if c is not None else None for c in caches]
+    if all(x is not None for x in cached):
+        return [x[1] for x in cached]
+
+    p = first.protocol
+    loss = loss_class(first.distill.loss).from_config(first)
+    plan = Plan.of(cfgs)
+    if first.distill.teacher_updates == "joint":
+        teachers = trained_teachers(first, up, plan, loss)
+    else:
+        teachers = cached_teachers(cfgs, splits, up, loss)
+    objective = Distillation(
+        loss,
+        teachers,
+        temperature=one_or_each(plan.temps),
+        alpha=one_or_each(plan.alphas),
+        monitor=first.distill.kd_monitor,
+        members=len(plan.repeats),
+    )
+    coords = [(r, "student", 0) for r in range(p.repeats)] * 2
+    roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
+    sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
+    res = engine.train(_stack(name, sizes, coords * len(cfgs), p.seed, objective), splits,
+                       first.train, progress)  # fmt: skip
+    copies = (
+        copies_test_error(teachers, splits, len(plan.repeats))
+        if isinstance(teachers, TrainedTeachers)
+        else None
+    )
+    n_rows = 2 * p.repeats
+    out = []
+    for i, cache in enumerate(caches):
+        if cached[i] is not None:
+            out.append(cached[i][1])
+            continue
+        rows = slice(i * n_rows, (i + 1) * n_rows)
+        part = _members(res, rows)
+        mine = copies[rows] if copies is not None else None
+        out.append(_record_stack(name, part, coords, roles, p.seed, splits, cache, mine))
+    return out
+
+
+def _members(res: engine.Result, rows: slice) -> engine.Result:
+    """The part of a stack's result that belongs to the members at `rows`."""
+    share = len(res.epochs[rows]) / len(res.epochs)
+    return engine.Result(
+        params=[q[rows] for q in res.params],
+        epochs=res.epochs[rows],
+        best_epoch=res.best_epoch[rows],
+        diverged_epoch=res.diverged_epoch[rows],
+        history=res.history[rows],
+        seconds=res.seconds * share,
+    )
+
+
+def run_study(
+    cfg: Config,
+    splits: Splits,
+    sink: RecordSink,
+    progress: engine.Progress | None = None,
+    cache: StackCache | None = None,
+    own: tuple[OwnTeacher, TeacherLogits] | None = None,
+) -> list[Record]:
+    """Train and evaluate everything; each finished model goes to `sink` as one record.
+
+    With a `cache`, a stack that is already there is loaded instead of trained (resume), and
+    every stack is saved there, weights and records together, before its records are emitted.
+    """
+    records: list[Record] = []
+
+    def emit(rec: Record) -> None:
+        sink(rec)
+        records.append(rec)
+
+    up = upstream(cfg, splits, emit, progress, cache, own)
+    for rec in distil([cfg], splits, up, [cache], progress)[0]:
+        emit(rec)
+    return records
+
+
+def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
+    """(repeat, test error) per table row; diverged models are left out (reported separately)."""
+    rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
+    for rec in records:
+        if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
+            continue  # members are recorded, the row is the combined ensemble
+        if rec.diverged_epoch is not None:
+            continue
+        rows[rec.role].append((rec.repeat, rec.test_error))
+    return {name: sorted(vals) for name, vals in rows.items()}

@@ -1,0 +1,237 @@
+"""Export trained models to ONNX (float32, and int8 by ONNX Runtime's dynamic quantisation).
+
+The graph is written from the weights directly — MatMul, Add, Relu; an ensemble averages its
+members' softmax outputs — so it needs only the `onnx` package and maps one to one onto
+`models.stack_forward`, which is what the tests compare it against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdbench.engine.mlp import stack_forward
+from kdbench.errors import ConfigError, RunFolderError
+from kdbench.roles import STACK_OF_ROLE, Role
+from kdbench.runs.store import RunStore, atomic_write, read_config
+
+OPSET = 17
+
+
+def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
+    """The weights of one row's model in a run folder: one member, or all of an ensemble."""
+    if role not in {r.value for r in Role}:
+        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
+    stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
+    own = read_config(Path(run_dir)).model.own_teacher if role == Role.TEACHER else None
+    if own is not None:
+        raise RunFolderError(
+            f"the teacher of {run_dir} is your own ({own}); kdbench did not train it and keeps"
+            " only its logits (teacher_logits.safetensors): use it from where it came"
+        )
+    if stack is None:
+        raise RunFolderError(
+            f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"
+        )
+    params, records = stack
+    picks = [i for i, r in enumerate(records) if r.role == role and r.repeat == repeat]
+    if not picks:
+        repeats = sorted({r.repeat for r in records if r.role == role})
+        raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
+    return [[p[i] for p in params] for i in picks]
+
+
+def onnx_model(members: list[list[torch.Tensor]]):
+    """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble)."""
+    import onnx  # loads slowly: only when a model is exported
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    outputs = []
+    for k, params in enumerate(members):
+        h = "images"
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            w = params[2 * i].detach().cpu().numpy().astype(np.float32)
+            b = params[2 * i + 1].detach().cpu().numpy().reshape(-1).astype(np.float32)
+            wn, bn = f"m{k}.layer{i}.weight", f"m{k}.layer{i}.bias"
+            inits += [numpy_helper.from_array(w, wn), numpy_helper.from_array(b, bn)]
+            mm, out = f"m{k}.h{i}.mm", f"m{k}.h{i}"
+            nodes += [
+                helper.make_node("MatMul", [h, wn], [mm]),
+                helper.make_node("Add", [mm, bn], [out]),
+            ]
+            h = out
+            if i < n_layers - 1:
+                nodes.append(helper.make_node("Relu", [h], [f"{h}.relu"]))
+                h = f"{h}.relu"
+        outputs.append(h)
+    n_in, n_out = members[0][0].shape[0], members[0][-1].shape[-1]
+    if len(members) == 1:
+        nodes.append(helper.make_node("Identity", [outputs[0]], ["logits"]))
+        out_name = "logits"
+    else:
+        probs = []
+        for k, o in enumerate(outputs):
+            nodes.append(helper.make_node("Softmax", [o], [f"m{k}.probs"], axis=1))
+            probs.append(f"m{k}.probs")
+        nodes.append(helper.make_node("Mean", probs, ["probs"]))
+        out_name = "probs"
+    graph = helper.make_graph(
+        nodes,
+        "kdbench",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", n_out])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.ndarray:
+    """What the ONNX graph must produce, computed in eager PyTorch."""
+    with torch.no_grad():
+        logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
+        if len(members) == 1:
+            return logits[0].numpy()
+        return torch.stack([torch.softmax(z, -1) for z in logits]).mean(0).numpy()
+
+
+def write_onnx(
+    members: list[list[torch.Tensor]], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """The ONNX file; `metadata` goes into its `metadata_props` (what a deployment needs to
+    know: preprocessing, classes, role, error, configuration hash)."""
+    model = onnx_model(members)
+    if metadata:
+        from onnx import helper  # loads slowly: only when a model is exported
+
+        helper.set_model_props(model, {k: str(v) for k, v in metadata.items()})
+    atomic_write(Path(path), model.SerializeToString())
+    return Path(path)
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of a run's resolved configuration (canonical JSON): which run a file came from."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def model_card(facts: dict) -> str:
+    """MODEL_CARD.md: what the exported model is, how well it does, what it costs."""
+    ci = facts.get("row_ci95_pct")
+    spread = f" (95% CI of the row over repeats {ci})" if ci else ""
+    lines = [
+        f"# {facts['role']}, repeat {facts['repeat']} — kdbench export",
+        "",
+        f"- **File**: `{facts['file']}` (ONNX opset {OPSET}, {facts['bytes']:,} bytes,"
+        f" {facts['params']:,} parameters)",
+        f"- **Input**: `images`, float32 `[N, {facts['features']}]`: {facts['preprocessing']}",
+        f"- **Output**: {facts['output']} over {facts['classes']} classes",
+        f"- **Test error**: {facts['test_error_pct']}% for this model; its row's mean"
+        f" {facts['row_mean_pct']}%{spread}",
+        f"- **Latency**: {facts['latency_us']:.0f} µs per image at batch 1 in ONNX Runtime,"
+        " one thread",
+        f"- **Trained by**: kdbench {facts['kdbench']}, configuration SHA-256"
+        f" `{facts['config_sha256']}` (the run's `config.json`)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantisation of the weights (ONNX Runtime's own quantiser)."""
+    import logging
+
+    # onnx and onnxruntime load slowly: imported where used, so a training run never pays
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # it advises shape pre-processing on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    return Path(dst)
+
+
+def session(path: Path, threads: int = 1):
+    import onnxruntime as ort  # loads slowly: only when a model is run
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, x: np.ndarray) -> np.ndarray:
+    return sess.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def export(
+    run_dir: Path, role: str, repeat: int, members, path: Path, splits, int8: bool = False
+) -> dict:
+    """One model of a run (`members`, from `load_members`) to ONNX with its metadata and
+    MODEL_CARD.md beside it, checked against eager PyTorch on the test set. Returns what was
+    measured."""
+    from kdbench.runs import latency  # imports this module: a cycle at import time
+    from kdbench.runs.loading import preprocessing
+    from kdbench.runs.store import read_config, read_run_config
+
+    run_config = read_run_config(run_dir)
+    x, y = splits.x_test, splits.y_test.numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_onnx(members, path)
+    reference = reference_outputs(members, x)
+    sess = session(path)
+    got = run(sess, x.numpy())
+    error = float((got.argmax(1) != y).mean())
+    summary_path = run_dir / "summary.json"
+    row = json.loads(summary_path.read_text())["rows"][role] if summary_path.is_file() else {}
+    ci = row.get("ci95_pct")
+    one = x[:1].numpy()
+    facts = {
+        "role": role,
+        "repeat": repeat,
+        "file": path.name,
+        "bytes": 0,
+        "params": sum(int(p.numel()) for m in members for p in m),
+        "features": int(x.shape[1]),
+        "classes": int(members[0][-1].shape[-1]),
+        "preprocessing": preprocessing(read_config(run_dir)),
+        "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
+        "test_error_pct": f"{100 * error:.2f}",
+        "row_mean_pct": f"{row['mean_pct']:.2f}" if row.get("mean_pct") is not None else "–",
+        "row_ci95_pct": f"{ci[0]:.2f}–{ci[1]:.2f}%" if ci else "",
+        "latency_us": latency.time_per_image(lambda: run(sess, one), 1)["median_us"],
+        "kdbench": run_config.get("environment", {}).get("kdbench", "?"),
+        "config_sha256": config_hash(run_config["config"]),
+    }
+    keys = ("role", "repeat", "preprocessing", "classes", "test_error_pct", "row_mean_pct",
+            "row_ci95_pct", "config_sha256")  # fmt: skip
+    write_onnx(members, path, {k: facts[k] for k in keys})
+    facts["bytes"] = path.stat().st_size
+    atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
+    info = {
+        "role": role,
+        "repeat": repeat,
+        "onnx": str(path),
+        "bytes": facts["bytes"],
+        "max_abs_diff_vs_torch": float(np.abs(got - reference).max()),
+        "test_error_torch": float((reference.argmax(1) != y).mean()),
+        "test_error_onnx": error,
+        "model_card": str(path.with_name("MODEL_CARD.md")),
+    }
+    if int8:
+        qpath = path.with_name(path.stem + "-int8.onnx")
+        quantize_int8(path, qpath)
+        q = run(session(qpath), x.numpy())
+        info.update(
+            onnx_int8=str(qpath),
+            bytes_int8=qpath.stat().st_size,
+            test_error_int8=float((q.argmax(1) != y).mean()),
+        )
+    return info

@@ -1,0 +1,89 @@
+"""Get a trained model back from a run folder as an ordinary `nn.Module`.
+
+    student = kdbench.load("runs/x", "student_from_ensemble", repeat=0)
+    probs = student(x).softmax(-1)  # x [N, features], prepared as `student.preprocessing` says
+
+Weights come from the run's safetensors checkpoints (no pickle) and are checked against the
+run's configuration (layer sizes, classes) before they are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdbench.config import Config
+from kdbench.engine.mlp import layer_sizes, member_module
+from kdbench.errors import ConfigError, RunFolderError
+from kdbench.roles import Role
+from kdbench.runs.export import load_members
+from kdbench.runs.store import read_config
+
+
+class Ensemble(nn.Module):
+    """An ensemble as the study evaluates it: the mean of its members' probabilities. Its
+    output is probabilities, not logits."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(m(x), -1) for m in self.members]).mean(0)
+
+
+def preprocessing(cfg: Config) -> str:
+    """How inputs must be prepared for a model of this run, in words."""
+    d = cfg.data
+    if d.dataset == "arrays":
+        return "your arrays as given to kdbench.study, flattened to one row per example (float32)"
+    if d.dataset == "digits":
+        return (
+            "scikit-learn's 8x8 digits, flattened to 64 values, divided by 16 (float32 in [0, 1])"
+        )
+    return (
+        f"{d.dataset} 28x28 grey images, flattened row by row to 784 values, divided by 255"
+        " (float32 in [0, 1])"
+    )
+
+
+FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64}
+CLASSES = {"mnist": 10, "fashion-mnist": 10, "kmnist": 10, "digits": 10}
+
+
+def _check(params: list[torch.Tensor], cfg: Config, role: str, where: str) -> None:
+    """The checkpoint's layer sizes against what the run's configuration implies."""
+    got = [params[0].shape[0], *(w.shape[1] for w in params[0::2])]
+    hidden = cfg.model.teacher_hidden if role == Role.TEACHER else cfg.model.student_hidden
+    n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
+    n_out = CLASSES.get(cfg.data.dataset, got[-1])
+    want = layer_sizes(n_in, hidden, n_out)
+    if got != want:
+        raise RunFolderError(
+            f"{where} holds a network of sizes {got}, but the run's configuration implies"
+            f" {want}: the checkpoint does not belong to this run"
+        )
+
+
+def load(run_dir: str | Path, role: str, repeat: int = 0, member: int | None = None) -> nn.Module:
+    """The model of `role` (a row of Table 1) from repeat `repeat`, in eval mode. For the
+    ensemble, `member` picks one member; without it you get the whole `Ensemble`."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if role not in {r.value for r in Role}:
+        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
+    members = load_members(run_dir, role, repeat)
+    for params in members:
+        _check(params, cfg, role, f"{run_dir} ({role}, repeat {repeat})")
+    modules = [member_module([p.unsqueeze(0) for p in params], 0) for params in members]
+    if member is not None:
+        if not 0 <= member < len(modules):
+            raise ConfigError(f"{role} repeat {repeat} has members 0..{len(modules) - 1}")
+        model = modules[member]
+    else:
+        model = modules[0] if len(modules) == 1 else Ensemble(modules)
+    model.preprocessing = preprocessing(cfg)  # type: ignore[attr-defined]
+    model.role, model.repeat = role, repeat  # type: ignore[attr-defined]
+    return model.eval()

@@ -1,0 +1,231 @@
+"""The run folder: resolved config, append-only records, checkpoints, atomic outputs.
+
+Records are appended one line per finished model and fsynced before the run moves on; every
+other file is written to a temporary name and renamed, so a crash never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from kdbench.config import Config, config_diff
+from kdbench.engine.mlp import Params
+from kdbench.errors import ConfigError, RunFolderError
+from kdbench.records import Record, dumps, loads
+from kdbench.roles import UPSTREAM, StackName
+
+CONFIG = "config.json"
+RECORDS = "records.jsonl"
+
+
+def _normalise(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to the rest of a team
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_records(folder: Path) -> list[Record]:
+    """Every complete line of records.jsonl; a torn last line (a crash mid-write) is ignored."""
+    path = Path(folder) / RECORDS
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append(Record.from_json(raw))
+    return out
+
+
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """A run folder's `config.json` (configuration, environment, start time), its
+    configuration checked: the one place that parses it."""
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise RunFolderError(f"{folder} has no {CONFIG}: not a kdbench run folder")
+    try:
+        run_config = json.loads(path.read_text())
+        config = run_config["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise RunFolderError(
+            f"{path} is unreadable; choose a new --out or delete the folder"
+        ) from None
+    try:
+        Config.from_dict(config)
+    except ConfigError as exc:
+        raise RunFolderError(
+            f"{path} holds a configuration this version cannot read ({exc}); use a new --out"
+        ) from None
+    return run_config
+
+
+def read_config(folder: Path) -> Config:
+    """The resolved configuration of a run folder (settings added since read as defaults)."""
+    return Config.from_dict(read_run_config(folder)["config"])
+
+
+class RunStore:
+    """One run folder. The same configuration resumes it; a different one is refused."""
+
+    def __init__(self, folder: str | Path, run_config: dict[str, Any]):
+        self.folder = Path(folder)
+        self.run_config = _normalise(run_config)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".kdbench-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunFolderError(
+                f"cannot write to run folder {self.folder} ({exc.strerror}); choose another --out"
+            ) from None
+        existing = self.folder / CONFIG
+        if existing.is_file():
+            # settings added since that run read as their defaults
+            old = _normalise(read_config(self.folder).to_dict())
+            # the thread count changes speed, not numbers (benchmarks/busy.py): resume with any
+            diff = [d for d in config_diff(old, self.run_config["config"]) if d != "threads"]
+            if diff:
+                raise RunFolderError(
+                    f"{self.folder} holds a run with a different configuration"
+                    f" ({', '.join(diff)}); use a new --out to start fresh"
+                )
+            self.resumed = True
+        else:
+            write_json(existing, self.run_config)
+            self.resumed = False
+        (self.folder / "checkpoints").mkdir(exist_ok=True)
+        self._drop_torn_line()
+        earlier = read_records(self.folder)
+        self._seen = {r.key for r in earlier}
+        # training time spent by earlier parts of a resumed run (its records are already here)
+        self.earlier_seconds = sum(r.seconds or 0.0 for r in earlier)
+
+    def _drop_torn_line(self) -> None:
+        """A kill mid-append can leave a partial last line; cut it so appends stay valid JSONL."""
+        path = self.folder / RECORDS
+        if not path.is_file():
+            return
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(raw.rfind(b"\n") + 1)
+
+    def append_record(self, record: Record) -> None:
+        """Append one record, fsynced; a record already in the file (resume) is not repeated."""
+        if record.key in self._seen:
+            return
+        self._seen.add(record.key)
+        with open(self.folder / RECORDS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    @staticmethod
+    def checkpoint_path(folder: Path, name: StackName) -> Path:
+        return Path(folder) / "checkpoints" / f"{StackName(name).file}.safetensors"
+
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
+        """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
+        [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
+        tensors = {}
+        for j in range(0, len(params), 2):
+            tensors[f"layer{j // 2}.weight"] = params[j].detach().cpu().contiguous()
+            tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
+        path = self.checkpoint_path(self.folder, name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata={"records": dumps(records)})
+        os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None:
+        return self.read_stack(self.folder, name)
+
+    @staticmethod
+    def read_stack(folder: Path, name: StackName) -> tuple[Params, list[Record]] | None:
+        """A finished stack's weights and records, or None if it is not there (no pickle)."""
+        path = RunStore.checkpoint_path(folder, name)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if "records" not in meta:
+                raise RunFolderError(
+                    f"{path} was written by an older kdbench without stack records;"
+                    " rerun the study into a new --out to export or measure it"
+                )
+            records = loads(meta["records"])
+            n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
+            params = []
+            for i in range(n_layers):
+                params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
+        return params, records
+
+
+def link(src: Path, dst: Path) -> None:
+    """dst becomes the same file as src: a hard link (no extra disk), else an atomic copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class SharedCache:
+    """A run folder whose upstream stacks (teachers; ensemble members and hard-label students)
+    come from, and go to, a folder shared by every sweep point that does not change them. The
+    point's own folder still gets each checkpoint (hard-linked), so it stays a complete run."""
+
+    def __init__(self, store: RunStore, shared: Path):
+        self.store, self.shared = store, Path(shared)
+        self.trained: list[str] = []  # stacks this point trained itself (not loaded)
+
+    def load_stack(self, name: StackName):
+        own = self.store.load_stack(name)
+        if own is not None or name not in UPSTREAM:
+            return own
+        src = RunStore.checkpoint_path(self.shared, name)
+        if not src.is_file():
+            return None
+        link(src, RunStore.checkpoint_path(self.store.folder, name))
+        return self.store.load_stack(name)
+
+    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
+        self.trained.append(str(name))
+        self.store.save_stack(name, params, records)
+        if name in UPSTREAM:
+            link(
+                RunStore.checkpoint_path(self.store.folder, name),
+                RunStore.checkpoint_path(self.shared, name),
+            )

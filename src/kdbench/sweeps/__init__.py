@@ -1,0 +1,1 @@
+"""Studies of many settings: the plan, its executors, sweeps and explain."""

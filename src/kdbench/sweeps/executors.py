@@ -1,0 +1,92 @@
+"""Executors: where a sweep's (or an explanation's) work runs.
+
+An executor is given the plan's work in two kinds of item and returns, in the same order:
+
+- `DistilWork` (one distilled stack of one or more points): the names of the stacks each of
+  its points trained (so a report can say what was reused);
+- `Point` (one run folder whose stacks are all trained): its summary, from `reproduce`.
+
+The ordering rule: the first `DistilWork` of each shared folder trains that folder's teachers
+and small networks, so it must finish before any other work of the same folder starts; every
+`Point` comes after all `DistilWork`. Within those rules an executor may run items in parallel.
+`local` runs them one by one in this process; `ray` runs them as Ray tasks (a cluster).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kdbench.errors import ConfigError
+from kdbench.protocol.run import distil_points, reproduce
+from kdbench.sweeps.plan import DistilWork, Point
+
+
+def train_stack(work: DistilWork, progress=None) -> list[list[str]]:
+    """One distilled stack (and the shared teachers if missing)."""
+    cfgs = [p.config for p in work.points]
+    return distil_points(cfgs, [p.folder for p in work.points], work.shared, progress)
+
+
+def report_point(point: Point, progress=None) -> dict:
+    """One point's run folder, its stacks already trained: load, diagnose, report."""
+    _, summary = reproduce(point.config, point.folder, progress, False, shared=point.shared)
+    return summary
+
+
+class Executor(Protocol):
+    def run(
+        self, stacks: list[DistilWork], points: list[Point]
+    ) -> tuple[list[list[list[str]]], list[dict]]: ...
+
+
+class LocalExecutor:
+    """Everything in this process, in plan order (which satisfies the ordering rule)."""
+
+    def __init__(self, progress=None):
+        self.progress = progress
+
+    def run(self, stacks, points):
+        trained = [train_stack(w, self.progress) for w in stacks]
+        return trained, [report_point(p, self.progress) for p in points]
+
+
+class RayExecutor:
+    """Stacks as Ray tasks, in two waves: the first stack of each shared folder (it trains the
+    teachers and small networks), then every other stack in parallel (they only distil); then
+    each point's report as a task of its own."""
+
+    def __init__(self, address: str | None = None):
+        try:
+            import ray  # optional dependency: kdbench[ray]
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'kdbench[ray]'") from None
+        self.ray, self.address = ray, address
+
+    def run(self, stacks, points):
+        ray = self.ray
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False)
+        stack_task, point_task = ray.remote(train_stack), ray.remote(report_point)
+        first: dict = {}
+        for n, work in enumerate(stacks):
+            first.setdefault(work.shared, n)
+        trained: dict[int, list] = {}
+        for wave in (
+            sorted(first.values()),
+            [n for n in range(len(stacks)) if n not in first.values()],
+        ):
+            refs = {n: stack_task.remote(stacks[n]) for n in wave}
+            trained.update({n: ray.get(ref) for n, ref in refs.items()})
+        summaries = ray.get([point_task.remote(p) for p in points])
+        return [trained[n] for n in range(len(stacks))], summaries
+
+
+EXECUTORS = ("local", "ray")
+
+
+def get_executor(name: str, address: str | None = None, progress=None) -> Executor:
+    if name == "local":
+        return LocalExecutor(progress)
+    if name == "ray":
+        return RayExecutor(address)
+    raise ConfigError(f"unknown executor '{name}'; use {' or '.join(EXECUTORS)}")

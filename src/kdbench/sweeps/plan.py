@@ -1,0 +1,196 @@
+"""A sweep's plan: the grid, its points, and the work items executors run.
+
+Fixed by the grid alone, so a resumed sweep retrains exactly the same stacks. Points whose
+settings agree on everything upstream of distillation share one folder of teacher and
+small-network stacks; points that also share what a distilled stack must share (the loss, the
+early-stopping quantity, whether teachers train along) train their students as one stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbench.config import MAX_STACK, Config, flat_index
+from kdbench.errors import ConfigError, did_you_mean
+from kdbench.roles import UPSTREAM
+from kdbench.runs.store import RunStore, link, read_config
+
+
+def _parse_value(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if isinstance(default, tuple):
+            return tuple(int(p) for p in text.split("-"))
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, int) or default is None:
+            return int(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"--grid {name}: cannot read {text!r} as a value of {name}") from None
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`name=v1,v2,...` strings -> {name: [values]}; sizes as 100-50 (e.g. student_hidden)."""
+    index = flat_index()
+    defaults = {
+        f.name: getattr(getattr(Config(), sec), f.name)
+        for sec in {*index.values()}
+        for f in dataclasses.fields(getattr(Config(), sec))
+    }
+    grid: dict[str, list] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ConfigError(f"--grid takes name=v1,v2,... (got {item!r})")
+        if name == "lr":
+            name = "learning_rate"
+        if name not in index or name in _NOT_SWEPT:
+            valid = [n for n in index if n not in _NOT_SWEPT]
+            raise ConfigError(
+                f"--grid: '{name}' is not a setting a sweep can vary{did_you_mean(name, valid)}"
+            )
+        if name in grid:
+            raise ConfigError(f"--grid {name} is given twice; list all its values once")
+        grid[name] = [_parse_value(name, v.strip(), defaults[name]) for v in values.split(",")]
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid name=v1,v2,...")
+    return grid
+
+
+# the data and your own teacher are fixed for a whole sweep
+_NOT_SWEPT = ("dataset", "data_dir", "fingerprint", "own_teacher", "own_teacher_sha256")
+
+
+def _label(point: dict[str, Any]) -> str:
+    def text(v):
+        return (
+            "-".join(map(str, v))
+            if isinstance(v, tuple)
+            else f"{v:g}"
+            if isinstance(v, float)
+            else str(v)
+        )
+
+    return "_".join(f"{k}={text(v)}" for k, v in point.items())
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its settings and its run folder."""
+
+    label: str
+    overrides: dict[str, Any]
+    config: Config
+    folder: Path  # points/<label>/: an ordinary run folder
+    shared: Path  # shared/<upstream key>/: the teachers and small networks it shares
+
+
+@dataclass(frozen=True)
+class DistilWork:
+    """The distilled students of several points, trained as one stack. The shared teachers and
+    small networks are trained first if `shared` lacks them."""
+
+    points: tuple[Point, ...]
+
+    @property
+    def shared(self) -> Path:
+        return self.points[0].shared
+
+
+def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[Point]:
+    """Every grid point, its configuration resolved and validated."""
+    found = []
+    for values in itertools.product(*grid.values()):
+        overrides = dict(zip(grid, values, strict=True))
+        cfg = base.with_overrides(**overrides)
+        name = _label(overrides)
+        found.append(
+            Point(name, overrides, cfg, out / "points" / name, out / "shared" / upstream_key(cfg))
+        )
+    return found
+
+
+def upstream_key(cfg: Config) -> str:
+    """What the teachers and small networks depend on: every setting but the distillation
+    ones, the head (what T divides: hard-label training is the same either way), the preset's
+    name and the thread count. Settings at their default are left out, so adding a setting to
+    kdbench does not change existing keys."""
+    default = _flat(Config().to_dict())
+    raw = {
+        k: v
+        for k, v in _flat(cfg.to_dict()).items()
+        if not k.startswith("distill.")
+        and k not in ("model.head", "preset", "threads")
+        and v != default.get(k)
+    }
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWork]:
+    """Which points train their distilled students as one stack: those sharing teachers and
+    what one distilled stack must share, in plan order, at most `max_stack` students (2 per
+    repeat) a stack."""
+    groups: dict[tuple, list[Point]] = {}
+    per: dict[tuple, int] = {}
+    for p in plan:
+        k = p.config.distill
+        key = (p.shared, p.config.model.head, k.kd_monitor, k.loss, k.teacher_updates)
+        groups.setdefault(key, []).append(p)
+        per[key] = max(1, max_stack // (2 * p.config.protocol.repeats))
+    return [
+        DistilWork(tuple(members[j : j + per[key]]))
+        for key, members in groups.items()
+        for j in range(0, len(members), per[key])
+    ]
+
+
+def trained_by_point(stacks: list[DistilWork], trained: list[list[list[str]]]) -> dict:
+    """Point label -> the stacks trained for it, from an executor's per-stack answer."""
+    return {
+        p.label: t
+        for work, got in zip(stacks, trained, strict=True)
+        for p, t in zip(work.points, got, strict=True)
+    }
+
+
+def reuse(run_dir: Path, plan: list[Point]) -> int:
+    """Seed the shared folders from a finished run whose upstream settings match (hard links):
+    its teachers and small networks then serve every point of that group. Returns how many
+    shared folders were seeded."""
+    key = upstream_key(read_config(run_dir))
+    seeded = 0
+    for shared in {p.shared for p in plan if p.shared.name == key}:
+        for name in UPSTREAM:
+            src = RunStore.checkpoint_path(run_dir, name)
+            dst = RunStore.checkpoint_path(shared, name)
+            if src.is_file() and not dst.is_file():
+                RunStore.read_stack(Path(run_dir), name)  # refuses old-format checkpoints
+                link(src, dst)
+        seeded += 1
+    if not seeded:
+        raise ConfigError(
+            f"{run_dir} does not match any grid point's teachers and small networks"
+            " (data, architectures, training, repeats and seed must agree); drop --reuse"
+        )
+    return seeded

@@ -1,0 +1,146 @@
+"""`kdbench sweep`: the study over a grid of settings, reusing every teacher it can.
+
+Each grid point is an ordinary run folder (`points/<label>/`: report, diagnose and export work on
+it). Points whose settings agree on everything upstream of distillation (data, architectures,
+training, repeats, seed) share one folder of teacher and small-network stacks (`shared/<key>/`),
+so a temperature x alpha grid trains the teachers, ensembles and hard-label students once per
+repeat, not once per point. Interrupted sweeps resume: finished points and stacks are reused.
+The plan is `sweep_plan`, where it runs `executors`, its outputs `sweep_report`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm, min_repeats
+from kdbench.config import MAX_STACK, Config
+from kdbench.errors import ConfigError, RunFolderError
+from kdbench.roles import DISTILLED_ROLES as KD
+from kdbench.runs.store import atomic_write, write_json
+from kdbench.sweeps.executors import EXECUTORS, get_executor
+from kdbench.sweeps.plan import distil_work, parse_grid, points, reuse, trained_by_point
+from kdbench.sweeps.report import heatmap, markdown
+
+SWEEP_CONFIG = "sweep-config.json"
+MIN_STAR_REPEATS = 3
+__all__ = ["analyse", "parse_grid", "points", "run"]
+
+
+def _check_folder(out: Path, spec: dict) -> None:
+    path = out / SWEEP_CONFIG
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(spec)):
+            raise RunFolderError(
+                f"{out} holds a different sweep (grid or base settings differ); use a new --out"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, spec)
+
+
+def run(
+    base: Config,
+    grid: dict[str, list],
+    out: Path,
+    executor: str = "local",
+    address: str | None = None,
+    progress=None,
+    reuse_run: Path | None = None,
+    max_stack: int = MAX_STACK,
+) -> dict:
+    """Train every grid point (resuming what is done), then analyse and write the report."""
+    if max_stack < 1:
+        raise ConfigError(f"--max-stack must be at least 1 (got {max_stack})")
+    if executor not in EXECUTORS:  # refused before the folder is written
+        raise ConfigError(f"unknown executor '{executor}'; use {' or '.join(EXECUTORS)}")
+    out = Path(out)
+    plan = points(base, grid, out)
+    _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
+    if reuse_run is not None:
+        reuse(reuse_run, plan)
+    stacks = distil_work(plan, max_stack)
+    trained, summaries = get_executor(executor, address, progress).run(stacks, plan)
+    by_label = trained_by_point(stacks, trained)
+    entries = [
+        {
+            "label": p.label,
+            "point": p.overrides,
+            "folder": str(p.folder.relative_to(out)),
+            "summary": summary,
+            "trained": by_label[p.label] + summary.get("timing", {}).get("trained_stacks", []),
+        }
+        for p, summary in zip(plan, summaries, strict=True)
+    ]
+    result = analyse(grid, entries)
+    write(out, result)
+    return result
+
+
+def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
+    """Each distilled student vs the hard-label student at every point, Holm-adjusted across the
+    whole grid (2 tests per point); the best point per teacher kind, with its CI."""
+    tests = []
+    for e in entries:
+        comps = {(c["a"], c["b"]): c for c in e["summary"]["comparisons"]}
+        e["kd_vs_hard"] = {}
+        for kind in KD:
+            c = comps[(kind, "student_hard")]
+            e["kd_vs_hard"][kind] = {
+                k: c[k] for k in ("mean_diff_pp", "ci95_pp", "p_ttest", "p_wilcoxon", "d_z", "n")
+            }
+            if c["p_ttest"] is not None:
+                tests.append(e["kd_vs_hard"][kind])
+    for t, p in zip(tests, holm([t["p_ttest"] for t in tests]), strict=True):
+        t["p_holm_grid"] = p
+    for e in entries:
+        for kind in KD:
+            t = e["kd_vs_hard"][kind]
+            t.setdefault("p_holm_grid", None)
+            t["significant"] = (  # a star needs at least MIN_STAR_REPEATS pairs
+                t["p_holm_grid"] is not None
+                and t["p_holm_grid"] < SIGNIFICANCE
+                and t["n"] >= MIN_STAR_REPEATS
+            )
+    best = {}
+    for kind in KD:
+        done = [e for e in entries if e["summary"]["rows"][kind]["mean_pct"] is not None]
+        if done:
+            top = min(done, key=lambda e: e["summary"]["rows"][kind]["mean_pct"])
+            row = top["summary"]["rows"][kind]
+            best[kind] = {
+                "label": top["label"],
+                "point": top["point"],
+                "mean_pct": row["mean_pct"],
+                "ci95_pct": row["ci95_pct"],
+                "vs_hard": top["kd_vs_hard"][kind],
+            }
+    slim = [
+        {
+            "label": e["label"],
+            "point": e["point"],
+            "folder": e["folder"],
+            "rows": {
+                k: {x: v[x] for x in ("mean_pct", "ci95_pct", "n")}
+                for k, v in e["summary"]["rows"].items()
+            },
+            "kd_vs_hard": e["kd_vs_hard"],
+            "trained_stacks": e.get("trained", []),
+        }
+        for e in entries
+    ]
+    return {
+        "few_repeats": any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries),
+        "grid": grid,
+        "points": slim,
+        "best": best,
+        "significance": SIGNIFICANCE,
+        "tests_in_family": len(tests),
+    }
+
+
+def write(out: Path, result: dict) -> None:
+    write_json(out / "sweep.json", result)
+    heatmap(result, out)
+    atomic_write(out / "sweep.md", markdown(result).encode())
