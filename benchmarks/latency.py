@@ -24,7 +24,7 @@ from kdbench.config import Config
 from kdbench.data import datasets as data
 from kdbench.engine.mlp import init_stack, layer_sizes
 from kdbench.protocol.study import ROWS
-from kdbench.runs import export
+from kdbench.runs import store
 from kdbench.runs.latency import BATCHES, measure
 from kdbench.runs.resources import figures
 
@@ -46,7 +46,7 @@ def models(run_dir: Path | None, cfg: Config, n_in: int, n_out: int):
         if run_dir is None:
             members = fresh_members(sizes, count, seed=len(out))
         else:
-            members = export.load_members(run_dir, row, 0)
+            members = store.load_members(run_dir, row, 0)
         out.append((row, sizes, members))
     return out
 

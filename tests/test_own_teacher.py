@@ -15,7 +15,7 @@ import kdbench
 from kdbench.data import datasets as data
 from kdbench.engine.mlp import init_stack
 from kdbench.errors import ConfigError, DataError, RunFolderError
-from kdbench.runs import export
+from kdbench.runs import export, store
 
 SMALL = dict(
     repeats=1, members=2, epochs=3, batch_size=64, learning_rate=1e-2, teacher_hidden=(32,),
@@ -89,7 +89,7 @@ def test_onnx_and_logits_files_give_the_module_teachers_study(digits, trained, t
     """The three forms of one teacher agree, with --train-limit applied to the logits files."""
     run = trained["frozen"]
     teacher = kdbench.load(run, "teacher")
-    onnx_path = export.write_onnx(export.load_members(run, "teacher", 0), tmp_path / "t.onnx")
+    onnx_path = export.write_onnx(store.load_members(run, "teacher", 0), tmp_path / "t.onnx")
     with torch.no_grad():
         z_train = teacher(torch.from_numpy(digits["train_images"]))
         z_test = teacher(torch.from_numpy(digits["test_images"]))

@@ -8,11 +8,10 @@ Public API::
     student = load(folder, "student_from_ensemble", repeat=0)  # an nn.Module, eval mode
 """
 
-__version__ = "0.1.0"
-
 from kdbench.config import Config
 from kdbench.errors import ConfigError, DataError, KdbenchError, RunFolderError
 from kdbench.protocol.presets import resolve as preset
+from kdbench.version import __version__
 
 
 def __getattr__(name: str):

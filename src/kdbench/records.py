@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbench.errors import RunFolderError
-from kdbench.roles import Role
+from kdbench.roles import ROWS, Role
 
 VERSION = 2
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
@@ -75,3 +75,15 @@ def dumps(records: list[Record]) -> str:
 
 def loads(text: str) -> list[Record]:
     return [Record.from_json(r) for r in json.loads(text)]
+
+
+def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
+    """(repeat, test error) per table row; diverged models are left out (reported separately)."""
+    rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
+    for rec in records:
+        if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
+            continue  # members are recorded, the row is the combined ensemble
+        if rec.diverged_epoch is not None:
+            continue
+        rows[rec.role].append((rec.repeat, rec.test_error))
+    return {name: sorted(vals) for name, vals in rows.items()}

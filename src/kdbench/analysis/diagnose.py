@@ -22,11 +22,9 @@ from kdbench.data.datasets import Splits
 from kdbench.engine.losses import ensemble_targets, head_outputs, soften
 from kdbench.engine.mlp import stack_logits
 from kdbench.errors import KdbenchError
-from kdbench.protocol.own_teacher import LOGITS_FILE
-from kdbench.protocol.study import row_errors
-from kdbench.records import Record
+from kdbench.records import Record, row_errors
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
-from kdbench.runs.store import RunStore
+from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore
 
 UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
@@ -180,7 +178,7 @@ def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: l
     """(each repeat's teacher logits on `x` [R, N, C], repeat -> row), or None when missing.
     Your own teacher: the logits kept in the run folder, the same in every repeat."""
     if cfg.model.own_teacher is not None:
-        path = run_dir / LOGITS_FILE
+        path = run_dir / TEACHER_LOGITS
         if not path.is_file():
             return None
         z = load_file(str(path))["test"]
@@ -302,7 +300,7 @@ def _lower_temperature(t: float) -> str:
 
 def _measured_before(run_dir: Path) -> dict | None:
     """The soft-target and fidelity figures of an earlier diagnosis of this run, if any."""
-    path = run_dir / "diagnose.json"
+    path = run_dir / DIAGNOSIS
     if not path.is_file():
         return None
     try:

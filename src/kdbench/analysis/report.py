@@ -22,8 +22,7 @@ from kdbench.analysis.stats import (
     summarize,
 )
 from kdbench.analysis.verdict import sentence
-from kdbench.protocol.study import row_errors
-from kdbench.records import Record
+from kdbench.records import Record, row_errors
 from kdbench.roles import ROWS, label
 from kdbench.runs.store import atomic_write, write_json
 

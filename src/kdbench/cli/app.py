@@ -36,7 +36,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from kdbench import __version__
+        from kdbench.version import __version__
 
         print(f"kdbench {__version__}")
         raise typer.Exit()
@@ -224,13 +224,13 @@ def export_model(
 ) -> None:
     """Export one model to ONNX (metadata, MODEL_CARD.md beside it), checked against PyTorch."""
     from kdbench.runs import export
-    from kdbench.runs.store import write_json
+    from kdbench.runs.store import load_members, write_json
 
     if fmt != "onnx":
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _run_config(run_dir)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
-    members = export.load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
+    members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
     splits = _test_set(run_config, run_dir)
     info = export.export(run_dir, role, repeat, members, path, splits, int8)
     write_json(path.with_suffix(".json"), info)

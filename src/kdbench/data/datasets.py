@@ -61,6 +61,27 @@ CHECKSUMS: dict[str, dict[str, str] | None] = {
 # digits: scikit-learn's bundled 8x8 digits (1797 images, offline); arrays: the Python API's
 ARRAYS = "arrays"
 DATASETS = (*CHECKSUMS, "digits")
+FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64}
+CLASSES = dict.fromkeys(FEATURES, 10)
+# the input scaling: the one place it is done (`split`, `digits_arrays`) and described
+PIXEL_SCALE = 255.0  # IDX images: uint8 pixels to [0, 1]
+DIGITS_SCALE = 16.0  # scikit-learn's digits: 0-16 to [0, 1]
+
+
+def preprocessing(dataset: str) -> str:
+    """How inputs must be prepared for a model trained on `dataset`, in words."""
+    if dataset == ARRAYS:
+        return "your arrays as given to kdbench.study, flattened to one row per example (float32)"
+    if dataset == "digits":
+        return (
+            "scikit-learn's 8x8 digits, flattened to 64 values, divided by"
+            f" {DIGITS_SCALE:g} (float32 in [0, 1])"
+        )
+    return (
+        f"{dataset} 28x28 grey images, flattened row by row to 784 values, divided by"
+        f" {PIXEL_SCALE:g} (float32 in [0, 1])"
+    )
+
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -140,7 +161,7 @@ def digits_arrays() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
+    x = (x / DIGITS_SCALE).astype(np.float32)
     cut = len(x) - 360
     return {
         "train_images": x[:cut],
@@ -224,7 +245,7 @@ def split(
     def feats(x: np.ndarray) -> torch.Tensor:
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         if x.dtype == np.uint8:
-            flat /= 255.0
+            flat /= PIXEL_SCALE
         return torch.from_numpy(np.ascontiguousarray(flat))
 
     def labels(y: np.ndarray) -> torch.Tensor:

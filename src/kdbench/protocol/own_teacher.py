@@ -29,7 +29,6 @@ from torch import nn
 from kdbench.data.datasets import Splits, split_rows
 from kdbench.errors import ConfigError, DataError
 
-LOGITS_FILE = "teacher_logits.safetensors"  # in the run folder: train, val and test logits
 MODULE_PREFIX = "module:"  # the config value of an nn.Module teacher: module:<class name>
 _BATCH = 1024
 

@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-import kdbench
 from kdbench.analysis import diagnose, report
 from kdbench.config import Config
 from kdbench.data import datasets as data
@@ -27,12 +26,21 @@ from kdbench.engine.mlp import layer_sizes
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.progress import Bar, StackPlan, with_progress
-from kdbench.protocol.own_teacher import LOGITS_FILE, OwnTeacher, TeacherLogits
+from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.runs import latency
 from kdbench.runs.resources import figures
-from kdbench.runs.store import RunStore, SharedCache, atomic_write, write_json
+from kdbench.runs.store import (
+    DIAGNOSIS,
+    RESOURCES,
+    TEACHER_LOGITS,
+    RunStore,
+    SharedCache,
+    atomic_write,
+    write_json,
+)
+from kdbench.version import __version__
 
 TeacherLike = nn.Module | str | Path | OwnTeacher  # what `teacher=` accepts
 
@@ -43,7 +51,7 @@ def default_out() -> Path:
 
 def environment(cfg: Config) -> dict[str, str]:
     env = {
-        "kdbench": kdbench.__version__,
+        "kdbench": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -175,7 +183,7 @@ def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
 def _own_logits(folder: Path, splits: data.Splits, computed: TeacherLogits | None):
     """Your teacher's logits, computed once and kept in the run folder: a resumed run (same
     teacher: the folder's config checks its SHA-256) reads them back, the same floats."""
-    path = folder / LOGITS_FILE
+    path = folder / TEACHER_LOGITS
     if computed is None:
         return TeacherLogits(**load_file(str(path), device=str(splits.x_train.device)))
     atomic_write(path, save({k: v.cpu() for k, v in computed.as_dict().items()}))
@@ -241,7 +249,7 @@ def reproduce(
     on_device = splits.to(cfg.device)
     # your teacher is checked before the folder is touched: a bad one leaves nothing behind
     own_logits = None
-    if own is not None and not (folder / LOGITS_FILE).is_file():
+    if own is not None and not (folder / TEACHER_LOGITS).is_file():
         d = cfg.data
         n_images = len(source["train_images"])
         own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
@@ -262,9 +270,9 @@ def reproduce(
     measured = None
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
-        write_json(folder / "resources.json", measured)
+        write_json(folder / RESOURCES, measured)
     found = diagnose.diagnose(folder, records, cfg, splits)
-    write_json(folder / "diagnose.json", found)
+    write_json(folder / DIAGNOSIS, found)
     this_part = time.perf_counter() - start
     timing = {
         # a resumed run adds the training time of its earlier parts (from their records)

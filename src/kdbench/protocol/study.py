@@ -40,7 +40,7 @@ from kdbench.protocol.targets import (
     trained_teachers,
 )
 from kdbench.records import ENSEMBLE, MODEL, Record
-from kdbench.roles import ROWS, Role, StackName
+from kdbench.roles import Role, StackName
 
 _SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
 
@@ -300,15 +300,3 @@ def run_study(
     for rec in distil([cfg], splits, up, [cache], progress)[0]:
         emit(rec)
     return records
-
-
-def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
-    """(repeat, test error) per table row; diverged models are left out (reported separately)."""
-    rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
-    for rec in records:
-        if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
-            continue  # members are recorded, the row is the combined ensemble
-        if rec.diverged_epoch is not None:
-            continue
-        rows[rec.role].append((rec.repeat, rec.test_error))
-    return {name: sorted(vals) for name, vals in rows.items()}

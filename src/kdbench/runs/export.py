@@ -14,35 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdbench.data.datasets import preprocessing
 from kdbench.engine.mlp import stack_forward
-from kdbench.errors import ConfigError, RunFolderError
-from kdbench.roles import STACK_OF_ROLE, Role
-from kdbench.runs.store import RunStore, atomic_write, read_config
+from kdbench.runs.resources import time_per_image
+from kdbench.runs.store import atomic_write, read_config, read_run_config
 
 OPSET = 17
-
-
-def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
-    """The weights of one row's model in a run folder: one member, or all of an ensemble."""
-    if role not in {r.value for r in Role}:
-        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
-    stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
-    own = read_config(Path(run_dir)).model.own_teacher if role == Role.TEACHER else None
-    if own is not None:
-        raise RunFolderError(
-            f"the teacher of {run_dir} is your own ({own}); kdbench did not train it and keeps"
-            " only its logits (teacher_logits.safetensors): use it from where it came"
-        )
-    if stack is None:
-        raise RunFolderError(
-            f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"
-        )
-    params, records = stack
-    picks = [i for i, r in enumerate(records) if r.role == role and r.repeat == repeat]
-    if not picks:
-        repeats = sorted({r.repeat for r in records if r.role == role})
-        raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
-    return [[p[i] for p in params] for i in picks]
 
 
 def onnx_model(members: list[list[torch.Tensor]]):
@@ -177,9 +154,6 @@ def export(
     """One model of a run (`members`, from `load_members`) to ONNX with its metadata and
     MODEL_CARD.md beside it, checked against eager PyTorch on the test set. Returns what was
     measured."""
-    from kdbench.runs import latency  # imports this module: a cycle at import time
-    from kdbench.runs.loading import preprocessing
-    from kdbench.runs.store import read_config, read_run_config
 
     run_config = read_run_config(run_dir)
     x, y = splits.x_test, splits.y_test.numpy()
@@ -201,12 +175,12 @@ def export(
         "params": sum(int(p.numel()) for m in members for p in m),
         "features": int(x.shape[1]),
         "classes": int(members[0][-1].shape[-1]),
-        "preprocessing": preprocessing(read_config(run_dir)),
+        "preprocessing": preprocessing(read_config(run_dir).data.dataset),
         "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
         "test_error_pct": f"{100 * error:.2f}",
         "row_mean_pct": f"{row['mean_pct']:.2f}" if row.get("mean_pct") is not None else "–",
         "row_ci95_pct": f"{ci[0]:.2f}–{ci[1]:.2f}%" if ci else "",
-        "latency_us": latency.time_per_image(lambda: run(sess, one), 1)["median_us"],
+        "latency_us": time_per_image(lambda: run(sess, one), 1)["median_us"],
         "kdbench": run_config.get("environment", {}).get("kdbench", "?"),
         "config_sha256": config_hash(run_config["config"]),
     }

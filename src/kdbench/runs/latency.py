@@ -7,31 +7,19 @@ timer's resolution, median and quartiles of the blocks), on a stated number of t
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
 
 from kdbench.engine.mlp import layer_sizes, stack_forward
 from kdbench.roles import ROWS, Role
 from kdbench.runs import export
-from kdbench.runs.resources import figures
+from kdbench.runs.resources import figures, time_per_image
+from kdbench.runs.store import load_members
 
 BATCHES = (1, 256)
-
-
-def time_per_image(fn: Callable[[], object], batch: int, min_run_time: float = 0.3) -> dict:
-    """Median and quartiles of microseconds per image over the timer's blocks."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    per_image = [t / batch for t in m.times]
-    q = statistics.quantiles(per_image, n=4) if len(per_image) > 1 else per_image * 3
-    median = statistics.median(per_image)
-    return {"median_us": 1e6 * median, "q1_us": 1e6 * min(q[0], median),
-            "q3_us": 1e6 * max(q[-1], median)}  # fmt: skip
 
 
 def torch_forward(members: list[list[torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -77,7 +65,7 @@ def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, thr
     for row in ROWS:
         if row == Role.TEACHER and cfg["model"].get("own_teacher") is not None:
             continue
-        members = export.load_members(run_dir, row, repeat)
+        members = load_members(run_dir, row, repeat)
         n_out = members[0][-1].shape[-1]
         hidden = cfg["model"]["teacher_hidden" if row == "teacher" else "student_hidden"]
         sizes = layer_sizes(n_in, hidden, n_out)

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from kdbench.config import Config
+from kdbench.data.datasets import CLASSES, FEATURES, preprocessing
 from kdbench.engine.mlp import layer_sizes, member_module
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import Role
-from kdbench.runs.export import load_members
-from kdbench.runs.store import read_config
+from kdbench.runs.store import load_members, read_config
 
 
 class Ensemble(nn.Module):
@@ -32,25 +32,6 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.softmax(m(x), -1) for m in self.members]).mean(0)
-
-
-def preprocessing(cfg: Config) -> str:
-    """How inputs must be prepared for a model of this run, in words."""
-    d = cfg.data
-    if d.dataset == "arrays":
-        return "your arrays as given to kdbench.study, flattened to one row per example (float32)"
-    if d.dataset == "digits":
-        return (
-            "scikit-learn's 8x8 digits, flattened to 64 values, divided by 16 (float32 in [0, 1])"
-        )
-    return (
-        f"{d.dataset} 28x28 grey images, flattened row by row to 784 values, divided by 255"
-        " (float32 in [0, 1])"
-    )
-
-
-FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64}
-CLASSES = {"mnist": 10, "fashion-mnist": 10, "kmnist": 10, "digits": 10}
 
 
 def _check(params: list[torch.Tensor], cfg: Config, role: str, where: str) -> None:
@@ -84,6 +65,6 @@ def load(run_dir: str | Path, role: str, repeat: int = 0, member: int | None = N
         model = modules[member]
     else:
         model = modules[0] if len(modules) == 1 else Ensemble(modules)
-    model.preprocessing = preprocessing(cfg)  # type: ignore[attr-defined]
+    model.preprocessing = preprocessing(cfg.data.dataset)  # type: ignore[attr-defined]
     model.role, model.repeat = role, repeat  # type: ignore[attr-defined]
     return model.eval()

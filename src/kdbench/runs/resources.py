@@ -1,13 +1,18 @@
 """What each model costs on a device: parameters, multiply-accumulates, bytes of weights.
 
-Counted from the layer sizes (an ensemble counts all its members), so they are exact and cheap;
-latency, which has to be measured, lives in `latency`.
+Counted from the layer sizes (an ensemble counts all its members), so they are exact and cheap.
+Latency has to be measured: `time_per_image` is the one timer (a model's rows in `latency`, an
+exported file's in `export`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from itertools import pairwise
+
+import torch
+from torch.utils import benchmark
 
 
 def figures(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
@@ -22,3 +27,14 @@ def figures(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
         "bytes_float32": members * 4 * (weights + biases),
         "bytes_int8": members * (weights + 4 * biases + 5 * layers),
     }
+
+
+def time_per_image(fn: Callable[[], object], batch: int, min_run_time: float = 0.3) -> dict:
+    """Median and quartiles of microseconds per image over the timer's blocks."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    per_image = [t / batch for t in m.times]
+    q = statistics.quantiles(per_image, n=4) if len(per_image) > 1 else per_image * 3
+    median = statistics.median(per_image)
+    return {"median_us": 1e6 * median, "q1_us": 1e6 * min(q[0], median),
+            "q3_us": 1e6 * max(q[-1], median)}  # fmt: skip

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -20,10 +21,14 @@ from kdbench.config import Config, config_diff
 from kdbench.engine.mlp import Params
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
-from kdbench.roles import UPSTREAM, StackName
+from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
+SUMMARY = "summary.json"
+DIAGNOSIS = "diagnose.json"
+RESOURCES = "resources.json"
+TEACHER_LOGITS = "teacher_logits.safetensors"  # your own teacher's train, val and test logits
 
 
 def _normalise(obj: Any) -> Any:
@@ -188,6 +193,29 @@ class RunStore:
             for i in range(n_layers):
                 params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
         return params, records
+
+
+def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
+    """The weights of one row's model in a run folder: one member, or all of an ensemble."""
+    if role not in {r.value for r in Role}:
+        raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
+    stack = RunStore.read_stack(Path(run_dir), STACK_OF_ROLE[Role(role)])
+    own = read_config(Path(run_dir)).model.own_teacher if role == Role.TEACHER else None
+    if own is not None:
+        raise RunFolderError(
+            f"the teacher of {run_dir} is your own ({own}); kdbench did not train it and keeps"
+            f" only its logits ({TEACHER_LOGITS}): use it from where it came"
+        )
+    if stack is None:
+        raise RunFolderError(
+            f"{run_dir} has no checkpoint for {role}; finish (or resume) the run first"
+        )
+    params, records = stack
+    picks = [i for i, r in enumerate(records) if r.role == role and r.repeat == repeat]
+    if not picks:
+        repeats = sorted({r.repeat for r in records if r.role == role})
+        raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
+    return [[p[i] for p in params] for i in picks]
 
 
 def link(src: Path, dst: Path) -> None:
