@@ -23,7 +23,7 @@ import torch
 from kdbench.config import Config
 from kdbench.data import datasets as data
 from kdbench.engine.mlp import init_stack, layer_sizes
-from kdbench.protocol.study import ROWS
+from kdbench.roles import ROWS
 from kdbench.runs import store
 from kdbench.runs.latency import BATCHES, measure
 from kdbench.runs.resources import figures

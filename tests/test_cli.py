@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdbench.data import datasets as data
-from kdbench.protocol.study import ROWS
+from kdbench.roles import ROWS
 from tests.in_process import kdbench
 
 KDBENCH = [sys.executable, "-m", "kdbench"]

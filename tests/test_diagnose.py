@@ -146,23 +146,15 @@ def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_pa
 
 def test_pattern_needs_both_students_and_significance():
     def summary(d1, p1, d2, p2):
-        comps = [
-            {
-                "a": "student_from_teacher",
-                "b": "student_hard",
-                "mean_diff_pp": d1,
-                "ci95_pp": None,
-                "p_holm": p1,
-            },
-            {
-                "a": "student_from_ensemble",
-                "b": "student_hard",
-                "mean_diff_pp": d2,
-                "ci95_pp": None,
-                "p_holm": p2,
-            },
+        from kdbench.summary import Comparison
+
+        def versus_hard(a, d, p):
+            return Comparison(a, "student_hard", [0, 1, 2], 3, d, None, p, None, None, p_holm=p)
+
+        return [
+            versus_hard("student_from_teacher", d1, p1),
+            versus_hard("student_from_ensemble", d2, p2),
         ]
-        return {"comparisons": comps}
 
     assert explain.pattern(summary(1.0, 0.001, 0.4, 0.01))["pattern"] == "reproduces"
     assert explain.pattern(summary(1.0, 0.001, 0.4, 0.2))["pattern"].startswith("same direction")

@@ -11,6 +11,7 @@ from matplotlib.text import Text
 
 from kdbench.analysis import figures, report
 from kdbench.runs.store import read_records, read_run_config
+from kdbench.summary import Timing
 from kdbench.sweeps import explain
 from kdbench.sweeps import report as sweep_report
 
@@ -46,7 +47,7 @@ def test_no_figure_clips_its_text(checked, tmp_path):
     run_config = read_run_config(run)
     run_config["config"]["model"]["own_teacher"] = "module:AVeryLongTeacherClassNameForTesting"
     resources = json.loads((run / "resources.json").read_text())
-    summary = report.render(tmp_path, read_records(run), run_config, {"total_seconds": 1.0},
+    summary = report.render(tmp_path, read_records(run), run_config, Timing(1.0),
                             resources)  # fmt: skip
     assert summary["own_teacher"].startswith("module:")
     sweep_report.heatmap(json.loads((RESULTS / "sweep-mnist" / "sweep.json").read_text()),

@@ -13,6 +13,7 @@ from kdbench.analysis import report
 from kdbench.analysis.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
 from kdbench.analysis.verdict import sentence
 from kdbench.records import Record
+from kdbench.summary import Comparison, Timing
 
 A = [0.0231, 0.0242, 0.0219, 0.0260, 0.0238, 0.0251, 0.0229, 0.0244, 0.0236, 0.0255]
 B = [0.0221, 0.0230, 0.0222, 0.0241, 0.0225, 0.0240, 0.0227, 0.0230, 0.0229, 0.0240]
@@ -53,17 +54,25 @@ def test_error_intervals_stay_inside_0_and_1(errors):
         assert lo > plain[0]
 
 
+def _typed(c: dict) -> Comparison:
+    """A comparison from the fields a verdict reads; the rest as a real one would have them."""
+    rest = {"repeats": list(range(c["n"])), "p_ttest": c["p_holm"], "p_wilcoxon": None, "d_z": None}
+    return Comparison(**{**rest, **c})
+
+
 def test_verdict_interval_has_the_sentence_sign():
     worse = {"a": "student_from_teacher", "b": "student_hard", "n": 10, "mean_diff_pp": 1.03,
              "ci95_pp": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
     better = {**worse, "a": "student_from_ensemble", "mean_diff_pp": -0.40,
               "ci95_pp": [-0.54, -0.26]}  # fmt: skip
-    assert "worse by 1.03 percentage points" in sentence(worse)
-    assert "95% CI 0.72 to 1.34" in sentence(worse)
-    assert "better by 0.40 percentage points" in sentence(better)
-    assert "95% CI 0.26 to 0.54" in sentence(better)
+    assert "worse by 1.03 percentage points" in sentence(_typed(worse))
+    assert "95% CI 0.72 to 1.34" in sentence(_typed(worse))
+    assert "better by 0.40 percentage points" in sentence(_typed(better))
+    assert "95% CI 0.26 to 0.54" in sentence(_typed(better))
     unclear = {**better, "p_holm": 0.3, "ci95_pp": [-0.9, 0.1]}
-    assert "mean difference -0.40" in sentence(unclear) and "CI -0.90 to +0.10" in sentence(unclear)
+    assert "mean difference -0.40" in sentence(_typed(unclear)) and "CI -0.90 to +0.10" in sentence(
+        _typed(unclear)
+    )
 
 
 def test_paired_against_scipy_and_by_hand():
@@ -92,14 +101,16 @@ def test_min_wilcoxon_p():
 
 
 def _comparison(mean, lo, hi, p, n=10):
-    return {
-        "a": "student_from_ensemble",
-        "b": "student_hard",
-        "n": n,
-        "mean_diff_pp": mean,
-        "ci95_pp": [lo, hi],
-        "p_holm": p,
-    }
+    return _typed(
+        {
+            "a": "student_from_ensemble",
+            "b": "student_hard",
+            "n": n,
+            "mean_diff_pp": mean,
+            "ci95_pp": [lo, hi],
+            "p_holm": p,
+        }
+    )
 
 
 def test_verdict_wording_at_the_boundaries():
@@ -155,13 +166,13 @@ def _records(repeats, with_ensemble=True):
 
 
 def test_compare_rows_pairs_by_repeat_and_adjusts_the_family():
-    from kdbench.protocol.study import row_errors
+    from kdbench.records import row_errors
 
     comps = compare_rows(row_errors(_records(10)))
-    ps = [c["p_ttest"] for c in comps]
-    assert [c["p_holm"] for c in comps] == pytest.approx(holm(ps))
-    kd = next(c for c in comps if c["a"] == "student_from_teacher" and c["b"] == "student_hard")
-    assert kd["mean_diff_pp"] > 0 and kd["p_holm"] < 0.05
+    ps = [c.p_ttest for c in comps]
+    assert [c.p_holm for c in comps] == pytest.approx(holm(ps))
+    kd = next(c for c in comps if c.a == "student_from_teacher" and c.b == "student_hard")
+    assert kd.mean_diff_pp > 0 and kd.p_holm < 0.05
 
 
 def test_report_from_synthetic_partial_run(tmp_path):
@@ -182,7 +193,7 @@ def test_report_from_synthetic_partial_run(tmp_path):
         )
     )
     run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
-    summary = report.render(tmp_path, recs, run_config, {"total_seconds": 12.0})
+    summary = report.render(tmp_path, recs, run_config, Timing(12.0))
     assert summary["partial"] and summary["completed_repeats"] == 3
     assert summary["rows"]["student_hard"]["repeats"] == [0, 1, 2]
     assert 90.0 not in summary["rows"]["student_hard"]["errors_pct"]
@@ -208,7 +219,7 @@ def test_paper_column_only_for_the_papers_data_and_training(tmp_path, overrides,
 
     cfg = Config().with_overrides(**overrides)
     run_config = {"config": cfg.to_dict(), "environment": {"python": "3"}}
-    summary = report.render(tmp_path, _records(10), run_config, {"total_seconds": 1.0})
+    summary = report.render(tmp_path, _records(10), run_config, Timing(1.0))
     table = (tmp_path / "table.md").read_text()
     assert ("| Paper |" in table) == paper and ("†" in table) == paper
     assert all((row["paper_pct"] is not None) == paper for row in summary["rows"].values())
@@ -222,7 +233,7 @@ def test_table_csv_is_tidy_in_percent(tmp_path):
 
     recs = _records(3)
     run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
-    report.render(tmp_path, recs, run_config, {"total_seconds": 1.0})
+    report.render(tmp_path, recs, run_config, Timing(1.0))
     rows = list(csv.DictReader((tmp_path / "table.csv").read_text().splitlines()))
     assert len(rows) == len(recs)  # one per model (or combined ensemble) and repeat
     assert set(rows[0]) >= {"role", "repeat", "member", "test_error_pct"}
@@ -238,7 +249,7 @@ def test_summary_json_has_one_unit_and_names_it(tmp_path):
     from kdbench.config import Config
 
     run_config = {"config": Config().to_dict(), "environment": {"python": "3"}}
-    report.render(tmp_path, _records(10), run_config, {"total_seconds": 1.0})
+    report.render(tmp_path, _records(10), run_config, Timing(1.0))
     summary = json.loads((tmp_path / "summary.json").read_text())
     bare = {"mean", "std", "ci95", "errors", "paper", "mean_diff", "unit"}
 

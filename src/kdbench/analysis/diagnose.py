@@ -61,9 +61,9 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     found = []
     early_stopping = cfg.train.epochs is None
     teacher_vs_hard = next(
-        c for c in compare_rows(row_errors(records)) if c["a"] == "teacher"
+        c for c in compare_rows(row_errors(records)) if c.a == "teacher"
     )  # a − b in pp: negative when the teacher is better
-    diff, ci = teacher_vs_hard["mean_diff_pp"], teacher_vs_hard["ci95_pp"]
+    diff, ci = teacher_vs_hard.mean_diff_pp, teacher_vs_hard.ci95_pp
     own = cfg.model.own_teacher
     if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
         spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
@@ -72,7 +72,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
                 "weak-teacher",
                 "Your teacher is not clearly better than the hard-label student",
                 f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
-                f" {teacher_vs_hard['n']} paired repeat(s); the teacher is your own ({own})."
+                f" {teacher_vs_hard.n} paired repeat(s); the teacher is your own ({own})."
                 " A student can hardly learn more from a teacher than from the labels themselves.",
                 "a stronger teacher (--teacher), or no --teacher: kdbench trains one",
             )
@@ -81,7 +81,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
                 "weak-teacher",
                 "The teacher is not clearly better than the hard-label student",
                 f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
-                f" {teacher_vs_hard['n']} paired repeat(s); teachers trained"
+                f" {teacher_vs_hard.n} paired repeat(s); teachers trained"
                 f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
                 " can hardly learn more from a teacher than from the labels themselves.",
                 _stronger_teacher(cfg, early_stopping),

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from kdbench.roles import ROWS, label
 from kdbench.runs.store import atomic_write
+from kdbench.summary import Summary
 
 
-def figure(summary: dict, folder: Path) -> None:
+def figure(summary: Summary, folder: Path) -> None:
     """Figure 3: measured error per row (mean, 95% CI, each repeat a dot) beside the paper's."""
     import matplotlib  # loads slowly: imported when a figure is drawn
 
@@ -19,7 +20,7 @@ def figure(summary: dict, folder: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     short = [
-        "Your\nteacher" if summary.get("own_teacher") else "Teacher",
+        "Your\nteacher" if summary.own_teacher else "Teacher",
         "Student\n← teacher",
         "Ensemble",
         "Student\n← ensemble",
@@ -27,13 +28,13 @@ def figure(summary: dict, folder: Path) -> None:
     ]
     colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
     for i, name in enumerate(ROWS):
-        row = summary["rows"][name]
-        if row["mean_pct"] is None:
+        row = summary.rows[name]
+        if row.mean_pct is None:
             continue
-        mean = row["mean_pct"]
+        mean = row.mean_pct
         err = None
-        if row["ci95_pct"] is not None:
-            err = [[mean - row["ci95_pct"][0]], [row["ci95_pct"][1] - mean]]
+        if row.ci95_pct is not None:
+            err = [[mean - row.ci95_pct[0]], [row.ci95_pct[1] - mean]]
         ax.bar(
             i - 0.18,
             mean,
@@ -43,20 +44,20 @@ def figure(summary: dict, folder: Path) -> None:
             capsize=4,
             label="measured (95% CI)" if i == 0 else None,
         )
-        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row["errors_pct"]))]
+        xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row.errors_pct))]
         ax.scatter(
             xs,
-            row["errors_pct"],
+            row.errors_pct,
             s=10,
             color="black",
             zorder=3,
             label="each repeat" if i == 0 else None,
         )
-        if row["paper_pct"] is None:
+        if row.paper_pct is None:
             continue
         ax.bar(
             i + 0.18,
-            row["paper_pct"],
+            row.paper_pct,
             width=0.36,
             color="#bbbbbb",
             hatch="//",
@@ -83,7 +84,7 @@ def save_figure(fig, folder: Path, stem: str) -> None:
     plt.close(fig)
 
 
-def tradeoff_figure(summary: dict, folder: Path) -> None:
+def tradeoff_figure(summary: Summary, folder: Path) -> None:
     """Error rate against batch-1 latency, one point per model kind, 95% CI bars."""
     import matplotlib  # loads slowly: imported when a figure is drawn
 
@@ -93,17 +94,15 @@ def tradeoff_figure(summary: dict, folder: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name in ROWS:
-        row, res = summary["rows"][name], summary["resources"]["rows"].get(name)
-        if row["mean_pct"] is None or res is None:  # your own teacher is not measured
+        row, res = summary.rows[name], summary.resources["rows"].get(name)
+        if row.mean_pct is None or res is None:  # your own teacher is not measured
             continue
         x = res["latency"]["onnx_b1"]["median_us"]
-        y = row["mean_pct"]
+        y = row.mean_pct
         yerr = None
-        if row["ci95_pct"] is not None:
-            yerr = [[y - row["ci95_pct"][0]], [row["ci95_pct"][1] - y]]
-        ax.errorbar(
-            [x], [y], yerr=yerr, fmt="o", capsize=4, label=label(name, summary.get("own_teacher"))
-        )
+        if row.ci95_pct is not None:
+            yerr = [[y - row.ci95_pct[0]], [row.ci95_pct[1] - y]]
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=4, label=label(name, summary.own_teacher))
     ax.set_xscale("log")
     # plain numbers at 1-2-5 steps, not 10^1.6-style labels on a range narrower than a decade
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
 
 from kdbench.analysis.diagnose import markdown as diagnose_markdown
 from kdbench.analysis.figures import figure, tradeoff_figure
@@ -24,7 +23,8 @@ from kdbench.analysis.stats import (
 from kdbench.analysis.verdict import sentence
 from kdbench.records import Record, row_errors
 from kdbench.roles import ROWS, label
-from kdbench.runs.store import atomic_write, write_json
+from kdbench.runs.store import atomic_write, write_summary
+from kdbench.summary import Diverged, Row, Summary, Timing
 
 # Table 1 of the paper: mean test error of 10 runs, in percent.
 PAPER_TABLE1 = {
@@ -39,49 +39,44 @@ PAPER_TABLE1 = {
 def build_summary(
     records: list[Record],
     planned_repeats: int,
-    timing: dict,
+    timing: Timing,
     resources: dict | None = None,
     paper: bool = True,
     own_teacher: str | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """The paper's numbers sit beside the measured ones only where the run has the paper's
     data and training (`comparable_to_paper`)."""
     per_row = row_errors(records)
     rows = {}
     for name in ROWS:
         pairs = per_row[name]
-        rows[name] = {
-            "repeats": [r for r, _ in pairs],
-            "errors_pct": [pct(e) for _, e in pairs],
+        rows[name] = Row(
+            repeats=[r for r, _ in pairs],
+            errors_pct=[pct(e) for _, e in pairs],
             **summarize([e for _, e in pairs]),
-            "paper_pct": PAPER_TABLE1[name] if paper else None,
-        }
-    completed = min(len(v["errors_pct"]) for v in rows.values())
+            paper_pct=PAPER_TABLE1[name] if paper else None,
+        )
+    completed = min(len(row.errors_pct) for row in rows.values())
     diverged = [
-        {
-            "repeat": r.repeat,
-            "role": str(r.role),
-            "member": r.member,
-            "diverged_epoch": r.diverged_epoch,
-        }
+        Diverged(r.repeat, str(r.role), r.member, r.diverged_epoch)
         for r in records
         if r.diverged_epoch is not None
     ]
     comparisons = compare_rows(per_row)
     for c in comparisons:
-        c["verdict"] = sentence(c, own_teacher=own_teacher is not None)
-    return {
-        "rows": rows,
-        "comparisons": comparisons,
-        "significance": SIGNIFICANCE,
-        "planned_repeats": planned_repeats,
-        "completed_repeats": completed,
-        "partial": completed < planned_repeats,
-        "diverged": diverged,
-        "timing": timing,
-        **({"resources": resources} if resources else {}),
-        **({"own_teacher": own_teacher} if own_teacher else {}),
-    }
+        c.verdict = sentence(c, own_teacher=own_teacher is not None)
+    return Summary(
+        rows=rows,
+        comparisons=comparisons,
+        significance=SIGNIFICANCE,
+        planned_repeats=planned_repeats,
+        completed_repeats=completed,
+        partial=completed < planned_repeats,
+        diverged=diverged,
+        timing=timing,
+        resources=resources or None,
+        own_teacher=own_teacher or None,
+    )
 
 
 def comparable_to_paper(cfg: dict) -> bool:
@@ -97,26 +92,26 @@ def _pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}%"
 
 
-def _outside(row: dict) -> bool:
-    ci = row["ci95_pct"]
-    paper = row["paper_pct"]
+def _outside(row: Row) -> bool:
+    ci = row.ci95_pct
+    paper = row.paper_pct
     return ci is not None and paper is not None and not (ci[0] <= paper <= ci[1])
 
 
-def table_markdown(summary: dict) -> str:
-    paper = any(row["paper_pct"] is not None for row in summary["rows"].values())
+def table_markdown(summary: Summary) -> str:
+    paper = any(row.paper_pct is not None for row in summary.rows.values())
     lines = [
         "| Model |" + (" Paper |" if paper else "") + " Measured mean | 95% CI | Std | Runs |",
         "| --- |" + (" ---: |" if paper else "") + " ---: | ---: | ---: | ---: |",
     ]
     for name in ROWS:
-        row = summary["rows"][name]
-        ci = row["ci95_pct"]
+        row = summary.rows[name]
+        ci = row.ci95_pct
         ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
         mark = " †" if _outside(row) else ""
-        cells = [label(name, summary.get("own_teacher"))]
-        cells += [f"{_pct(row['paper_pct'])}{mark}"] if paper else []
-        cells += [_pct(row["mean_pct"]), ci_txt, _pct(row["std_pct"]), str(row["n"])]
+        cells = [label(name, summary.own_teacher)]
+        cells += [f"{_pct(row.paper_pct)}{mark}"] if paper else []
+        cells += [_pct(row.mean_pct), ci_txt, _pct(row.std_pct), str(row.n)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     notes = [f"Error rate = 1 − test accuracy. 95% CI: {INTERVAL_METHOD}."]
@@ -127,13 +122,13 @@ def table_markdown(summary: dict) -> str:
             "The paper's column is left out: it applies to full MNIST trained until early"
             " stopping, without --train-limit, --epochs or your own --teacher."
         )
-    if summary.get("own_teacher") is not None:
+    if summary.own_teacher is not None:
         notes.append(
             "The teacher is your own model, not retrained: the same in every repeat, so its row"
             " has no spread."
         )
     lines.append(" ".join(notes))
-    if 0 < summary["completed_repeats"] < FEW_REPEATS:
+    if 0 < summary.completed_repeats < FEW_REPEATS:
         lines += ["", f"**{FEW_REPEATS_NOTE}**"]
     return "\n".join(lines) + "\n"
 
@@ -159,8 +154,8 @@ def table_csv(records: list[Record]) -> str:
     return buf.getvalue()
 
 
-def resources_markdown(summary: dict) -> str:
-    res = summary["resources"]
+def resources_markdown(summary: Summary) -> str:
+    res = summary.resources
     lines = [
         "| Model | Test error | Params | MACs / image | float32 | int8 | Torch b1 | ONNX b1 |"
         " Torch b256 | ONNX b256 |",
@@ -174,8 +169,8 @@ def resources_markdown(summary: dict) -> str:
             return f"{v['median_us']:.1f} µs ({v['q1_us']:.1f}–{v['q3_us']:.1f})"
 
         lines.append(
-            f"| {label(name, summary.get('own_teacher'))}"
-            f" | {_pct(summary['rows'][name]['mean_pct'])} | {r['params']:,} |"
+            f"| {label(name, summary.own_teacher)}"
+            f" | {_pct(summary.rows[name].mean_pct)} | {r['params']:,} |"
             f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
             f" | {r['bytes_int8'] / 1024:.0f} KiB"
             f" | {us('torch_b1')} | {us('onnx_b1')} | {us('torch_b256')} | {us('onnx_b256')} |"
@@ -190,8 +185,8 @@ def resources_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resources_section(summary: dict) -> str:
-    if "resources" not in summary:
+def resources_section(summary: Summary) -> str:
+    if summary.resources is None:
         return ""
     return (
         "## What each model costs on a device\n\n"
@@ -199,7 +194,7 @@ def resources_section(summary: dict) -> str:
     )
 
 
-def comparisons_markdown(summary: dict) -> str:
+def comparisons_markdown(summary: Summary) -> str:
     def f(x, spec=".2f"):
         return "–" if x is None else format(x, spec)
 
@@ -207,17 +202,16 @@ def comparisons_markdown(summary: dict) -> str:
         "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) | d_z | Pairs |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for c in summary["comparisons"]:
-        ci = "–" if c["ci95_pp"] is None else f"{c['ci95_pp'][0]:.2f} – {c['ci95_pp'][1]:.2f}"
+    for c in summary.comparisons:
+        ci = "–" if c.ci95_pp is None else f"{c.ci95_pp[0]:.2f} – {c.ci95_pp[1]:.2f}"
         lines.append(
-            f"| {c['a']} | {c['b']} | {f(c['mean_diff_pp'], '+.2f')} | {ci}"
-            f" | {f(c['p_ttest'], '.3g')}"
-            f" | {f(c['p_wilcoxon'], '.3g')} | {f(c['p_holm'], '.3g')} | {f(c['d_z'])} | {c['n']} |"
+            f"| {c.a} | {c.b} | {f(c.mean_diff_pp, '+.2f')} | {ci} | {f(c.p_ttest, '.3g')}"
+            f" | {f(c.p_wilcoxon, '.3g')} | {f(c.p_holm, '.3g')} | {f(c.d_z)} | {c.n} |"
         )
     lines.append("")
     lines.append(
         f"Positive differences mean a had the higher error. Verdicts use the Holm-adjusted paired"
-        f" t-test at {summary['significance']}; d_z is the mean difference over its standard"
+        f" t-test at {summary.significance}; d_z is the mean difference over its standard"
         " deviation (Cohen's d for paired samples)."
     )
     return "\n".join(lines) + "\n"
@@ -287,35 +281,35 @@ def config_table(cfg: dict) -> str:
     return "| Setting | Value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
-def diagnosis_section(summary: dict) -> str:
-    if "diagnosis" not in summary:
+def diagnosis_section(summary: Summary) -> str:
+    if summary.diagnosis is None:
         return ""
     return (
         "## Diagnosis — known pitfalls, checked against this run\n\n"
-        f"{diagnose_markdown(summary['diagnosis'])}\n(`kdbench diagnose RUN_DIR` prints this.)\n\n"
+        f"{diagnose_markdown(summary.diagnosis)}\n(`kdbench diagnose RUN_DIR` prints this.)\n\n"
     )
 
 
-def report_markdown(summary: dict, run_config: dict) -> str:
+def report_markdown(summary: Summary, run_config: dict) -> str:
     cfg = run_config["config"]
     env = run_config.get("environment", {})
     status = (
-        f"**Partial run**: {summary['completed_repeats']} of {summary['planned_repeats']}"
+        f"**Partial run**: {summary.completed_repeats} of {summary.planned_repeats}"
         " repeats completed."
-        if summary["partial"]
-        else f"{summary['completed_repeats']} repeats."
+        if summary.partial
+        else f"{summary.completed_repeats} repeats."
     )
     diverged = ""
-    if summary["diverged"]:
+    if summary.diverged:
         items = "; ".join(
-            f"{d['role']} repeat {d['repeat']} member {d['member']} (epoch {d['diverged_epoch']})"
-            for d in summary["diverged"]
+            f"{d.role} repeat {d.repeat} member {d.member} (epoch {d.diverged_epoch})"
+            for d in summary.diverged
         )
         diverged = (
-            f"\n> **Warning:** {len(summary['diverged'])} model(s) diverged (loss became NaN or"
+            f"\n> **Warning:** {len(summary.diverged)} model(s) diverged (loss became NaN or"
             f" infinite) and are excluded from the statistics: {items}.\n"
         )
-    total = summary["timing"].get("total_seconds")
+    total = summary.timing.total_seconds
     dataset = cfg["data"]["dataset"]
     title = (
         "test error, paper vs measured"
@@ -323,7 +317,7 @@ def report_markdown(summary: dict, run_config: dict) -> str:
         else f"test error on {'your data' if dataset == 'arrays' else dataset}"
     )
     heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
-    resumed = " (all parts of a resumed run)" if summary["timing"].get("resumed") else ""
+    resumed = " (all parts of a resumed run)" if summary.timing.resumed else ""
     return f"""# {heading} — hard labels vs knowledge distillation
 
 {status} Wall time {total:.0f} s{resumed}.
@@ -335,7 +329,7 @@ def report_markdown(summary: dict, run_config: dict) -> str:
 
 ## Verdict
 
-{chr(10).join("- " + c["verdict"] for c in summary["comparisons"])}
+{chr(10).join("- " + c.verdict for c in summary.comparisons)}
 
 ## Paired comparisons (runs paired by repeat; a − b, percentage points)
 
@@ -359,18 +353,17 @@ def render(
     folder: Path,
     records: list[Record],
     run_config: dict,
-    timing: dict,
+    timing: Timing,
     resources: dict | None = None,
     diagnosis: dict | None = None,
-) -> dict:
+) -> Summary:
     """Write summary.json, table.md, table.csv, figure.png/svg and report.md; return the summary."""
     cfg = run_config["config"]
     planned = cfg["protocol"]["repeats"]
     own = cfg["model"].get("own_teacher")
     summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
-    if diagnosis is not None:
-        summary["diagnosis"] = diagnosis
-    write_json(folder / "summary.json", summary)
+    summary.diagnosis = diagnosis
+    write_summary(folder, summary)
     atomic_write(folder / "table.md", table_markdown(summary).encode())
     atomic_write(folder / "table.csv", table_csv(records).encode())
     figure(summary, folder)

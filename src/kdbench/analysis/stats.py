@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from kdbench.summary import Comparison
+
 
 def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
@@ -70,11 +72,6 @@ COMPARISONS = (
 SIGNIFICANCE = 0.05
 
 
-def min_repeats(summary: dict) -> int:
-    """The fewest repeats any row of a run's summary has (what its intervals rest on)."""
-    return min(row["n"] for row in summary["rows"].values())
-
-
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm–Bonferroni step-down adjustment; controls the family-wise error rate."""
     m = len(pvalues)
@@ -122,22 +119,15 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     }
 
 
-def compare_rows(rows: dict[str, list[tuple[int, float]]]) -> list[dict]:
+def compare_rows(rows: dict[str, list[tuple[int, float]]]) -> list[Comparison]:
     """Every comparison in COMPARISONS on runs paired by repeat, Holm-adjusted as one family."""
     out = []
     for a, b in COMPARISONS:
         ea, eb = dict(rows.get(a, [])), dict(rows.get(b, []))
         common = sorted(set(ea) & set(eb))
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "repeats": common,
-                **paired([ea[r] for r in common], [eb[r] for r in common]),
-            }
-        )
-    ps = [c["p_ttest"] for c in out if c["p_ttest"] is not None]
-    adjusted = iter(holm(ps))
+        test = paired([ea[r] for r in common], [eb[r] for r in common])
+        out.append(Comparison(a=a, b=b, repeats=common, **test))
+    adjusted = iter(holm([c.p_ttest for c in out if c.p_ttest is not None]))
     for c in out:
-        c["p_holm"] = next(adjusted) if c["p_ttest"] is not None else None
+        c.p_holm = next(adjusted) if c.p_ttest is not None else None
     return out

@@ -8,6 +8,7 @@ mistaken for "no difference".
 from __future__ import annotations
 
 from kdbench.analysis.stats import SIGNIFICANCE, min_wilcoxon_p
+from kdbench.summary import Comparison
 
 # (a, b) -> (subject, verb, what it is compared with or None, the pair named neutrally);
 # {teacher} / {Teacher} name the teacher row: kdbench's large network, or your own teacher
@@ -47,22 +48,22 @@ PHRASES = {
 }
 
 
-def sentence(c: dict, threshold: float = SIGNIFICANCE, own_teacher: bool = False) -> str:
+def sentence(c: Comparison, threshold: float = SIGNIFICANCE, own_teacher: bool = False) -> str:
     """`own_teacher`: the teacher is the user's, so it is "your teacher", not "the large
     network"."""
-    default = (c["a"], "was", c["b"], f"{c['a']} and {c['b']}")
+    default = (c.a, "was", c.b, f"{c.a} and {c.b}")
     teacher, capital = TEACHER_NAMES[own_teacher]
     phrases = tuple(
         p.format(teacher=teacher, Teacher=capital) if p else p
-        for p in PHRASES.get((c["a"], c["b"]), default)
+        for p in PHRASES.get((c.a, c.b), default)
     )
     subject, verb, reference, pair = phrases
     versus = f" compared with {reference}" if reference else ""
-    n = c["n"]
-    if n < 2 or c["p_holm"] is None:
+    n = c.n
+    if n < 2 or c.p_holm is None:
         return f"Not enough paired runs ({n}) to compare {pair}."
-    lo, hi = c["ci95_pp"]
-    diff, p = c["mean_diff_pp"], c["p_holm"]
+    lo, hi = c.ci95_pp
+    diff, p = c.mean_diff_pp, c.p_holm
     tail = f"p = {p:.3g} Holm-adjusted, {n} paired runs"
     if p < threshold and diff != 0:
         word = "worse" if diff > 0 else "better"

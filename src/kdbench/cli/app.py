@@ -161,17 +161,14 @@ def report(
     from kdbench.analysis import report as rep
     from kdbench.errors import RunFolderError
     from kdbench.runs import latency
-    from kdbench.runs.store import read_records, write_json
+    from kdbench.runs.store import read_records, read_timing, write_json
+    from kdbench.summary import Timing
 
     run_config = _run_config(run_dir)
     records = read_records(run_dir)
     if not records:
         raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
-    timing = {}
-    old = run_dir / "summary.json"
-    if old.is_file():
-        timing = json.loads(old.read_text()).get("timing", {})
-    timing.setdefault("total_seconds", sum(r.seconds or 0 for r in records))
+    timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
     resources_path = run_dir / "resources.json"
     if measure:
         x = _test_set(run_config, run_dir).x_test[:256]

@@ -40,6 +40,7 @@ from kdbench.runs.store import (
     atomic_write,
     write_json,
 )
+from kdbench.summary import Summary, Timing
 from kdbench.version import __version__
 
 TeacherLike = nn.Module | str | Path | OwnTeacher  # what `teacher=` accepts
@@ -225,7 +226,7 @@ def reproduce(
     arrays: dict | None = None,
     shared: Path | None = None,
     teacher: TeacherLike | None = None,
-) -> tuple[Path, dict]:
+) -> tuple[Path, Summary]:
     """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
     teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
     `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
@@ -274,14 +275,13 @@ def reproduce(
     found = diagnose.diagnose(folder, records, cfg, splits)
     write_json(folder / DIAGNOSIS, found)
     this_part = time.perf_counter() - start
-    timing = {
+    timing = Timing(
         # a resumed run adds the training time of its earlier parts (from their records)
-        "total_seconds": this_part + store.earlier_seconds,
-        "this_part_seconds": this_part,
-        "resumed": store.resumed,
-    }
-    if isinstance(cache, SharedCache):
-        timing["trained_stacks"] = cache.trained
+        total_seconds=this_part + store.earlier_seconds,
+        this_part_seconds=this_part,
+        resumed=store.resumed,
+        trained_stacks=cache.trained if isinstance(cache, SharedCache) else None,
+    )
     summary = report.render(folder, records, run_config, timing, measured, found)
     return folder, summary
 

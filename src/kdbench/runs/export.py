@@ -17,7 +17,7 @@ import torch
 from kdbench.data.datasets import preprocessing
 from kdbench.engine.mlp import stack_forward
 from kdbench.runs.resources import time_per_image
-from kdbench.runs.store import atomic_write, read_config, read_run_config
+from kdbench.runs.store import SUMMARY, atomic_write, read_config, read_run_config, read_summary
 
 OPSET = 17
 
@@ -163,9 +163,8 @@ def export(
     sess = session(path)
     got = run(sess, x.numpy())
     error = float((got.argmax(1) != y).mean())
-    summary_path = run_dir / "summary.json"
-    row = json.loads(summary_path.read_text())["rows"][role] if summary_path.is_file() else {}
-    ci = row.get("ci95_pct")
+    row = read_summary(run_dir).rows[role] if (run_dir / SUMMARY).is_file() else None
+    ci = row.ci95_pct if row else None
     one = x[:1].numpy()
     facts = {
         "role": role,
@@ -178,7 +177,7 @@ def export(
         "preprocessing": preprocessing(read_config(run_dir).data.dataset),
         "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
         "test_error_pct": f"{100 * error:.2f}",
-        "row_mean_pct": f"{row['mean_pct']:.2f}" if row.get("mean_pct") is not None else "–",
+        "row_mean_pct": f"{row.mean_pct:.2f}" if row and row.mean_pct is not None else "–",
         "row_ci95_pct": f"{ci[0]:.2f}–{ci[1]:.2f}%" if ci else "",
         "latency_us": time_per_image(lambda: run(sess, one), 1)["median_us"],
         "kdbench": run_config.get("environment", {}).get("kdbench", "?"),

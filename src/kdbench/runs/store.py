@@ -22,6 +22,7 @@ from kdbench.engine.mlp import Params
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
+from kdbench.summary import Summary, Timing
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
@@ -51,6 +52,33 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_summary(folder: Path, summary: Summary) -> None:
+    write_json(Path(folder) / SUMMARY, summary.to_json())
+
+
+def read_summary(folder: Path) -> Summary:
+    """A finished run's summary.json, typed; one clear error if it is missing or not one."""
+    path = Path(folder) / SUMMARY
+    if not path.is_file():
+        raise RunFolderError(f"{folder} has no {SUMMARY}; finish the run (or resume it) first")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunFolderError(
+            f"{path} is not valid JSON; re-render it with `kdbench report {folder}`"
+        ) from None
+    return Summary.from_json(raw, str(path))
+
+
+def read_timing(folder: Path) -> Timing | None:
+    """The wall time an earlier summary recorded (kept when a report is re-rendered), if any;
+    read on its own, so a summary of an older format still gives it."""
+    try:
+        return Timing(**json.loads((Path(folder) / SUMMARY).read_text())["timing"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_records(folder: Path) -> list[Record]:

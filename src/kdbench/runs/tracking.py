@@ -17,16 +17,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from kdbench.errors import ConfigError
 from kdbench.records import Record
-from kdbench.runs.store import read_records, read_run_config
+from kdbench.runs.store import SUMMARY, read_records, read_run_config, read_summary
+from kdbench.summary import Row
 
 TRACKERS = ("mlflow",)
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
 ARTIFACTS = (
-    "report.md", "table.md", "table.csv", "summary.json", "config.json", "diagnose.json",
+    "report.md", "table.md", "table.csv", SUMMARY, "config.json", "diagnose.json",
     "resources.json", "figure.png", "figure.svg", "tradeoff.png", "tradeoff.svg",
 )  # fmt: skip
 SWEEP_ARTIFACTS = ("sweep.md", "sweep.json", "sweep-config.json", "sweep.png", "sweep.svg")
@@ -99,15 +99,15 @@ def _artifacts(client, run_id: str, folder: Path, names: tuple[str, ...]) -> Non
             client.log_artifact(run_id, str(folder / name))
 
 
-def _row_metrics(rows: dict[str, Any]) -> list[tuple[str, float, int]]:
+def _row_metrics(rows: dict[str, Row]) -> list[tuple[str, float, int]]:
     out = []
     for role, row in rows.items():
-        if row["mean_pct"] is None:
+        if row.mean_pct is None:
             continue
-        out.append((f"{role}.test_error_pct", row["mean_pct"], 0))
-        if row["ci95_pct"] is not None:
-            out += [(f"{role}.ci95_low_pct", row["ci95_pct"][0], 0),
-                    (f"{role}.ci95_high_pct", row["ci95_pct"][1], 0)]  # fmt: skip
+        out.append((f"{role}.test_error_pct", row.mean_pct, 0))
+        if row.ci95_pct is not None:
+            out += [(f"{role}.ci95_low_pct", row.ci95_pct[0], 0),
+                    (f"{role}.ci95_high_pct", row.ci95_pct[1], 0)]  # fmt: skip
     return out
 
 
@@ -139,14 +139,14 @@ def log_study(folder: Path, parent: str | None = None, experiment: str | None = 
     client = _client()
     experiment = experiment or _experiment(client, folder)
     run_config = read_run_config(folder)
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = read_summary(folder)
     tags = {"kdbench.folder": str(folder.resolve())}
     if parent is not None:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment, run_name=folder.name, tags=tags)
     run_id = run.info.run_id
     params = _flat(run_config["config"])
-    _log(client, run_id, params, _row_metrics(summary["rows"]))
+    _log(client, run_id, params, _row_metrics(summary.rows))
     _artifacts(client, run_id, folder, ARTIFACTS)
     if parent is None:  # a sweep's points log their numbers, not every model again
         for rec in read_records(folder):

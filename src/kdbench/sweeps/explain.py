@@ -12,19 +12,18 @@ once), and they run on the same executors (local or Ray).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdbench.analysis.figures import save_figure
-from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE, min_repeats
+from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, config_diff, flat_index
-from kdbench.errors import RunFolderError
 from kdbench.protocol.presets import PRESETS
 from kdbench.roles import ROWS
-from kdbench.runs.store import atomic_write, read_config, write_json
+from kdbench.runs.store import atomic_write, read_config, read_summary, write_json
+from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
 from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, upstream_key
 
@@ -67,30 +66,22 @@ def run_variants(
 KD = ("student_from_teacher", "student_from_ensemble")
 
 
-def read_summary(folder: Path) -> tuple[str, dict]:
+def preset_and_summary(folder: Path) -> tuple[str, Summary]:
     """(preset name, summary) of a finished run folder."""
-    path = Path(folder) / "summary.json"
-    if not path.is_file():
-        raise RunFolderError(f"{folder} has no summary.json; finish the run (or resume it) first")
-    summary = json.loads(path.read_text())
-    if "mean_pct" not in next(iter(summary["rows"].values())):
-        raise RunFolderError(
-            f"{folder}/summary.json was written by an older kdbench (error rates as fractions);"
-            f" re-render it with `kdbench report {folder}`"
-        )
+    summary = read_summary(folder)
     return read_config(folder).preset, summary
 
 
-def pattern(summary: dict) -> dict[str, Any]:
+def pattern(comparisons: list[Comparison]) -> dict[str, Any]:
     """How each distilled student compares with the hard-label student, and the overall pattern."""
     found = {}
-    for c in summary["comparisons"]:
-        if c["a"] in KD and c["b"] == "student_hard":
-            significant = c["p_holm"] is not None and c["p_holm"] < SIGNIFICANCE
-            found[c["a"]] = {
-                "mean_diff_pp": c["mean_diff_pp"],
-                "ci95_pp": c["ci95_pp"],
-                "p_holm": c["p_holm"],
+    for c in comparisons:
+        if c.a in KD and c.b == "student_hard":
+            significant = c.p_holm is not None and c.p_holm < SIGNIFICANCE
+            found[c.a] = {
+                "mean_diff_pp": c.mean_diff_pp,
+                "ci95_pp": c.ci95_pp,
+                "p_holm": c.p_holm,
                 "significant": significant,
             }
     diffs = [
@@ -108,23 +99,23 @@ def pattern(summary: dict) -> dict[str, Any]:
     return {"pattern": verdict, "kd_vs_hard": found}
 
 
-def _pct(row: dict) -> str:
-    if row["mean_pct"] is None:
+def _pct(row: Row) -> str:
+    if row.mean_pct is None:
         return "–"
-    ci = row["ci95_pct"]
+    ci = row.ci95_pct
     spread = f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
-    return f"{row['mean_pct']:.2f}%{spread}"
+    return f"{row.mean_pct:.2f}%{spread}"
 
 
 def markdown(entries: list[dict], warnings: tuple[str, ...] = ()) -> str:
-    few = any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries)
+    few = any(e["summary"].min_repeats < FEW_REPEATS for e in entries)
     head = (
         "| Variant | Teacher | Student ← teacher | Ensemble | Student ← ensemble |"
         " Hard-label student | Δ teacher-KD (pp) | Δ ensemble-KD (pp) | Paper's pattern |"
     )
     lines = [head, "|" + " --- |" * 9]
     for e in entries:
-        rows = e["summary"]["rows"]
+        rows = e["summary"].rows
         deltas = []
         for k in KD:
             d = e["kd_vs_hard"].get(k, {})
@@ -181,7 +172,7 @@ def differences(folders: list[Path]) -> list[str]:
 def collect(folders: list[Path]) -> list[dict]:
     """Each finished run, labelled by its preset, and by its folder too where that differs or
     two runs share a preset (so no two rows read the same)."""
-    found = [(Path(folder), *read_summary(folder)) for folder in folders]
+    found = [(Path(folder), *preset_and_summary(folder)) for folder in folders]
     presets = [name for _, name, _ in found]
     entries = []
     for folder, name, summary in found:
@@ -189,7 +180,7 @@ def collect(folders: list[Path]) -> list[dict]:
         if folder.name != name or presets.count(name) > 1:
             label = f"{name} ({folder.name})"
         entries.append({"variant": label, "preset": name, "folder": str(folder),
-                        "summary": summary, **pattern(summary)})  # fmt: skip
+                        "summary": summary, **pattern(summary.comparisons)})  # fmt: skip
     return entries
 
 
@@ -201,7 +192,8 @@ def write(out: Path, entries: list[dict]) -> Path:
     for w in warnings:
         print(f"kdbench explain: warning: {w}", file=sys.stderr)
     slim = [
-        {k: v for k, v in e.items() if k != "summary"} | {"rows": e["summary"]["rows"]}
+        {k: v for k, v in e.items() if k != "summary"}
+        | {"rows": {name: row.to_json() for name, row in e["summary"].rows.items()}}
         for e in entries
     ]
     write_json(out / "explain.json", {"variants": slim, "warnings": list(warnings)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm, min_repeats
+from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm
 from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import DISTILLED_ROLES as KD
@@ -69,7 +69,7 @@ def run(
             "point": p.overrides,
             "folder": str(p.folder.relative_to(out)),
             "summary": summary,
-            "trained": by_label[p.label] + summary.get("timing", {}).get("trained_stacks", []),
+            "trained": by_label[p.label] + (summary.timing.trained_stacks or []),
         }
         for p, summary in zip(plan, summaries, strict=True)
     ]
@@ -83,14 +83,14 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
     whole grid (2 tests per point); the best point per teacher kind, with its CI."""
     tests = []
     for e in entries:
-        comps = {(c["a"], c["b"]): c for c in e["summary"]["comparisons"]}
         e["kd_vs_hard"] = {}
         for kind in KD:
-            c = comps[(kind, "student_hard")]
+            c = e["summary"].comparison(kind, "student_hard")
             e["kd_vs_hard"][kind] = {
-                k: c[k] for k in ("mean_diff_pp", "ci95_pp", "p_ttest", "p_wilcoxon", "d_z", "n")
+                k: getattr(c, k)
+                for k in ("mean_diff_pp", "ci95_pp", "p_ttest", "p_wilcoxon", "d_z", "n")
             }
-            if c["p_ttest"] is not None:
+            if c.p_ttest is not None:
                 tests.append(e["kd_vs_hard"][kind])
     for t, p in zip(tests, holm([t["p_ttest"] for t in tests]), strict=True):
         t["p_holm_grid"] = p
@@ -105,15 +105,15 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
             )
     best = {}
     for kind in KD:
-        done = [e for e in entries if e["summary"]["rows"][kind]["mean_pct"] is not None]
+        done = [e for e in entries if e["summary"].rows[kind].mean_pct is not None]
         if done:
-            top = min(done, key=lambda e: e["summary"]["rows"][kind]["mean_pct"])
-            row = top["summary"]["rows"][kind]
+            top = min(done, key=lambda e: e["summary"].rows[kind].mean_pct)
+            row = top["summary"].rows[kind]
             best[kind] = {
                 "label": top["label"],
                 "point": top["point"],
-                "mean_pct": row["mean_pct"],
-                "ci95_pct": row["ci95_pct"],
+                "mean_pct": row.mean_pct,
+                "ci95_pct": row.ci95_pct,
                 "vs_hard": top["kd_vs_hard"][kind],
             }
     slim = [
@@ -122,8 +122,8 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
             "point": e["point"],
             "folder": e["folder"],
             "rows": {
-                k: {x: v[x] for x in ("mean_pct", "ci95_pct", "n")}
-                for k, v in e["summary"]["rows"].items()
+                k: {"mean_pct": v.mean_pct, "ci95_pct": v.ci95_pct, "n": v.n}
+                for k, v in e["summary"].rows.items()
             },
             "kd_vs_hard": e["kd_vs_hard"],
             "trained_stacks": e.get("trained", []),
@@ -131,7 +131,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         for e in entries
     ]
     return {
-        "few_repeats": any(min_repeats(e["summary"]) < FEW_REPEATS for e in entries),
+        "few_repeats": any(e["summary"].min_repeats < FEW_REPEATS for e in entries),
         "grid": grid,
         "points": slim,
         "best": best,
