@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from kdbench.protocol.presets import resolve
 from kdbench.protocol.run import reproduce
@@ -180,3 +181,29 @@ def test_advice_fits_the_run():
     assert "--patience" in " ".join(f.try_next for f in from_records(records, resolve("paper")))
     assert "2-4" not in _lower_temperature(4.0) and "(2, 1)" in _lower_temperature(4.0)
     assert "(5, 2.5)" in _lower_temperature(10.0)
+
+
+def test_soft_targets_are_the_configured_losses_own(healthy, monkeypatch):
+    """diagnose measures the targets the students were trained on: a loss whose targets are
+    the teachers' one-hot votes has soft targets of entropy 0, whatever the temperature (the
+    paper's formula at T = 2 would give a clearly positive entropy)."""
+    from kdbench.analysis.diagnose import soft_targets_and_fidelity
+    from kdbench.engine import losses
+    from kdbench.protocol.run import splits_of
+    from kdbench.runs.store import read_config
+
+    class Votes(losses.PaperKD):
+        def targets(self, teacher_logits, temperature):
+            votes = torch.nn.functional.one_hot(teacher_logits.argmax(-1), teacher_logits.shape[-1])
+            return votes.float().mean(0).eq(1).float()  # the teachers' unanimous class, or none
+
+    folder, _ = healthy
+    cfg = read_config(folder)
+    splits = splits_of(cfg, folder)
+    kd = soft_targets_and_fidelity(folder, cfg, splits)
+    assert kd["entropy"]["teacher"] > 0.1  # the scenario: KD's targets at T = 2 are soft
+    monkeypatch.setitem(losses.LOSSES, "votes", Votes)
+    voted = soft_targets_and_fidelity(folder, cfg.with_overrides(loss="votes"), splits)
+    assert voted["entropy"]["teacher"] == 0.0
+    assert voted["entropy"]["ensemble"] == 0.0
+    assert voted["fidelity"] == kd["fidelity"]  # fidelity compares with the models, not targets

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from kdbench.analysis.stats import compare_rows
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
-from kdbench.engine.losses import ensemble_targets, head_outputs, soften
+from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
 from kdbench.engine.mlp import stack_logits
 from kdbench.errors import KdbenchError
 from kdbench.records import Record, row_errors
@@ -212,16 +212,15 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
         rep: s_logits[[i for i in members if s_recs[i].repeat == rep]]
         for rep in sorted({s_recs[i].repeat for i in members})
     }
-    ensemble_probs = {rep: torch.softmax(z, -1).mean(0) for rep, z in by_repeat.items()}
-    mode = cfg.distill.ensemble_targets
+    ensemble = {rep: ensemble_probs(z) for rep, z in by_repeat.items()}
 
     def entropy(p: torch.Tensor) -> float:
         return float(-(torch.xlogy(p, p)).sum(-1).mean())
 
-    soft_teacher = soften(head_outputs(t_logits, head), temp)
-    soft_ensemble = torch.stack(
-        [ensemble_targets(head_outputs(z, head), temp, mode) for z in by_repeat.values()]
-    )
+    # the targets the students were trained on: the configured loss's own, not a formula here
+    loss = loss_class(cfg.distill.loss).from_config(cfg)
+    soft_teacher = loss.targets(t_logits.unsqueeze(0), temp)  # one teacher per repeat
+    soft_ensemble = torch.stack([loss.targets(z, temp) for z in by_repeat.values()])
     out = {
         "max_entropy": math.log(n_classes),
         "entropy": {"teacher": entropy(soft_teacher), "ensemble": entropy(soft_ensemble)},
@@ -232,11 +231,7 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
 
     def fidelity(student: torch.Tensor, teacher_probs: torch.Tensor) -> tuple[float, float]:
         agree = float((student.argmax(-1) == teacher_probs.argmax(-1)).float().mean())
-        log_s = torch.log_softmax(student, -1)
-        kl = float(
-            (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_s).sum(-1).mean()
-        )
-        return agree, kl
+        return agree, float(kl_soft(teacher_probs, student, 1.0))
 
     pairs: dict[str, list[tuple[float, float]]] = {}
     for i, r in enumerate(d_recs):
@@ -244,7 +239,7 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
         ref = (
             torch.softmax(t_logits[teacher[rep]], -1)
             if r.role == Role.STUDENT_FROM_TEACHER
-            else ensemble_probs[rep]
+            else ensemble[rep]
         )
         pairs.setdefault(str(r.role), []).append(fidelity(d_logits[i], ref))
         # the hard-label student against the same reference: what agreement comes for free

@@ -74,6 +74,13 @@ def kd_loss(
     return alpha * hard + (1 - alpha) * temperature**2 * soft
 
 
+def ensemble_probs(member_logits: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    """An ensemble's output as the paper defines it: the mean of its members' probabilities
+    (members along `axis`). Every ensemble kdbench evaluates, diagnoses, loads, times or exports
+    is this; the ONNX graph (`runs.export.onnx_model`) writes the same as Softmax and Mean."""
+    return torch.softmax(member_logits, -1).mean(axis)
+
+
 def ensemble_targets(
     member_logits: torch.Tensor, temperature: float | torch.Tensor, mode: str
 ) -> torch.Tensor:
@@ -83,7 +90,7 @@ def ensemble_targets(
     `logits`: softmax of the members' mean logit / T.
     """
     if mode == "probs":
-        return soften(member_logits, temperature).mean(0)
+        return ensemble_probs(member_logits / temperature)
     if mode == "logits":
         return soften(member_logits.mean(0), temperature)
     raise ValueError(f"unknown ensemble target mode {mode!r}")

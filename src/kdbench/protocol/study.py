@@ -26,7 +26,7 @@ import torch
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
-from kdbench.engine.losses import error_rate, loss_class
+from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
 from kdbench.engine.mlp import Params, layer_sizes, stack_logits
 from kdbench.engine.objectives import Distillation
 from kdbench.engine.teachers import TrainedTeachers
@@ -175,8 +175,8 @@ def upstream(
     # computed the same way trained or loaded, so a resumed run gives the same floats
     ens_val, ens_test = up.member_logits(splits.x_val), up.member_logits(splits.x_test)
     # the ensemble predicts by averaging its members' probabilities (T = 1)
-    ens_test_err = error_rate(torch.softmax(ens_test, -1).mean(1), splits.y_test).cpu()
-    ens_val_err = error_rate(torch.softmax(ens_val, -1).mean(1), splits.y_val).cpu()
+    ens_test_err = error_rate(ensemble_probs(ens_test, axis=1), splits.y_test).cpu()
+    ens_val_err = error_rate(ensemble_probs(ens_val, axis=1), splits.y_val).cpu()
     member_recs = [rec for rec in recs if rec.role == Role.ENSEMBLE]
 
     def diverged(r):  # an ensemble with a diverged member is itself diverged

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from kdbench.data.datasets import preprocessing
+from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import stack_forward
 from kdbench.runs.resources import time_per_image
 from kdbench.runs.store import SUMMARY, atomic_write, read_config, read_run_config, read_summary
@@ -77,7 +78,7 @@ def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.
         logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
         if len(members) == 1:
             return logits[0].numpy()
-        return torch.stack([torch.softmax(z, -1) for z in logits]).mean(0).numpy()
+        return ensemble_probs(torch.stack(logits)).numpy()
 
 
 def write_onnx(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import layer_sizes, stack_forward
 from kdbench.roles import ROWS, Role
 from kdbench.runs import export
@@ -30,7 +31,7 @@ def torch_forward(members: list[list[torch.Tensor]]) -> Callable[[torch.Tensor],
             logits = stack_forward(stacked, x)
             if len(members) == 1:
                 return logits[0]
-            return torch.softmax(logits, -1).mean(0)
+            return ensemble_probs(logits)
 
     return fwd
 

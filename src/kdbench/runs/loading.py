@@ -16,6 +16,7 @@ from torch import nn
 
 from kdbench.config import Config
 from kdbench.data.datasets import CLASSES, FEATURES, preprocessing
+from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import layer_sizes, member_module
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import Role
@@ -31,7 +32,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.softmax(m(x), -1) for m in self.members]).mean(0)
+        return ensemble_probs(torch.stack([m(x) for m in self.members]))
 
 
 def _check(params: list[torch.Tensor], cfg: Config, role: str, where: str) -> None:
