@@ -26,7 +26,7 @@ from kdbench.engine.mlp import init_stack, layer_sizes
 from kdbench.roles import ROWS
 from kdbench.runs import store
 from kdbench.runs.latency import BATCHES, measure
-from kdbench.runs.resources import figures
+from kdbench.runs.resources import counts
 
 KEYS = [f"{engine}_b{b}" for engine in ("torch", "onnx") for b in BATCHES]
 
@@ -77,7 +77,7 @@ def main() -> None:
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         for row, sizes, members in rows:
-            fig = figures(sizes, len(members))
+            fig = counts(sizes, len(members))
             cells = []
             for key in KEYS:
                 med = statistics.median(s[key]["median_us"] for s in samples[row])

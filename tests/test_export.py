@@ -10,19 +10,19 @@ import torch
 
 from kdbench.engine.mlp import init_stack
 from kdbench.runs import export, latency
-from kdbench.runs.resources import figures
+from kdbench.runs.resources import counts
 from tests.in_process import kdbench
 
 
 def test_counts_for_the_papers_architectures():
-    teacher = figures([784, 500, 400, 300, 200, 100, 10])
+    teacher = counts([784, 500, 400, 300, 200, 100, 10])
     # 784*500 + 500*400 + 400*300 + 300*200 + 200*100 + 100*10 = 793,000 weights
     assert teacher["macs"] == 793_000
     assert teacher["params"] == 793_000 + (500 + 400 + 300 + 200 + 100 + 10)
     assert teacher["bytes_float32"] == 4 * 794_510
-    student = figures([784, 100, 10])
+    student = counts([784, 100, 10])
     assert (student["macs"], student["params"]) == (79_400, 79_510)
-    ensemble = figures([784, 100, 10], members=10)
+    ensemble = counts([784, 100, 10], members=10)
     assert (ensemble["macs"], ensemble["params"]) == (794_000, 795_100)
     assert student["bytes_int8"] == 79_400 + 4 * 110 + 5 * 2
 

@@ -1,4 +1,4 @@
-"""Typed, validated configuration of a study, and its named presets.
+"""Typed, validated configuration of a study (its named presets live in `protocol.presets`).
 
 Every value a run uses lives here, so `config.json` in the run folder is enough to redo it.
 Defaults are the paper's study (docs/protocol.md); values the paper leaves unstated follow the Keras
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,84 +176,91 @@ def _hidden(sizes: Any, name: str, flag: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Reject impossible settings with a message naming the flag that fixes them."""
-    d, m, t, k, p = cfg.data, cfg.model, cfg.train, cfg.distill, cfg.protocol
-    if d.train_limit is not None:
-        _positive_int(d.train_limit, "train limit", "--train-limit")
-    if not (isinstance(d.validation_split, (int, float)) and 0 < d.validation_split < 1):
-        raise ConfigError(
-            f"validation split must be between 0 and 1 exclusive (got {d.validation_split!r});"
-            " fix --validation-split"
-        )
-    _hidden(m.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
-    _hidden(m.student_hidden, "student hidden layers", "--student-hidden")
-    if m.head not in HEADS:
-        raise ConfigError(f"head must be one of {', '.join(HEADS)} (got {m.head!r}); fix --head")
-    for rate, flag in (
-        (m.teacher_dropout, "--teacher-dropout"),
-        (m.teacher_input_dropout, "--teacher-input-dropout"),
-    ):
-        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
-            raise ConfigError(f"dropout rate must be in [0, 1) (got {rate!r}); fix {flag}")
-    if (
-        isinstance(m.teacher_jitter, bool)
-        or not isinstance(m.teacher_jitter, int)
-        or not (0 <= m.teacher_jitter < 14)
-    ):
-        raise ConfigError(
-            f"teacher jitter must be a whole number of pixels in [0, 13] (got"
-            f" {m.teacher_jitter!r}); fix --teacher-jitter"
-        )
-    if not (isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0):
-        raise ConfigError(f"learning rate must be > 0 (got {t.learning_rate!r}); fix --lr")
-    if not (isinstance(t.adam_eps, (int, float)) and t.adam_eps > 0):
-        raise ConfigError(f"Adam epsilon must be > 0 (got {t.adam_eps!r})")
-    _positive_int(t.batch_size, "batch size", "--batch-size")
-    if t.epochs is not None:
-        _positive_int(t.epochs, "epochs", "--epochs")
-    _positive_int(t.patience, "patience", "--patience")
-    _positive_int(t.max_epochs, "max epochs", "--max-epochs")
-    if t.monitor not in MONITORS:
-        raise ConfigError(f"monitor must be one of {', '.join(MONITORS)} (got {t.monitor!r})")
-    temp = k.temperature
-    if not (isinstance(temp, (int, float)) and math.isfinite(temp) and temp > 0):
-        raise ConfigError(f"temperature must be > 0 (got {temp!r}); fix --temperature")
-    if not (isinstance(k.alpha, (int, float)) and 0 <= k.alpha <= 1):
-        raise ConfigError(f"alpha must be in [0, 1] (got {k.alpha!r}); fix --alpha")
-    if k.ensemble_targets not in ENSEMBLE_TARGETS:
-        raise ConfigError(
-            f"ensemble targets must be one of {', '.join(ENSEMBLE_TARGETS)}"
-            f" (got {k.ensemble_targets!r})"
-        )
-    if k.kd_monitor not in KD_MONITORS:
-        raise ConfigError(
-            f"kd monitor must be one of {', '.join(KD_MONITORS)} (got {k.kd_monitor!r})"
-        )
-    if k.teacher_updates not in TEACHER_UPDATES:
-        raise ConfigError(
-            f"teacher updates must be one of {', '.join(TEACHER_UPDATES)}"
-            f" (got {k.teacher_updates!r}); fix --teacher-updates"
-        )
-    if m.own_teacher is not None:
-        if not isinstance(m.own_teacher, str) or not m.own_teacher:
-            raise ConfigError(f"own teacher must be a path (got {m.own_teacher!r}); fix --teacher")
-        if k.teacher_updates == "joint" and not m.own_teacher.startswith("module:"):
-            raise ConfigError(
-                "--teacher-updates joint trains the teacher's weights, which an ONNX file or"
-                " logits do not expose; give an nn.Module (kdbench.study(..., teacher=module))"
-                " or use --teacher-updates frozen"
-            )
-    if not isinstance(k.loss, str) or not k.loss:
-        raise ConfigError(f"loss must be a name (got {k.loss!r}); fix --loss")
-    _positive_int(p.repeats, "repeats", "--repeats")
-    _positive_int(p.members, "members", "--members")
-    if isinstance(p.seed, bool) or not isinstance(p.seed, int) or p.seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0 (got {p.seed!r}); fix --seed")
+    _validate_data(cfg.data)
+    _validate_model(cfg.model)
+    _validate_train(cfg.train)
+    _validate_distill(cfg.distill, cfg.model)
+    _positive_int(cfg.protocol.repeats, "repeats", "--repeats")
+    _positive_int(cfg.protocol.members, "members", "--members")
+    seed = cfg.protocol.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0 (got {seed!r}); fix --seed")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device must be cpu or cuda (got {cfg.device!r}); fix --device")
     if cfg.threads is not None:
         _positive_int(cfg.threads, "threads", "--threads")
     if not isinstance(cfg.preset, str) or not cfg.preset:
         raise ConfigError(f"preset must be a name (got {cfg.preset!r}); see `kdbench presets`")
+
+
+def _one_of(value: Any, choices: Sequence[str], what: str, fix: str = "") -> None:
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)} (got {value!r}){fix}")
+
+
+def _validate_data(data: DataConfig) -> None:
+    if data.train_limit is not None:
+        _positive_int(data.train_limit, "train limit", "--train-limit")
+    split = data.validation_split
+    if not (isinstance(split, (int, float)) and 0 < split < 1):
+        raise ConfigError(
+            f"validation split must be between 0 and 1 exclusive (got {split!r});"
+            " fix --validation-split"
+        )
+
+
+def _validate_model(model: ModelConfig) -> None:
+    _hidden(model.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
+    _hidden(model.student_hidden, "student hidden layers", "--student-hidden")
+    _one_of(model.head, HEADS, "head", "; fix --head")
+    for rate, flag in (
+        (model.teacher_dropout, "--teacher-dropout"),
+        (model.teacher_input_dropout, "--teacher-input-dropout"),
+    ):
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ConfigError(f"dropout rate must be in [0, 1) (got {rate!r}); fix {flag}")
+    jitter = model.teacher_jitter
+    if isinstance(jitter, bool) or not isinstance(jitter, int) or not (0 <= jitter < 14):
+        raise ConfigError(
+            f"teacher jitter must be a whole number of pixels in [0, 13] (got"
+            f" {jitter!r}); fix --teacher-jitter"
+        )
+
+
+def _validate_train(train: TrainConfig) -> None:
+    if not (isinstance(train.learning_rate, (int, float)) and train.learning_rate > 0):
+        raise ConfigError(f"learning rate must be > 0 (got {train.learning_rate!r}); fix --lr")
+    if not (isinstance(train.adam_eps, (int, float)) and train.adam_eps > 0):
+        raise ConfigError(f"Adam epsilon must be > 0 (got {train.adam_eps!r})")
+    _positive_int(train.batch_size, "batch size", "--batch-size")
+    if train.epochs is not None:
+        _positive_int(train.epochs, "epochs", "--epochs")
+    _positive_int(train.patience, "patience", "--patience")
+    _positive_int(train.max_epochs, "max epochs", "--max-epochs")
+    _one_of(train.monitor, MONITORS, "monitor")
+
+
+def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
+    temp = distill.temperature
+    if not (isinstance(temp, (int, float)) and math.isfinite(temp) and temp > 0):
+        raise ConfigError(f"temperature must be > 0 (got {temp!r}); fix --temperature")
+    if not (isinstance(distill.alpha, (int, float)) and 0 <= distill.alpha <= 1):
+        raise ConfigError(f"alpha must be in [0, 1] (got {distill.alpha!r}); fix --alpha")
+    _one_of(distill.ensemble_targets, ENSEMBLE_TARGETS, "ensemble targets")
+    _one_of(distill.kd_monitor, KD_MONITORS, "kd monitor")
+    _one_of(distill.teacher_updates, TEACHER_UPDATES, "teacher updates", "; fix --teacher-updates")
+    own = model.own_teacher
+    if own is not None:
+        if not isinstance(own, str) or not own:
+            raise ConfigError(f"own teacher must be a path (got {own!r}); fix --teacher")
+        if distill.teacher_updates == "joint" and not own.startswith("module:"):
+            raise ConfigError(
+                "--teacher-updates joint trains the teacher's weights, which an ONNX file or"
+                " logits do not expose; give an nn.Module (kdbench.study(..., teacher=module))"
+                " or use --teacher-updates frozen"
+            )
+    if not isinstance(distill.loss, str) or not distill.loss:
+        raise ConfigError(f"loss must be a name (got {distill.loss!r}); fix --loss")
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

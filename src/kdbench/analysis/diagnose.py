@@ -24,7 +24,7 @@ from kdbench.engine.mlp import stack_logits
 from kdbench.errors import KdbenchError
 from kdbench.records import Record, row_errors
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
-from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore
+from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore, write_json
 
 UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
@@ -57,86 +57,103 @@ def _stronger_teacher(cfg: Config, early_stopping: bool) -> str:
 
 
 def from_records(records: list[Record], cfg: Config) -> list[Finding]:
-    """The checks that need only the records."""
-    found = []
-    early_stopping = cfg.train.epochs is None
+    """The checks that need only the records, one function each."""
+    found = _weak_teacher(records, cfg)
+    if cfg.train.epochs is None:  # early stopping: what it watched, and what it stopped early
+        found += _combined_monitor(records, cfg) + _stopped_early(records, cfg)
+    if cfg.distill.teacher_updates == "joint":
+        found += _joint_teachers(records)
+    return found + _diverged(records, cfg)
+
+
+def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
     teacher_vs_hard = next(
         c for c in compare_rows(row_errors(records)) if c.a == "teacher"
     )  # a − b in pp: negative when the teacher is better
     diff, ci = teacher_vs_hard.mean_diff_pp, teacher_vs_hard.ci95_pp
+    if diff is None or (diff < 0 and ci is not None and ci[1] < 0):
+        return []
+    spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
+    gap = f"teacher − hard-label student = {diff:+.2f} pp{spread} over {teacher_vs_hard.n}"
     own = cfg.model.own_teacher
-    if diff is not None and (diff >= 0 or ci is None or ci[1] >= 0):
-        spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
-        found.append(
+    if own is not None:
+        return [
             Finding(
                 "weak-teacher",
                 "Your teacher is not clearly better than the hard-label student",
-                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
-                f" {teacher_vs_hard.n} paired repeat(s); the teacher is your own ({own})."
+                f"{gap} paired repeat(s); the teacher is your own ({own})."
                 " A student can hardly learn more from a teacher than from the labels themselves.",
                 "a stronger teacher (--teacher), or no --teacher: kdbench trains one",
             )
-            if own is not None
-            else Finding(
-                "weak-teacher",
-                "The teacher is not clearly better than the hard-label student",
-                f"teacher − hard-label student = {diff:+.2f} pp{spread} over"
-                f" {teacher_vs_hard.n} paired repeat(s); teachers trained"
-                f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
-                " can hardly learn more from a teacher than from the labels themselves.",
-                _stronger_teacher(cfg, early_stopping),
-            )
+        ]
+    return [
+        Finding(
+            "weak-teacher",
+            "The teacher is not clearly better than the hard-label student",
+            f"{gap} paired repeat(s); teachers trained"
+            f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
+            " can hardly learn more from a teacher than from the labels themselves.",
+            _stronger_teacher(cfg, cfg.train.epochs is None),
         )
+    ]
+
+
+def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
     distilled = [e for role in DISTILLED_ROLES for e in _role_epochs(records, role)]
     hard = _role_epochs(records, Role.STUDENT_HARD)
-    if early_stopping and cfg.distill.kd_monitor == "combined" and distilled and hard:
-        found.append(
-            Finding(
-                "combined-monitor",
-                "Distilled students stopped on the combined distillation loss",
-                f"early stopping watched alpha·CE + (1 − alpha)·T²·KL (T = "
-                f"{cfg.distill.temperature:g}); distilled students trained"
-                f" {_mean(distilled):.1f} epochs on average, the hard-label student"
-                f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
-                " stop when they match the soft targets, not when their error stops falling.",
-                "--preset hard-monitor (stop on the hard-label validation loss)",
-            )
+    if cfg.distill.kd_monitor != "combined" or not distilled or not hard:
+        return []
+    return [
+        Finding(
+            "combined-monitor",
+            "Distilled students stopped on the combined distillation loss",
+            f"early stopping watched alpha·CE + (1 − alpha)·T²·KL (T = "
+            f"{cfg.distill.temperature:g}); distilled students trained"
+            f" {_mean(distilled):.1f} epochs on average, the hard-label student"
+            f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
+            " stop when they match the soft targets, not when their error stops falling.",
+            "--preset hard-monitor (stop on the hard-label validation loss)",
         )
-    if early_stopping:
-        early = [
-            r
-            for r in records
-            if r.is_model
-            and r.diverged_epoch is None
-            and r.best_epoch is not None  # not your own teacher: kdbench did not train it
-            and r.best_epoch <= EARLY
-        ]
-        if early:
-            roles = sorted({str(r.role) for r in early})
-            found.append(
-                Finding(
-                    "early-stop",
-                    f"{len(early)} model(s) were best in their first {EARLY} epochs",
-                    f"best epoch ≤ {EARLY} with patience {cfg.train.patience}"
-                    f" (monitor {cfg.train.monitor}) for: {', '.join(roles)}. Validation loss"
-                    " often rises while error still falls; such models stop undertrained.",
-                    "--preset watch-error, --preset restore-best, or a larger --patience",
-                )
-            )
-    if cfg.distill.teacher_updates == "joint":
-        found += _joint_teachers(records)
+    ]
+
+
+def _stopped_early(records: list[Record], cfg: Config) -> list[Finding]:
+    early = [
+        r
+        for r in records
+        if r.is_model
+        and r.diverged_epoch is None
+        and r.best_epoch is not None  # not your own teacher: kdbench did not train it
+        and r.best_epoch <= EARLY
+    ]
+    if not early:
+        return []
+    roles = sorted({str(r.role) for r in early})
+    return [
+        Finding(
+            "early-stop",
+            f"{len(early)} model(s) were best in their first {EARLY} epochs",
+            f"best epoch ≤ {EARLY} with patience {cfg.train.patience}"
+            f" (monitor {cfg.train.monitor}) for: {', '.join(roles)}. Validation loss"
+            " often rises while error still falls; such models stop undertrained.",
+            "--preset watch-error, --preset restore-best, or a larger --patience",
+        )
+    ]
+
+
+def _diverged(records: list[Record], cfg: Config) -> list[Finding]:
     diverged = [r for r in records if r.diverged_epoch is not None]
-    if diverged:
-        items = ", ".join(f"{r.role} r{r.repeat} (epoch {r.diverged_epoch})" for r in diverged[:6])
-        found.append(
-            Finding(
-                "diverged",
-                f"{len(diverged)} model(s) diverged and are excluded from the statistics",
-                f"loss became NaN or infinite: {items}",
-                f"a lower --lr (now {cfg.train.learning_rate:g})",
-            )
+    if not diverged:
+        return []
+    items = ", ".join(f"{r.role} r{r.repeat} (epoch {r.diverged_epoch})" for r in diverged[:6])
+    return [
+        Finding(
+            "diverged",
+            f"{len(diverged)} model(s) diverged and are excluded from the statistics",
+            f"loss became NaN or infinite: {items}",
+            f"a lower --lr (now {cfg.train.learning_rate:g})",
         )
-    return found
+    ]
 
 
 def _joint_teachers(records: list[Record]) -> list[Finding]:
@@ -221,37 +238,38 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
     loss = loss_class(cfg.distill.loss).from_config(cfg)
     soft_teacher = loss.targets(t_logits.unsqueeze(0), temp)  # one teacher per repeat
     soft_ensemble = torch.stack([loss.targets(z, temp) for z in by_repeat.values()])
-    out = {
+    references = {  # what each distilled student learnt from, per repeat
+        Role.STUDENT_FROM_TEACHER: {r: torch.softmax(t_logits[i], -1) for r, i in teacher.items()},
+        Role.STUDENT_FROM_ENSEMBLE: ensemble,
+    }
+    hard_logits = {r: s_logits[i] for r, i in hard.items()}
+    return {
         "max_entropy": math.log(n_classes),
         "entropy": {"teacher": entropy(soft_teacher), "ensemble": entropy(soft_ensemble)},
         "temperature": temp,
         "head": head,
-        "fidelity": {},
+        "fidelity": _fidelity(d_recs, d_logits, hard_logits, references),
     }
+
+
+def _fidelity(distilled: list[Record], d_logits, hard_logits, references) -> dict:
+    """Each distilled student's agreement with, and KL from, the model it learnt from; and the
+    hard-label student's against the same reference: what agreement comes for free."""
 
     def fidelity(student: torch.Tensor, teacher_probs: torch.Tensor) -> tuple[float, float]:
         agree = float((student.argmax(-1) == teacher_probs.argmax(-1)).float().mean())
         return agree, float(kl_soft(teacher_probs, student, 1.0))
 
     pairs: dict[str, list[tuple[float, float]]] = {}
-    for i, r in enumerate(d_recs):
-        rep = r.repeat
-        ref = (
-            torch.softmax(t_logits[teacher[rep]], -1)
-            if r.role == Role.STUDENT_FROM_TEACHER
-            else ensemble[rep]
-        )
+    for i, r in enumerate(distilled):
+        ref = references[r.role][r.repeat]
         pairs.setdefault(str(r.role), []).append(fidelity(d_logits[i], ref))
-        # the hard-label student against the same reference: what agreement comes for free
         base = f"student_hard vs {'teacher' if r.role == Role.STUDENT_FROM_TEACHER else 'ensemble'}"
-        pairs.setdefault(base, []).append(fidelity(s_logits[hard[rep]], ref))
-    for name, vals in pairs.items():
-        out["fidelity"][name] = {
-            "agreement": _mean([a for a, _ in vals]),
-            "kl": _mean([k for _, k in vals]),
-            "n": len(vals),
-        }
-    return out
+        pairs.setdefault(base, []).append(fidelity(hard_logits[r.repeat], ref))
+    return {
+        name: {"agreement": _mean([a for a, _ in v]), "kl": _mean([k for _, k in v]), "n": len(v)}
+        for name, v in pairs.items()
+    }
 
 
 def from_soft_targets(stats: dict) -> list[Finding]:
@@ -325,6 +343,16 @@ def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits |
     if stats is not None:
         found += from_soft_targets(stats)
     return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
+
+
+def write_diagnosis(
+    run_dir: Path, records: list[Record], cfg: Config, splits: Splits | None
+) -> dict:
+    """`diagnose`, kept in the run folder (diagnose.json) for the report and a later re-render
+    (which may no longer have the checkpoints): every caller diagnoses through here."""
+    found = diagnose(run_dir, records, cfg, splits)
+    write_json(Path(run_dir) / DIAGNOSIS, found)
+    return found
 
 
 def markdown(diagnosis: dict) -> str:

@@ -217,20 +217,31 @@ def comparisons_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_table(cfg: dict) -> str:
-    d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
-    stopping = (
-        f"fixed {t['epochs']} epochs (early stopping off)"
-        if t["epochs"] is not None
-        else f"patience {t['patience']} on {t['monitor']}, at most {t['max_epochs']} epochs"
-    )
+def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:
+    """How training stopped, in the configuration table; nothing about stopping when nothing
+    stops on anything (fixed epochs)."""
+    if train["epochs"] is not None:
+        return [("Early stopping", f"fixed {train['epochs']} epochs (early stopping off)")]
     kd_watch = (
         "combined distillation loss on validation (Keras' behaviour)"
-        if k["kd_monitor"] == "combined"
+        if distill["kd_monitor"] == "combined"
         else "hard-label validation loss"
     )
-    if t["monitor"] != "val_loss" and k["kd_monitor"] == "combined":
-        kd_watch = f"{t['monitor']} (combined loss where a loss is watched)"
+    if train["monitor"] != "val_loss" and distill["kd_monitor"] == "combined":
+        kd_watch = f"{train['monitor']} (combined loss where a loss is watched)"
+    return [
+        (
+            "Early stopping",
+            f"patience {train['patience']} on {train['monitor']},"
+            f" at most {train['max_epochs']} epochs",
+        ),
+        ("Best weights restored", "yes" if train["restore_best"] else "no (last epoch's weights)"),
+        ("Distilled students stopped on", kd_watch),
+    ]
+
+
+def config_table(cfg: dict) -> str:
+    d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
     rows = [
         (
             "Dataset",
@@ -245,18 +256,7 @@ def config_table(cfg: dict) -> str:
             "Optimiser",
             f"Adam lr {t['learning_rate']}, eps {t['adam_eps']}, batch {t['batch_size']}",
         ),
-        ("Early stopping", stopping),
-        *(
-            []
-            if t["epochs"] is not None  # nothing stops on anything: say nothing about it
-            else [
-                (
-                    "Best weights restored",
-                    "yes" if t["restore_best"] else "no (last epoch's weights)",
-                ),
-                ("Distilled students stopped on", kd_watch),
-            ]
-        ),
+        *_stopping_rows(t, k),
         ("Temperature T, alpha (hard-label weight)", f"{k['temperature']}, {k['alpha']}"),
         (
             "Teachers during distillation",

@@ -117,7 +117,8 @@ def presets() -> None:
         print(f"{p.name:<20} {p.summary}\n{'':<20} {changes}")
 
 
-def _run_config(run_dir: Path) -> dict:
+def _read_run_config(run_dir: Path) -> dict:
+    """A study folder's config.json; a sweep folder is refused, saying where to look."""
     from kdbench.errors import RunFolderError
     from kdbench.runs.store import read_run_config  # torch loads slowly: import only when needed
 
@@ -146,7 +147,7 @@ def _diagnosis(run_dir: Path, run_config: dict, records: list) -> dict:
         splits = _test_set(run_config, run_dir)
     except DataError:
         splits = None  # the record checks still run
-    return diagnose.diagnose(run_dir, records, cfg, splits)
+    return diagnose.write_diagnosis(run_dir, records, cfg, splits)
 
 
 @app.command()
@@ -161,21 +162,20 @@ def report(
     from kdbench.analysis import report as rep
     from kdbench.errors import RunFolderError
     from kdbench.runs import latency
-    from kdbench.runs.store import read_records, read_timing, write_json
+    from kdbench.runs.store import RESOURCES, read_records, read_timing, write_json
     from kdbench.summary import Timing
 
-    run_config = _run_config(run_dir)
+    run_config = _read_run_config(run_dir)
     records = read_records(run_dir)
     if not records:
         raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
     timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
-    resources_path = run_dir / "resources.json"
+    resources_path = run_dir / RESOURCES
     if measure:
         x = _test_set(run_config, run_dir).x_test[:256]
         write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
     resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
     found = _diagnosis(run_dir, run_config, records)
-    write_json(run_dir / "diagnose.json", found)
     rep.render(run_dir, records, run_config, timing, resources, found)
     print(run_dir / "report.md")
 
@@ -186,14 +186,13 @@ def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> 
     """Check a run for the known pitfalls of distillation, each with the flag that tests it."""
     from kdbench.analysis import diagnose as diag
     from kdbench.errors import RunFolderError
-    from kdbench.runs.store import read_records, write_json
+    from kdbench.runs.store import read_records
 
-    run_config = _run_config(run_dir)
+    run_config = _read_run_config(run_dir)
     records = read_records(run_dir)
     if not records:
         raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
     found = _diagnosis(run_dir, run_config, records)
-    write_json(run_dir / "diagnose.json", found)
     text = diag.markdown(found)
     console = Console()
     if console.is_terminal:  # rendered for the terminal; plain Markdown into files and pipes
@@ -225,7 +224,7 @@ def export_model(
 
     if fmt != "onnx":
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
-    run_config = _run_config(run_dir)
+    run_config = _read_run_config(run_dir)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
     members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
     splits = _test_set(run_config, run_dir)

@@ -2,7 +2,7 @@
 
 A stack holds M networks as batched weights (`W[M, in, out]`, `b[M, 1, out]`) so that one
 `baddbmm` advances every member at once; each member keeps its own initialisation.
-`member_module` turns one member back into a plain `nn.Sequential` for export and for checks.
+`member_module` turns one member back into a plain `nn.Sequential` (what `kdbench.load` returns).
 """
 
 from __future__ import annotations

@@ -30,9 +30,8 @@ from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.runs import latency
-from kdbench.runs.resources import figures
+from kdbench.runs.resources import counts
 from kdbench.runs.store import (
-    DIAGNOSIS,
     RESOURCES,
     TEACHER_LOGITS,
     RunStore,
@@ -195,8 +194,8 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
     """What this study still has to train, for the progress bar's ETA: stacks already in the
     folder (resume) and your own teacher cost nothing."""
     p = cfg.protocol
-    teacher = figures(layer_sizes(splits.n_features, cfg.model.teacher_hidden, splits.n_classes))
-    student = figures(layer_sizes(splits.n_features, cfg.model.student_hidden, splits.n_classes))
+    teacher = counts(layer_sizes(splits.n_features, cfg.model.teacher_hidden, splits.n_classes))
+    student = counts(layer_sizes(splits.n_features, cfg.model.student_hidden, splits.n_classes))
     distilled = student["macs"]
     if cfg.distill.teacher_updates == "joint":  # each student's copies train along: on average
         distilled += (teacher["macs"] + p.members * student["macs"]) // 2
@@ -208,7 +207,9 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
     return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
 
 
-def _run_config(cfg: Config) -> dict:
+def _new_run_config(cfg: Config) -> dict:
+    """What a new run's config.json holds: the resolved settings, the environment, when it
+    started, and how every seed derives."""
     return {
         "config": cfg.to_dict(),
         "environment": environment(cfg),
@@ -233,9 +234,13 @@ def reproduce(
     `teacher`: your own instead of a trained one, an `nn.Module` or the path of an ONNX model
     or of its logits (`kdbench.protocol.own_teacher`); `--teacher PATH` sets the same in `cfg`."""
     if progress is True:
-        return with_progress(False, lambda bar: reproduce(
+        return with_progress(False, lambda bar: _reproduce(
             cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip
-    progress = progress or None
+    return _reproduce(cfg, out, progress or None, measure_latency, arrays, shared, teacher)
+
+
+def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
+    """`reproduce` with its progress callback (or None) in place."""
     start = time.perf_counter()
     own = _own_teacher(cfg, teacher)
     if own is not None:
@@ -254,7 +259,7 @@ def reproduce(
         d = cfg.data
         n_images = len(source["train_images"])
         own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
-    run_config = _run_config(cfg)
+    run_config = _new_run_config(cfg)
     store = RunStore(folder, run_config)
     if notice:
         print(notice, file=sys.stderr)
@@ -272,8 +277,7 @@ def reproduce(
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
         write_json(folder / RESOURCES, measured)
-    found = diagnose.diagnose(folder, records, cfg, splits)
-    write_json(folder / DIAGNOSIS, found)
+    found = diagnose.write_diagnosis(folder, records, cfg, splits)
     this_part = time.perf_counter() - start
     timing = Timing(
         # a resumed run adds the training time of its earlier parts (from their records)
@@ -299,7 +303,8 @@ def distil_points(
     splits = _splits(cfgs[0], _arrays(cfgs[0])).to(cfgs[0].device)
     _prepare_device(cfgs[0])
     caches = [
-        SharedCache(RunStore(f, _run_config(c)), shared) for c, f in zip(cfgs, folders, strict=True)
+        SharedCache(RunStore(f, _new_run_config(c)), shared)
+        for c, f in zip(cfgs, folders, strict=True)
     ]
     up = upstream(cfgs[0], splits, lambda rec: None, progress, caches[0])
     distil(cfgs, splits, up, caches, progress)

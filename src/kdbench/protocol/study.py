@@ -18,10 +18,10 @@ training signal, not luck of the draw.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
@@ -98,15 +98,28 @@ class StackCache(Protocol):
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
 
 
-def _trained_or_loaded(name, cfg, splits, coords, roles, cache, progress, sizes, dropout, jitter):
+@dataclass(frozen=True)
+class HardLabelStack:
+    """One stack trained on hard labels: which models (coordinates, roles), their layer sizes
+    and their regularisation."""
+
+    name: StackName
+    coords: list[Coord]
+    roles: list[Role]
+    sizes: list[int]
+    dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden)
+    jitter: int = 0
+
+
+def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     """(params, records) of one hard-label stack, trained (and saved) or loaded."""
     base = cfg.protocol.seed
-    cached = cache.load_stack(name) if cache is not None else None
+    cached = cache.load_stack(spec.name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    stack = _stack(name, sizes, coords, base, None, dropout, jitter)
+    stack = _stack(spec.name, spec.sizes, spec.coords, base, None, spec.dropout, spec.jitter)
     res = engine.train(stack, splits, cfg.train, progress)
-    return res.params, _record_stack(name, res, coords, roles, base, splits, cache)
+    return res.params, _record_stack(spec.name, res, spec.coords, spec.roles, base, splits, cache)
 
 
 def _record_stack(name, res, coords, roles, base, splits, cache, copies=None) -> list[Record]:
@@ -151,12 +164,12 @@ def upstream(
     if own is not None:
         teachers, recs = None, _own_teacher_records(own[1], splits, p.repeats)
     else:
-        coords = [(r, "teacher", 0) for r in repeats]
-        dropout = (cfg.model.teacher_input_dropout, cfg.model.teacher_dropout)
-        teachers, recs = _trained_or_loaded(
-            StackName.TEACHERS, cfg, splits, coords, [Role.TEACHER] * p.repeats, cache,
-            progress, teacher_sizes, dropout, cfg.model.teacher_jitter,
+        m = cfg.model
+        spec = HardLabelStack(
+            StackName.TEACHERS, [(r, "teacher", 0) for r in repeats], [Role.TEACHER] * p.repeats,
+            teacher_sizes, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
         )  # fmt: skip
+        teachers, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
         emit(rec)
 
@@ -164,40 +177,76 @@ def upstream(
     coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
     coords += [(r, "student", 0) for r in repeats]
     roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
-    params, recs = _trained_or_loaded(
-        StackName.SMALL_NETWORKS, cfg, splits, coords, roles, cache, progress, student_sizes,
-        (0.0, 0.0), 0,
-    )  # fmt: skip
+    spec = HardLabelStack(StackName.SMALL_NETWORKS, coords, roles, student_sizes)
+    params, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
     up = Upstream(teachers, ensemble, p.repeats, *(own or (None, None)))
-    # computed the same way trained or loaded, so a resumed run gives the same floats
+    for rec in _ensemble_records(up, [r for r in recs if r.role == Role.ENSEMBLE], splits, members):
+        emit(rec)
+    return up
+
+
+def _ensemble_records(
+    up: Upstream, member_recs: list[Record], splits: Splits, members: int
+) -> list[Record]:
+    """Each repeat's ensemble as one model: it predicts by averaging its members'
+    probabilities (T = 1), computed the same way trained or loaded, so a resumed run gives the
+    same floats; an ensemble with a diverged member is itself diverged."""
     ens_val, ens_test = up.member_logits(splits.x_val), up.member_logits(splits.x_test)
-    # the ensemble predicts by averaging its members' probabilities (T = 1)
     ens_test_err = error_rate(ensemble_probs(ens_test, axis=1), splits.y_test).cpu()
     ens_val_err = error_rate(ensemble_probs(ens_val, axis=1), splits.y_val).cpu()
-    member_recs = [rec for rec in recs if rec.role == Role.ENSEMBLE]
 
-    def diverged(r):  # an ensemble with a diverged member is itself diverged
+    def diverged(r):
         epochs = [x.diverged_epoch for x in member_recs if x.repeat == r]
         epochs = [e for e in epochs if e is not None]
         return min(epochs) if epochs else None
 
-    for r in repeats:
-        emit(
-            Record(
-                kind=ENSEMBLE,
-                repeat=r,
-                role=Role.ENSEMBLE,
-                member=None,
-                members=members,
-                diverged_epoch=diverged(r),
-                val_error=float(ens_val_err[r]),
-                test_error=float(ens_test_err[r]),
-            )
+    return [
+        Record(
+            kind=ENSEMBLE,
+            repeat=r,
+            role=Role.ENSEMBLE,
+            member=None,
+            members=members,
+            diverged_epoch=diverged(r),
+            val_error=float(ens_val_err[r]),
+            test_error=float(ens_test_err[r]),
         )
-    return up
+        for r in range(up.repeats)
+    ]
+
+
+def _check_shared(cfgs: list[Config]) -> None:
+    """Configurations distilled as one stack differ only in what the students' loss weighs."""
+    first = cfgs[0]
+    shared = ("loss", "kd_monitor", "teacher_updates")
+    for cfg in cfgs[1:]:
+        if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
+            first.data, first.model, first.train, first.protocol
+        ) or any(getattr(cfg.distill, s) != getattr(first.distill, s) for s in shared):  # fmt: skip
+            raise ValueError("configurations distilled as one stack must share their teachers")
+
+
+def _distillation(cfgs: list[Config], splits: Splits, up: Upstream) -> Distillation:
+    """The distilled students' objective: the configured loss, its teachers (frozen and cached,
+    or trained along), and each member's temperature and alpha."""
+    first = cfgs[0]
+    loss = loss_class(first.distill.loss).from_config(first)
+    plan = Plan.of(cfgs)
+    if first.distill.teacher_updates == "joint":
+        teachers = trained_teachers(first, up, plan, loss)
+    else:
+        teachers = cached_teachers(cfgs, splits, up, loss)
+    return Distillation(
+        loss,
+        teachers,
+        temperature=one_or_each(plan.temps),
+        alpha=one_or_each(plan.alphas),
+        monitor=first.distill.kd_monitor,
+        members=len(plan.repeats),
+    )
 
 
 def distil(
@@ -215,39 +264,22 @@ def distil(
     again (those already saved are kept), so a resumed sweep reproduces the same floats.
     """
     first = cfgs[0]
-    shared = ("loss", "kd_monitor", "teacher_updates")
-    for cfg in cfgs[1:]:
-        if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
-            first.data, first.model, first.train, first.protocol
-        ) or any(getattr(cfg.distill, s) != getattr(first.distill, s) for s in shared):  # fmt: skip
-            raise ValueError("configurations distilled as one stack must share their teachers")
+    _check_shared(cfgs)
     name = StackName.DISTILLED
     cached = [c.load_stack(name) if c is not None else None for c in caches]
     if all(x is not None for x in cached):
         return [x[1] for x in cached]
 
     p = first.protocol
-    loss = loss_class(first.distill.loss).from_config(first)
-    plan = Plan.of(cfgs)
-    if first.distill.teacher_updates == "joint":
-        teachers = trained_teachers(first, up, plan, loss)
-    else:
-        teachers = cached_teachers(cfgs, splits, up, loss)
-    objective = Distillation(
-        loss,
-        teachers,
-        temperature=one_or_each(plan.temps),
-        alpha=one_or_each(plan.alphas),
-        monitor=first.distill.kd_monitor,
-        members=len(plan.repeats),
-    )
+    objective = _distillation(cfgs, splits, up)
+    teachers = objective.teachers
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
     roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
     sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
     res = engine.train(_stack(name, sizes, coords * len(cfgs), p.seed, objective), splits,
                        first.train, progress)  # fmt: skip
     copies = (
-        copies_test_error(teachers, splits, len(plan.repeats))
+        copies_test_error(teachers, splits, objective.members)
         if isinstance(teachers, TrainedTeachers)
         else None
     )

@@ -17,7 +17,7 @@ from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import layer_sizes, stack_forward
 from kdbench.roles import ROWS, Role
 from kdbench.runs import export
-from kdbench.runs.resources import figures, time_per_image
+from kdbench.runs.resources import counts, time_per_image
 from kdbench.runs.store import load_members
 
 BATCHES = (1, 256)
@@ -70,5 +70,5 @@ def measure_rows(run_dir: Path, cfg: dict, x: torch.Tensor, repeat: int = 0, thr
         n_out = members[0][-1].shape[-1]
         hidden = cfg["model"]["teacher_hidden" if row == "teacher" else "student_hidden"]
         sizes = layer_sizes(n_in, hidden, n_out)
-        out[row] = {**figures(sizes, len(members)), "latency": measure(members, x, threads)}
+        out[row] = {**counts(sizes, len(members)), "latency": measure(members, x, threads)}
     return {"repeat": repeat, "threads": threads, "rows": out}

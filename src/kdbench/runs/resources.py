@@ -15,7 +15,7 @@ import torch
 from torch.utils import benchmark
 
 
-def figures(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
+def counts(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
     """params, MACs per image, float32 bytes, int8 bytes (int8 weights, float32 biases, and one
     float32 scale and one zero point per weight matrix, as dynamic quantisation stores them)."""
     weights = sum(a * b for a, b in pairwise(sizes))

@@ -20,14 +20,22 @@ from pathlib import Path
 
 from kdbench.errors import ConfigError
 from kdbench.records import Record
-from kdbench.runs.store import SUMMARY, read_records, read_run_config, read_summary
+from kdbench.runs.store import (
+    CONFIG,
+    DIAGNOSIS,
+    RESOURCES,
+    SUMMARY,
+    read_records,
+    read_run_config,
+    read_summary,
+)
 from kdbench.summary import Row
 
 TRACKERS = ("mlflow",)
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
 ARTIFACTS = (
-    "report.md", "table.md", "table.csv", SUMMARY, "config.json", "diagnose.json",
-    "resources.json", "figure.png", "figure.svg", "tradeoff.png", "tradeoff.svg",
+    "report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS,
+    RESOURCES, "figure.png", "figure.svg", "tradeoff.png", "tradeoff.svg",
 )  # fmt: skip
 SWEEP_ARTIFACTS = ("sweep.md", "sweep.json", "sweep-config.json", "sweep.png", "sweep.svg")
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call

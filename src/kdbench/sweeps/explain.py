@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.analysis.figures import save_figure
+from kdbench.analysis.report import PAPER_TABLE1
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, config_diff, flat_index
 from kdbench.protocol.presets import PRESETS
-from kdbench.roles import ROWS
+from kdbench.roles import DISTILLED_ROLES as KD
+from kdbench.roles import ROWS, Role
 from kdbench.runs.store import atomic_write, read_config, read_summary, write_json
 from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
 from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, upstream_key
 
-# the paper's own differences, distilled − hard-label student, in percentage points (Table 1)
-PAPER_DIFFS = {"student_from_teacher": 2.89 - 2.26, "student_from_ensemble": 2.68 - 2.26}
+# the paper's own differences (distilled − hard-label student, pp), from its Table 1
+PAPER_DIFFS = {k: PAPER_TABLE1[k] - PAPER_TABLE1[Role.STUDENT_HARD] for k in KD}
 
 
 def plan(configs: dict[str, Config], out: Path) -> list[Point]:
@@ -61,9 +63,6 @@ def run_variants(
     trained, _ = get_executor(executor, address, progress).run(stacks, points)
     by_name = trained_by_point(stacks, trained)
     return [VariantRun(p.folder, by_name[p.label]) for p in points]
-
-
-KD = ("student_from_teacher", "student_from_ensemble")
 
 
 def preset_and_summary(folder: Path) -> tuple[str, Summary]:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from kdbench.analysis.figures import save_figure
@@ -72,9 +68,57 @@ def markdown(result: dict) -> str:
     )
 
 
+def _cells(result: dict, kind: str, what: str, xs, ys, xk: str, yk: str | None):
+    """(values, significant) on the y × x grid for one teacher kind: mean test error (`error`)
+    or mean difference to hard labels (`delta`); points sharing a cell are averaged."""
+    grid = np.full((len(ys), len(xs)), np.nan)
+    sig = np.zeros_like(grid, dtype=bool)
+    for j, yv in enumerate(ys):
+        for i, xv in enumerate(xs):
+            pts = [
+                p
+                for p in result["points"]
+                if p["point"][xk] == xv and (yk is None or p["point"][yk] == yv)
+            ]
+            if what == "error":
+                vals = [p["rows"][kind]["mean_pct"] for p in pts]
+            else:
+                vals = [p["kd_vs_hard"][kind]["mean_diff_pp"] for p in pts]
+                sig[j, i] = any(p["kd_vs_hard"][kind]["significant"] for p in pts)
+            vals = [v for v in vals if v is not None]
+            if vals:
+                grid[j, i] = sum(vals) / len(vals)
+    return grid, sig
+
+
+def _panel(fig, ax, grid, sig, what: str) -> None:
+    """One heatmap with its values written in (white on strong colours, black on pale)."""
+    if what == "delta":
+        lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+
+        def ink(v):
+            return "white" if abs(v) > 0.6 * lim else "black"
+    else:
+        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+
+        def ink(v):
+            return "white"
+
+    for j, i in zip(*np.nonzero(np.isfinite(grid)), strict=True):
+        text = f"{grid[j, i]:.2f}{'*' if sig[j, i] else ''}"
+        ax.text(i, j, text, ha="center", va="center", fontsize=8, color=ink(grid[j, i]))
+    fig.colorbar(im, ax=ax)
+
+
 def heatmap(result: dict, folder: Path) -> None:
     """Mean error and difference to hard labels over the first two grid axes, per teacher kind;
     significant cells marked. Other axes (if any) are averaged over."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     keys = list(result["grid"])
     xk = keys[0]
     yk = keys[1] if len(keys) > 1 else None
@@ -83,56 +127,8 @@ def heatmap(result: dict, folder: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, squeeze=False)
     for col, kind in enumerate(KD):
         for row, what in enumerate(("error", "delta")):
-            grid = np.full((len(ys), len(xs)), np.nan)
-            sig = np.zeros_like(grid, dtype=bool)
-            for j, yv in enumerate(ys):
-                for i, xv in enumerate(xs):
-                    pts = [
-                        p
-                        for p in result["points"]
-                        if p["point"][xk] == xv and (yk is None or p["point"][yk] == yv)
-                    ]
-                    if what == "error":
-                        vals = [
-                            p["rows"][kind]["mean_pct"]
-                            for p in pts
-                            if p["rows"][kind]["mean_pct"] is not None
-                        ]
-                    else:
-                        vals = [
-                            p["kd_vs_hard"][kind]["mean_diff_pp"]
-                            for p in pts
-                            if p["kd_vs_hard"][kind]["mean_diff_pp"] is not None
-                        ]
-                        sig[j, i] = any(p["kd_vs_hard"][kind]["significant"] for p in pts)
-                    if vals:
-                        grid[j, i] = sum(vals) / len(vals)
             ax = axes[row][col]
-            if what == "delta":
-                lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
-                im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-
-                def ink(v, lim=lim):  # white on the strong colours, black on the pale ones
-                    return "white" if abs(v) > 0.6 * lim else "black"
-            else:
-                im = ax.imshow(grid, cmap="viridis", aspect="auto")
-
-                def ink(v):
-                    return "white"
-
-            for j in range(len(ys)):
-                for i in range(len(xs)):
-                    if np.isfinite(grid[j, i]):
-                        mark = "*" if sig[j, i] else ""
-                        ax.text(
-                            i,
-                            j,
-                            f"{grid[j, i]:.2f}{mark}",
-                            ha="center",
-                            va="center",
-                            fontsize=8,
-                            color=ink(grid[j, i]),
-                        )
+            _panel(fig, ax, *_cells(result, kind, what, xs, ys, xk, yk), what)
             ax.set_xticks(range(len(xs)), [str(v) for v in xs])
             ax.set_yticks(range(len(ys)), [str(v) for v in ys] if yk else [""])
             ax.set_xlabel(xk)
@@ -144,6 +140,5 @@ def heatmap(result: dict, folder: Path) -> None:
                 if what == "error"
                 else f"{title} − hard labels (pp), * significant"
             )
-            fig.colorbar(im, ax=ax)
     fig.tight_layout()
     save_figure(fig, folder, "sweep")
