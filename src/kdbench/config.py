@@ -8,6 +8,8 @@ defaults its code used, and say so.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,6 +140,35 @@ class Config:
             sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in changes.items()
         }
         return dataclasses.replace(self, **replaced, **top)
+
+
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested configuration dict as `section.key` -> value."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_sha256(cfg: Config, upstream: bool = False) -> str:
+    """SHA-256 of the settings a trained model depends on: all but the preset's name and the
+    thread count (which change neither); with `upstream`, what the teachers and small networks
+    depend on (not the distillation settings, nor the head: hard-label training is the same
+    either way). Settings at their default are left out, so a setting added to kdbench changes
+    no existing hash. Records and checkpoints carry it: a model is never used under a
+    configuration it was not trained with."""
+    default = flat(Config().to_dict())
+    raw = {
+        k: v
+        for k, v in flat(cfg.to_dict()).items()
+        if k not in ("preset", "threads")
+        and not (upstream and (k.startswith("distill.") or k == "model.head"))
+        and v != default.get(k)
+    }
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
 
 
 def flat_index() -> dict[str, str]:

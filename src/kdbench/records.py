@@ -3,6 +3,8 @@
 
 Version 1 (no `version` field) is what kdbench wrote before this type existed; it reads as is.
 Version 2 adds `copies_test_error` (teachers trained along with their student) and `version`.
+Version 3 adds `config_sha256`: the settings the model was trained under
+(`config.settings_sha256`), so a run folder whose config.json was changed afterwards is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from kdbench.errors import RunFolderError
 from kdbench.roles import ROWS, Role
 
-VERSION = 2
+VERSION = 3
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
 _KEPT_WHEN_NONE = ("member", "diverged_epoch")  # written as null; other None fields are left out
 
@@ -38,6 +40,7 @@ class Record:
     members: int | None = None  # how many members an ENSEMBLE record combines
     # teacher_updates = joint: test error of the student's teacher copies when it stopped
     copies_test_error: list[float] | None = None
+    config_sha256: str | None = None  # set by the run folder's store when it is written
     version: int = field(default=VERSION)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,10 @@ class Record:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Record:
+        """A record read back, its fields checked: a damaged one is a RunFolderError saying
+        what is wrong (the caller names the file and line)."""
+        if not isinstance(raw, dict):
+            raise RunFolderError(f"a record must be a JSON object, not {type(raw).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -66,7 +73,29 @@ class Record:
                 f"a record has fields this kdbench does not know ({sorted(unknown)});"
                 " upgrade kdbench to read this run"
             )
+        missing = sorted(set(_REQUIRED) - set(raw))
+        if missing:
+            raise RunFolderError(f"a record lacks {', '.join(missing)}")
+        for name, kinds in _TYPES.items():
+            value = raw.get(name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise RunFolderError(f"a record's {name} is {value!r}, not a valid value")
+        if raw["kind"] not in (MODEL, ENSEMBLE):
+            raise RunFolderError(f"a record's kind is {raw['kind']!r}, not {MODEL} or {ENSEMBLE}")
+        if raw["role"] not in {r.value for r in Role}:
+            raise RunFolderError(f"a record's role is {raw['role']!r}, not a row of Table 1")
         return cls(**{"version": 1, **raw})
+
+
+_REQUIRED = ("kind", "repeat", "role", "member", "diverged_epoch", "val_error", "test_error")
+_TYPES: dict[str, tuple] = {
+    "kind": (str,), "repeat": (int,), "role": (str,), "member": (int,), "diverged_epoch": (int,),
+    "val_error": (int, float), "test_error": (int, float), "epochs": (int,),
+    "best_epoch": (int,), "seconds": (int, float), "config_sha256": (str,),
+}  # fmt: skip
+_OPTIONAL = {"member", "diverged_epoch", "epochs", "best_epoch", "seconds", "config_sha256"}
 
 
 def dumps(records: list[Record]) -> str:

@@ -14,17 +14,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from kdbench.analysis.stats import compare_rows
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
 from kdbench.engine.mlp import stack_logits
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record, row_errors
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
-from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore, write_json
+from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore, read_derived, write_json
 
 UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
@@ -198,7 +197,10 @@ def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: l
         path = run_dir / TEACHER_LOGITS
         if not path.is_file():
             return None
-        z = load_file(str(path))["test"]
+        kept = read_derived(path, cfg.model.own_teacher_sha256)
+        if kept is None:
+            raise RunFolderError(f"{path} is damaged or not this run's teacher's logits")
+        z = kept["test"]
         return z.unsqueeze(0).expand(len(repeats), *z.shape), {r: i for i, r in enumerate(repeats)}
     stack = RunStore.read_stack(run_dir, StackName.TEACHERS)
     if stack is None:

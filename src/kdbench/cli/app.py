@@ -7,6 +7,7 @@ kdbench report runs/<name>              # re-render the outputs from records.jso
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -161,22 +162,23 @@ def report(
     """Re-render summary, table, figure and report from records.jsonl, without training."""
     from kdbench.analysis import report as rep
     from kdbench.errors import RunFolderError
-    from kdbench.runs import latency
+    from kdbench.runs import guard, latency
     from kdbench.runs.store import RESOURCES, read_records, read_timing, write_json
     from kdbench.summary import Timing
 
     run_config = _read_run_config(run_dir)
-    records = read_records(run_dir)
-    if not records:
-        raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
-    timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
-    resources_path = run_dir / RESOURCES
-    if measure:
-        x = _test_set(run_config, run_dir).x_test[:256]
-        write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
-    resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
-    found = _diagnosis(run_dir, run_config, records)
-    rep.render(run_dir, records, run_config, timing, resources, found)
+    with guard.claim(run_dir):  # it rewrites the folder's outputs: one writer
+        records = read_records(run_dir)
+        if not records:
+            raise RunFolderError(f"{run_dir} has no records yet: nothing to report")
+        timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
+        resources_path = run_dir / RESOURCES
+        if measure:
+            x = _test_set(run_config, run_dir).x_test[:256]
+            write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
+        resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
+        found = _diagnosis(run_dir, run_config, records)
+        rep.render(run_dir, records, run_config, timing, resources, found)
     print(run_dir / "report.md")
 
 
@@ -186,13 +188,15 @@ def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> 
     """Check a run for the known pitfalls of distillation, each with the flag that tests it."""
     from kdbench.analysis import diagnose as diag
     from kdbench.errors import RunFolderError
+    from kdbench.runs import guard
     from kdbench.runs.store import read_records
 
     run_config = _read_run_config(run_dir)
-    records = read_records(run_dir)
-    if not records:
-        raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
-    found = _diagnosis(run_dir, run_config, records)
+    with guard.claim(run_dir):  # it writes diagnose.json: one writer
+        records = read_records(run_dir)
+        if not records:
+            raise RunFolderError(f"{run_dir} has no records yet: nothing to diagnose")
+        found = _diagnosis(run_dir, run_config, records)
     text = diag.markdown(found)
     console = Console()
     if console.is_terminal:  # rendered for the terminal; plain Markdown into files and pipes
@@ -219,17 +223,20 @@ def export_model(
     ] = None,
 ) -> None:
     """Export one model to ONNX (metadata, MODEL_CARD.md beside it), checked against PyTorch."""
-    from kdbench.runs import export
+    from kdbench.runs import export, guard
     from kdbench.runs.store import load_members, write_json
 
     if fmt != "onnx":
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _read_run_config(run_dir)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
-    members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
-    splits = _test_set(run_config, run_dir)
-    info = export.export(run_dir, role, repeat, members, path, splits, int8)
-    write_json(path.with_suffix(".json"), info)
+    inside = path.resolve().is_relative_to(run_dir.resolve())
+    # into the run folder: as its one writer; elsewhere: only if nobody is writing the run
+    with guard.claim(run_dir) if inside else contextlib.nullcontext(guard.unclaimed(run_dir)):
+        members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
+        splits = _test_set(run_config, run_dir)
+        info = export.export(run_dir, role, repeat, members, path, splits, int8)
+        write_json(path.with_suffix(".json"), info)
     for key, value in info.items():
         print(f"{key}: {value}")
 

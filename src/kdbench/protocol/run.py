@@ -5,17 +5,20 @@ The entry point the CLI and the Python API share: `reproduce(Config(), "runs/x")
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import scipy
 import torch
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from kdbench.analysis import diagnose, report
@@ -29,14 +32,15 @@ from kdbench.progress import Bar, StackPlan, with_progress
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
-from kdbench.runs import latency
+from kdbench.runs import guard, latency
 from kdbench.runs.resources import counts
 from kdbench.runs.store import (
     RESOURCES,
     TEACHER_LOGITS,
     RunStore,
     SharedCache,
-    atomic_write,
+    read_derived,
+    write_derived,
     write_json,
 )
 from kdbench.summary import Summary, Timing
@@ -119,7 +123,15 @@ def splits_of(cfg: Config, folder: Path) -> data.Splits:
     path = Path(folder) / DATA_FILE
     if not path.is_file():
         raise RunFolderError(f"{folder} lacks {DATA_FILE}, the arrays this run was trained on")
-    arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
+    try:
+        arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
+    except (OSError, SafetensorError):
+        raise RunFolderError(f"{path} is damaged; restore it or rerun the study") from None
+    if data.fingerprint(arrays) != d.fingerprint:
+        raise RunFolderError(
+            f"{path} holds other arrays than the run was trained on (its SHA-256 differs from"
+            " config.json's data.fingerprint); restore the run's own file"
+        )
     return data.split_arrays(arrays, d.validation_split, d.train_limit)
 
 
@@ -180,14 +192,20 @@ def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
     return None
 
 
-def _own_logits(folder: Path, splits: data.Splits, computed: TeacherLogits | None):
-    """Your teacher's logits, computed once and kept in the run folder: a resumed run (same
-    teacher: the folder's config checks its SHA-256) reads them back, the same floats."""
-    path = folder / TEACHER_LOGITS
-    if computed is None:
-        return TeacherLogits(**load_file(str(path), device=str(splits.x_train.device)))
-    atomic_write(path, save({k: v.cpu() for k, v in computed.as_dict().items()}))
-    return computed
+def _keep_arrays(folder: Path, arrays: dict, fingerprint: str) -> None:
+    """Your arrays in the run folder, so it is complete; a file of other arrays is replaced."""
+    path = folder / DATA_FILE
+    if path.is_file() and _fingerprint_of(path) == fingerprint:
+        return
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    write_derived(path, tensors, fingerprint)
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    try:
+        return data.fingerprint({k: v.numpy() for k, v in load_file(str(path)).items()})
+    except (OSError, SafetensorError):
+        return None
 
 
 def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPlan]:
@@ -251,25 +269,53 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     source = _arrays(cfg, arrays)
     splits = _splits(cfg, source)
     notice = _prepare_device(cfg)
-    folder = Path(out) if out is not None else default_out()
+    folder = guard.check_path(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)
-    # your teacher is checked before the folder is touched: a bad one leaves nothing behind
+    # your teacher is checked before the folder is touched: a bad one leaves nothing behind;
+    # logits kept from this same teacher (a resume) are read back, any others recomputed
     own_logits = None
-    if own is not None and not (folder / TEACHER_LOGITS).is_file():
-        d = cfg.data
-        n_images = len(source["train_images"])
-        own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
+    if own is not None:
+        kept = read_derived(folder / TEACHER_LOGITS, own.sha256, str(on_device.x_train.device))
+        if kept is not None:
+            own_logits = TeacherLogits(**kept)
+        else:
+            d = cfg.data
+            n_images = len(source["train_images"])
+            own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
+    ready = _Ready(cfg, splits, on_device, arrays, own, own_logits, notice, start)
+    with guard.claim(folder):
+        return _study_in(folder, ready, progress, measure_latency, shared)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """What `reproduce` settles before it touches the folder: settings, data, your teacher."""
+
+    cfg: Config
+    splits: data.Splits  # on the CPU (the ETA and latency read them there)
+    on_device: data.Splits
+    arrays: dict | None  # your arrays (the Python API), kept in the folder
+    own: OwnTeacher | None
+    own_logits: TeacherLogits | None
+    notice: str | None  # what the device setup has to say
+    start: float
+
+
+def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shared):
+    """The part of `reproduce` that writes: run with `folder` claimed (one writer)."""
+    cfg, splits, on_device, own = ready.cfg, ready.splits, ready.on_device, ready.own
+    notice, start, arrays = ready.notice, ready.start, ready.arrays
     run_config = _new_run_config(cfg)
     store = RunStore(folder, run_config)
     if notice:
         print(notice, file=sys.stderr)
-    if arrays is not None and not (folder / DATA_FILE).is_file():
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        atomic_write(folder / DATA_FILE, save(tensors))
+    if arrays is not None:
+        _keep_arrays(folder, arrays, cfg.data.fingerprint)
     cache = SharedCache(store, shared) if shared is not None else store
     given = None
     if own is not None:
-        given = (own, _own_logits(folder, on_device, own_logits))
+        write_derived(folder / TEACHER_LOGITS, ready.own_logits.as_dict(), own.sha256)
+        given = (own, ready.own_logits)
     if isinstance(progress, Bar):
         progress.plan(_stack_plans(cfg, splits, folder), cfg.train.epochs)
     records = run_study(cfg, on_device, store.append_record, progress, cache, given)
@@ -302,10 +348,13 @@ def distil_points(
     _check(cfgs[0])
     splits = _splits(cfgs[0], _arrays(cfgs[0])).to(cfgs[0].device)
     _prepare_device(cfgs[0])
-    caches = [
-        SharedCache(RunStore(f, _new_run_config(c)), shared)
-        for c, f in zip(cfgs, folders, strict=True)
-    ]
-    up = upstream(cfgs[0], splits, lambda rec: None, progress, caches[0])
-    distil(cfgs, splits, up, caches, progress)
+    with contextlib.ExitStack() as held:
+        for f in folders:
+            held.enter_context(guard.claim(f))
+        caches = [
+            SharedCache(RunStore(f, _new_run_config(c)), shared)
+            for c, f in zip(cfgs, folders, strict=True)
+        ]
+        up = upstream(cfgs[0], splits, lambda rec: None, progress, caches[0])
+        distil(cfgs, splits, up, caches, progress)
     return [c.trained for c in caches]

@@ -20,6 +20,7 @@ from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import layer_sizes, member_module
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import Role
+from kdbench.runs import guard
 from kdbench.runs.store import load_members, read_config
 
 
@@ -53,6 +54,7 @@ def load(run_dir: str | Path, role: str, repeat: int = 0, member: int | None = N
     """The model of `role` (a row of Table 1) from repeat `repeat`, in eval mode. For the
     ensemble, `member` picks one member; without it you get the whole `Ensemble`."""
     run_dir = Path(run_dir)
+    guard.unclaimed(run_dir)  # a run being written has no final models yet
     cfg = read_config(run_dir)
     if role not in {r.value for r in Role}:
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")

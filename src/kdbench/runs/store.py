@@ -6,18 +6,21 @@ other file is written to a temporary name and renamed, so a crash never leaves a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from kdbench.config import Config, config_diff
+from kdbench.config import Config, config_diff, settings_sha256
+from kdbench.data.datasets import CLASSES, FEATURES
 from kdbench.engine.mlp import Params
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
@@ -54,6 +57,29 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def write_derived(path: Path, tensors: dict[str, torch.Tensor], source_sha256: str) -> None:
+    """A file derived from something the configuration names by hash (your teacher's logits,
+    your arrays), with that hash in its metadata so it is never used for another source."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, save(tensors, metadata={"source_sha256": source_sha256}))
+
+
+def read_derived(path: Path, source_sha256: str, device: str = "cpu") -> dict | None:
+    """The tensors of a derived file made from `source_sha256`; None when the file is missing,
+    damaged or made from another source (the caller recomputes and rewrites it)."""
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device=device) as fh:
+            if (fh.metadata() or {}).get("source_sha256") != source_sha256:
+                return None
+            return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError):
+        return None
+
+
 def write_summary(folder: Path, summary: Summary) -> None:
     write_json(Path(folder) / SUMMARY, summary.to_json())
 
@@ -81,18 +107,70 @@ def read_timing(folder: Path) -> Timing | None:
         return None
 
 
+@dataclass(frozen=True)
+class Stamps:
+    """The settings hash each model of a run carries (`config.settings_sha256`): the teachers
+    and small networks the upstream one (what they depend on, shared by sweep points), the
+    distilled students the full one."""
+
+    upstream: str
+    full: str
+
+    @classmethod
+    def of(cls, cfg: Config) -> Stamps:
+        return cls(settings_sha256(cfg, upstream=True), settings_sha256(cfg))
+
+    @classmethod
+    def of_folder(cls, folder: Path) -> Stamps | None:
+        return cls.of(read_config(folder)) if (Path(folder) / CONFIG).is_file() else None
+
+    def expected(self, role: Role) -> str:
+        return self.upstream if STACK_OF_ROLE[Role(role)] in UPSTREAM else self.full
+
+    def stamp(self, record: Record) -> Record:
+        return dataclasses.replace(record, config_sha256=self.expected(record.role))
+
+    def check(self, record: Record, where: str) -> None:
+        """A record stamped under other settings than the folder's config.json says."""
+        if record.config_sha256 is not None and record.config_sha256 != self.expected(record.role):
+            raise RunFolderError(
+                f"{where} was made under other settings than config.json says: it does not"
+                " belong to this run (was config.json edited?); restore config.json, or start a"
+                " new --out"
+            )
+
+
 def read_records(folder: Path) -> list[Record]:
-    """Every complete line of records.jsonl; a torn last line (a crash mid-write) is ignored."""
+    """Every record of records.jsonl, each checked (fields, and the settings it was made under
+    against config.json); a torn last line (a crash mid-append: no newline) is ignored, any other
+    damaged line is an error naming it."""
     path = Path(folder) / RECORDS
     if not path.is_file():
         return []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise RunFolderError(f"cannot read {path} ({exc.strerror})") from None
+    lines.pop()  # after the last newline: nothing, or a line a crash cut short
+    stamps = Stamps.of_folder(folder)
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-        out.append(Record.from_json(raw))
+        where = f"{path} line {number}"
+        try:
+            record = Record.from_json(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RunFolderError(
+                f"{where} is damaged (not a JSON record); restore the file or start a new --out"
+            ) from None
+        except RunFolderError as exc:
+            raise RunFolderError(
+                f"{where} is damaged ({exc}); restore the file or start a new --out"
+            ) from None
+        if stamps is not None:
+            stamps.check(record, where)
+        out.append(record)
     return out
 
 
@@ -131,9 +209,9 @@ class RunStore:
         self.run_config = _normalise(run_config)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / ".kdbench-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            fd, probe = tempfile.mkstemp(dir=self.folder, prefix=".kdbench-write-test.")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise RunFolderError(
                 f"cannot write to run folder {self.folder} ({exc.strerror}); choose another --out"
@@ -153,6 +231,7 @@ class RunStore:
         else:
             write_json(existing, self.run_config)
             self.resumed = False
+        self.stamps = Stamps.of(Config.from_dict(self.run_config["config"]))
         (self.folder / "checkpoints").mkdir(exist_ok=True)
         self._drop_torn_line()
         earlier = read_records(self.folder)
@@ -167,18 +246,26 @@ class RunStore:
             return
         raw = path.read_bytes()
         if raw and not raw.endswith(b"\n"):
-            with open(path, "r+b") as fh:
-                fh.truncate(raw.rfind(b"\n") + 1)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, raw.rfind(b"\n") + 1)
+            finally:
+                os.close(fd)
 
     def append_record(self, record: Record) -> None:
         """Append one record, fsynced; a record already in the file (resume) is not repeated."""
         if record.key in self._seen:
             return
         self._seen.add(record.key)
-        with open(self.folder / RECORDS, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        record = self.stamps.stamp(record)
+        line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW  # never through a symlink
+        fd = os.open(self.folder / RECORDS, flags, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def checkpoint_path(folder: Path, name: StackName) -> Path:
@@ -193,7 +280,9 @@ class RunStore:
             tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata={"records": dumps(records)})
+        tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
+        stamped = [self.stamps.stamp(r) for r in records]
+        save_file(tensors, str(tmp), metadata={"records": dumps(stamped)})
         os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -204,23 +293,73 @@ class RunStore:
 
     @staticmethod
     def read_stack(folder: Path, name: StackName) -> tuple[Params, list[Record]] | None:
-        """A finished stack's weights and records, or None if it is not there (no pickle)."""
+        """A finished stack's weights and records, or None if it is not there (no pickle),
+        verified on every read (`verify_stack`)."""
         path = RunStore.checkpoint_path(folder, name)
         if not path.is_file():
             return None
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            if "records" not in meta:
-                raise RunFolderError(
-                    f"{path} was written by an older kdbench without stack records;"
-                    " rerun the study into a new --out to export or measure it"
-                )
-            records = loads(meta["records"])
-            n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
-            params = []
-            for i in range(n_layers):
-                params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
+        fix = "delete it and resume the run to train that stack again"
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                if "records" not in meta:
+                    raise RunFolderError(
+                        f"{path} was written by an older kdbench without stack records;"
+                        " rerun the study into a new --out to export or measure it"
+                    )
+                records = loads(meta["records"])
+                n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
+                params = []
+                for i in range(n_layers):
+                    params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise RunFolderError(f"{path} is damaged ({exc}); {fix}") from None
+        except RunFolderError as exc:
+            if "older kdbench" in str(exc):
+                raise
+            raise RunFolderError(f"{path} holds damaged records ({exc}); {fix}") from None
+        verify_stack(params, records, name, folder, path)
         return params, records
+
+
+def verify_stack(params: Params, records: list[Record], name: StackName, folder: Path, path):
+    """A checkpoint is used only if it is whole and this run's: float32 and finite, one member
+    per record, layer shapes chained and as the run's configuration implies, and its records
+    made under the settings config.json states."""
+    fix = "delete it and resume the run to train that stack again"
+    if not params or len(params) % 2:
+        raise RunFolderError(f"{path} holds no complete layers; {fix}")
+    members = len(records)
+    for i in range(0, len(params), 2):
+        w, b = params[i], params[i + 1]
+        ok = w.dim() == 3 and b.dim() == 3 and w.shape[0] == b.shape[0] == members
+        ok = ok and b.shape[1] == 1 and b.shape[2] == w.shape[2]
+        ok = ok and (i == 0 or w.shape[1] == params[i - 2].shape[2])
+        if not ok:
+            raise RunFolderError(
+                f"{path} layer {i // 2} has shapes {list(w.shape)} and {list(b.shape)}, which do"
+                f" not chain for {members} members; {fix}"
+            )
+        if w.dtype != torch.float32 or b.dtype != torch.float32:
+            raise RunFolderError(f"{path} layer {i // 2} is {w.dtype}, not float32; {fix}")
+        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise RunFolderError(f"{path} layer {i // 2} holds NaN or infinite weights; {fix}")
+    if not (Path(folder) / CONFIG).is_file():
+        return
+    cfg = read_config(folder)
+    stamps = Stamps.of(cfg)
+    for r in records:
+        stamps.check(r, str(path))
+    hidden = cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
+    got = [params[0].shape[1], *(w.shape[2] for w in params[0::2])]
+    n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
+    n_out = CLASSES.get(cfg.data.dataset, got[-1])
+    want = [n_in, *hidden, n_out]
+    if got != want:
+        raise RunFolderError(
+            f"{path} holds networks of sizes {got}, but config.json implies {want}: the"
+            f" checkpoint does not belong to this run; {fix}"
+        )
 
 
 def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:

@@ -24,6 +24,7 @@ from kdbench.config import Config, config_diff, flat_index
 from kdbench.protocol.presets import PRESETS
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.roles import ROWS, Role
+from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, read_config, read_summary, write_json
 from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
@@ -57,16 +58,18 @@ def run_variants(
 ) -> list[VariantRun]:
     """Train (or resume) every variant, sharing what they share."""
     points = plan(configs, Path(out))
-    if reuse_run is not None:
-        reuse(reuse_run, points)
-    stacks = distil_work(points)
-    trained, _ = get_executor(executor, address, progress).run(stacks, points)
+    with guard.claim(Path(out)):  # one writer: a second explain on this --out is refused
+        if reuse_run is not None:
+            reuse(reuse_run, points)
+        stacks = distil_work(points)
+        trained, _ = get_executor(executor, address, progress).run(stacks, points)
     by_name = trained_by_point(stacks, trained)
     return [VariantRun(p.folder, by_name[p.label]) for p in points]
 
 
 def preset_and_summary(folder: Path) -> tuple[str, Summary]:
     """(preset name, summary) of a finished run folder."""
+    guard.unclaimed(Path(folder))  # a run being written has no final summary yet
     summary = read_summary(folder)
     return read_config(folder).preset, summary
 
@@ -186,7 +189,11 @@ def collect(folders: list[Path]) -> list[dict]:
 def write(out: Path, entries: list[dict]) -> Path:
     """explain.json, explain.md and the forest plot; runs whose settings differ beyond their
     presets are named on stderr and in explain.md."""
-    out.mkdir(parents=True, exist_ok=True)
+    with guard.claim(Path(out)):
+        return _write(Path(out), entries)
+
+
+def _write(out: Path, entries: list[dict]) -> Path:
     warnings = tuple(differences([Path(e["folder"]) for e in entries]))
     for w in warnings:
         print(f"kdbench explain: warning: {w}", file=sys.stderr)

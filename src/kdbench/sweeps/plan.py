@@ -9,16 +9,15 @@ early-stopping quantity, whether teachers train along) train their students as o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import MAX_STACK, Config, flat_index
+from kdbench.config import MAX_STACK, Config, flat_index, settings_sha256
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM
+from kdbench.runs import guard
 from kdbench.runs.store import RunStore, link, read_config
 
 
@@ -122,29 +121,9 @@ def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[P
 
 
 def upstream_key(cfg: Config) -> str:
-    """What the teachers and small networks depend on: every setting but the distillation
-    ones, the head (what T divides: hard-label training is the same either way), the preset's
-    name and the thread count. Settings at their default are left out, so adding a setting to
-    kdbench does not change existing keys."""
-    default = _flat(Config().to_dict())
-    raw = {
-        k: v
-        for k, v in _flat(cfg.to_dict()).items()
-        if not k.startswith("distill.")
-        and k not in ("model.head", "preset", "threads")
-        and v != default.get(k)
-    }
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    """The shared folder of the points whose teachers and small networks are the same: what
+    those depend on (`config.settings_sha256(upstream=True)`), shortened."""
+    return settings_sha256(cfg, upstream=True)[:12]
 
 
 def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWork]:
@@ -178,6 +157,7 @@ def reuse(run_dir: Path, plan: list[Point]) -> int:
     """Seed the shared folders from a finished run whose upstream settings match (hard links):
     its teachers and small networks then serve every point of that group. Returns how many
     shared folders were seeded."""
+    guard.unclaimed(Path(run_dir))  # its checkpoints must be final
     key = upstream_key(read_config(run_dir))
     seeded = 0
     for shared in {p.shared for p in plan if p.shared.name == key}:

@@ -17,6 +17,7 @@ from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm
 from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import DISTILLED_ROLES as KD
+from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, write_json
 from kdbench.sweeps.executors import EXECUTORS, get_executor
 from kdbench.sweeps.plan import distil_work, parse_grid, points, reuse, trained_by_point
@@ -57,24 +58,25 @@ def run(
         raise ConfigError(f"unknown executor '{executor}'; use {' or '.join(EXECUTORS)}")
     out = Path(out)
     plan = points(base, grid, out)
-    _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
-    if reuse_run is not None:
-        reuse(reuse_run, plan)
-    stacks = distil_work(plan, max_stack)
-    trained, summaries = get_executor(executor, address, progress).run(stacks, plan)
-    by_label = trained_by_point(stacks, trained)
-    entries = [
-        {
-            "label": p.label,
-            "point": p.overrides,
-            "folder": str(p.folder.relative_to(out)),
-            "summary": summary,
-            "trained": by_label[p.label] + (summary.timing.trained_stacks or []),
-        }
-        for p, summary in zip(plan, summaries, strict=True)
-    ]
-    result = analyse(grid, entries)
-    write(out, result)
+    with guard.claim(out):  # one writer: a second sweep on this --out is refused
+        _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
+        if reuse_run is not None:
+            reuse(reuse_run, plan)
+        stacks = distil_work(plan, max_stack)
+        trained, summaries = get_executor(executor, address, progress).run(stacks, plan)
+        by_label = trained_by_point(stacks, trained)
+        entries = [
+            {
+                "label": p.label,
+                "point": p.overrides,
+                "folder": str(p.folder.relative_to(out)),
+                "summary": summary,
+                "trained": by_label[p.label] + (summary.timing.trained_stacks or []),
+            }
+            for p, summary in zip(plan, summaries, strict=True)
+        ]
+        result = analyse(grid, entries)
+        write(out, result)
     return result
 
 
