@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
 TOP_LEVEL = ("device", "threads", "preset")
 MAX_STACK = 240  # a sweep's distilled students trained as one stack (12 points of 10 repeats)
+
+MAX_TEMPERATURE = 1e4  # far beyond any study (Hinton used up to 20), far below an overflow
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,14 @@ class Config:
             sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in changes.items()
         }
         return dataclasses.replace(self, **replaced, **top)
+
+
+def parse_sizes(text: str, flag: str) -> tuple[int, ...]:
+    """Hidden layer sizes as written on the command line, `500-400-300` (or commas): whole
+    numbers >= 1 and nothing else, so `-5` or `100--50` is an error, not a guess."""
+    if not re.fullmatch(r"\s*\d+(\s*[-,]\s*\d+)*\s*", text):
+        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})")
+    return tuple(int(p) for p in re.split(r"[-,]", text))
 
 
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -259,10 +270,11 @@ def _validate_model(model: ModelConfig) -> None:
 
 
 def _validate_train(train: TrainConfig) -> None:
-    if not (isinstance(train.learning_rate, (int, float)) and train.learning_rate > 0):
-        raise ConfigError(f"learning rate must be > 0 (got {train.learning_rate!r}); fix --lr")
-    if not (isinstance(train.adam_eps, (int, float)) and train.adam_eps > 0):
-        raise ConfigError(f"Adam epsilon must be > 0 (got {train.adam_eps!r})")
+    lr, eps = train.learning_rate, train.adam_eps
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"learning rate must be a finite number > 0 (got {lr!r}); fix --lr")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ConfigError(f"Adam epsilon must be a finite number > 0 (got {eps!r}); fix --adam-eps")
     _positive_int(train.batch_size, "batch size", "--batch-size")
     if train.epochs is not None:
         _positive_int(train.epochs, "epochs", "--epochs")
@@ -275,6 +287,10 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
     temp = distill.temperature
     if not (isinstance(temp, (int, float)) and math.isfinite(temp) and temp > 0):
         raise ConfigError(f"temperature must be > 0 (got {temp!r}); fix --temperature")
+    if temp > MAX_TEMPERATURE:  # T² weighs the soft term: beyond this it overflows float32
+        raise ConfigError(
+            f"temperature must be at most {MAX_TEMPERATURE:g} (got {temp!r}); fix --temperature"
+        )
     if not (isinstance(distill.alpha, (int, float)) and 0 <= distill.alpha <= 1):
         raise ConfigError(f"alpha must be in [0, 1] (got {distill.alpha!r}); fix --alpha")
     _one_of(distill.ensemble_targets, ENSEMBLE_TARGETS, "ensemble targets")

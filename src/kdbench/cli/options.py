@@ -11,6 +11,7 @@ No torch import: `kdbench --help` and bad flags answer at once.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import inspect
 import sys
@@ -22,8 +23,8 @@ from typing import Annotated, Any
 
 import typer
 
-from kdbench.config import TOP_LEVEL, Config, flat_index
-from kdbench.errors import ConfigError, KdbenchError
+from kdbench.config import TOP_LEVEL, Config, flat_index, parse_sizes
+from kdbench.errors import KdbenchError
 from kdbench.progress import with_progress
 
 __all__ = ["FLAGS", "NOT_FLAGS", "friendly", "settings_options", "with_progress"]
@@ -116,14 +117,6 @@ def _shown(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def parse_sizes(text: str, flag: str) -> tuple[int, ...]:
-    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})") from None
-
-
 def _parameter(flag: Flag, kind: Any) -> inspect.Parameter:
     optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
     base = typing.get_args(kind)[0] if optional else kind
@@ -167,6 +160,15 @@ def settings_options(only: tuple[str, ...] | None = None):
     return wrap
 
 
+def os_error(exc: OSError) -> str:
+    """One line for a failure of the filesystem. Every run-folder file is written to a
+    temporary name and renamed, so nothing is half-written: the run resumes where it stopped."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}; free some and resume the same command"
+    return f"{exc.strerror or exc}{where}; check the folder and resume the same command"
+
+
 def friendly(fn):
     """Expected failures: one line on stderr and the error's exit code, no traceback."""
 
@@ -177,6 +179,9 @@ def friendly(fn):
         except KdbenchError as exc:
             print(f"kdbench: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # the disk, not kdbench: a full disk, a read-only folder
+            print(f"kdbench: error: {os_error(exc)}", file=sys.stderr)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             print(
                 "kdbench: interrupted; finished models are kept in records.jsonl", file=sys.stderr

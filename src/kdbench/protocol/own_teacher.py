@@ -135,6 +135,11 @@ class OwnTeacher:
                 array = np.load(self.path, allow_pickle=False)
             except (ValueError, OSError) as exc:
                 raise DataError(f"cannot read {self.setting} as a .npy array: {exc}") from None
+            if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_):
+                raise DataError(
+                    f"{self.setting} holds {array.dtype} values, not numbers; it must hold the"
+                    " teacher's logits as floats"
+                )
             if array.ndim != 2 or len(array) != n_train + n_test:
                 raise DataError(
                     f"{self.setting} has shape {list(array.shape)}; it must hold one row per"
@@ -197,10 +202,39 @@ class OwnTeacher:
                 f"{self.setting} takes input '{inp.name}' of shape {inp.shape}; kdbench gives"
                 f" [N, {x.shape[1]}] float32 (see kdbench.protocol.own_teacher)"
             )
-        batch = inp.shape[0] if isinstance(inp.shape[0], int) else _BATCH
-        xs = x.cpu().numpy()
-        out = [sess.run(None, {inp.name: xs[i : i + batch]})[0] for i in range(0, len(xs), batch)]
-        return torch.from_numpy(np.concatenate(out)).to(x.device)
+        dtype = _ONNX_INPUTS.get(inp.type)
+        if dtype is None:
+            raise DataError(
+                f"{self.setting} takes input '{inp.name}' of type {inp.type}; kdbench gives"
+                " floating-point pixels (float, double or float16)"
+            )
+        fixed = isinstance(inp.shape[0], int) and inp.shape[0] > 0
+        batch = inp.shape[0] if fixed else _BATCH
+        xs = x.cpu().numpy().astype(dtype)
+        out = []
+        for i in range(0, len(xs), batch):
+            chunk = xs[i : i + batch]
+            if fixed and len(chunk) < batch:  # a fixed batch: pad the last one, keep its rows
+                chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
+                                                        dtype)])  # fmt: skip
+            try:
+                z = sess.run(None, {inp.name: chunk})[0]
+            except Exception as exc:  # ORT raises its own exception types for a wrong model
+                first = str(exc).splitlines()[0]
+                raise DataError(
+                    f"your teacher ({self.setting}) failed on inputs of shape {list(chunk.shape)}"
+                    f" {chunk.dtype}: {first}; it must take [N, {x.shape[1]}] pixels"
+                ) from None
+            out.append(np.asarray(z)[: len(xs[i : i + batch])])
+        z = np.concatenate(out)
+        if not np.issubdtype(z.dtype, np.floating):
+            raise DataError(f"{self.setting} outputs {z.dtype} values, not logits")
+        return torch.from_numpy(z.astype(np.float32)).to(x.device)
+
+
+# the input types an ONNX teacher may take, and what kdbench feeds it
+_ONNX_INPUTS = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                "tensor(float16)": np.float16}  # fmt: skip
 
 
 def _module_sha256(module: nn.Module) -> str:

@@ -7,6 +7,7 @@ other file is written to a temporary name and renamed, so a crash never leaves a
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -282,7 +283,12 @@ class RunStore:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
         stamped = [self.stamps.stamp(r) for r in records]
-        save_file(tensors, str(tmp), metadata={"records": dumps(stamped)})
+        try:
+            save_file(tensors, str(tmp), metadata={"records": dumps(stamped)})
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error
+            tmp.unlink(missing_ok=True)
+            code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
+            raise OSError(code, f"cannot write the checkpoint ({exc})", str(path)) from None
         os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

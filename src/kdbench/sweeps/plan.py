@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import MAX_STACK, Config, flat_index, settings_sha256
+from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes, settings_sha256
+from kdbench.engine.losses import loss_class
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM
 from kdbench.runs import guard
@@ -28,7 +29,7 @@ def _parse_value(name: str, text: str, default: Any) -> Any:
                 raise ValueError
             return text.lower() == "true"
         if isinstance(default, tuple):
-            return tuple(int(p) for p in text.split("-"))
+            return parse_sizes(text, f"--grid {name}")
         if isinstance(default, float):
             return float(text)
         if isinstance(default, int) or default is None:
@@ -61,7 +62,11 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             )
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; list all its values once")
-        grid[name] = [_parse_value(name, v.strip(), defaults[name]) for v in values.split(",")]
+        parsed = [_parse_value(name, v.strip(), defaults[name]) for v in values.split(",")]
+        twice = sorted({str(v) for v in parsed if parsed.count(v) > 1})
+        if twice:  # the point would be trained twice and counted twice in the Holm family
+            raise ConfigError(f"--grid {name} lists {', '.join(twice)} more than once")
+        grid[name] = parsed
     if not grid:
         raise ConfigError("a sweep needs at least one --grid name=v1,v2,...")
     return grid
@@ -109,15 +114,21 @@ class DistilWork:
 
 def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[Point]:
     """Every grid point, its configuration resolved and validated."""
-    found = []
+    found: dict[str, Point] = {}
     for values in itertools.product(*grid.values()):
         overrides = dict(zip(grid, values, strict=True))
-        cfg = base.with_overrides(**overrides)
+        cfg = base.with_overrides(**overrides)  # an impossible setting fails here, before any
+        loss_class(cfg.distill.loss)  # point trains, as an unknown loss does
         name = _label(overrides)
-        found.append(
-            Point(name, overrides, cfg, out / "points" / name, out / "shared" / upstream_key(cfg))
+        if name in found:
+            raise ConfigError(
+                f"grid points {found[name].overrides} and {overrides} would share the folder"
+                f" points/{name}; use values that differ in their first 6 significant digits"
+            )
+        found[name] = Point(
+            name, overrides, cfg, out / "points" / name, out / "shared" / upstream_key(cfg)
         )
-    return found
+    return list(found.values())
 
 
 def upstream_key(cfg: Config) -> str:
