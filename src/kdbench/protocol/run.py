@@ -269,7 +269,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     source = _arrays(cfg, arrays)
     splits = _splits(cfg, source)
     notice = _prepare_device(cfg)
-    folder = guard.check_path(Path(out) if out is not None else default_out())
+    folder = guard.check(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)
     # your teacher is checked before the folder is touched: a bad one leaves nothing behind;
     # logits kept from this same teacher (a resume) are read back, any others recomputed

@@ -57,6 +57,13 @@ def check_path(folder: Path) -> Path:
     return folder
 
 
+def check(folder: Path) -> Path:
+    """What `claim` refuses, checked without writing anything: call it before long work."""
+    folder = check_path(folder)
+    _check_own(folder)
+    return folder
+
+
 def _check_own(folder: Path) -> None:
     """A non-empty folder must be one kdbench made; one holding a symlink is refused."""
     if not folder.is_dir():
