@@ -24,9 +24,8 @@ import torch
 
 from kdbench.config import Config
 from kdbench.data import datasets as data
-from kdbench.engine import trainer as engine
 from kdbench.engine.losses import PaperKD
-from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.engine.mlp import MLP, init_stack, layer_sizes
 from kdbench.engine.objectives import Batch, Distillation
 from kdbench.engine.optim import Adam
 from kdbench.engine.teachers import CachedTeachers, Copies, TrainedTeachers
@@ -73,7 +72,7 @@ def step_ms(splits, n_teacher: int, n_ensemble: int, joint: bool, members: int, 
         index = torch.randint(0, len(splits.x_train), (n, 32), generator=gen)
         b = Batch(splits.x_train[index], splits.y_train[index], index)
         t = time.perf_counter()
-        engine.step(params, adam, b.x, lambda z, b=b: objective.loss(z, b))
+        MLP(sizes_s).step(params, adam, b.x, lambda z, b=b: objective.loss(z, b))
         objective.after_step()
         if s >= 5:  # warm-up steps are not timed
             times.append(time.perf_counter() - t)

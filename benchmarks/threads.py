@@ -6,7 +6,7 @@
 The study's stacks (at the default 10 repeats, 10 members): the teachers (M = 10, five hidden
 layers), the small networks (M = 110: ensemble members and hard-label students) and the distilled
 students (M = 20, soft targets cached); plus one lone student (M = 1), the way a plain loop trains.
-Each is timed over `--steps` batch-32 steps of kdbench's own training step (`engine.step`); the
+Each is timed over `--steps` batch-32 steps of kdbench's own training step (`MLP.step`); the
 table shows the median over rounds, so the thread choice rests on a measurement.
 """
 
@@ -20,9 +20,8 @@ import torch
 
 from kdbench.config import Config
 from kdbench.engine.losses import cross_entropy, kd_loss
-from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.engine.mlp import MLP, init_stack, layer_sizes
 from kdbench.engine.optim import Adam
-from kdbench.engine.trainer import step
 
 
 def stacks(cfg: Config):
@@ -45,6 +44,7 @@ def ms_per_step(sizes, members: int, soft: bool, steps: int, n: int = 4096) -> f
     params = init_stack(sizes, list(range(members)))
     adam = Adam(params, 1e-3, 1e-7)
     idx = torch.stack([torch.randperm(n, generator=gen) for _ in range(members)])
+    step = MLP(sizes).step
 
     def one(s: int) -> None:
         i = idx[:, (s * 32) % (n - 32) : (s * 32) % (n - 32) + 32]

@@ -14,7 +14,7 @@ def _run_with_curve(monkeypatch, small_splits, curves, **cfg):
     """Replace the validation step by scripted per-member losses, one value per epoch."""
     calls = {"n": 0}
 
-    def scripted(params, splits, objective):
+    def scripted(model, params, splits, objective):
         epoch = calls["n"]
         calls["n"] += 1
         members = params[0].shape[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import pytest
 import torch
@@ -280,3 +281,38 @@ def test_jittered_member_does_not_depend_on_its_stack(small_splits):
             torch.testing.assert_close(a[0], b[m], atol=1e-5, rtol=1e-4)
     plain = engine.train(engine.Stack("t", SIZES, seeds, shuffles), small_splits, cfg)
     assert not torch.equal(plain.params[0], stacked.params[0]), "jitter should change training"
+
+
+def test_the_engine_trains_through_the_stack_model(small_splits):
+    """The engine asks its `StackModel` for everything architecture-specific: a family that
+    wraps the MLP and counts the calls trains the same members as the MLP itself."""
+    from kdbench.engine.mlp import MLP
+
+    class Counted(MLP):
+        calls: ClassVar[dict[str, int]] = {"init": 0, "step": 0, "forward": 0}
+
+        def init(self, seeds, device="cpu"):
+            self.calls["init"] += 1
+            return super().init(seeds, device)
+
+        def step(self, *args, **kwargs):
+            self.calls["step"] += 1
+            return super().step(*args, **kwargs)
+
+        def forward(self, params, x):
+            self.calls["forward"] += 1
+            return super().forward(params, x)
+
+    cfg = _cfg(epochs=2)
+    counted = engine.train(engine.Stack("c", Counted(SIZES), [1, 2], [3, 4]), small_splits, cfg)
+    plain = engine.train(engine.Stack("p", SIZES, [1, 2], [3, 4]), small_splits, cfg)
+    steps = 2 * -(-len(small_splits.x_train) // cfg.batch_size)
+    assert Counted.calls["init"] == 1 and Counted.calls["step"] == steps
+    assert Counted.calls["forward"] >= 2  # validation, every epoch
+    for a, b in zip(counted.params, plain.params, strict=True):
+        assert torch.equal(a, b)
+    member = MLP(SIZES).member(plain.params, 1)  # an nn.Sequential: Linear's own kernel
+    with torch.no_grad():
+        eager = member(small_splits.x_test)
+    stacked = MLP(SIZES).logits(plain.params, small_splits.x_test)[1]
+    assert torch.allclose(eager, stacked, atol=1e-5)

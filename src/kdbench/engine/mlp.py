@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-Params = list[torch.Tensor]  # [W0, b0, W1, b1, ...]
+from kdbench.engine.stack_model import Params, StackModel  # Params: [W0, b0, W1, b1, ...]
 
 
 def layer_sizes(n_in: int, hidden: Sequence[int], n_out: int) -> list[int]:
@@ -149,6 +149,55 @@ def stack_backward(
                 grad = dropout.backward(grad, i)
             grad = torch.ops.aten.threshold_backward(grad, tape.relu[i - 1], 0)
         yield i, grad_w, grad_b
+
+
+class MLP(StackModel):
+    """The fully connected family (layer sizes `[in, *hidden, classes]`): its forward pass is a
+    `baddbmm` per layer and its backward pass is written out (`stack_backward`), so a step of M
+    members costs about one step of one member when the members are small."""
+
+    def __init__(self, sizes: Sequence[int]):
+        self.sizes = list(sizes)
+
+    def __repr__(self) -> str:
+        return f"MLP({self.sizes})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MLP) and other.sizes == self.sizes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def init(self, seeds, device="cpu") -> Params:
+        return init_stack(self.sizes, seeds, device)
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return stack_forward(params, x)
+
+    def step(self, params, adam, x, loss_of, dropout=None) -> torch.Tensor:
+        """Autograd differentiates only the loss (any head, any soft targets); the layers are
+        differentiated by `stack_backward` and each is updated as its gradient lands."""
+        tape = Tape()
+        logits = stack_forward(params, x, dropout, tape).requires_grad_()
+        loss = loss_of(logits)
+        loss.sum().backward()
+        adam.count_step()
+        for layer, grad_w, grad_b in stack_backward(params, tape, logits.grad, dropout):
+            adam.update(params, layer, (grad_w, grad_b))
+        return loss.detach()
+
+    def member(self, params: Params, m: int) -> nn.Sequential:
+        return member_module(params, m)
+
+    def tensor_names(self) -> list[str]:
+        return [
+            f"layer{i}.{kind}" for i in range(len(self.sizes) - 1) for kind in ("weight", "bias")
+        ]
+
+    def parameters_per_member(self) -> int:
+        return sum(a * b + b for a, b in itertools.pairwise(self.sizes))
+
+    def macs_per_image(self) -> int:
+        return sum(a * b for a, b in itertools.pairwise(self.sizes))
 
 
 @torch.no_grad()

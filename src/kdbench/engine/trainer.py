@@ -24,19 +24,10 @@ import torch
 from kdbench.config import TrainConfig
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import error_rate
-from kdbench.engine.mlp import (
-    Dropout,
-    Jitter,
-    Params,
-    Tape,
-    copy_rows,
-    init_stack,
-    stack_backward,
-    stack_forward,
-    stack_logits,
-)
+from kdbench.engine.mlp import MLP, Dropout, Jitter, copy_rows
 from kdbench.engine.objectives import Batch, HardLabels, Objective
 from kdbench.engine.optim import Adam
+from kdbench.engine.stack_model import Params, StackModel
 from kdbench.engine.stopping import EarlyStopping, EpochLog
 
 # progress(stack name, epoch, last epoch, step, steps per epoch, active members)
@@ -46,10 +37,12 @@ PROGRESS_SECONDS = 0.5  # the longest wait between progress callbacks within an 
 
 @dataclass
 class Stack:
-    """One stack to train: its members' shapes and seeds, what they minimise, and dropout."""
+    """One stack to train: its members' architecture and seeds, what they minimise, and their
+    regularisation. `model` is a `StackModel`; layer sizes `[in, *hidden, classes]` are short
+    for the fully connected one (`MLP(sizes)`)."""
 
     name: str
-    sizes: Sequence[int]
+    model: StackModel | Sequence[int]
     init_seeds: Sequence[int]
     shuffle_seeds: Sequence[int]
     objective: Objective = field(default_factory=HardLabels)
@@ -57,6 +50,8 @@ class Stack:
     jitter: int = 0  # training images shifted by up to this many pixels (28x28 inputs)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, StackModel):
+            self.model = MLP(self.model)
         if len(self.init_seeds) != len(self.shuffle_seeds) or not self.init_seeds:
             raise ValueError("a stack needs one init seed and one shuffle seed per member")
         wanted = self.objective.members
@@ -78,26 +73,6 @@ class Result:
     diverged_epoch: list[int | None]
     history: list[list[dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def step(
-    params: Params,
-    adam: Adam,
-    x: torch.Tensor,
-    loss_of: Callable[[torch.Tensor], torch.Tensor],
-    dropout: Dropout | None = None,
-) -> torch.Tensor:
-    """One training step of every member on its own batch `x` `[M, B, in]`; returns the
-    per-member loss. Autograd differentiates only the loss (any head, any soft targets); the
-    layers are differentiated by `stack_backward` and each is updated as its gradient lands."""
-    tape = Tape()
-    logits = stack_forward(params, x, dropout, tape).requires_grad_()
-    loss = loss_of(logits)
-    loss.sum().backward()
-    adam.count_step()
-    for layer, grad_w, grad_b in stack_backward(params, tape, logits.grad, dropout):
-        adam.update(params, layer, (grad_w, grad_b))
-    return loss.detach()
 
 
 def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -122,9 +97,11 @@ def _jitter(stack: Stack) -> Jitter | None:
     return Jitter(stack.jitter, _stream_seeds(stack, 2)) if stack.jitter else None
 
 
-def _validate(params: Params, splits: Splits, objective: Objective) -> tuple[torch.Tensor, ...]:
+def _validate(
+    model: StackModel, params: Params, splits: Splits, objective: Objective
+) -> tuple[torch.Tensor, ...]:
     """Per-member (validation loss, validation error), on the CPU."""
-    logits = stack_logits(params, splits.x_val)
+    logits = model.logits(params, splits.x_val)
     labels = splits.y_val.expand(logits.shape[0], -1)
     loss = objective.validation_loss(logits, labels, splits.x_val)
     return loss.cpu(), error_rate(logits, labels).cpu()
@@ -134,8 +111,8 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
     """Train every member of `stack` on `splits` (already on the target device) -> `Result`."""
     start = time.perf_counter()
     device = splits.x_train.device
-    objective = stack.objective
-    params = init_stack(stack.sizes, stack.init_seeds, device)
+    objective, model = stack.objective, stack.model
+    params = model.init(stack.init_seeds, device)
     final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
     adam = Adam(params, cfg.learning_rate, cfg.adam_eps)
@@ -162,14 +139,14 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
             index = perms[:, s * batch : (s + 1) * batch]
             x = _gather(splits.x_train, index)
             b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
-            loss = step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
+            loss = model.step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
             objective.after_step()
             loss_sum += loss * index.shape[1]
             if progress is not None and time.perf_counter() - last_call >= PROGRESS_SECONDS:
                 progress(stack.name, epoch, last_epoch, s, steps, len(ids))
                 last_call = time.perf_counter()
 
-        log = EpochLog((loss_sum / n_train).cpu(), *_validate(params, splits, objective))
+        log = EpochLog((loss_sum / n_train).cpu(), *_validate(model, params, splits, objective))
         decision = stopping.update(epoch, active, log)
         if best is not None and bool(decision.improved.any()):
             rows = decision.improved.nonzero().squeeze(1)

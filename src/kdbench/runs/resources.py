@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 
 import torch
 from torch.utils import benchmark
+
+from kdbench.engine.mlp import MLP
 
 
 def counts(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
     """params, MACs per image, float32 bytes, int8 bytes (int8 weights, float32 biases, and one
     float32 scale and one zero point per weight matrix, as dynamic quantisation stores them)."""
-    weights = sum(a * b for a, b in pairwise(sizes))
-    biases = sum(sizes[1:])
-    layers = len(sizes) - 1
+    model = MLP(sizes)
+    params, weights = model.parameters_per_member(), model.macs_per_image()
+    biases, layers = params - weights, len(sizes) - 1
     return {
-        "params": members * (weights + biases),
+        "params": members * params,
         "macs": members * weights,
-        "bytes_float32": members * 4 * (weights + biases),
+        "bytes_float32": members * 4 * params,
         "bytes_int8": members * (weights + 4 * biases + 5 * layers),
     }
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from kdbench.config import Config, config_diff, settings_sha256
 from kdbench.data.datasets import CLASSES, FEATURES
-from kdbench.engine.mlp import Params
+from kdbench.engine.mlp import MLP, Params
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
@@ -202,6 +202,12 @@ def read_config(folder: Path) -> Config:
     return Config.from_dict(read_run_config(folder)["config"])
 
 
+def _tensor_names(n_tensors: int) -> list[str]:
+    """Checkpoint keys of a stack of `n_tensors` tensors: the fully connected family's (the only
+    family whose checkpoints the run folder holds so far)."""
+    return MLP([0] * (n_tensors // 2 + 1)).tensor_names()
+
+
 class RunStore:
     """One run folder. The same configuration resumes it; a different one is refused."""
 
@@ -275,10 +281,8 @@ class RunStore:
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
         [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
-        tensors = {}
-        for j in range(0, len(params), 2):
-            tensors[f"layer{j // 2}.weight"] = params[j].detach().cpu().contiguous()
-            tensors[f"layer{j // 2}.bias"] = params[j + 1].detach().cpu().contiguous()
+        names = _tensor_names(len(params))
+        tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
@@ -315,9 +319,7 @@ class RunStore:
                     )
                 records = loads(meta["records"])
                 n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
-                params = []
-                for i in range(n_layers):
-                    params += [fh.get_tensor(f"layer{i}.weight"), fh.get_tensor(f"layer{i}.bias")]
+                params = [fh.get_tensor(n) for n in _tensor_names(2 * n_layers)]
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunFolderError(f"{path} is damaged ({exc}); {fix}") from None
         except RunFolderError as exc:
