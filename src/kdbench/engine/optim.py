@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from kdbench.engine.mlp import Params
+from kdbench.engine.stack_model import Params
 
 
 class Adam:
     """Adam over stacked tensors, one layer at a time, each update right after the layer's
-    gradient (see `models.stack_backward`). It calls `torch._fused_adam_`, the kernel behind
+    gradient (see `mlp.stack_backward`). It calls `torch._fused_adam_`, the kernel behind
     `torch.optim.Adam(fused=True)`, with the state that optimizer keeps: Adam is elementwise,
     so each member gets exactly its own Adam (the tests compare with `torch.optim.Adam`)."""
 
@@ -28,14 +28,22 @@ class Adam:
 
     def update(self, params: Params, layer: int, grads: Sequence[torch.Tensor]) -> None:
         """One Adam step of layer `layer`'s weight and bias, in place."""
-        at = slice(2 * layer, 2 * layer + 2)
+        self._fused(slice(2 * layer, 2 * layer + 2), params, grads)
+
+    def update_all(self, params: Params, grads: Sequence[torch.Tensor]) -> None:
+        """One Adam step of every tensor of the stack, in place (a family differentiated by
+        autograd, whose gradients all arrive at once)."""
+        self._fused(slice(0, len(params)), params, grads)
+
+    def _fused(self, at: slice, params: Params, grads: Sequence[torch.Tensor]) -> None:
+        n = len(range(*at.indices(len(params))))
         torch._fused_adam_(
             params[at],
             list(grads),
             self.exp_avg[at],
             self.exp_avg_sq[at],
             [],
-            [self.steps, self.steps],
+            [self.steps] * n,
             lr=self.lr,
             beta1=self.betas[0],
             beta2=self.betas[1],

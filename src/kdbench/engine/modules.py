@@ -1,0 +1,132 @@
+"""Any `nn.Module` as a stack: your own architecture, trained with the engine's guarantees.
+
+A factory (a callable returning a fresh module) builds each member after `torch.manual_seed` of
+the member's init seed, so a member's weights depend only on its seed. The members' parameters
+are stacked (`torch.func.stack_module_state`) and run together with `torch.func.vmap` over
+`functional_call`; autograd gives every member's gradients, and the engine's Adam updates them all
+in one fused call, each member with its own state.
+
+What a stack cannot run correctly is refused with one line, never trained silently wrong: a module
+with buffers (BatchNorm's running statistics would be shared or lost) or with its own random
+layers (nn.Dropout inside vmap would tie a member's masks to its stack).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.flop_counter import FlopCounterMode
+
+from kdbench.engine.stack_model import Params, StackModel
+from kdbench.errors import ConfigError
+
+Factory = Callable[[], nn.Module]
+_RANDOM = (nn.modules.dropout._DropoutNd,)
+
+
+def _name(factory: Factory) -> str:
+    return getattr(factory, "__qualname__", type(factory).__name__)
+
+
+def check_module(module: nn.Module, where: str) -> None:
+    """One clear line for a module kdbench cannot stack correctly."""
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{where} returned {type(module).__name__}, not an nn.Module")
+    buffers = [n for n, _ in module.named_buffers()]
+    if buffers:
+        raise ConfigError(
+            f"{where} has buffers ({', '.join(buffers[:3])}): running statistics such as"
+            " BatchNorm's cannot be kept per member in a stack; use a module without them"
+            " (e.g. GroupNorm or LayerNorm)"
+        )
+    random = [n for n, m in module.named_modules() if isinstance(m, _RANDOM)]
+    if random:
+        raise ConfigError(
+            f"{where} has its own random layers ({', '.join(random[:3])}): inside a stack their"
+            " masks would depend on the stack, not on the member's seed; remove them"
+        )
+    if not list(module.parameters()):
+        raise ConfigError(f"{where} has no parameters to train")
+
+
+class ModuleStack(StackModel):
+    """A stack of members built by `factory`; `forward` takes the dataset's inputs
+    `[N, features]` and returns `[N, classes]` logits."""
+
+    def __init__(self, factory: Factory, n_features: int, n_classes: int):
+        self.factory, self.n_features = factory, n_features
+        template = self._build(0)
+        where = f"the factory {_name(factory)}"
+        probe = torch.zeros(2, n_features)
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as flops:
+                out = template(probe[:1])
+        except Exception as exc:  # any failure of your forward: say which and on what
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"{where} fails on inputs [N, {n_features}] float32: {first}; its forward must"
+                " take the dataset's inputs"
+            ) from None
+        if tuple(out.shape) != (1, n_classes):
+            raise ConfigError(
+                f"{where} gives outputs of shape {list(out.shape)} for one input; it must give"
+                f" [N, {n_classes}] logits (one per class)"
+            )
+        self._macs = flops.get_total_flops() // 2  # a multiply-accumulate is two flops
+        self.names = [n for n, _ in template.named_parameters()]
+        self._base = copy.deepcopy(template).to("meta")  # the architecture, without weights
+
+    def __repr__(self) -> str:
+        return f"ModuleStack({_name(self.factory)})"
+
+    def _build(self, seed: int) -> nn.Module:
+        torch.manual_seed(int(seed))
+        module = self.factory()
+        check_module(module, f"the factory {_name(self.factory)}")
+        return module
+
+    def init(self, seeds, device="cpu") -> Params:
+        members = [self._build(s).to(device) for s in seeds]
+        stacked, _ = stack_module_state(members)
+        return [stacked[n].detach().clone() for n in self.names]
+
+    def _run(self, params: Params, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        def one(member_params, xi):
+            return functional_call(self._base, dict(zip(self.names, member_params, strict=True)),
+                                   (xi,))  # fmt: skip
+
+        return vmap(one, in_dims=(0, None if shared else 0))(tuple(params), x)
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self._run(params, x, shared=x.dim() == 2)
+
+    def step(self, params, adam, x, loss_of, dropout=None) -> torch.Tensor:
+        if dropout is not None:
+            raise ConfigError("dropout is not available for your own modules; set it to 0")
+        leaves = [p.detach().requires_grad_() for p in params]
+        loss = loss_of(self._run(leaves, x, shared=False))
+        grads = torch.autograd.grad(loss.sum(), leaves)
+        adam.count_step()
+        # the fused kernel walks gradient and weight alike: vmap's may come transposed
+        adam.update_all(params, [g.contiguous() for g in grads])
+        return loss.detach()
+
+    def member(self, params: Params, m: int) -> nn.Module:
+        module = self._build(0)
+        with torch.no_grad():
+            for (_, p), stacked in zip(module.named_parameters(), params, strict=True):
+                p.copy_(stacked[m])
+        return module.to(params[0].device)
+
+    def tensor_names(self) -> list[str]:
+        return list(self.names)
+
+    def parameters_per_member(self) -> int:
+        return sum(p.numel() for p in self._base.parameters())
+
+    def macs_per_image(self) -> int:
+        return int(self._macs)

@@ -1,0 +1,120 @@
+"""Any nn.Module as a stack (`engine.modules.ModuleStack`) against the plain way: the same module
+trained alone with `torch.optim.Adam` in `tests/oracle.py`'s written-out loop, same seeds, members
+stopping at different epochs; and the modules a stack cannot run correctly, refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdbench.config import TrainConfig
+from kdbench.engine import trainer as engine
+from kdbench.engine.modules import ModuleStack
+from kdbench.errors import ConfigError
+from tests.oracle import _fit
+
+
+class TinyCNN(nn.Module):
+    """A microcontroller-sized conv net on flat 28x28 inputs (it reshapes them itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(200, 10),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _alone(seed, shuffle, splits, cfg):
+    torch.manual_seed(seed)
+    net = TinyCNN()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, foreach=False)
+
+    def batch_loss(idx):
+        return F.cross_entropy(net(splits.x_train[idx]), splits.y_train[idx])
+
+    def val_loss():
+        return F.cross_entropy(net(splits.x_val), splits.y_val)
+
+    epochs = cfg.epochs or cfg.max_epochs
+    patience = None if cfg.epochs is not None else cfg.patience
+    trained = _fit(opt, batch_loss, val_loss, shuffle, len(splits.x_train), batch=cfg.batch_size,
+                   epochs=epochs, patience=patience)  # fmt: skip
+    return net, trained
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [dict(epochs=2), dict(epochs=None, patience=1, max_epochs=12, learning_rate=1e-2)],
+    ids=["fixed-epochs", "stopping-at-different-epochs"],
+)
+def test_module_stack_equals_modules_trained_alone(small_splits, cfg):
+    cfg = dataclasses.replace(TrainConfig(), **cfg)
+    seeds, shuffles = [3, 5, 8], [13, 21, 34]
+    model = ModuleStack(TinyCNN, small_splits.n_features, small_splits.n_classes)
+    result = engine.train(engine.Stack("cnn", model, seeds, shuffles), small_splits, cfg)
+    epochs = []
+    for m in range(3):
+        alone, trained = _alone(seeds[m], shuffles[m], small_splits, cfg)
+        epochs.append(trained)
+        stacked = model.member(result.params, m)
+        # vmap's convolutions sum in another order than a lone Conv2d: float drift, growing with
+        # the steps taken (6 epochs at lr 1e-2 in the stopping case)
+        atol = 1e-4 if cfg.epochs is not None else 2e-3
+        for a, b in zip(stacked.parameters(), alone.parameters(), strict=True):
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-2)
+        with torch.no_grad():
+            differ = stacked(small_splits.x_test).argmax(1) != alone(small_splits.x_test).argmax(1)
+        assert int(differ.sum()) <= 2  # of 1000 test images
+    assert result.epochs == epochs
+    if cfg.epochs is None:
+        assert len(set(epochs)) > 1, "scenario: the members must stop at different epochs"
+
+
+def test_a_member_depends_only_on_its_own_seeds(small_splits):
+    cfg = dataclasses.replace(TrainConfig(), epochs=1)
+    model = ModuleStack(TinyCNN, small_splits.n_features, small_splits.n_classes)
+    three = engine.train(engine.Stack("s", model, [1, 2, 3], [4, 5, 6]), small_splits, cfg)
+    one = engine.train(engine.Stack("s", model, [2], [5]), small_splits, cfg)
+    for a, b in zip(three.params, one.params, strict=True):
+        torch.testing.assert_close(a[1], b[0], atol=1e-5, rtol=1e-4)
+
+
+def test_counts_of_a_module():
+    model = ModuleStack(TinyCNN, 784, 10)
+    assert model.parameters_per_member() == sum(p.numel() for p in TinyCNN().parameters())
+    # conv1 26x26x4 outputs x 9 taps, conv2 11x11x8 x 36, the head 200 x 10
+    assert model.macs_per_image() == 26 * 26 * 4 * 9 + 11 * 11 * 8 * 36 + 200 * 10
+
+
+class _WithBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn, self.head = nn.BatchNorm1d(784), nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.head(self.bn(x))
+
+
+@pytest.mark.parametrize(
+    ("factory", "says"),
+    [
+        (_WithBatchNorm, "has buffers"),
+        (lambda: nn.Sequential(nn.Dropout(0.5), nn.Linear(784, 10)), "own random layers"),
+        (lambda: nn.Linear(784, 7), "must give [N, 10] logits"),
+        (lambda: nn.Linear(100, 10), "fails on inputs [N, 784]"),
+        (lambda: "not a module", "not an nn.Module"),
+    ],
+    ids=["batchnorm", "dropout", "width", "forward-fails", "not-a-module"],
+)
+def test_modules_a_stack_cannot_run_are_one_clear_error(factory, says):
+    with pytest.raises(ConfigError, match=None) as exc:
+        ModuleStack(factory, 784, 10)
+    assert says in str(exc.value) and "\n" not in str(exc.value)
