@@ -21,9 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import time, torch
-from kdbench.data import datasets as data
 from kdbench.config import Config
-from kdbench.protocol.study import run_study
+try:  # the layout since the subpackages; a --ref from before them has the flat one
+    from kdbench.data import datasets as data
+    from kdbench.protocol.study import run_study
+except ImportError:
+    from kdbench import data
+    from kdbench.protocol import run_study
 cfg = Config().with_overrides(train_limit=20000, repeats=2, members=10, epochs=2)
 d = cfg.data
 splits = data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)

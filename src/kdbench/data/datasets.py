@@ -63,6 +63,9 @@ ARRAYS = "arrays"
 DATASETS = (*CHECKSUMS, "digits")
 FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64}
 CLASSES = dict.fromkeys(FEATURES, 10)
+# what a conv net sees: (channels, height, width) of each dataset's flattened inputs
+IMAGES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "kmnist": (1, 28, 28),
+          "digits": (1, 8, 8)}  # fmt: skip
 # the input scaling: the one place it is done (`split`, `digits_arrays`) and described
 PIXEL_SCALE = 255.0  # IDX images: uint8 pixels to [0, 1]
 DIGITS_SCALE = 16.0  # scikit-learn's digits: 0-16 to [0, 1]

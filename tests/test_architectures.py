@@ -1,0 +1,81 @@
+"""Built-in architectures by name: each parses, is Keras-initialised, trains as a stack, and a
+bad name is one line that says the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kdbench.config import TrainConfig
+from kdbench.data.datasets import IMAGES
+from kdbench.engine import trainer as engine
+from kdbench.engine.architectures import build
+from kdbench.engine.mlp import MLP
+from kdbench.engine.modules import ModuleStack
+from kdbench.errors import ConfigError
+
+MNIST = IMAGES["mnist"]
+
+
+def test_mlp_by_name_is_the_fast_path():
+    assert build("mlp:100,50", 784, 10, MNIST) == MLP([784, 100, 50, 10])
+
+
+def test_lenet5_has_its_classic_size_and_keras_init():
+    model = build("lenet5", 784, 10, MNIST)
+    assert isinstance(model, ModuleStack)
+    assert model.parameters_per_member() == 156 + 2416 + 48120 + 10164 + 850  # 61,706
+    net = model.member(model.init([7]), 0)
+    for layer in net.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            fan_in = layer.weight[0].numel()
+            fan_out = layer.weight.shape[0] * layer.weight[0, 0].numel()
+            if isinstance(layer, nn.Linear):
+                fan_out = layer.weight.shape[0]
+            limit = math.sqrt(6 / (fan_in + fan_out))
+            w = layer.weight.detach()
+            assert float(w.abs().max()) <= limit and not layer.bias.any()
+            if w.numel() > 10_000:  # uniform on [-limit, limit]: its std is limit / sqrt(3)
+                assert float(w.std()) == pytest.approx(limit / math.sqrt(3), rel=0.05)
+
+
+def test_a_small_cnn_stack_learns(small_splits):
+    model = build("cnn:4,8", small_splits.n_features, small_splits.n_classes, MNIST)
+    cfg = dataclasses.replace(TrainConfig(), epochs=3, learning_rate=3e-3)
+    result = engine.train(engine.Stack("cnn", model, [1, 2], [3, 4]), small_splits, cfg)
+    errors = model.logits(result.params, small_splits.x_test).argmax(-1) != small_splits.y_test
+    assert float(errors.float().mean()) < 0.5  # chance is 0.9; 480 training images, 3 epochs
+
+
+@pytest.mark.parametrize(
+    ("spec", "image", "says"),
+    [
+        ("cnn:", MNIST, "whole numbers >= 1"),
+        ("cnn:0", MNIST, "whole numbers >= 1"),
+        ("mlp:a", MNIST, "whole numbers >= 1"),
+        ("lenet", MNIST, "did you mean lenet5"),
+        ("lenet5:3", MNIST, "takes no sizes"),
+        ("cnn:4,8", None, "no image shape"),
+        ("cnn:4,8,16", IMAGES["digits"], "shrinks 8x8 images to nothing"),
+        ("lenet5", IMAGES["digits"], "at least 12x12"),
+    ],
+)
+def test_bad_architectures_are_one_line(spec, image, says):
+    n = image[1] * image[2] if image else 784
+    with pytest.raises(ConfigError) as exc:
+        build(spec, n, 10, image)
+    assert says in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_member_of_a_conv_stack_is_an_ordinary_module(small_splits):
+    model = build("cnn:4", 784, 10, MNIST)
+    params = model.init([5, 6])
+    net = model.member(params, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net(small_splits.x_test), model.logits(params, small_splits.x_test)[1]
+        )
