@@ -1,0 +1,82 @@
+"""A stack of any nn.Module (`ModuleStack`: torch.func vmap) against a plain PyTorch loop.
+
+    python benchmarks/modules.py --rounds 3 --threads 1 2
+
+For each architecture: M members trained for one epoch on `--images` MNIST training images,
+batch 32, (a) one at a time, each its own `nn.Module` and `torch.optim.Adam` (the baseline,
+measured in the same process), and (b) as one kdbench stack through the engine. Prints each
+round and the median ratio loop / stack (above 1: the stack is faster). The MLP rows use the
+hand-written fast path (`mlp.MLP`) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from kdbench.config import TrainConfig
+from kdbench.data import datasets as data
+from kdbench.engine import trainer as engine
+from kdbench.engine.architectures import build
+from kdbench.engine.modules import ModuleStack
+
+ARCHS = ("cnn:4,8", "lenet5", "mlp:100")
+
+
+def loop(model, seeds, splits, epochs: int = 1, batch: int = 32) -> float:
+    """Each member alone: its module, torch.optim.Adam, its own shuffling."""
+    start = time.perf_counter()
+    for seed in seeds:
+        net = model.member(model.init([seed]), 0)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            perm = torch.randperm(len(splits.x_train), generator=gen)
+            for s in range(0, len(perm), batch):
+                idx = perm[s : s + batch]
+                loss = F.cross_entropy(net(splits.x_train[idx]), splits.y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    return time.perf_counter() - start
+
+
+def stacked(model, seeds, splits, epochs: int = 1) -> float:
+    cfg = dataclasses.replace(TrainConfig(), epochs=epochs)
+    start = time.perf_counter()
+    engine.train(engine.Stack("b", model, seeds, [s + 1000 for s in seeds]), splits, cfg)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    splits = data.load("mnist", validation_split=0.1, train_limit=args.images)
+    seeds = list(range(args.members))
+    print(f"{args.members} members, one epoch of {len(splits.x_train)} images, batch 32")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for arch in ARCHS:
+            model = build(arch, splits.n_features, splits.n_classes, data.IMAGES["mnist"])
+            ratios = []
+            for r in range(args.rounds):
+                a, b = loop(model, seeds, splits), stacked(model, seeds, splits)
+                ratios.append(a / b)
+                print(f"  {threads} thread(s) {arch:<8} round {r + 1}: loop {a:6.2f} s,"
+                      f" stack {b:6.2f} s, loop / stack {a / b:.2f}")  # fmt: skip
+            kind = "vmap" if isinstance(model, ModuleStack) else "hand-written"
+            print(f"{threads} thread(s) {arch:<8} ({kind}): median loop / stack"
+                  f" {statistics.median(ratios):.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
