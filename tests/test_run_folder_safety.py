@@ -441,3 +441,27 @@ def test_read_only_folder_is_one_line(tiny_run, tmpfs):
         proc = kdbench(*cmd)
         assert proc.returncode == 2, proc.stderr
         assert "cannot write to run folder" in proc.stderr and "Read-only" in proc.stderr
+
+
+def test_own_teacher_logits_from_before_hashes_still_count(tmp_path):
+    """A run folder of your teacher written before derived files carried their source's hash:
+    its config.json names the teacher, so diagnose (and a resume) still use its logits."""
+    from safetensors import safe_open
+
+    from kdbench.data import datasets
+
+    a = datasets.digits_arrays()
+    labels = np.concatenate([a["train_labels"], a["test_labels"]])
+    np.save(tmp_path / "good.npy", 5 * np.eye(10, dtype=np.float32)[labels])
+    run = tmp_path / "run"
+    args = [*RUN, "--repeats", "1", "--teacher", tmp_path / "good.npy", "--out", run]
+    assert kdbench(*args).returncode == 0
+    path = run / "teacher_logits.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata().get("source_sha256")  # written with its source
+    save_file(load_file(str(path)), str(path))  # as an older kdbench wrote it: no metadata
+    (run / "diagnose.json").unlink()  # measured afresh, not carried over from the first run
+    assert kdbench("diagnose", run).returncode == 0
+    found = json.loads((run / "diagnose.json").read_text())
+    assert "fidelity" in found["soft_targets"] and "unreadable" not in json.dumps(found)
+    assert kdbench(*args).returncode == 0  # the resume reads them back

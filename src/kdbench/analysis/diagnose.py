@@ -197,7 +197,7 @@ def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: l
         path = run_dir / TEACHER_LOGITS
         if not path.is_file():
             return None
-        kept = read_derived(path, cfg.model.own_teacher_sha256)
+        kept = read_derived(path, cfg.model.own_teacher_sha256, legacy_ok=True)  # cfg vouches
         if kept is None:
             raise RunFolderError(f"{path} is damaged or not this run's teacher's logits")
         z = kept["test"]

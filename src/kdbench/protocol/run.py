@@ -35,10 +35,12 @@ from kdbench.roles import StackName
 from kdbench.runs import guard, latency
 from kdbench.runs.resources import counts
 from kdbench.runs.store import (
+    CONFIG,
     RESOURCES,
     TEACHER_LOGITS,
     RunStore,
     SharedCache,
+    read_config,
     read_derived,
     write_derived,
     write_json,
@@ -275,7 +277,11 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     # logits kept from this same teacher (a resume) are read back, any others recomputed
     own_logits = None
     if own is not None:
-        kept = read_derived(folder / TEACHER_LOGITS, own.sha256, str(on_device.x_train.device))
+        vouched = (folder / CONFIG).is_file() and (
+            read_config(folder).model.own_teacher_sha256 == own.sha256
+        )  # a run folder of this same teacher: its logits from before hashes were kept count
+        device = str(on_device.x_train.device)
+        kept = read_derived(folder / TEACHER_LOGITS, own.sha256, device, legacy_ok=vouched)
         if kept is not None:
             own_logits = TeacherLogits(**kept)
         else:

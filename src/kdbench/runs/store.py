@@ -67,14 +67,19 @@ def write_derived(path: Path, tensors: dict[str, torch.Tensor], source_sha256: s
     atomic_write(path, save(tensors, metadata={"source_sha256": source_sha256}))
 
 
-def read_derived(path: Path, source_sha256: str, device: str = "cpu") -> dict | None:
+def read_derived(
+    path: Path, source_sha256: str, device: str = "cpu", legacy_ok: bool = False
+) -> dict | None:
     """The tensors of a derived file made from `source_sha256`; None when the file is missing,
-    damaged or made from another source (the caller recomputes and rewrites it)."""
+    damaged or made from another source (the caller recomputes and rewrites it). A file from
+    before sources were recorded (no hash in it) counts only with `legacy_ok`: where the run's
+    config.json already names this same source."""
     if not path.is_file() or path.is_symlink():
         return None
     try:
         with safe_open(str(path), framework="pt", device=device) as fh:
-            if (fh.metadata() or {}).get("source_sha256") != source_sha256:
+            recorded = (fh.metadata() or {}).get("source_sha256")
+            if recorded != source_sha256 and not (recorded is None and legacy_ok):
                 return None
             return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
     except (OSError, SafetensorError):
