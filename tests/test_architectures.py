@@ -79,3 +79,69 @@ def test_a_member_of_a_conv_stack_is_an_ordinary_module(small_splits):
         torch.testing.assert_close(
             net(small_splits.x_test), model.logits(params, small_splits.x_test)[1]
         )
+
+
+CONV = ["--dataset", "digits", "--teacher-arch", "cnn:8", "--student-arch", "cnn:4", "--repeats",
+        "2", "--members", "2", "--epochs", "2", "--threads", "1", "--quiet"]  # fmt: skip
+
+
+def test_a_conv_study_end_to_end(tmp_path):
+    """`reproduce --teacher-arch/--student-arch`: trains, resumes without retraining, re-renders,
+    diagnoses, and hands each model back as a module whose test error is the recorded one; what
+    is fully-connected-only so far (export, latency, joint teachers) says so in one line."""
+    import json
+
+    from kdbench.data import datasets
+    from kdbench.protocol.run import splits_of
+    from kdbench.runs.loading import load
+    from kdbench.runs.store import read_config
+    from tests.in_process import kdbench
+
+    run = tmp_path / "conv"
+    assert kdbench("reproduce", *CONV, "--no-latency", "--out", run).returncode == 0
+    records = (run / "records.jsonl").read_text()
+    weights = (run / "checkpoints" / "small_networks.safetensors").read_bytes()
+    assert kdbench("reproduce", *CONV, "--no-latency", "--out", run).returncode == 0  # resume
+    assert (run / "records.jsonl").read_text() == records
+    assert (run / "checkpoints" / "small_networks.safetensors").read_bytes() == weights
+    assert kdbench("report", run).returncode == 0 and kdbench("diagnose", run).returncode == 0
+    assert "| Student / ensemble member | cnn:4 |" in (run / "report.md").read_text()
+    splits = splits_of(read_config(run), run)
+    assert datasets.IMAGES["digits"] == (1, 8, 8)
+    for line in records.splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "model" and rec["role"] != "ensemble":
+            net = load(run, rec["role"], repeat=rec["repeat"])
+            with torch.no_grad():
+                error = float((net(splits.x_test).argmax(1) != splits.y_test).float().mean())
+            assert error == pytest.approx(rec["test_error"], abs=1e-6), rec["role"]
+    for args, says in (
+        (["export", run, "--role", "student_hard"], "fully connected nets only so far"),
+        (["reproduce", *CONV, "--out", tmp_path / "x"], "add --no-latency"),
+        (["reproduce", *CONV, "--no-latency", "--teacher-updates", "joint", "--out",
+          tmp_path / "y"], "use --teacher-updates frozen"),
+        (["reproduce", *CONV, "--no-latency", "--student-arch", "lenet5", "--out", tmp_path / "z"],
+         "at least 12x12"),
+    ):  # fmt: skip
+        proc = kdbench(*args)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_a_damaged_conv_checkpoint_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from tests.in_process import kdbench
+
+    run = tmp_path / "conv"
+    assert kdbench("reproduce", *CONV, "--no-latency", "--out", run).returncode == 0
+    path = run / "checkpoints" / "teachers.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first][..., :1].contiguous()  # a wrong shape
+    save_file(tensors, str(path), metadata=meta)
+    proc = kdbench("reproduce", *CONV, "--no-latency", "--out", run)
+    assert proc.returncode == 2 and "does not belong to this run" in proc.stderr, proc.stderr

@@ -43,6 +43,10 @@ class DataConfig:
 class ModelConfig:
     teacher_hidden: tuple[int, ...] = (500, 400, 300, 200, 100)
     student_hidden: tuple[int, ...] = (100,)  # also each ensemble member
+    # an architecture by name (`engine.architectures`: mlp:H1,H2, lenet5, cnn:C1,C2) instead of
+    # the fully connected net of the hidden sizes above; None = that net
+    teacher_arch: str | None = None
+    student_arch: str | None = None  # also each ensemble member
     # what the temperature divides: the logits (Hinton; default), or the probabilities of a
     # softmax output layer (what the paper's Keras code does if its last layer is a softmax)
     head: str = "logits"
@@ -252,6 +256,14 @@ def _validate_data(data: DataConfig) -> None:
 
 
 def _validate_model(model: ModelConfig) -> None:
+    for arch, flag in (
+        (model.teacher_arch, "--teacher-arch"),
+        (model.student_arch, "--student-arch"),
+    ):
+        if arch is not None and (not isinstance(arch, str) or not arch.strip()):
+            raise ConfigError(
+                f"architecture must be a name like cnn:4,8 (got {arch!r}); fix {flag}"
+            )
     _hidden(model.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
     _hidden(model.student_hidden, "student hidden layers", "--student-hidden")
     _one_of(model.head, HEADS, "head", "; fix --head")

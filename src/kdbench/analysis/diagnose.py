@@ -19,11 +19,19 @@ from kdbench.analysis.stats import compare_rows
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
-from kdbench.engine.mlp import stack_logits
+from kdbench.engine.mlp import MLP
+from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record, row_errors
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
-from kdbench.runs.store import DIAGNOSIS, TEACHER_LOGITS, RunStore, read_derived, write_json
+from kdbench.runs.store import (
+    DIAGNOSIS,
+    TEACHER_LOGITS,
+    RunStore,
+    other_family,
+    read_derived,
+    write_json,
+)
 
 UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(classes)
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
@@ -206,7 +214,17 @@ def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: l
     if stack is None:
         return None
     params, recs = stack
-    return stack_logits(params, x), {r.repeat: i for i, r in enumerate(recs)}
+    model = _model(cfg, StackName.TEACHERS, params)
+    return model.logits(params, x), {r.repeat: i for i, r in enumerate(recs)}
+
+
+def _model(cfg: Config, name: StackName, params) -> StackModel:
+    """The architecture of a stack read back: the configuration's, or the fully connected net
+    its weights make."""
+    family = other_family(cfg, name)
+    if family is not None:
+        return family
+    return MLP([params[0].shape[1], *(w.shape[2] for w in params[0::2])])
 
 
 def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
@@ -223,8 +241,8 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
     if teachers is None:
         return None
     t_logits, teacher = teachers
-    s_logits = stack_logits(s_params, x)
-    d_logits = stack_logits(d_params, x)
+    s_logits = _model(cfg, StackName.SMALL_NETWORKS, s_params).logits(s_params, x)
+    d_logits = _model(cfg, StackName.DISTILLED, d_params).logits(d_params, x)
     members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]
     hard = {r.repeat: i for i, r in enumerate(s_recs) if r.role == Role.STUDENT_HARD}
     by_repeat = {

@@ -249,8 +249,11 @@ def config_table(cfg: dict) -> str:
             + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
         ),
         ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
-        ("Teacher", "-".join(map(str, m["teacher_hidden"]))),
-        ("Student / ensemble member", "-".join(map(str, m["student_hidden"]))),
+        ("Teacher", m.get("teacher_arch") or "-".join(map(str, m["teacher_hidden"]))),
+        (
+            "Student / ensemble member",
+            m.get("student_arch") or "-".join(map(str, m["student_hidden"])),
+        ),
         ("Repeats × members", f"{p['repeats']} × {p['members']}"),
         (
             "Optimiser",

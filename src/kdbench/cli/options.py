@@ -51,6 +51,16 @@ FLAGS: dict[str, Flag] = {
         Flag("validation_split", "Held-out tail of the training set."),
         Flag("teacher_hidden", "Teacher hidden sizes, dash-separated."),
         Flag("student_hidden", "Student (and ensemble member) hidden sizes, dash-separated."),
+        Flag(
+            "teacher_arch",
+            "Teacher architecture: mlp:H1,H2 | lenet5 | cnn:C1,C2 (default: an"
+            " MLP of --teacher-hidden).",
+        ),
+        Flag(
+            "student_arch",
+            "Student and ensemble-member architecture: mlp:H1,H2 | lenet5 |"
+            " cnn:C1,C2 (default: an MLP of --student-hidden).",
+        ),
         Flag("head", "What T divides: 'logits' or 'softmax' probabilities."),
         Flag("teacher_dropout", "Teacher hidden-layer dropout rate."),
         Flag("teacher_input_dropout", "Teacher input dropout rate."),

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
+from kdbench.config import Config
+from kdbench.data.datasets import IMAGES
 from kdbench.engine.mlp import MLP
 from kdbench.engine.modules import ModuleStack
 from kdbench.engine.stack_model import StackModel
@@ -100,6 +103,34 @@ def build(spec: str, n_features: int, n_classes: int, image: Image | None) -> St
     else:
         factory = _Factory(cnn, _numbers(name, args), image, n_classes)
     return ModuleStack(factory, n_features, n_classes)
+
+
+def for_role(
+    arch: str | None, hidden, n_features: int, n_classes: int, image: Image | None
+) -> StackModel:
+    """A role's model: its architecture by name, or the fully connected net of its hidden sizes."""
+    if arch is None:
+        return MLP([n_features, *hidden, n_classes])
+    return build(arch, n_features, n_classes, image)
+
+
+@dataclass(frozen=True)
+class RoleModels:
+    """The stacks a study trains: its teachers, and its small networks (ensemble members and
+    every student)."""
+
+    teacher: StackModel
+    student: StackModel
+
+
+def of_config(cfg: Config, n_features: int, n_classes: int) -> RoleModels:
+    """The models a configuration names, for data of `n_features` inputs and `n_classes`."""
+    image = IMAGES.get(cfg.data.dataset)
+    m = cfg.model
+    return RoleModels(
+        for_role(m.teacher_arch, m.teacher_hidden, n_features, n_classes, image),
+        for_role(m.student_arch, m.student_hidden, n_features, n_classes, image),
+    )
 
 
 class _Factory:

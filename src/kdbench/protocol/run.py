@@ -24,8 +24,9 @@ from torch import nn
 from kdbench.analysis import diagnose, report
 from kdbench.config import Config
 from kdbench.data import datasets as data
+from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
-from kdbench.engine.mlp import layer_sizes
+from kdbench.engine.mlp import MLP
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.progress import Bar, StackPlan, with_progress
@@ -33,7 +34,6 @@ from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.runs import guard, latency
-from kdbench.runs.resources import counts
 from kdbench.runs.store import (
     CONFIG,
     RESOURCES,
@@ -79,6 +79,26 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
         )
+
+
+def _check_models(cfg: Config, splits: data.Splits, measure_latency: bool) -> None:
+    """The architectures against the data (a bad name or a conv net the images do not fit is
+    one line), and against what kdbench does with other families so far."""
+    models = of_config(cfg, splits.n_features, splits.n_classes)
+    named = {"teacher": models.teacher, "student": models.student}
+    other = sorted(role for role, model in named.items() if not isinstance(model, MLP))
+    if not other:
+        return
+    which = " and ".join(f"--{role}-arch" for role in other)
+    if cfg.distill.teacher_updates == "joint":
+        raise ConfigError(f"--teacher-updates joint trains fully connected nets only so far"
+                          f" ({which} is not one); use --teacher-updates frozen")  # fmt: skip
+    if "teacher" in other and (cfg.model.teacher_dropout or cfg.model.teacher_input_dropout):
+        raise ConfigError("dropout is for fully connected teachers only so far; set"
+                          " --teacher-dropout 0 --teacher-input-dropout 0")  # fmt: skip
+    if measure_latency:
+        raise ConfigError(f"size and latency are measured for fully connected nets only so far"
+                          f" ({which} is not one); add --no-latency")  # fmt: skip
 
 
 def _prepare_device(cfg: Config) -> str | None:
@@ -214,8 +234,9 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
     """What this study still has to train, for the progress bar's ETA: stacks already in the
     folder (resume) and your own teacher cost nothing."""
     p = cfg.protocol
-    teacher = counts(layer_sizes(splits.n_features, cfg.model.teacher_hidden, splits.n_classes))
-    student = counts(layer_sizes(splits.n_features, cfg.model.student_hidden, splits.n_classes))
+    models = of_config(cfg, splits.n_features, splits.n_classes)
+    teacher = {"macs": models.teacher.macs_per_image()}
+    student = {"macs": models.student.macs_per_image()}
     distilled = student["macs"]
     if cfg.distill.teacher_updates == "joint":  # each student's copies train along: on average
         distilled += (teacher["macs"] + p.members * student["macs"]) // 2
@@ -270,6 +291,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     _check(cfg)
     source = _arrays(cfg, arrays)
     splits = _splits(cfg, source)
+    _check_models(cfg, splits, measure_latency)
     notice = _prepare_device(cfg)
     folder = guard.check(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)

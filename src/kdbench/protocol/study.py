@@ -26,9 +26,11 @@ import numpy as np
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
+from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
-from kdbench.engine.mlp import Params, layer_sizes, stack_logits
+from kdbench.engine.mlp import Params
 from kdbench.engine.objectives import Distillation
+from kdbench.engine.stack_model import StackModel
 from kdbench.engine.teachers import TrainedTeachers
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.targets import (
@@ -55,12 +57,12 @@ def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tup
     return int(init), int(shuffle)
 
 
-def _stack(name, sizes, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0), jitter=0):
+def _stack(name, model, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0), jitter=0):
     """One stack of models at `coords`, each with the seeds of its coordinates."""
     seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
     extra = {"objective": objective} if objective is not None else {}
     return engine.Stack(
-        name, sizes, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout,
+        name, model, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout,
         jitter=jitter, **extra,
     )  # fmt: skip
 
@@ -100,13 +102,13 @@ class StackCache(Protocol):
 
 @dataclass(frozen=True)
 class HardLabelStack:
-    """One stack trained on hard labels: which models (coordinates, roles), their layer sizes
+    """One stack trained on hard labels: which models (coordinates, roles), their architecture
     and their regularisation."""
 
     name: StackName
     coords: list[Coord]
     roles: list[Role]
-    sizes: list[int]
+    model: StackModel
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden)
     jitter: int = 0
 
@@ -117,14 +119,15 @@ def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     cached = cache.load_stack(spec.name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    stack = _stack(spec.name, spec.sizes, spec.coords, base, None, spec.dropout, spec.jitter)
+    stack = _stack(spec.name, spec.model, spec.coords, base, None, spec.dropout, spec.jitter)
     res = engine.train(stack, splits, cfg.train, progress)
-    return res.params, _record_stack(spec.name, res, spec.coords, spec.roles, base, splits, cache)
+    recs = _record_stack(spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache)
+    return res.params, recs
 
 
-def _record_stack(name, res, coords, roles, base, splits, cache, copies=None) -> list[Record]:
+def _record_stack(name, model, res, coords, roles, base, splits, cache, copies=None):
     """Evaluate a trained stack, make its records, and save weights and records together."""
-    val, test = stack_logits(res.params, splits.x_val), stack_logits(res.params, splits.x_test)
+    val, test = model.logits(res.params, splits.x_val), model.logits(res.params, splits.x_test)
     val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
     test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
     recs = _records(res, coords, roles, base, val_err, test_err, copies)
@@ -157,8 +160,7 @@ def upstream(
     p = cfg.protocol
     repeats, members = range(p.repeats), p.members
     n_in, n_out = splits.n_features, splits.n_classes
-    teacher_sizes = layer_sizes(n_in, cfg.model.teacher_hidden, n_out)
-    student_sizes = layer_sizes(n_in, cfg.model.student_hidden, n_out)
+    models = of_config(cfg, n_in, n_out)
 
     # 1. teachers (none to train when you bring your own)
     if own is not None:
@@ -167,7 +169,7 @@ def upstream(
         m = cfg.model
         spec = HardLabelStack(
             StackName.TEACHERS, [(r, "teacher", 0) for r in repeats], [Role.TEACHER] * p.repeats,
-            teacher_sizes, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
+            models.teacher, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
         )  # fmt: skip
         teachers, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
@@ -177,12 +179,12 @@ def upstream(
     coords = [(r, "ensemble", m) for r in repeats for m in range(members)]
     coords += [(r, "student", 0) for r in repeats]
     roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
-    spec = HardLabelStack(StackName.SMALL_NETWORKS, coords, roles, student_sizes)
+    spec = HardLabelStack(StackName.SMALL_NETWORKS, coords, roles, models.student)
     params, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
-    up = Upstream(teachers, ensemble, p.repeats, *(own or (None, None)))
+    up = Upstream(models, teachers, ensemble, p.repeats, *(own or (None, None)))
     for rec in _ensemble_records(up, [r for r in recs if r.role == Role.ENSEMBLE], splits, members):
         emit(rec)
     return up
@@ -275,8 +277,8 @@ def distil(
     teachers = objective.teachers
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
     roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
-    sizes = layer_sizes(splits.n_features, first.model.student_hidden, splits.n_classes)
-    res = engine.train(_stack(name, sizes, coords * len(cfgs), p.seed, objective), splits,
+    student = up.models.student
+    res = engine.train(_stack(name, student, coords * len(cfgs), p.seed, objective), splits,
                        first.train, progress)  # fmt: skip
     copies = (
         copies_test_error(teachers, splits, objective.members)
@@ -292,7 +294,7 @@ def distil(
         rows = slice(i * n_rows, (i + 1) * n_rows)
         part = _members(res, rows)
         mine = copies[rows] if copies is not None else None
-        out.append(_record_stack(name, part, coords, roles, p.seed, splits, cache, mine))
+        out.append(_record_stack(name, student, part, coords, roles, p.seed, splits, cache, mine))
     return out
 
 

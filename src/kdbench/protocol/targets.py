@@ -14,8 +14,9 @@ import torch
 
 from kdbench.config import Config
 from kdbench.data.datasets import Splits
+from kdbench.engine.architectures import RoleModels
 from kdbench.engine.losses import DistillationLoss, error_rate
-from kdbench.engine.mlp import Params, select, stack_logits
+from kdbench.engine.mlp import Params, select
 from kdbench.engine.teachers import CachedTeachers, Copies, CopyStack, ModuleCopies, TrainedTeachers
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 
@@ -25,6 +26,7 @@ class Upstream:
     """What distillation needs from the teachers and ensembles. Their logits on the training set
     cost as much as an epoch; they are computed only when a stack is actually distilled."""
 
+    models: RoleModels  # the architectures of the teachers and of the ensemble members
     teachers: Params | None  # one teacher per repeat; None with your own teacher
     members: Params  # ensemble members, repeat-major: [R * K, ...]
     repeats: int
@@ -37,7 +39,7 @@ class Upstream:
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Ensemble member logits on `x`: [R, K, N, C]."""
-        ens = stack_logits(self.members, x)
+        ens = self.models.student.logits(self.members, x)
         return ens.view(self.repeats, -1, *ens.shape[1:])
 
     def teacher_logits(self, splits: Splits, part: str) -> torch.Tensor:
@@ -45,7 +47,7 @@ class Upstream:
         if self.own_logits is not None:
             z = getattr(self.own_logits, part)
             return z.unsqueeze(0).expand(self.repeats, *z.shape)
-        return stack_logits(self.teachers, getattr(splits, f"x_{part}"))
+        return self.models.teacher.logits(self.teachers, getattr(splits, f"x_{part}"))
 
     def logits(self, splits: Splits, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(teacher logits [R, N, C], ensemble member logits [R, K, N, C]) on `part`."""

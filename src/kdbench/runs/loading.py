@@ -19,9 +19,9 @@ from kdbench.data.datasets import CLASSES, FEATURES, preprocessing
 from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import layer_sizes, member_module
 from kdbench.errors import ConfigError, RunFolderError
-from kdbench.roles import Role
+from kdbench.roles import STACK_OF_ROLE, Role
 from kdbench.runs import guard
-from kdbench.runs.store import load_members, read_config
+from kdbench.runs.store import load_members, other_family, read_config
 
 
 class Ensemble(nn.Module):
@@ -59,9 +59,13 @@ def load(run_dir: str | Path, role: str, repeat: int = 0, member: int | None = N
     if role not in {r.value for r in Role}:
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
     members = load_members(run_dir, role, repeat)
-    for params in members:
-        _check(params, cfg, role, f"{run_dir} ({role}, repeat {repeat})")
-    modules = [member_module([p.unsqueeze(0) for p in params], 0) for params in members]
+    family = other_family(cfg, STACK_OF_ROLE[Role(role)])
+    if family is not None:  # a conv net: rebuilt from its name, checked on every read
+        modules = [family.member([p.unsqueeze(0) for p in params], 0) for params in members]
+    else:
+        for params in members:
+            _check(params, cfg, role, f"{run_dir} ({role}, repeat {repeat})")
+        modules = [member_module([p.unsqueeze(0) for p in params], 0) for params in members]
     if member is not None:
         if not 0 <= member < len(modules):
             raise ConfigError(f"{role} repeat {repeat} has members 0..{len(modules) - 1}")

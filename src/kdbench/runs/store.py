@@ -21,8 +21,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from kdbench.config import Config, config_diff, settings_sha256
-from kdbench.data.datasets import CLASSES, FEATURES
+from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
+from kdbench.engine.architectures import build
 from kdbench.engine.mlp import MLP, Params
+from kdbench.engine.stack_model import StackModel
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
@@ -208,9 +210,26 @@ def read_config(folder: Path) -> Config:
 
 
 def _tensor_names(n_tensors: int) -> list[str]:
-    """Checkpoint keys of a stack of `n_tensors` tensors: the fully connected family's (the only
-    family whose checkpoints the run folder holds so far)."""
+    """Checkpoint keys of a fully connected stack of `n_tensors` tensors."""
     return MLP([0] * (n_tensors // 2 + 1)).tensor_names()
+
+
+def other_family(cfg: Config, name: StackName) -> StackModel | None:
+    """The model of stack `name` when the configuration names an architecture other than a
+    fully connected net (only built-in datasets have the image shape such a net needs); None
+    for a fully connected stack, whose checkpoints read and check as they always have."""
+    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
+    if arch is None or arch.startswith("mlp:"):
+        return None
+    d = cfg.data.dataset
+    return build(arch, FEATURES[d], CLASSES[d], IMAGES.get(d))
+
+
+def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:
+    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
+    if arch is not None:  # mlp:H1,H2
+        return tuple(int(v) for v in arch.partition(":")[2].split(","))
+    return cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
 
 
 class RunStore:
@@ -286,7 +305,8 @@ class RunStore:
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
         [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
-        names = _tensor_names(len(params))
+        family = other_family(Config.from_dict(self.run_config["config"]), name)
+        names = family.tensor_names() if family is not None else _tensor_names(len(params))
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -314,6 +334,7 @@ class RunStore:
         if not path.is_file():
             return None
         fix = "delete it and resume the run to train that stack again"
+        has_config = (Path(folder) / CONFIG).is_file()
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
@@ -323,8 +344,13 @@ class RunStore:
                         " rerun the study into a new --out to export or measure it"
                     )
                 records = loads(meta["records"])
-                n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
-                params = [fh.get_tensor(n) for n in _tensor_names(2 * n_layers)]
+                family = other_family(read_config(folder), name) if has_config else None
+                if family is not None:
+                    names = family.tensor_names()
+                else:
+                    n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
+                    names = _tensor_names(2 * n_layers)
+                params = [fh.get_tensor(n) for n in names]
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunFolderError(f"{path} is damaged ({exc}); {fix}") from None
         except RunFolderError as exc:
@@ -340,6 +366,11 @@ def verify_stack(params: Params, records: list[Record], name: StackName, folder:
     per record, layer shapes chained and as the run's configuration implies, and its records
     made under the settings config.json states."""
     fix = "delete it and resume the run to train that stack again"
+    has_config = (Path(folder) / CONFIG).is_file()
+    family = other_family(read_config(folder), name) if has_config else None
+    if family is not None:
+        _verify_family(params, records, family, folder, path)
+        return
     if not params or len(params) % 2:
         raise RunFolderError(f"{path} holds no complete layers; {fix}")
     members = len(records)
@@ -363,7 +394,7 @@ def verify_stack(params: Params, records: list[Record], name: StackName, folder:
     stamps = Stamps.of(cfg)
     for r in records:
         stamps.check(r, str(path))
-    hidden = cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
+    hidden = _hidden(cfg, name)
     got = [params[0].shape[1], *(w.shape[2] for w in params[0::2])]
     n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
     n_out = CLASSES.get(cfg.data.dataset, got[-1])
@@ -373,6 +404,25 @@ def verify_stack(params: Params, records: list[Record], name: StackName, folder:
             f"{path} holds networks of sizes {got}, but config.json implies {want}: the"
             f" checkpoint does not belong to this run; {fix}"
         )
+
+
+def _verify_family(params: Params, records: list[Record], family: StackModel, folder, path):
+    """`verify_stack` for a family other than the fully connected one: each tensor shaped as
+    the configuration's architecture makes it, one member per record, float32, finite."""
+    fix = "delete it and resume the run to train that stack again"
+    want = family.init([0])
+    for name, got, ref in zip(family.tensor_names(), params, want, strict=True):
+        if got.shape[0] != len(records) or got.shape[1:] != ref.shape[1:]:
+            raise RunFolderError(
+                f"{path} tensor {name} has shape {list(got.shape)}, but config.json implies"
+                f" [{len(records)}, {', '.join(map(str, ref.shape[1:]))}]: the checkpoint does"
+                f" not belong to this run; {fix}"
+            )
+        if got.dtype != torch.float32 or not torch.isfinite(got).all():
+            raise RunFolderError(f"{path} tensor {name} is not finite float32; {fix}")
+    stamps = Stamps.of(read_config(folder))
+    for r in records:
+        stamps.check(r, str(path))
 
 
 def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:
