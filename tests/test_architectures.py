@@ -145,3 +145,25 @@ def test_a_damaged_conv_checkpoint_is_refused(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     proc = kdbench("reproduce", *CONV, "--no-latency", "--out", run)
     assert proc.returncode == 2 and "does not belong to this run" in proc.stderr, proc.stderr
+
+
+def test_a_sweep_over_the_student_architecture(tmp_path):
+    """`--grid student_arch=mlp:8,cnn:4,8`: an architecture keeps its own commas; each point
+    trains its own ensemble and students (their upstream differs), and the sweep compares them."""
+    import json
+
+    from kdbench.sweeps.plan import parse_grid
+    from tests.in_process import kdbench
+
+    assert parse_grid(["student_arch=mlp:8,cnn:4,8"]) == {"student_arch": ["mlp:8", "cnn:4,8"]}
+    out = tmp_path / "sw"
+    args = ["sweep", "--dataset", "digits", "--teacher-hidden", "16", "--repeats", "2",
+            "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]  # fmt: skip
+    proc = kdbench(*args, "--grid", "student_arch=mlp:8,cnn:4", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "sweep.json").read_text())
+    assert [p["point"]["student_arch"] for p in result["points"]] == ["mlp:8", "cnn:4"]
+    assert len(list((out / "shared").iterdir())) == 2  # no upstream shared across architectures
+    proc = kdbench(*args, "--grid", "student_arch=mlp:8,cnn:4,8,16", "--out", tmp_path / "bad")
+    assert proc.returncode == 2 and "shrinks 8x8 images" in proc.stderr
+    assert not (tmp_path / "bad").exists()

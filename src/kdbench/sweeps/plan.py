@@ -15,14 +15,34 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes, settings_sha256
+from kdbench.data.datasets import CLASSES, FEATURES
+from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM
 from kdbench.runs import guard
 from kdbench.runs.store import RunStore, link, read_config
 
+ARCHITECTURES = ("teacher_arch", "student_arch")  # names, not numbers: cnn:4,8 keeps its commas
+
+
+def _split(name: str, values: str) -> list[str]:
+    """A grid's values; an architecture's own sizes (`mlp:100,cnn:4,8`) stay with it."""
+    parts = [v.strip() for v in values.split(",")]
+    if name not in ARCHITECTURES:
+        return parts
+    out: list[str] = []
+    for part in parts:
+        if part.isdigit() and out and ":" in out[-1]:
+            out[-1] += f",{part}"
+        else:
+            out.append(part)
+    return out
+
 
 def _parse_value(name: str, text: str, default: Any) -> Any:
+    if name in ARCHITECTURES:
+        return text
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false"):
@@ -62,7 +82,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             )
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; list all its values once")
-        parsed = [_parse_value(name, v.strip(), defaults[name]) for v in values.split(",")]
+        parsed = [_parse_value(name, v, defaults[name]) for v in _split(name, values)]
         twice = sorted({str(v) for v in parsed if parsed.count(v) > 1})
         if twice:  # the point would be trained twice and counted twice in the Holm family
             raise ConfigError(f"--grid {name} lists {', '.join(twice)} more than once")
@@ -119,6 +139,9 @@ def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[P
         overrides = dict(zip(grid, values, strict=True))
         cfg = base.with_overrides(**overrides)  # an impossible setting fails here, before any
         loss_class(cfg.distill.loss)  # point trains, as an unknown loss does
+        d = cfg.data.dataset
+        if d in FEATURES:  # and an architecture that does not parse or fit the images
+            of_config(cfg, FEATURES[d], CLASSES[d])
         name = _label(overrides)
         if name in found:
             raise ConfigError(
