@@ -167,3 +167,36 @@ def test_a_sweep_over_the_student_architecture(tmp_path):
     proc = kdbench(*args, "--grid", "student_arch=mlp:8,cnn:4,8,16", "--out", tmp_path / "bad")
     assert proc.returncode == 2 and "shrinks 8x8 images" in proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_your_own_architecture_from_an_import_string(tmp_path, monkeypatch):
+    """`--student-arch package.module:Factory`: trained as a stack, resumed, diagnosed and loaded
+    back through the same import; an import that fails, or returns no usable module, is one line."""
+    from kdbench.runs.loading import load
+    from tests.in_process import kdbench
+
+    (tmp_path / "mynets.py").write_text(
+        "from torch import nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(64, 12), nn.Tanh(), nn.Linear(12, 10))\n"
+        "    def forward(self, x):\n"
+        "        return self.net(x)\n"
+        "def bad():\n"
+        "    return nn.Sequential(nn.BatchNorm1d(64), nn.Linear(64, 10))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "mine"
+    args = ["reproduce", *CONV[:2], "--student-arch", "mynets:Tiny", "--teacher-hidden", "16",
+            *CONV[6:], "--no-latency", "--out", run]  # fmt: skip
+    assert kdbench(*args).returncode == 0
+    assert kdbench(*args).returncode == 0  # resume: the checkpoints read back through the import
+    assert kdbench("diagnose", run).returncode == 0
+    net = load(run, "student_hard", repeat=1)
+    assert type(net).__name__ == "Tiny"
+    for spec, says in (("nowhere.nets:Tiny", "cannot import nowhere.nets"),
+                       ("mynets:Missing", "has no callable Missing"),
+                       ("mynets:bad", "has buffers")):  # fmt: skip
+        proc = kdbench(*args[:-1], tmp_path / "x", "--student-arch", spec)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr

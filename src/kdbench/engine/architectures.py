@@ -9,6 +9,7 @@ height, width) comes with it, and data without one is refused with the fix.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,10 +84,12 @@ def build(spec: str, n_features: int, n_classes: int, image: Image | None) -> St
     """The stack of architecture `spec` for inputs of `n_features` values (`image`: their shape
     as images, or None) and `n_classes` classes; one ConfigError line for a bad name."""
     name, sep, args = spec.partition(":")
+    if name not in NAMES and ("." in name or (sep and args.isidentifier())):  # your own
+        return ModuleStack(imported(spec), n_features, n_classes)
     if name not in NAMES:
         raise ConfigError(
             f"unknown architecture '{spec}'{did_you_mean(name, NAMES)}; use mlp:H1,H2,…,"
-            " lenet5 or cnn:C1,C2,…"
+            " lenet5, cnn:C1,C2,… or your own as package.module:Factory"
         )
     if name == "mlp":
         return MLP([n_features, *_numbers(name, args), n_classes])
@@ -103,6 +106,26 @@ def build(spec: str, n_features: int, n_classes: int, image: Image | None) -> St
     else:
         factory = _Factory(cnn, _numbers(name, args), image, n_classes)
     return ModuleStack(factory, n_features, n_classes)
+
+
+def imported(spec: str) -> Callable[[], nn.Module]:
+    """Your own architecture from an import string, `package.module:Factory` (uvicorn's and
+    Hydra's convention): a class or function that returns a fresh nn.Module taking the dataset's
+    inputs. It is imported again wherever the run folder is read, so it must stay importable."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"architecture '{spec}': cannot import {module_name} ({exc}); put it on PYTHONPATH"
+        ) from None
+    factory = getattr(module, attr, None) if attr else None
+    if not callable(factory):
+        raise ConfigError(
+            f"architecture '{spec}': {module_name} has no callable {attr or '(name after :)'};"
+            " write package.module:Factory"
+        )
+    return factory
 
 
 def for_role(
