@@ -42,6 +42,14 @@ def _holder(path: Path) -> str:
     return f"process {text}" if text else "another process"
 
 
+def _program() -> str:
+    """What the lock holder is, in words: `kdbench reproduce`, or your script's name."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if name in ("__main__.py", "kdbench", "-c"):
+        return " ".join(["kdbench", *sys.argv[1:2]]) if name != "-c" else "python -c"
+    return name
+
+
 def check_path(folder: Path) -> Path:
     """The folder a writer may use, as given; an empty path, the root or a file is refused."""
     text = str(folder)
@@ -128,7 +136,7 @@ def claim(folder: Path) -> Iterator[Path]:
         ) from None
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} ({' '.join(Path(a).name for a in sys.argv[:2])})".encode())
+        os.write(fd, f"{os.getpid()} ({_program()})".encode())
         marker = folder / MARKER
         if not marker.exists():
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
