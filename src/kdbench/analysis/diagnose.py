@@ -24,11 +24,11 @@ from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record, row_errors
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
+from kdbench.runs.checks import other_family
 from kdbench.runs.store import (
     DIAGNOSIS,
     TEACHER_LOGITS,
     RunStore,
-    other_family,
     read_derived,
     write_json,
 )

@@ -135,7 +135,7 @@ def _fully_connected(run_config: dict, role: str, what: str) -> None:
     """ONNX export and latency are written for fully connected nets only so far."""
     from kdbench.config import Config
     from kdbench.roles import STACK_OF_ROLE, Role
-    from kdbench.runs.store import other_family
+    from kdbench.runs.checks import other_family
 
     if Role(role) in STACK_OF_ROLE and other_family(
         Config.from_dict(run_config["config"]), STACK_OF_ROLE[Role(role)]

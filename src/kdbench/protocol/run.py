@@ -297,7 +297,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     on_device = splits.to(cfg.device)
     # your teacher is checked before the folder is touched: a bad one leaves nothing behind;
     # logits kept from this same teacher (a resume) are read back, any others recomputed
-    own_logits = None
+    own_logits = kept = None
     if own is not None:
         vouched = (folder / CONFIG).is_file() and (
             read_config(folder).model.own_teacher_sha256 == own.sha256
@@ -310,7 +310,8 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
             d = cfg.data
             n_images = len(source["train_images"])
             own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
-    ready = _Ready(cfg, splits, on_device, arrays, own, own_logits, notice, start)
+    kept_logits = kept is not None
+    ready = _Ready(cfg, splits, on_device, arrays, own, own_logits, kept_logits, notice, start)
     with guard.claim(folder):
         return _study_in(folder, ready, progress, measure_latency, shared)
 
@@ -325,6 +326,7 @@ class _Ready:
     arrays: dict | None  # your arrays (the Python API), kept in the folder
     own: OwnTeacher | None
     own_logits: TeacherLogits | None
+    own_logits_kept: bool  # read back from the folder: already there, not written again
     notice: str | None  # what the device setup has to say
     start: float
 
@@ -342,7 +344,8 @@ def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shar
     cache = SharedCache(store, shared) if shared is not None else store
     given = None
     if own is not None:
-        write_derived(folder / TEACHER_LOGITS, ready.own_logits.as_dict(), own.sha256)
+        if not ready.own_logits_kept:
+            write_derived(folder / TEACHER_LOGITS, ready.own_logits.as_dict(), own.sha256)
         given = (own, ready.own_logits)
     if isinstance(progress, Bar):
         progress.plan(_stack_plans(cfg, splits, folder), cfg.train.epochs)

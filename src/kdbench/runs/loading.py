@@ -21,7 +21,8 @@ from kdbench.engine.mlp import layer_sizes, member_module
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import STACK_OF_ROLE, Role
 from kdbench.runs import guard
-from kdbench.runs.store import load_members, other_family, read_config
+from kdbench.runs.checks import other_family
+from kdbench.runs.store import load_members, read_config
 
 
 class Ensemble(nn.Module):

@@ -6,13 +6,11 @@ other file is written to a temporary name and renamed, so a crash never leaves a
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from kdbench.config import Config, config_diff, settings_sha256
-from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
-from kdbench.engine.architectures import build
-from kdbench.engine.mlp import MLP, Params
-from kdbench.engine.stack_model import StackModel
+from kdbench.config import Config, config_diff
+from kdbench.engine.mlp import Params
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
+from kdbench.runs.checks import FIX, Stamps, other_family, tensor_names, verify_stack
 from kdbench.summary import Summary, Timing
 
 CONFIG = "config.json"
@@ -115,39 +111,6 @@ def read_timing(folder: Path) -> Timing | None:
         return None
 
 
-@dataclass(frozen=True)
-class Stamps:
-    """The settings hash each model of a run carries (`config.settings_sha256`): the teachers
-    and small networks the upstream one (what they depend on, shared by sweep points), the
-    distilled students the full one."""
-
-    upstream: str
-    full: str
-
-    @classmethod
-    def of(cls, cfg: Config) -> Stamps:
-        return cls(settings_sha256(cfg, upstream=True), settings_sha256(cfg))
-
-    @classmethod
-    def of_folder(cls, folder: Path) -> Stamps | None:
-        return cls.of(read_config(folder)) if (Path(folder) / CONFIG).is_file() else None
-
-    def expected(self, role: Role) -> str:
-        return self.upstream if STACK_OF_ROLE[Role(role)] in UPSTREAM else self.full
-
-    def stamp(self, record: Record) -> Record:
-        return dataclasses.replace(record, config_sha256=self.expected(record.role))
-
-    def check(self, record: Record, where: str) -> None:
-        """A record stamped under other settings than the folder's config.json says."""
-        if record.config_sha256 is not None and record.config_sha256 != self.expected(record.role):
-            raise RunFolderError(
-                f"{where} was made under other settings than config.json says: it does not"
-                " belong to this run (was config.json edited?); restore config.json, or start a"
-                " new --out"
-            )
-
-
 def read_records(folder: Path) -> list[Record]:
     """Every record of records.jsonl, each checked (fields, and the settings it was made under
     against config.json); a torn last line (a crash mid-append: no newline) is ignored, any other
@@ -160,7 +123,7 @@ def read_records(folder: Path) -> list[Record]:
     except OSError as exc:
         raise RunFolderError(f"cannot read {path} ({exc.strerror})") from None
     lines.pop()  # after the last newline: nothing, or a line a crash cut short
-    stamps = Stamps.of_folder(folder)
+    stamps = Stamps.of(read_config(folder)) if (Path(folder) / CONFIG).is_file() else None
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -207,29 +170,6 @@ def read_run_config(folder: Path) -> dict[str, Any]:
 def read_config(folder: Path) -> Config:
     """The resolved configuration of a run folder (settings added since read as defaults)."""
     return Config.from_dict(read_run_config(folder)["config"])
-
-
-def _tensor_names(n_tensors: int) -> list[str]:
-    """Checkpoint keys of a fully connected stack of `n_tensors` tensors."""
-    return MLP([0] * (n_tensors // 2 + 1)).tensor_names()
-
-
-def other_family(cfg: Config, name: StackName) -> StackModel | None:
-    """The model of stack `name` when the configuration names an architecture other than a
-    fully connected net (only built-in datasets have the image shape such a net needs); None
-    for a fully connected stack, whose checkpoints read and check as they always have."""
-    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
-    if arch is None or arch.startswith("mlp:"):
-        return None
-    d = cfg.data.dataset
-    return build(arch, FEATURES[d], CLASSES[d], IMAGES.get(d))
-
-
-def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:
-    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
-    if arch is not None:  # mlp:H1,H2
-        return tuple(int(v) for v in arch.partition(":")[2].split(","))
-    return cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
 
 
 class RunStore:
@@ -306,7 +246,7 @@ class RunStore:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
         [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
         family = other_family(Config.from_dict(self.run_config["config"]), name)
-        names = family.tensor_names() if family is not None else _tensor_names(len(params))
+        names = family.tensor_names() if family is not None else tensor_names(len(params))
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         path = self.checkpoint_path(self.folder, name)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -333,8 +273,8 @@ class RunStore:
         path = RunStore.checkpoint_path(folder, name)
         if not path.is_file():
             return None
-        fix = "delete it and resume the run to train that stack again"
-        has_config = (Path(folder) / CONFIG).is_file()
+
+        cfg = read_config(folder) if (Path(folder) / CONFIG).is_file() else None
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
@@ -344,85 +284,21 @@ class RunStore:
                         " rerun the study into a new --out to export or measure it"
                     )
                 records = loads(meta["records"])
-                family = other_family(read_config(folder), name) if has_config else None
+                family = other_family(cfg, name) if cfg is not None else None
                 if family is not None:
                     names = family.tensor_names()
                 else:
                     n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
-                    names = _tensor_names(2 * n_layers)
+                    names = tensor_names(2 * n_layers)
                 params = [fh.get_tensor(n) for n in names]
         except (SafetensorError, OSError, ValueError) as exc:
-            raise RunFolderError(f"{path} is damaged ({exc}); {fix}") from None
+            raise RunFolderError(f"{path} is damaged ({exc}); {FIX}") from None
         except RunFolderError as exc:
             if "older kdbench" in str(exc):
                 raise
-            raise RunFolderError(f"{path} holds damaged records ({exc}); {fix}") from None
-        verify_stack(params, records, name, folder, path)
+            raise RunFolderError(f"{path} holds damaged records ({exc}); {FIX}") from None
+        verify_stack(params, records, name, cfg, path)
         return params, records
-
-
-def verify_stack(params: Params, records: list[Record], name: StackName, folder: Path, path):
-    """A checkpoint is used only if it is whole and this run's: float32 and finite, one member
-    per record, layer shapes chained and as the run's configuration implies, and its records
-    made under the settings config.json states."""
-    fix = "delete it and resume the run to train that stack again"
-    has_config = (Path(folder) / CONFIG).is_file()
-    family = other_family(read_config(folder), name) if has_config else None
-    if family is not None:
-        _verify_family(params, records, family, folder, path)
-        return
-    if not params or len(params) % 2:
-        raise RunFolderError(f"{path} holds no complete layers; {fix}")
-    members = len(records)
-    for i in range(0, len(params), 2):
-        w, b = params[i], params[i + 1]
-        ok = w.dim() == 3 and b.dim() == 3 and w.shape[0] == b.shape[0] == members
-        ok = ok and b.shape[1] == 1 and b.shape[2] == w.shape[2]
-        ok = ok and (i == 0 or w.shape[1] == params[i - 2].shape[2])
-        if not ok:
-            raise RunFolderError(
-                f"{path} layer {i // 2} has shapes {list(w.shape)} and {list(b.shape)}, which do"
-                f" not chain for {members} members; {fix}"
-            )
-        if w.dtype != torch.float32 or b.dtype != torch.float32:
-            raise RunFolderError(f"{path} layer {i // 2} is {w.dtype}, not float32; {fix}")
-        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
-            raise RunFolderError(f"{path} layer {i // 2} holds NaN or infinite weights; {fix}")
-    if not (Path(folder) / CONFIG).is_file():
-        return
-    cfg = read_config(folder)
-    stamps = Stamps.of(cfg)
-    for r in records:
-        stamps.check(r, str(path))
-    hidden = _hidden(cfg, name)
-    got = [params[0].shape[1], *(w.shape[2] for w in params[0::2])]
-    n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
-    n_out = CLASSES.get(cfg.data.dataset, got[-1])
-    want = [n_in, *hidden, n_out]
-    if got != want:
-        raise RunFolderError(
-            f"{path} holds networks of sizes {got}, but config.json implies {want}: the"
-            f" checkpoint does not belong to this run; {fix}"
-        )
-
-
-def _verify_family(params: Params, records: list[Record], family: StackModel, folder, path):
-    """`verify_stack` for a family other than the fully connected one: each tensor shaped as
-    the configuration's architecture makes it, one member per record, float32, finite."""
-    fix = "delete it and resume the run to train that stack again"
-    want = family.init([0])
-    for name, got, ref in zip(family.tensor_names(), params, want, strict=True):
-        if got.shape[0] != len(records) or got.shape[1:] != ref.shape[1:]:
-            raise RunFolderError(
-                f"{path} tensor {name} has shape {list(got.shape)}, but config.json implies"
-                f" [{len(records)}, {', '.join(map(str, ref.shape[1:]))}]: the checkpoint does"
-                f" not belong to this run; {fix}"
-            )
-        if got.dtype != torch.float32 or not torch.isfinite(got).all():
-            raise RunFolderError(f"{path} tensor {name} is not finite float32; {fix}")
-    stamps = Stamps.of(read_config(folder))
-    for r in records:
-        stamps.check(r, str(path))
 
 
 def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tensor]]:

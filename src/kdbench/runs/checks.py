@@ -1,0 +1,141 @@
+"""What a run folder's models must be before kdbench uses them: made under the settings its
+config.json states (the settings hash every record and checkpoint carries), and, for a
+checkpoint, whole, float32, finite and shaped as the configured architecture makes it.
+
+`store` reads the files and calls these on every read; nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdbench.config import Config, settings_sha256
+from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
+from kdbench.engine.architectures import build
+from kdbench.engine.mlp import MLP, Params
+from kdbench.engine.stack_model import StackModel
+from kdbench.errors import RunFolderError
+from kdbench.records import Record
+from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
+
+FIX = "delete it and resume the run to train that stack again"
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """The settings hash each model of a run carries (`config.settings_sha256`): the teachers
+    and small networks the upstream one (what they depend on, shared by sweep points), the
+    distilled students the full one."""
+
+    upstream: str
+    full: str
+
+    @classmethod
+    def of(cls, cfg: Config) -> Stamps:
+        return cls(settings_sha256(cfg, upstream=True), settings_sha256(cfg))
+
+    def expected(self, role: Role) -> str:
+        return self.upstream if STACK_OF_ROLE[Role(role)] in UPSTREAM else self.full
+
+    def stamp(self, record: Record) -> Record:
+        return dataclasses.replace(record, config_sha256=self.expected(record.role))
+
+    def check(self, record: Record, where: str) -> None:
+        """A record stamped under other settings than the folder's config.json says."""
+        if record.config_sha256 is not None and record.config_sha256 != self.expected(record.role):
+            raise RunFolderError(
+                f"{where} was made under other settings than config.json says: it does not"
+                " belong to this run (was config.json edited?); restore config.json, or start a"
+                " new --out"
+            )
+
+
+def tensor_names(n_tensors: int) -> list[str]:
+    """Checkpoint keys of a fully connected stack of `n_tensors` tensors."""
+    return MLP([0] * (n_tensors // 2 + 1)).tensor_names()
+
+
+def other_family(cfg: Config, name: StackName) -> StackModel | None:
+    """The model of stack `name` when the configuration names an architecture other than a
+    fully connected net (only built-in datasets have the image shape such a net needs); None
+    for a fully connected stack, whose checkpoints read and check as they always have."""
+    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
+    if arch is None or arch.startswith("mlp:"):
+        return None
+    d = cfg.data.dataset
+    return build(arch, FEATURES[d], CLASSES[d], IMAGES.get(d))
+
+
+def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:
+    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
+    if arch is not None:  # mlp:H1,H2
+        return tuple(int(v) for v in arch.partition(":")[2].split(","))
+    return cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
+
+
+def verify_stack(
+    params: Params, records: list[Record], name: StackName, cfg: Config | None, path: Path
+) -> None:
+    """A checkpoint is used only if it is whole and this run's: float32 and finite, one member
+    per record, layer shapes chained and as the run's configuration implies, and its records
+    made under the settings config.json states."""
+    family = other_family(cfg, name) if cfg is not None else None
+    if family is not None:
+        _verify_family(params, records, family, cfg, path)
+        return
+    if not params or len(params) % 2:
+        raise RunFolderError(f"{path} holds no complete layers; {FIX}")
+    members = len(records)
+    for i in range(0, len(params), 2):
+        w, b = params[i], params[i + 1]
+        ok = w.dim() == 3 and b.dim() == 3 and w.shape[0] == b.shape[0] == members
+        ok = ok and b.shape[1] == 1 and b.shape[2] == w.shape[2]
+        ok = ok and (i == 0 or w.shape[1] == params[i - 2].shape[2])
+        if not ok:
+            raise RunFolderError(
+                f"{path} layer {i // 2} has shapes {list(w.shape)} and {list(b.shape)}, which do"
+                f" not chain for {members} members; {FIX}"
+            )
+        if w.dtype != torch.float32 or b.dtype != torch.float32:
+            raise RunFolderError(f"{path} layer {i // 2} is {w.dtype}, not float32; {FIX}")
+        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise RunFolderError(f"{path} layer {i // 2} holds NaN or infinite weights; {FIX}")
+    if cfg is None:  # a folder without config.json: only what the checkpoint says of itself
+        return
+    stamps = Stamps.of(cfg)
+    for r in records:
+        stamps.check(r, str(path))
+    hidden = _hidden(cfg, name)
+    got = [params[0].shape[1], *(w.shape[2] for w in params[0::2])]
+    n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
+    n_out = CLASSES.get(cfg.data.dataset, got[-1])
+    want = [n_in, *hidden, n_out]
+    if got != want:
+        raise RunFolderError(
+            f"{path} holds networks of sizes {got}, but config.json implies {want}: the"
+            f" checkpoint does not belong to this run; {FIX}"
+        )
+
+
+def _verify_family(
+    params: Params, records: list[Record], family: StackModel, cfg: Config, path: Path
+) -> None:
+    """`verify_stack` for a family other than the fully connected one: each tensor shaped as
+    the configuration's architecture makes it, one member per record, float32, finite."""
+    want = family.init([0])
+    for name, got, ref in zip(family.tensor_names(), params, want, strict=True):
+        if got.shape[0] != len(records) or got.shape[1:] != ref.shape[1:]:
+            raise RunFolderError(
+                f"{path} tensor {name} has shape {list(got.shape)}, but config.json implies"
+                f" [{len(records)}, {', '.join(map(str, ref.shape[1:]))}]: the checkpoint does"
+                f" not belong to this run; {FIX}"
+            )
+        if got.dtype != torch.float32 or not torch.isfinite(got).all():
+            raise RunFolderError(f"{path} tensor {name} is not finite float32; {FIX}")
+    stamps = Stamps.of(cfg)
+    for r in records:
+        stamps.check(r, str(path))
