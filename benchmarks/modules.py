@@ -6,7 +6,8 @@ For each architecture: M members trained for one epoch on `--images` MNIST train
 batch 32, (a) one at a time, each its own `nn.Module` and `torch.optim.Adam` (the baseline,
 measured in the same process), and (b) as one kdbench stack through the engine. Prints each
 round and the median ratio loop / stack (above 1: the stack is faster). The MLP rows use the
-hand-written fast path (`mlp.MLP`) for comparison.
+hand-written fast path (`mlp.MLP`) for comparison; `own` is cnn:4,8 inside a module of your
+own (its own forward), which the generic vmap path runs.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kdbench.config import TrainConfig
 from kdbench.data import datasets as data
 from kdbench.engine import trainer as engine
-from kdbench.engine.architectures import build
+from kdbench.engine.architectures import build, cnn
 from kdbench.engine.modules import ModuleStack
 
-ARCHS = ("cnn:4,8", "lenet5", "mlp:100")
+ARCHS = ("cnn:4,8", "lenet5", "own", "mlp:100")
+
+
+class Own(nn.Module):
+    """A user's module: cnn:4,8's layers behind its own forward, so it runs through vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = cnn((4, 8), (1, 28, 28), 10)
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def loop(model, seeds, splits, epochs: int = 1, batch: int = 32) -> float:
@@ -66,14 +79,20 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         for arch in ARCHS:
-            model = build(arch, splits.n_features, splits.n_classes, data.IMAGES["mnist"])
+            model = (
+                ModuleStack(Own, splits.n_features, splits.n_classes)
+                if arch == "own"
+                else build(arch, splits.n_features, splits.n_classes, data.IMAGES["mnist"])
+            )
             ratios = []
             for r in range(args.rounds):
                 a, b = loop(model, seeds, splits), stacked(model, seeds, splits)
                 ratios.append(a / b)
                 print(f"  {threads} thread(s) {arch:<8} round {r + 1}: loop {a:6.2f} s,"
                       f" stack {b:6.2f} s, loop / stack {a / b:.2f}")  # fmt: skip
-            kind = "vmap" if isinstance(model, ModuleStack) else "hand-written"
+            kind = "hand-written"
+            if isinstance(model, ModuleStack):
+                kind = "im2col + bmm" if model.plan else "vmap"
             print(f"{threads} thread(s) {arch:<8} ({kind}): median loop / stack"
                   f" {statistics.median(ratios):.2f}")  # fmt: skip
 

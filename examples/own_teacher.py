@@ -1,7 +1,7 @@
 """Bring your own teacher, get your student back.
 
-A small convolutional network (not something kdbench trains: it knows only fully connected
-networks) is trained on MNIST as the teacher; kdbench then distils the paper's students from it,
+A small convolutional network, trained here by your own loop (for a conv teacher kdbench trains
+itself, see `own_module.py`), is the teacher; kdbench then distils the paper's students from it,
 against the hard-label student and the ensemble, and hands the distilled student back as an
 `nn.Module`, checked against the ONNX file it exports.
 

@@ -4,6 +4,7 @@ bad name is one line that says the fix."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -87,8 +88,9 @@ CONV = ["--dataset", "digits", "--teacher-arch", "cnn:8", "--student-arch", "cnn
 
 def test_a_conv_study_end_to_end(tmp_path):
     """`reproduce --teacher-arch/--student-arch`: trains, resumes without retraining, re-renders,
-    diagnoses, and hands each model back as a module whose test error is the recorded one; what
-    is fully-connected-only so far (export, latency, joint teachers) says so in one line."""
+    diagnoses, hands each model back as a module whose test error is the recorded one, and
+    exports it to ONNX (float32 and int8) checked against eager PyTorch; what is
+    fully-connected-only so far (joint teachers, teacher dropout) says so in one line."""
     import json
 
     from kdbench.data import datasets
@@ -115,9 +117,17 @@ def test_a_conv_study_end_to_end(tmp_path):
             with torch.no_grad():
                 error = float((net(splits.x_test).argmax(1) != splits.y_test).float().mean())
             assert error == pytest.approx(rec["test_error"], abs=1e-6), rec["role"]
+    with pytest.raises(ConfigError, match="leave out module="):
+        load(run, "student_hard", module=torch.nn.Identity)  # a built-in: rebuilt by name
+    for role in ("teacher", "ensemble"):
+        proc = kdbench("export", run, "--role", role, "--int8")
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads((run / "exports" / f"{role}-r0" / f"{role}-r0.json").read_text())
+        assert info["max_abs_diff_vs_torch"] < 1e-4
+        assert info["test_error_onnx"] == info["test_error_torch"]
+        assert info["int8_ops"] == ["ConvInteger", "MatMulInteger"]
+        assert abs(info["test_error_int8"] - info["test_error_torch"]) < 0.05
     for args, says in (
-        (["export", run, "--role", "student_hard"], "fully connected nets only so far"),
-        (["reproduce", *CONV, "--out", tmp_path / "x"], "add --no-latency"),
         (["reproduce", *CONV, "--no-latency", "--teacher-updates", "joint", "--out",
           tmp_path / "y"], "use --teacher-updates frozen"),
         (["reproduce", *CONV, "--no-latency", "--student-arch", "lenet5", "--out", tmp_path / "z"],
@@ -125,7 +135,7 @@ def test_a_conv_study_end_to_end(tmp_path):
     ):  # fmt: skip
         proc = kdbench(*args)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
 
 def test_a_damaged_conv_checkpoint_is_refused(tmp_path):
@@ -200,3 +210,50 @@ def test_your_own_architecture_from_an_import_string(tmp_path, monkeypatch):
                        ("mynets:bad", "has buffers")):  # fmt: skip
         proc = kdbench(*args[:-1], tmp_path / "x", "--student-arch", spec)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+
+
+def test_your_own_architecture_from_python(tmp_path, monkeypatch):
+    """`study(..., teacher=Factory, student=Factory)` with factories no other process could
+    import (defined here, in a function): config.json names them `python:<name>`, the run
+    resumes when they are given again, and `kdbench.load(..., module=)` hands a model back whose
+    test error is the recorded one; without the factory, one line says how."""
+    from kdbench import Config, load, study
+    from kdbench.engine import architectures
+    from tests.test_datasets import _blobs
+
+    class Wide(nn.Module):  # the teacher
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 3))
+
+        def forward(self, x):
+            return self.net(x)
+
+    def small():  # a function returning a fresh module is a factory too
+        return nn.Sequential(nn.Linear(20, 6), nn.ReLU(), nn.Linear(6, 3))
+
+    x_train, y_train = _blobs(600, 1)
+    x_test, y_test = _blobs(300, 2)
+    cfg = Config().with_overrides(repeats=2, members=2, epochs=2, threads=1)
+    out = tmp_path / "mine"
+    folder, summary = study(x_train, y_train, x_test, y_test, cfg, out, progress=False,
+                            teacher=Wide, student=small)  # fmt: skip
+    saved = json.loads((folder / "config.json").read_text())["config"]
+    assert saved["model"]["teacher_arch"] == "python:Wide"
+    assert saved["model"]["student_arch"] == "python:small"
+    assert (saved["data"]["arrays_features"], saved["data"]["arrays_classes"]) == (20, 3)
+    assert summary["rows"]["teacher"]["mean_pct"] < 30  # chance is 67%
+    records = (folder / "records.jsonl").read_text()
+    monkeypatch.setattr(architectures, "_GIVEN", {})  # as in a new process
+    with pytest.raises(ConfigError, match=r"module=Wide"):
+        load(folder, "teacher", repeat=1)
+    study(x_train, y_train, x_test, y_test, cfg, out, progress=False, teacher=Wide, student=small)
+    assert (folder / "records.jsonl").read_text() == records  # resumed: nothing retrained
+    monkeypatch.setattr(architectures, "_GIVEN", {})
+    net = load(folder, "teacher", repeat=1, module=Wide)
+    assert isinstance(net, Wide)
+    rec = next(json.loads(line) for line in records.splitlines()
+               if '"teacher"' in line and json.loads(line)["repeat"] == 1)  # fmt: skip
+    with torch.no_grad():
+        error = float((net(torch.from_numpy(x_test)).argmax(1).numpy() != y_test).mean())
+    assert error == pytest.approx(rec["test_error"], abs=1e-6)

@@ -27,6 +27,48 @@ def test_counts_for_the_papers_architectures():
     assert student["bytes_int8"] == 79_400 + 4 * 110 + 5 * 2
 
 
+def test_counts_of_any_family_agree_with_the_fully_connected_formula():
+    """`family_counts` (conv nets, your own modules) on an MLP built as a module gives the
+    hand-derived counts; on LeNet-5, its classic figures."""
+    from torch import nn
+
+    from kdbench.engine.architectures import lenet5
+    from kdbench.engine.modules import ModuleStack
+    from kdbench.runs.resources import family_counts
+
+    def as_module():
+        return nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))
+
+    model = ModuleStack(as_module, 784, 10)
+    members = [[p[0] for p in model.init([s])] for s in range(3)]
+    assert family_counts(model, members) == counts([784, 100, 10], members=3)
+    conv = ModuleStack(lambda: lenet5((1, 28, 28), 10), 784, 10)
+    got = family_counts(conv, [[p[0] for p in conv.init([0])]])
+    assert got["params"] == 61_706
+    # conv1 28x28x6 x 25, conv2 10x10x16 x 150, dense 400x120 + 120x84 + 84x10
+    assert got["macs"] == 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert got["bytes_int8"] == 61_706 - 236 + 4 * 236 + 5 * 5  # 236 biases, 5 weight tensors
+
+
+@pytest.mark.parametrize("k", [1, 3], ids=["one", "ensemble"])
+def test_a_conv_net_in_onnx_equals_pytorch_and_is_timed(k, tmp_path):
+    from kdbench.engine.architectures import build
+
+    family = build("cnn:4,8", 784, 10, (1, 28, 28))
+    stacked = family.init(list(range(k)))
+    members = [[p[m] for p in stacked] for m in range(k)]
+    x = torch.rand(64, 784)
+    path = export.write_onnx(members, tmp_path / "m.onnx", family=family)
+    got = export.run(export.session(path), x.numpy())
+    want = export.reference_outputs(members, x, family)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+    if k == 1:  # the eager forward is the module's own, and the timer runs both engines
+        with torch.no_grad():
+            torch.testing.assert_close(torch.as_tensor(want), family.member(stacked, 0)(x))
+        measured = latency.measure(members, x, family=family)
+        assert measured["torch_b1"]["median_us"] > 0 and measured["onnx_b256"]["median_us"] > 0
+
+
 def _members(sizes, k):
     stack = init_stack(sizes, range(k))
     return [[p[i] for p in stack] for i in range(k)]

@@ -13,6 +13,7 @@ from torch import nn
 
 from kdbench.config import TrainConfig
 from kdbench.engine import trainer as engine
+from kdbench.engine.architectures import cnn, dscnn, lenet5
 from kdbench.engine.modules import ModuleStack
 from kdbench.errors import ConfigError
 from tests.oracle import _fit
@@ -32,9 +33,23 @@ class TinyCNN(nn.Module):
         return self.net(x)
 
 
-def _alone(seed, shuffle, splits, cfg):
+def _builtin_cnn() -> nn.Module:
+    """The built-in cnn:4,8, a plain nn.Sequential: it trains through the im2col fast path."""
+    return cnn((4, 8), (1, 28, 28), 10)
+
+
+def _depthwise() -> nn.Module:
+    """Strided, padded, depthwise and bias-free layers: what the fast path also plans."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.Conv2d(8, 16, 1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 7 * 7, 10, bias=False),
+    )  # fmt: skip
+
+
+def _alone(factory, seed, shuffle, splits, cfg):
     torch.manual_seed(seed)
-    net = TinyCNN()
+    net = factory()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, foreach=False)
 
     def batch_loss(idx):
@@ -51,21 +66,29 @@ def _alone(seed, shuffle, splits, cfg):
 
 
 @pytest.mark.parametrize(
+    ("factory", "planned", "lr"),
+    [(TinyCNN, False, 1e-2), (_builtin_cnn, True, 3e-3)],  # lr: members stop at different epochs
+    ids=["vmap", "fast-path"],
+)
+@pytest.mark.parametrize(
     "cfg",
-    [dict(epochs=2), dict(epochs=None, patience=1, max_epochs=12, learning_rate=1e-2)],
+    [dict(epochs=2), dict(epochs=None, patience=1, max_epochs=12)],
     ids=["fixed-epochs", "stopping-at-different-epochs"],
 )
-def test_module_stack_equals_modules_trained_alone(small_splits, cfg):
+def test_module_stack_equals_modules_trained_alone(small_splits, cfg, factory, planned, lr):
     cfg = dataclasses.replace(TrainConfig(), **cfg)
+    if cfg.epochs is None:
+        cfg = dataclasses.replace(cfg, learning_rate=lr)
     seeds, shuffles = [3, 5, 8], [13, 21, 34]
-    model = ModuleStack(TinyCNN, small_splits.n_features, small_splits.n_classes)
+    model = ModuleStack(factory, small_splits.n_features, small_splits.n_classes)
+    assert (model.plan is not None) == planned
     result = engine.train(engine.Stack("cnn", model, seeds, shuffles), small_splits, cfg)
     epochs = []
     for m in range(3):
-        alone, trained = _alone(seeds[m], shuffles[m], small_splits, cfg)
+        alone, trained = _alone(factory, seeds[m], shuffles[m], small_splits, cfg)
         epochs.append(trained)
         stacked = model.member(result.params, m)
-        # vmap's convolutions sum in another order than a lone Conv2d: float drift, growing with
+        # a stack's convolutions sum in another order than a lone Conv2d: float drift, growing with
         # the steps taken (6 epochs at lr 1e-2 in the stopping case)
         atol = 1e-4 if cfg.epochs is not None else 2e-3
         for a, b in zip(stacked.parameters(), alone.parameters(), strict=True):
@@ -76,6 +99,34 @@ def test_module_stack_equals_modules_trained_alone(small_splits, cfg):
     assert result.epochs == epochs
     if cfg.epochs is None:
         assert len(set(epochs)) > 1, "scenario: the members must stop at different epochs"
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        _builtin_cnn,
+        lambda: lenet5((1, 28, 28), 10),
+        _depthwise,
+        lambda: dscnn((8, 16, 16), (1, 28, 28), 10),
+    ],
+    ids=["cnn", "lenet5", "depthwise", "dscnn"],
+)
+def test_the_fast_path_is_the_modules_function_and_gradient(factory):
+    model = ModuleStack(factory, 784, 10)
+    assert model.plan is not None
+    params = model.init([1, 2, 3])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 16, 784, generator=gen), torch.randint(0, 10, (3, 16), generator=gen)
+    members = [model.member(params, m) for m in range(3)]
+    leaves = [p.detach().requires_grad_() for p in params]
+    logits = model.plan.run(leaves, x)
+    F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="sum").backward()
+    for m, net in enumerate(members):  # the oracle: each member's own module, autograd
+        ref = net(x[m])
+        F.cross_entropy(ref, y[m], reduction="sum").backward()
+        torch.testing.assert_close(logits[m], ref, atol=1e-5, rtol=1e-5)
+        for leaf, p in zip(leaves, net.parameters(), strict=True):
+            torch.testing.assert_close(leaf.grad[m], p.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_a_member_depends_only_on_its_own_seeds(small_splits):

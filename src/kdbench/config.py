@@ -37,14 +37,19 @@ class DataConfig:
     train_limit: int | None = None  # use only the first N training images
     validation_split: float = 0.1  # the last fraction of the training images (Keras' rule)
     fingerprint: str | None = None  # SHA-256 of your arrays (dataset "arrays", Python API)
+    # your arrays' width and class count: a conv net or your own module is rebuilt from them
+    # when the folder is read back (the built-in datasets know theirs)
+    arrays_features: int | None = None
+    arrays_classes: int | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     teacher_hidden: tuple[int, ...] = (500, 400, 300, 200, 100)
     student_hidden: tuple[int, ...] = (100,)  # also each ensemble member
-    # an architecture by name (`engine.architectures`: mlp:H1,H2, lenet5, cnn:C1,C2) instead of
-    # the fully connected net of the hidden sizes above; None = that net
+    # an architecture by name (`engine.architectures`: mlp:H1,H2, lenet5, cnn:C1,C2, dscnn:…,
+    # package.module:Factory, python:Name) instead of the fully connected net of the hidden
+    # sizes above; None = that net
     teacher_arch: str | None = None
     student_arch: str | None = None  # also each ensemble member
     # what the temperature divides: the logits (Hinton; default), or the probabilities of a

@@ -131,19 +131,13 @@ def _read_run_config(run_dir: Path) -> dict:
     return read_run_config(run_dir)
 
 
-def _fully_connected(run_config: dict, role: str, what: str) -> None:
-    """ONNX export and latency are written for fully connected nets only so far."""
+def _family(run_config: dict, role: str):
+    """The architecture of `role`'s models when it is not a fully connected net, else None."""
     from kdbench.config import Config
     from kdbench.roles import STACK_OF_ROLE, Role
     from kdbench.runs.checks import other_family
 
-    if Role(role) in STACK_OF_ROLE and other_family(
-        Config.from_dict(run_config["config"]), STACK_OF_ROLE[Role(role)]
-    ):
-        raise ConfigError(
-            f"{what} handles fully connected nets only so far, and this run's {role} is not one;"
-            " use kdbench.load for it as an nn.Module"
-        )
+    return other_family(Config.from_dict(run_config["config"]), STACK_OF_ROLE[Role(role)])
 
 
 def _test_set(run_config: dict, run_dir: Path):
@@ -189,8 +183,6 @@ def report(
         timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
         resources_path = run_dir / RESOURCES
         if measure:
-            for role in ("teacher", "student_hard"):
-                _fully_connected(run_config, role, "--measure")
             x = _test_set(run_config, run_dir).x_test[:256]
             write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
         resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
@@ -251,9 +243,9 @@ def export_model(
     # into the run folder: as its one writer; elsewhere: only if nobody is writing the run
     with guard.claim(run_dir) if inside else contextlib.nullcontext(guard.unclaimed(run_dir)):
         members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
-        _fully_connected(run_config, role, "export")
+        family = _family(run_config, role)
         splits = _test_set(run_config, run_dir)
-        info = export.export(run_dir, role, repeat, members, path, splits, int8)
+        info = export.export(run_dir, role, repeat, members, path, splits, int8, family)
         write_json(path.with_suffix(".json"), info)
     for key, value in info.items():
         print(f"{key}: {value}")

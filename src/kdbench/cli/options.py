@@ -100,7 +100,8 @@ FLAGS: dict[str, Flag] = {
         Flag("threads", "Torch CPU threads; none = torch's own count."),
     )
 }
-NOT_FLAGS = ("fingerprint", "own_teacher_sha256", "preset")  # set by kdbench and --preset
+# set by kdbench (from your arrays and your teacher) and by --preset
+NOT_FLAGS = ("fingerprint", "arrays_features", "arrays_classes", "own_teacher_sha256", "preset")
 
 
 def _field_types() -> dict[str, Any]:

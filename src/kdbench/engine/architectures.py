@@ -1,4 +1,5 @@
-"""Built-in architectures by name: `mlp:H1,H2,…`, `lenet5`, `cnn:C1,C2,…`.
+"""Built-in architectures by name: `mlp:H1,H2,…`, `lenet5`, `cnn:C1,C2,…`, `dscnn:C1,C2,…`;
+your own as an import string (`package.module:Factory`) or, from Python, the factory itself.
 
 A name becomes a `StackModel` for the data it will see (`build`): the fully connected family
 keeps its hand-written fast path (`mlp.MLP`); the conv nets are modules stacked through
@@ -68,6 +69,25 @@ def cnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
     return _keras_init(nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * w, n_classes)))
 
 
+def dscnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
+    """A depthwise-separable conv net in the MLPerf Tiny (DS-CNN) style: a 3x3 conv with C1
+    filters and stride 2, then per further Ci a depthwise 3x3 conv and a pointwise 1x1 conv with
+    Ci filters (padded to keep the size, ReLU after each), then global average pooling and one
+    dense head. Without the reference's BatchNorm, which a stack cannot keep per member."""
+    c, h, w = image
+    if h < 3 or w < 3:
+        raise ConfigError(f"dscnn needs images of at least 3x3 (got {h}x{w}); use mlp:…")
+    first, *rest = channels
+    layers: list[nn.Module] = [nn.Unflatten(1, image), nn.Conv2d(c, first, 3, 2, 1), nn.ReLU()]
+    c = first
+    for out in rest:
+        layers += [nn.Conv2d(c, c, 3, padding=1, groups=c), nn.ReLU(), nn.Conv2d(c, out, 1),
+                   nn.ReLU()]  # fmt: skip
+        c = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
+    return _keras_init(nn.Sequential(*layers))
+
+
 def _numbers(name: str, text: str) -> tuple[int, ...]:
     if not re.fullmatch(r"\d+(,\d+)*", text) or any(int(v) < 1 for v in text.split(",")):
         raise ConfigError(
@@ -77,34 +97,74 @@ def _numbers(name: str, text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-NAMES = ("mlp", "lenet5", "cnn")
+NAMES = ("mlp", "lenet5", "cnn", "dscnn")
+PYTHON = "python:"  # a factory given from Python that no other process can import
+_GIVEN: dict[str, Callable[[], nn.Module]] = {}  # those factories, in this process
+
+
+def setting_of(factory: Callable[[], nn.Module]) -> str:
+    """The architecture setting that names `factory` in config.json: its import string where
+    another process can import it back (then every command reads the folder), else
+    `python:<name>`, which needs the factory given again where the folder is read
+    (`kdbench.load(..., module=Factory)`, `study(..., student=Factory)` to resume)."""
+    if not callable(factory) or isinstance(factory, nn.Module):
+        raise ConfigError(
+            f"an architecture from Python must be a factory (a class or function returning a"
+            f" fresh nn.Module), got {type(factory).__name__}; pass the class, not an instance"
+        )
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if module and module != "__main__" and name.isidentifier():
+        try:
+            if getattr(importlib.import_module(module), name, None) is factory:
+                return f"{module}:{name}"
+        except ImportError:
+            pass
+    setting = PYTHON + getattr(factory, "__name__", type(factory).__name__)
+    give(setting, factory)
+    return setting
+
+
+def give(setting: str, factory: Callable[[], nn.Module]) -> None:
+    """Make `setting` (an import string or `python:<name>`) build with `factory` in this
+    process."""
+    _GIVEN[setting] = factory
 
 
 def build(spec: str, n_features: int, n_classes: int, image: Image | None) -> StackModel:
     """The stack of architecture `spec` for inputs of `n_features` values (`image`: their shape
     as images, or None) and `n_classes` classes; one ConfigError line for a bad name."""
+    if spec in _GIVEN:
+        return ModuleStack(_GIVEN[spec], n_features, n_classes)
+    if spec.startswith(PYTHON):
+        raise ConfigError(
+            f"architecture '{spec}' was given from Python and cannot be imported here: pass the"
+            f" factory again (kdbench.load(..., module={spec[len(PYTHON) :]}), or study(...,"
+            " student=/teacher=) to resume), or make it importable as package.module:Factory"
+        )
     name, sep, args = spec.partition(":")
     if name not in NAMES and ("." in name or (sep and args.isidentifier())):  # your own
         return ModuleStack(imported(spec), n_features, n_classes)
     if name not in NAMES:
         raise ConfigError(
             f"unknown architecture '{spec}'{did_you_mean(name, NAMES)}; use mlp:H1,H2,…,"
-            " lenet5, cnn:C1,C2,… or your own as package.module:Factory"
+            " lenet5, cnn:C1,C2,…, dscnn:C1,C2,… or your own as package.module:Factory"
         )
     if name == "mlp":
         return MLP([n_features, *_numbers(name, args), n_classes])
     if image is None:
         raise ConfigError(
             f"architecture '{spec}' is a conv net, and this data has no image shape; use an"
-            " mlp:… architecture, or give the image shape of your arrays"
+            " mlp:… architecture, or your own module that reshapes its inputs (a factory)"
         )
     factory: Callable[[], nn.Module]
     if name == "lenet5":
         if sep:
             raise ConfigError("architecture 'lenet5' takes no sizes; write lenet5")
         factory = _Factory(lenet5, image, n_classes)
-    else:
+    elif name == "cnn":
         factory = _Factory(cnn, _numbers(name, args), image, n_classes)
+    else:
+        factory = _Factory(dscnn, _numbers(name, args), image, n_classes)
     return ModuleStack(factory, n_features, n_classes)
 
 

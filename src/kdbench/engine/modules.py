@@ -21,6 +21,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
+from kdbench.engine.conv_stack import plan
+from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.stack_model import Params, StackModel
 from kdbench.errors import ConfigError
 
@@ -53,6 +55,18 @@ def check_module(module: nn.Module, where: str) -> None:
         raise ConfigError(f"{where} has no parameters to train")
 
 
+class Ensemble(nn.Module):
+    """An ensemble as the study evaluates it: the mean of its members' probabilities. Its
+    output is probabilities, not logits."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ensemble_probs(torch.stack([m(x) for m in self.members]))
+
+
 class ModuleStack(StackModel):
     """A stack of members built by `factory`; `forward` takes the dataset's inputs
     `[N, features]` and returns `[N, classes]` logits."""
@@ -79,6 +93,7 @@ class ModuleStack(StackModel):
         self._macs = flops.get_total_flops() // 2  # a multiply-accumulate is two flops
         self.names = [n for n, _ in template.named_parameters()]
         self._base = copy.deepcopy(template).to("meta")  # the architecture, without weights
+        self.plan = plan(self._base, self.names)  # the conv fast path, where it applies
 
     def __repr__(self) -> str:
         return f"ModuleStack({_name(self.factory)})"
@@ -95,6 +110,9 @@ class ModuleStack(StackModel):
         return [stacked[n].detach().clone() for n in self.names]
 
     def _run(self, params: Params, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        if self.plan is not None and not shared:
+            return self.plan.run(params, x)
+
         def one(member_params, xi):
             return functional_call(self._base, dict(zip(self.names, member_params, strict=True)),
                                    (xi,))  # fmt: skip

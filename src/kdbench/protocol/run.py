@@ -24,9 +24,10 @@ from torch import nn
 from kdbench.analysis import diagnose, report
 from kdbench.config import Config
 from kdbench.data import datasets as data
-from kdbench.engine.architectures import of_config
+from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
 from kdbench.engine.mlp import MLP
+from kdbench.engine.modules import Factory
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.progress import Bar, StackPlan, with_progress
@@ -81,7 +82,7 @@ def _check(cfg: Config) -> None:
         )
 
 
-def _check_models(cfg: Config, splits: data.Splits, measure_latency: bool) -> None:
+def _check_models(cfg: Config, splits: data.Splits) -> None:
     """The architectures against the data (a bad name or a conv net the images do not fit is
     one line), and against what kdbench does with other families so far."""
     models = of_config(cfg, splits.n_features, splits.n_classes)
@@ -96,9 +97,6 @@ def _check_models(cfg: Config, splits: data.Splits, measure_latency: bool) -> No
     if "teacher" in other and (cfg.model.teacher_dropout or cfg.model.teacher_input_dropout):
         raise ConfigError("dropout is for fully connected teachers only so far; set"
                           " --teacher-dropout 0 --teacher-input-dropout 0")  # fmt: skip
-    if measure_latency:
-        raise ConfigError(f"size and latency are measured for fully connected nets only so far"
-                          f" ({which} is not one); add --no-latency")  # fmt: skip
 
 
 def _prepare_device(cfg: Config) -> str | None:
@@ -166,17 +164,19 @@ def study(
     out: str | Path | None = None,
     progress: Progress | bool = True,
     measure_latency: bool = False,
-    teacher: TeacherLike | None = None,
+    teacher: TeacherLike | Factory | None = None,
+    student: Factory | None = None,
 ) -> tuple[Path, dict]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
     features (flattened; scale them yourself). The validation split is the tail of the training
-    arrays, as for the built-in datasets. `teacher`: your own (see `reproduce`). Returns (run
-    folder, summary)."""
+    arrays, as for the built-in datasets. `teacher`, `student`: as for `reproduce`. Returns
+    (run folder, summary)."""
     arrays = data.check_arrays(x_train, y_train, x_test, y_test)
     cfg = (config or Config()).with_overrides(
         dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
     )
-    return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher)
+    return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher,
+                     student=student)  # fmt: skip
 
 
 def _arrays(cfg: Config, arrays: dict | None = None) -> dict:
@@ -267,17 +267,33 @@ def reproduce(
     measure_latency: bool = True,
     arrays: dict | None = None,
     shared: Path | None = None,
-    teacher: TeacherLike | None = None,
+    teacher: TeacherLike | Factory | None = None,
+    student: Factory | None = None,
 ) -> tuple[Path, Summary]:
     """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
     teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
     `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
-    `teacher`: your own instead of a trained one, an `nn.Module` or the path of an ONNX model
-    or of its logits (`kdbench.protocol.own_teacher`); `--teacher PATH` sets the same in `cfg`."""
+    `teacher`: your own trained teacher instead of one kdbench trains (an `nn.Module`
+    instance, or the path of an ONNX model or of its logits: `kdbench.protocol.own_teacher`;
+    `--teacher PATH` sets the same in `cfg`), or a factory (a class or function returning a
+    fresh `nn.Module`) for the teachers kdbench trains. `student`: a factory for the ensemble
+    members and students. kdbench seeds each member before calling a factory."""
+    cfg, teacher = _factories(cfg, teacher, student)
     if progress is True:
         return with_progress(False, lambda bar: _reproduce(
             cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip
     return _reproduce(cfg, out, progress or None, measure_latency, arrays, shared, teacher)
+
+
+def _factories(cfg: Config, teacher, student) -> tuple[Config, TeacherLike | None]:
+    """Architectures given from Python go into the configuration by name (`setting_of`); a
+    trained teacher stays your own teacher."""
+    trained = isinstance(teacher, (nn.Module, OwnTeacher))
+    if teacher is not None and callable(teacher) and not trained:
+        cfg, teacher = cfg.with_overrides(teacher_arch=setting_of(teacher)), None
+    if student is not None:
+        cfg = cfg.with_overrides(student_arch=setting_of(student))
+    return cfg, teacher
 
 
 def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
@@ -291,7 +307,9 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     _check(cfg)
     source = _arrays(cfg, arrays)
     splits = _splits(cfg, source)
-    _check_models(cfg, splits, measure_latency)
+    if cfg.data.dataset == data.ARRAYS:  # what rebuilds your architecture when the folder is read
+        cfg = cfg.with_overrides(arrays_features=splits.n_features, arrays_classes=splits.n_classes)
+    _check_models(cfg, splits)
     notice = _prepare_device(cfg)
     folder = guard.check(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)

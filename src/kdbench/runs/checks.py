@@ -66,8 +66,15 @@ def other_family(cfg: Config, name: StackName) -> StackModel | None:
     arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
     if arch is None or arch.startswith("mlp:"):
         return None
-    d = cfg.data.dataset
-    return build(arch, FEATURES[d], CLASSES[d], IMAGES.get(d))
+    d = cfg.data
+    features = FEATURES.get(d.dataset, d.arrays_features)
+    classes = CLASSES.get(d.dataset, d.arrays_classes)
+    if features is None or classes is None:
+        raise RunFolderError(
+            f"this run's {name} is {arch} on your own arrays, and config.json lacks their width"
+            " and class count (data.arrays_features, data.arrays_classes); rerun the study"
+        )
+    return build(arch, features, classes, IMAGES.get(d.dataset))
 
 
 def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:

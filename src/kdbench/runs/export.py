@@ -1,30 +1,68 @@
 """Export trained models to ONNX (float32, and int8 by ONNX Runtime's dynamic quantisation).
 
-The graph is written from the weights directly — MatMul, Add, Relu; an ensemble averages its
-members' softmax outputs — so it needs only the `onnx` package and maps one to one onto
-`models.stack_forward`, which is what the tests compare it against.
+A fully connected net's graph is written from the weights directly — MatMul, Add, Relu; an
+ensemble averages its members' softmax outputs — so it maps one to one onto
+`mlp.stack_forward`. Any other family (a conv net, your own module) is exported from its
+members as `nn.Module`s by `torch.onnx.export`. Either way the file is checked against eager
+PyTorch on the test set before it is reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from kdbench.data.datasets import preprocessing
 from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.mlp import stack_forward
+from kdbench.engine.modules import Ensemble
+from kdbench.engine.stack_model import StackModel
 from kdbench.runs.resources import time_per_image
 from kdbench.runs.store import SUMMARY, atomic_write, read_config, read_run_config, read_summary
 
 OPSET = 17
 
 
-def onnx_model(members: list[list[torch.Tensor]]):
-    """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble)."""
+Members = list[list[torch.Tensor]]  # each member's tensors, in its family's checkpoint order
+
+
+def as_module(members: Members, family: StackModel) -> nn.Module:
+    """One model (or an ensemble of them) of `family` as an eval-mode module."""
+    modules = [family.member([p.unsqueeze(0) for p in m], 0).eval() for m in members]
+    return modules[0] if len(modules) == 1 else Ensemble(modules).eval()
+
+
+def _module_onnx(members: Members, family: StackModel):
+    """`torch.onnx.export` of the module (its TorchScript exporter: the export-based one needs
+    onnxscript, one more dependency for the same graph)."""
+    import onnx  # loads slowly: only when a model is exported
+
+    module, buf = as_module(members, family), io.BytesIO()
+    output = "logits" if len(members) == 1 else "probs"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            module, (torch.zeros(1, family.n_features),), buf, dynamo=False,
+            input_names=["images"], output_names=[output], opset_version=OPSET,
+            dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
+        )  # fmt: skip
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(model)
+    return model
+
+
+def onnx_model(members: Members, family: StackModel | None = None):
+    """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble).
+    `family`: the members' architecture when it is not a fully connected net."""
+    if family is not None:
+        return _module_onnx(members, family)
     import onnx  # loads slowly: only when a model is exported
     from onnx import TensorProto, helper, numpy_helper
 
@@ -72,9 +110,13 @@ def onnx_model(members: list[list[torch.Tensor]]):
     return model
 
 
-def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.ndarray:
+def reference_outputs(
+    members: Members, x: torch.Tensor, family: StackModel | None = None
+) -> np.ndarray:
     """What the ONNX graph must produce, computed in eager PyTorch."""
     with torch.no_grad():
+        if family is not None:
+            return as_module(members, family)(x).numpy()
         logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
         if len(members) == 1:
             return logits[0].numpy()
@@ -82,11 +124,14 @@ def reference_outputs(members: list[list[torch.Tensor]], x: torch.Tensor) -> np.
 
 
 def write_onnx(
-    members: list[list[torch.Tensor]], path: Path, metadata: dict[str, str] | None = None
+    members: Members,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    family: StackModel | None = None,
 ) -> Path:
     """The ONNX file; `metadata` goes into its `metadata_props` (what a deployment needs to
     know: preprocessing, classes, role, error, configuration hash)."""
-    model = onnx_model(members)
+    model = onnx_model(members, family)
     if metadata:
         from onnx import helper  # loads slowly: only when a model is exported
 
@@ -136,6 +181,14 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
+def quantized_ops(path: Path) -> list[str]:
+    """The integer operators of a quantised file (MatMulInteger, ConvInteger): which layers ONNX
+    Runtime's dynamic quantisation turned to int8; the rest stay float32."""
+    import onnx  # loads slowly: only when a model is exported
+
+    return sorted({n.op_type for n in onnx.load(str(path)).graph.node if "Integer" in n.op_type})
+
+
 def session(path: Path, threads: int = 1):
     import onnxruntime as ort  # loads slowly: only when a model is run
 
@@ -150,17 +203,24 @@ def run(sess, x: np.ndarray) -> np.ndarray:
 
 
 def export(
-    run_dir: Path, role: str, repeat: int, members, path: Path, splits, int8: bool = False
+    run_dir: Path,
+    role: str,
+    repeat: int,
+    members: Members,
+    path: Path,
+    splits,
+    int8: bool = False,
+    family: StackModel | None = None,
 ) -> dict:
-    """One model of a run (`members`, from `load_members`) to ONNX with its metadata and
-    MODEL_CARD.md beside it, checked against eager PyTorch on the test set. Returns what was
-    measured."""
+    """One model of a run (`members`, from `load_members`; `family`, its architecture when not
+    fully connected) to ONNX with its metadata and MODEL_CARD.md beside it, checked against
+    eager PyTorch on the test set. Returns what was measured."""
 
     run_config = read_run_config(run_dir)
     x, y = splits.x_test, splits.y_test.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_onnx(members, path)
-    reference = reference_outputs(members, x)
+    write_onnx(members, path, family=family)
+    reference = reference_outputs(members, x, family)
     sess = session(path)
     got = run(sess, x.numpy())
     error = float((got.argmax(1) != y).mean())
@@ -186,7 +246,7 @@ def export(
     }
     keys = ("role", "repeat", "preprocessing", "classes", "test_error_pct", "row_mean_pct",
             "row_ci95_pct", "config_sha256")  # fmt: skip
-    write_onnx(members, path, {k: facts[k] for k in keys})
+    write_onnx(members, path, {k: facts[k] for k in keys}, family)
     facts["bytes"] = path.stat().st_size
     atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
     info = {
@@ -207,5 +267,6 @@ def export(
             onnx_int8=str(qpath),
             bytes_int8=qpath.stat().st_size,
             test_error_int8=float((q.argmax(1) != y).mean()),
+            int8_ops=quantized_ops(qpath),
         )
     return info

@@ -16,25 +16,14 @@ from torch import nn
 
 from kdbench.config import Config
 from kdbench.data.datasets import CLASSES, FEATURES, preprocessing
-from kdbench.engine.losses import ensemble_probs
+from kdbench.engine.architectures import NAMES, give
 from kdbench.engine.mlp import layer_sizes, member_module
+from kdbench.engine.modules import Ensemble, Factory
 from kdbench.errors import ConfigError, RunFolderError
-from kdbench.roles import STACK_OF_ROLE, Role
+from kdbench.roles import STACK_OF_ROLE, Role, StackName
 from kdbench.runs import guard
 from kdbench.runs.checks import other_family
 from kdbench.runs.store import load_members, read_config
-
-
-class Ensemble(nn.Module):
-    """An ensemble as the study evaluates it: the mean of its members' probabilities. Its
-    output is probabilities, not logits."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ensemble_probs(torch.stack([m(x) for m in self.members]))
 
 
 def _check(params: list[torch.Tensor], cfg: Config, role: str, where: str) -> None:
@@ -51,14 +40,36 @@ def _check(params: list[torch.Tensor], cfg: Config, role: str, where: str) -> No
         )
 
 
-def load(run_dir: str | Path, role: str, repeat: int = 0, member: int | None = None) -> nn.Module:
+def _give(cfg: Config, role: str, module: Factory) -> None:
+    """`module` as the factory of the run's architecture for `role`."""
+    teacher = STACK_OF_ROLE[Role(role)] == StackName.TEACHERS
+    arch = cfg.model.teacher_arch if teacher else cfg.model.student_arch
+    if arch is None or arch.partition(":")[0] in NAMES:
+        raise ConfigError(
+            f"this run's {role} is the built-in {arch or 'fully connected net'}, rebuilt from its"
+            " name; leave out module="
+        )
+    give(arch, module)
+
+
+def load(
+    run_dir: str | Path,
+    role: str,
+    repeat: int = 0,
+    member: int | None = None,
+    module: Factory | None = None,
+) -> nn.Module:
     """The model of `role` (a row of Table 1) from repeat `repeat`, in eval mode. For the
-    ensemble, `member` picks one member; without it you get the whole `Ensemble`."""
+    ensemble, `member` picks one member; without it you get the whole `Ensemble`. `module`:
+    the factory your own architecture was trained with, where the run names it
+    `python:<name>` (one another process cannot import); built-ins rebuild from their name."""
     run_dir = Path(run_dir)
     guard.unclaimed(run_dir)  # a run being written has no final models yet
     cfg = read_config(run_dir)
     if role not in {r.value for r in Role}:
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
+    if module is not None:
+        _give(cfg, role, module)
     members = load_members(run_dir, role, repeat)
     family = other_family(cfg, STACK_OF_ROLE[Role(role)])
     if family is not None:  # a conv net: rebuilt from its name, checked on every read

@@ -14,6 +14,7 @@ import torch
 from torch.utils import benchmark
 
 from kdbench.engine.mlp import MLP
+from kdbench.engine.stack_model import StackModel
 
 
 def counts(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
@@ -22,9 +23,26 @@ def counts(sizes: Sequence[int], members: int = 1) -> dict[str, int]:
     model = MLP(sizes)
     params, weights = model.parameters_per_member(), model.macs_per_image()
     biases, layers = params - weights, len(sizes) - 1
+    return _counts(members, params, weights, weights, biases, layers)
+
+
+def family_counts(model: StackModel, members: Sequence[Sequence[torch.Tensor]]) -> dict[str, int]:
+    """The same for any architecture, from one model's `members` (each its tensors): MACs as
+    the family counts them (`torch.utils.flop_counter` for a module); int8 bytes as dynamic
+    quantisation stores a conv net (conv and dense weights int8, a scale and a zero point each;
+    biases float32)."""
+    tensors = members[0]
+    weights = sum(t.numel() for t in tensors if t.dim() >= 2)
+    params = sum(t.numel() for t in tensors)
+    layers = sum(1 for t in tensors if t.dim() >= 2)
+    macs = model.macs_per_image()
+    return _counts(len(members), params, macs, weights, params - weights, layers)
+
+
+def _counts(members, params, macs, weights, biases, layers) -> dict[str, int]:
     return {
         "params": members * params,
-        "macs": members * weights,
+        "macs": members * macs,
         "bytes_float32": members * 4 * params,
         "bytes_int8": members * (weights + 4 * biases + 5 * layers),
     }

@@ -1,0 +1,27 @@
+"""A module of your own for kdbench to train (used by `own_module.py`).
+
+A factory is anything that returns a fresh `nn.Module`: this class is one. kdbench seeds each
+member before calling it, so every member gets its own initialisation from its own seed. Its
+forward takes what kdbench's models take, `[N, 784]` float32 (MNIST pixels divided by 255), and
+returns `[N, 10]` logits. No BatchNorm and no dropout layers: a stack cannot keep their state per
+member, and kdbench refuses them with one line rather than train them wrongly.
+"""
+
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A microcontroller-sized conv student: two 3x3 convs (6 and 12 filters), global
+    average pooling, one dense head: about 800 parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(6, 12, 3, stride=2), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x):
+        h = self.features(x.view(-1, 1, 28, 28))
+        return self.head(h.mean((2, 3)))

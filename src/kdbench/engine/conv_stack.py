@@ -1,0 +1,178 @@
+"""The stacked fast path of a sequential conv net: M members' convolutions as batched matmuls.
+
+`vmap` over a conv net lowers each convolution to one grouped convolution (a group per member),
+which oneDNN runs poorly at these channel counts. Here a convolution is im2col (one strided
+copy of the members' inputs) and one `baddbmm` per layer, with the members (and the groups of a
+depthwise layer) on the matmul's batch axis, as the MLP's layers are; activations stay in the
+layout `[M, C, B, H, W]` so that no layer transposes them. Autograd differentiates it; only
+im2col has a hand-written backward (col2im: k*k strided adds), because autograd's backward of a
+strided view is slow. The same weights give the same function as the members' modules (tested
+against `vmap` in `tests/test_modules.py`); summation order differs, so floats drift slightly.
+
+Only an `nn.Sequential` built of the layers below has a plan; anything else runs through vmap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Layer = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+class _Im2col(torch.autograd.Function):
+    """`[M, C, B, H, W]` -> columns `[M, g, C/g * k*k, B * Ho * Wo]` for a k x k convolution
+    with `g` groups, stride `s` (no padding: the caller pads)."""
+
+    @staticmethod
+    def forward(ctx, x, k: int, s: int, g: int):
+        M, C, B, H, W = x.shape
+        Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+        st = x.stride()
+        view = x.as_strided(
+            (M, C, k, k, B, Ho, Wo), (st[0], st[1], st[3], st[4], st[2], s * st[3], s * st[4])
+        )
+        ctx.shape, ctx.k, ctx.s = x.shape, k, s
+        return view.reshape(M, g, C // g * k * k, B * Ho * Wo)
+
+    @staticmethod
+    def backward(ctx, grad):
+        M, C, B, H, W = ctx.shape
+        k, s = ctx.k, ctx.s
+        Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+        grad = grad.reshape(M, C, k, k, B, Ho, Wo)
+        dx = grad.new_zeros(M, C, B, H, W)
+        for i in range(k):
+            for j in range(k):
+                dx[:, :, :, i : i + s * (Ho - 1) + 1 : s, j : j + s * (Wo - 1) + 1 : s] += grad[
+                    :, :, i, j
+                ]
+        return dx, None, None, None
+
+
+def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer:
+    k, s, p, g = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.groups
+    out = layer.out_channels
+
+    def run(params, x):
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        M, _, B, H, W = x.shape
+        cols = _Im2col.apply(x, k, s, g)  # [M, g, Cin/g*k*k, B*Ho*Wo]
+        weight = params[at].reshape(M * g, out // g, -1)
+        cols = cols.reshape(M * g, cols.shape[2], cols.shape[3])
+        if bias is not None:
+            y = torch.baddbmm(params[bias].reshape(M * g, out // g, 1), weight, cols)
+        else:
+            y = torch.bmm(weight, cols)
+        return y.view(M, out, B, (H - k) // s + 1, (W - k) // s + 1)
+
+    return run
+
+
+def _linear(at: int, bias: int | None) -> Layer:
+    def run(params, x):
+        weight = params[at].transpose(1, 2)
+        if bias is not None:
+            return torch.baddbmm(params[bias].unsqueeze(1), x, weight)
+        return torch.bmm(x, weight)
+
+    return run
+
+
+def _pool(k: int) -> Layer:
+    def run(params, x):
+        M, C, B, H, W = x.shape
+        y = F.max_pool2d(x.reshape(M * C, B, H, W), k)
+        return y.view(M, C, B, *y.shape[-2:])
+
+    return run
+
+
+def _global_mean(params, x):
+    return x.mean((3, 4), keepdim=True)
+
+
+def _unflatten(shape: tuple[int, ...]) -> Layer:
+    def run(params, x):
+        return x.reshape(x.shape[0], x.shape[1], *shape).transpose(1, 2)  # [M, C, B, H, W]
+
+    return run
+
+
+def _flatten(params, x):
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)  # [M, B, C*H*W]
+
+
+def _relu(params, x):
+    return F.relu(x)
+
+
+def _square(v) -> bool:
+    return isinstance(v, int) or len(set(v)) == 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The layers of one sequential net, each as a function of the stacked parameters."""
+
+    layers: tuple[Layer, ...]
+
+    def run(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits `[M, B, classes]` of the members on their own batches `[M, B, features]`."""
+        for layer in self.layers:
+            x = layer(params, x)
+        return x
+
+
+def plan(base: nn.Module, names: list[str]) -> Plan | None:
+    """The fast path of `base` (parameters in the order of `names`), or None where it has a
+    layer this path does not know (vmap then runs it)."""
+    if not isinstance(base, nn.Sequential):
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    layers: list[Layer] = []
+    image = False  # whether activations are images [M, C, B, H, W] at this point
+    for name, layer in base.named_children():
+        weight, bias = index.get(f"{name}.weight"), index.get(f"{name}.bias")
+        if isinstance(layer, nn.Unflatten) and layer.dim == 1 and len(layer.unflattened_size) == 3:
+            layers.append(_unflatten(tuple(layer.unflattened_size)))
+            image = True
+        elif (
+            isinstance(layer, nn.Conv2d)
+            and image
+            and weight is not None
+            and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str)
+            and all(_square(v) for v in (layer.kernel_size, layer.stride, layer.padding))
+            and layer.dilation in (1, (1, 1))
+        ):
+            layers.append(_conv(layer, weight, bias))
+        elif isinstance(layer, nn.Linear) and not image and weight is not None:
+            layers.append(_linear(weight, bias))
+        elif (
+            isinstance(layer, nn.MaxPool2d)
+            and image
+            and _square(layer.kernel_size)
+            and layer.stride in (layer.kernel_size, None)
+            and layer.padding in (0, (0, 0))
+            and layer.dilation in (1, (1, 1))
+            and not layer.ceil_mode
+            and not layer.return_indices
+        ):
+            k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+            layers.append(_pool(k))
+        elif isinstance(layer, nn.ReLU):
+            layers.append(_relu)
+        elif isinstance(layer, nn.AdaptiveAvgPool2d) and image and layer.output_size in (1, (1, 1)):
+            layers.append(_global_mean)
+        elif isinstance(layer, nn.Flatten) and image and layer.start_dim == 1 == -layer.end_dim:
+            layers.append(_flatten)
+            image = False
+        else:
+            return None
+    return Plan(tuple(layers)) if not image else None
