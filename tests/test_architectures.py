@@ -128,14 +128,22 @@ def test_a_conv_study_end_to_end(tmp_path):
         assert info["int8_ops"] == ["ConvInteger", "MatMulInteger"]
         assert abs(info["test_error_int8"] - info["test_error_torch"]) < 0.05
     for args, says in (
-        (["reproduce", *CONV, "--no-latency", "--teacher-updates", "joint", "--out",
-          tmp_path / "y"], "use --teacher-updates frozen"),
         (["reproduce", *CONV, "--no-latency", "--student-arch", "lenet5", "--out", tmp_path / "z"],
          "at least 12x12"),
     ):  # fmt: skip
         proc = kdbench(*args)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
-    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+    assert not (tmp_path / "z").exists()
+    # teachers trained along (each student's own copies of the conv teacher and ensemble), and
+    # a conv teacher with dropout
+    joint = tmp_path / "joint"
+    proc = kdbench("reproduce", *CONV, "--no-latency", "--teacher-updates", "joint",
+                   "--teacher-dropout", "0.3", "--out", joint)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (joint / "records.jsonl").read_text().splitlines()]
+    teachers = [r["test_error"] for r in rows if r["role"] == "teacher"]
+    assert teachers != [r["test_error"] for r in map(json.loads, records.splitlines())
+                        if r["role"] == "teacher"]  # fmt: skip
 
 
 def test_a_damaged_conv_checkpoint_is_refused(tmp_path):
@@ -210,6 +218,11 @@ def test_your_own_architecture_from_an_import_string(tmp_path, monkeypatch):
                        ("mynets:bad", "has buffers")):  # fmt: skip
         proc = kdbench(*args[:-1], tmp_path / "x", "--student-arch", spec)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    # dropout is the engine's, per member: a module with its own forward cannot take it
+    proc = kdbench(*args[:-1], tmp_path / "x", "--teacher-arch", "mynets:Tiny",
+                   "--teacher-dropout", "0.5")  # fmt: skip
+    assert proc.returncode == 2 and "dropout needs a sequential" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_your_own_architecture_from_python(tmp_path, monkeypatch):
@@ -257,3 +270,18 @@ def test_your_own_architecture_from_python(tmp_path, monkeypatch):
     with torch.no_grad():
         error = float((net(torch.from_numpy(x_test)).argmax(1).numpy() != y_test).mean())
     assert error == pytest.approx(rec["test_error"], abs=1e-6)
+
+
+def test_explain_over_a_conv_architecture(tmp_path):
+    """`explain --teacher-arch/--student-arch`: every variant is the conv study, the Keras
+    variant (teachers trained along) included."""
+    from tests.in_process import kdbench
+
+    out = tmp_path / "ex"
+    proc = kdbench("explain", "--out", out, "--variant", "paper", "--variant", "paper-keras",
+                   *CONV)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for variant in ("paper", "paper-keras"):
+        cfg = json.loads((out / variant / "config.json").read_text())["config"]["model"]
+        assert (cfg["teacher_arch"], cfg["student_arch"]) == ("cnn:8", "cnn:4")
+    assert "| paper-keras |" in (out / "explain.md").read_text()

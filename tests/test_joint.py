@@ -72,6 +72,47 @@ def test_joint_stack_equals_one_adam_over_student_and_teachers(small_splits):
     assert float(err[0]) < 0.5
 
 
+def test_joint_conv_copies_equal_one_adam_over_student_and_teachers(small_splits):
+    """The same with conv teachers and a conv ensemble (`FamilyCopies`: any family, through
+    autograd), distilled into a fully connected student."""
+    from kdbench.engine.architectures import build
+    from kdbench.engine.teachers import copies_of
+
+    cfg = dataclasses.replace(
+        TrainConfig(), patience=1, max_epochs=6, batch_size=64, learning_rate=1e-2
+    )
+    conv_t, conv_e = (build(a, 784, 10, (1, 28, 28)) for a in ("cnn:4", "cnn:2"))
+    short = dataclasses.replace(cfg, epochs=1)
+    teacher = engine.train(engine.Stack("t", conv_t, [99], [98]), small_splits, short).params
+    members = engine.train(engine.Stack("e", conv_e, [1, 2], [4, 5]), small_splits, short).params
+    adam = (cfg.learning_rate, cfg.adam_eps)
+    trained = TrainedTeachers(
+        copies=[
+            copies_of(conv_t, select(teacher, torch.tensor([0])), [0], 1, *adam),
+            copies_of(conv_e, select(members, torch.tensor([0, 1])), [1], 2, *adam),
+        ],
+        targets=PaperKD().targets,
+        temperature=T,
+    )
+    objective = Distillation(PaperKD(), trained, T, ALPHA, members=2)
+    seeds, shuffles = [31, 32], [41, 42]
+    result = engine.train(engine.Stack("kd", SIZES, seeds, shuffles, objective), small_splits, cfg)
+    init = init_stack(SIZES, seeds)
+    finals = [trained.copies[0].final, trained.copies[1].final]
+    for m, (family, upstream, final, k) in enumerate(
+        [(conv_t, teacher, finals[0], 1), (conv_e, members, finals[1], 2)]
+    ):
+        mine = [family.member(upstream, j) for j in range(k)]
+        student, epochs = train_joint_alone(
+            init, m, shuffles[m], mine, small_splits, lr=cfg.learning_rate, eps=cfg.adam_eps,
+            batch=64, epochs=6, patience=1, temperature=T, alpha=ALPHA,
+        )  # fmt: skip
+        assert result.epochs[m] == epochs
+        _close(member_module(result.params, m), student, atol=1e-3)
+        for j, theirs in enumerate(mine):
+            _close(family.member(final, j), theirs, atol=1e-3)
+
+
 def test_joint_study_keeps_upstream_rows_and_pairs_students(small_splits):
     """Under joint only the distilled students change: teachers, ensembles and hard-label
     students are the same models; each distilled student records its copies' test errors."""

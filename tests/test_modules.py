@@ -129,6 +129,25 @@ def test_the_fast_path_is_the_modules_function_and_gradient(factory):
             torch.testing.assert_close(leaf.grad[m], p.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_a_dropout_bearing_conv_net_keeps_each_member_to_its_own_seeds(small_splits):
+    """Dropout on a built-in conv net (the engine's per-member masks: input rate on the pixels,
+    hidden rate before its dense layers): a member trained alone equals the same member in a
+    stack, and the masks did act."""
+    cfg = dataclasses.replace(TrainConfig(), epochs=1)
+    model = ModuleStack(lambda: lenet5((1, 28, 28), 10), 784, 10)
+
+    def train(seeds, shuffles, dropout):
+        stack = engine.Stack("t", model, seeds, shuffles, dropout=dropout)
+        return engine.train(stack, small_splits, cfg).params
+
+    three = train([1, 2, 3], [4, 5, 6], (0.2, 0.5))
+    one = train([2], [5], (0.2, 0.5))
+    plain = train([2], [5], (0.0, 0.0))
+    for a, b in zip(three, one, strict=True):
+        torch.testing.assert_close(a[1], b[0], atol=1e-5, rtol=1e-4)
+    assert any(not torch.allclose(b, c, atol=1e-3) for b, c in zip(one, plain, strict=True))
+
+
 def test_a_member_depends_only_on_its_own_seeds(small_splits):
     cfg = dataclasses.replace(TrainConfig(), epochs=1)
     model = ModuleStack(TinyCNN, small_splits.n_features, small_splits.n_classes)

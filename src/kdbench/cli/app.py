@@ -257,7 +257,7 @@ def main() -> None:
 
 @app.command()
 @_friendly
-@settings_options(only=(*SHARED, "threads"))
+@settings_options(only=(*SHARED, "teacher_arch", "student_arch", "threads"))
 def explain(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
@@ -300,7 +300,9 @@ def explain(
 
 @app.command()
 @_friendly
-@settings_options(only=(*SHARED, "teacher_hidden", "student_hidden", "threads"))
+@settings_options(
+    only=(*SHARED, "teacher_hidden", "student_hidden", "teacher_arch", "student_arch", "threads")
+)
 def sweep(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],

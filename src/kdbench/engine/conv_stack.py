@@ -118,13 +118,22 @@ def _square(v) -> bool:
 
 @dataclass(frozen=True)
 class Plan:
-    """The layers of one sequential net, each as a function of the stacked parameters."""
+    """The layers of one sequential net, each as a function of the stacked parameters, and
+    which are dense layers after the net's first weighted layer (where hidden dropout applies)."""
 
     layers: tuple[Layer, ...]
+    dense: frozenset[int] = frozenset()
 
-    def run(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Logits `[M, B, classes]` of the members on their own batches `[M, B, features]`."""
-        for layer in self.layers:
+    def run(self, params: list[torch.Tensor], x: torch.Tensor, dropout=None) -> torch.Tensor:
+        """Logits `[M, B, classes]` of the members on their own batches `[M, B, features]`.
+        `dropout` (`mlp.Dropout`, each member's masks from its own generator): its input rate
+        on the inputs, its hidden rate on the input of every dense layer after the first layer,
+        as Hinton et al. drop a conv net's pixels and its fully connected units."""
+        if dropout is not None:
+            x = dropout(x, 0)
+        for i, layer in enumerate(self.layers):
+            if dropout is not None and i in self.dense:
+                x = dropout(x, 1)
             x = layer(params, x)
         return x
 
@@ -136,7 +145,8 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
         return None
     index = {n: i for i, n in enumerate(names)}
     layers: list[Layer] = []
-    image = False  # whether activations are images [M, C, B, H, W] at this point
+    dense: set[int] = set()
+    image = weighted = False  # whether activations are images [M, C, B, H, W] at this point
     for name, layer in base.named_children():
         weight, bias = index.get(f"{name}.weight"), index.get(f"{name}.bias")
         if isinstance(layer, nn.Unflatten) and layer.dim == 1 and len(layer.unflattened_size) == 3:
@@ -152,8 +162,12 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
             and layer.dilation in (1, (1, 1))
         ):
             layers.append(_conv(layer, weight, bias))
+            weighted = True
         elif isinstance(layer, nn.Linear) and not image and weight is not None:
+            if weighted:
+                dense.add(len(layers))
             layers.append(_linear(weight, bias))
+            weighted = True
         elif (
             isinstance(layer, nn.MaxPool2d)
             and image
@@ -175,4 +189,4 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
             image = False
         else:
             return None
-    return Plan(tuple(layers)) if not image else None
+    return Plan(tuple(layers), frozenset(dense)) if not image else None

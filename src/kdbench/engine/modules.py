@@ -55,6 +55,14 @@ def check_module(module: nn.Module, where: str) -> None:
         raise ConfigError(f"{where} has no parameters to train")
 
 
+def dropout_refused(model: StackModel) -> str:
+    """Why a module cannot take the engine's dropout, and the fix."""
+    return (
+        f"dropout needs a sequential conv or dense net, and {model!r} is not one (its own"
+        " forward); set --teacher-dropout 0 --teacher-input-dropout 0"
+    )
+
+
 class Ensemble(nn.Module):
     """An ensemble as the study evaluates it: the mean of its members' probabilities. Its
     output is probabilities, not logits."""
@@ -123,14 +131,17 @@ class ModuleStack(StackModel):
         return self._run(params, x, shared=x.dim() == 2)
 
     def step(self, params, adam, x, loss_of, dropout=None) -> torch.Tensor:
-        if dropout is not None:
-            raise ConfigError("dropout is not available for your own modules; set it to 0")
+        if dropout is not None and self.plan is None:
+            raise ConfigError(dropout_refused(self))
         leaves = [p.detach().requires_grad_() for p in params]
-        loss = loss_of(self._run(leaves, x, shared=False))
-        grads = torch.autograd.grad(loss.sum(), leaves)
+        logits = self.plan.run(leaves, x, dropout) if self.plan else self._run(leaves, x, False)
+        loss = loss_of(logits)
+        # backward, not autograd.grad: teachers trained along (`teachers.FamilyCopies`) get
+        # their gradients from the same pass
+        loss.sum().backward()
         adam.count_step()
         # the fused kernel walks gradient and weight alike: vmap's may come transposed
-        adam.update_all(params, [g.contiguous() for g in grads])
+        adam.update_all(params, [leaf.grad.contiguous() for leaf in leaves])
         return loss.detach()
 
     def member(self, params: Params, m: int) -> nn.Module:

@@ -22,8 +22,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdbench.engine.mlp import Params, Tape, copy_rows, stack_backward, stack_forward, stack_logits
+from kdbench.engine.mlp import (
+    MLP,
+    Params,
+    Tape,
+    copy_rows,
+    stack_backward,
+    stack_forward,
+    stack_logits,
+)
 from kdbench.engine.optim import Adam
+from kdbench.engine.stack_model import StackModel
 
 # teacher logits [K, M, ..., C] and a temperature per member -> targets [M, ..., C]
 TargetFn = Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]
@@ -154,6 +163,64 @@ class Copies(CopyStack):
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return stack_logits(self.final, x)
+
+
+@dataclass
+class FamilyCopies(CopyStack):
+    """Copies of teachers of any other family (a conv net, your own module), as one stack run
+    by the family's own forward; autograd carries the students' loss to the copies' weights (the
+    students' backward pass fills them), and the same fused Adam steps them all."""
+
+    model: StackModel
+    params: Params
+    owners: list[int]
+    per_owner: int
+    lr: float
+    eps: float
+    final: Params = field(init=False)
+    adam: Adam = field(init=False)
+    leaves: list[torch.Tensor] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.final = [p.clone() for p in self.params]
+        self.adam = Adam(self.params, self.lr, self.eps)
+        self._init_rows()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.leaves = [p.detach().requires_grad_() for p in self.params]
+        return self.model.forward(self.leaves, x)
+
+    def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(self.params, x_val)
+
+    def step(self) -> None:
+        grads = [
+            torch.zeros_like(leaf) if leaf.grad is None else leaf.grad.contiguous()
+            for leaf in self.leaves
+        ]
+        self.adam.count_step()
+        self.adam.update_all(self.params, grads)
+        self.leaves = None
+
+    def _drop(self, done: torch.Tensor) -> None:
+        rows = done.nonzero().squeeze(1)
+        copy_rows(self.final, self.params, rows, self.slots.to(self.params[0].device)[rows])
+        keep = (~done).nonzero().squeeze(1)
+        self.params = [p.index_select(0, keep) for p in self.params]
+        self.adam.keep(keep)
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(self.final, x)
+
+
+def copies_of(
+    model: StackModel, params: Params, owners: list[int], per_owner: int, lr: float, eps: float
+) -> CopyStack:
+    """Copies of `model`'s teachers (`params`, consumed): the fully connected family's own
+    hand-differentiated stack, or any other family's through autograd."""
+    if isinstance(model, MLP):
+        return Copies(params, owners, per_owner, lr, eps)
+    return FamilyCopies(model, params, owners, per_owner, lr, eps)
 
 
 class ModuleCopies(CopyStack):

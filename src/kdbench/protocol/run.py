@@ -26,8 +26,7 @@ from kdbench.config import Config
 from kdbench.data import datasets as data
 from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
-from kdbench.engine.mlp import MLP
-from kdbench.engine.modules import Factory
+from kdbench.engine.modules import Factory, ModuleStack, dropout_refused
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.progress import Bar, StackPlan, with_progress
@@ -84,19 +83,11 @@ def _check(cfg: Config) -> None:
 
 def _check_models(cfg: Config, splits: data.Splits) -> None:
     """The architectures against the data (a bad name or a conv net the images do not fit is
-    one line), and against what kdbench does with other families so far."""
+    one line), and the teacher's dropout against what its family can drop."""
     models = of_config(cfg, splits.n_features, splits.n_classes)
-    named = {"teacher": models.teacher, "student": models.student}
-    other = sorted(role for role, model in named.items() if not isinstance(model, MLP))
-    if not other:
-        return
-    which = " and ".join(f"--{role}-arch" for role in other)
-    if cfg.distill.teacher_updates == "joint":
-        raise ConfigError(f"--teacher-updates joint trains fully connected nets only so far"
-                          f" ({which} is not one); use --teacher-updates frozen")  # fmt: skip
-    if "teacher" in other and (cfg.model.teacher_dropout or cfg.model.teacher_input_dropout):
-        raise ConfigError("dropout is for fully connected teachers only so far; set"
-                          " --teacher-dropout 0 --teacher-input-dropout 0")  # fmt: skip
+    dropout = cfg.model.teacher_dropout or cfg.model.teacher_input_dropout
+    if dropout and isinstance(models.teacher, ModuleStack) and models.teacher.plan is None:
+        raise ConfigError(dropout_refused(models.teacher))
 
 
 def _prepare_device(cfg: Config) -> str | None:

@@ -17,7 +17,13 @@ from kdbench.data.datasets import Splits
 from kdbench.engine.architectures import RoleModels
 from kdbench.engine.losses import DistillationLoss, error_rate
 from kdbench.engine.mlp import Params, select
-from kdbench.engine.teachers import CachedTeachers, Copies, CopyStack, ModuleCopies, TrainedTeachers
+from kdbench.engine.teachers import (
+    CachedTeachers,
+    CopyStack,
+    ModuleCopies,
+    TrainedTeachers,
+    copies_of,
+)
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 
 
@@ -118,12 +124,17 @@ def trained_teachers(cfg, up: Upstream, plan: Plan, loss: DistillationLoss):
         teacher_copies: CopyStack = ModuleCopies(up.own.module, owners_t, *adam, device)
     else:
         teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
-        teacher_copies = Copies(select(up.teachers, teacher_rows), owners_t, 1, *adam)
+        teacher_copies = copies_of(
+            up.models.teacher, select(up.teachers, teacher_rows), owners_t, 1, *adam
+        )
     member_rows = torch.tensor(
         [plan.repeats[m] * k + j for m in owners_e for j in range(k)], device=device
     )
     return TrainedTeachers(
-        copies=[teacher_copies, Copies(select(up.members, member_rows), owners_e, k, *adam)],
+        copies=[
+            teacher_copies,
+            copies_of(up.models.student, select(up.members, member_rows), owners_e, k, *adam),
+        ],
         targets=loss.targets,
         temperature=one_or_each(plan.temps),
     )
