@@ -60,6 +60,9 @@ class ModelConfig:
     # training images shifted by up to this many pixels each way, teachers only (Hinton: 2);
     # 28x28 images only
     teacher_jitter: int = 0
+    # max L2 norm of each hidden unit's incoming weights (each filter's, in a conv net), applied
+    # after every teacher step (Hinton et al. 2012 and 2015, with dropout); None: no constraint
+    teacher_max_norm: float | None = None
     # your own teacher instead of a trained one (`own_teacher`): an ONNX or logits file's path,
     # or module:<class> for an nn.Module given to the Python API; identified by its SHA-256
     own_teacher: str | None = None
@@ -76,6 +79,13 @@ class TrainConfig:
     max_epochs: int = 50  # cap when early stopping
     monitor: str = "val_loss"  # what early stopping watches
     restore_best: bool = False  # Keras default: keep the last weights
+    # the teachers' own schedule; None: the same as every other model's (the paper's protocol).
+    # `teacher_schedule` resolves it
+    teacher_epochs: int | None = None  # fixed teacher epochs (no early stopping for teachers)
+    teacher_patience: int | None = None
+    teacher_max_epochs: int | None = None
+    teacher_monitor: str | None = None
+    teacher_lr_decay: float | None = None  # the teachers' lr is multiplied by this every epoch
 
 
 @dataclass(frozen=True)
@@ -225,12 +235,36 @@ def _hidden(sizes: Any, name: str, flag: str) -> None:
             raise ConfigError(f"{name} sizes must be whole numbers >= 1 (got {s!r}); fix {flag}")
 
 
+TEACHER_SCHEDULE = ("teacher_epochs", "teacher_patience", "teacher_max_epochs",
+                    "teacher_monitor", "teacher_lr_decay")  # fmt: skip
+
+
+def teacher_schedule(train: TrainConfig) -> TrainConfig:
+    """The training settings the teachers use: their own where set, else everyone's. A fixed
+    `teacher_epochs` turns early stopping off for the teachers only."""
+    return dataclasses.replace(
+        train,
+        epochs=train.teacher_epochs if train.teacher_epochs is not None else train.epochs,
+        patience=train.teacher_patience or train.patience,
+        max_epochs=train.teacher_max_epochs or train.max_epochs,
+        monitor=train.teacher_monitor or train.monitor,
+    )
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible settings with a message naming the flag that fixes them."""
     _validate_data(cfg.data)
     _validate_model(cfg.model)
     _validate_train(cfg.train)
     _validate_distill(cfg.distill, cfg.model)
+    if cfg.model.own_teacher is not None:
+        given = [n for n in TEACHER_SCHEDULE if getattr(cfg.train, n) is not None]
+        given += ["teacher_max_norm"] if cfg.model.teacher_max_norm is not None else []
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise ConfigError(
+                f"{flags}: kdbench does not train your own teacher (--teacher); drop them"
+            )
     _positive_int(cfg.protocol.repeats, "repeats", "--repeats")
     _positive_int(cfg.protocol.members, "members", "--members")
     seed = cfg.protocol.seed
@@ -269,6 +303,14 @@ def _validate_model(model: ModelConfig) -> None:
             raise ConfigError(
                 f"architecture must be a name like cnn:4,8 (got {arch!r}); fix {flag}"
             )
+    norm = model.teacher_max_norm
+    if norm is not None and not (
+        isinstance(norm, (int, float)) and not isinstance(norm, bool) and math.isfinite(norm)
+        and norm > 0
+    ):  # fmt: skip
+        raise ConfigError(
+            f"teacher max-norm must be a finite number > 0 (got {norm!r}); fix --teacher-max-norm"
+        )
     _hidden(model.teacher_hidden, "teacher hidden layers", "--teacher-hidden")
     _hidden(model.student_hidden, "student hidden layers", "--student-hidden")
     _one_of(model.head, HEADS, "head", "; fix --head")
@@ -298,6 +340,20 @@ def _validate_train(train: TrainConfig) -> None:
     _positive_int(train.patience, "patience", "--patience")
     _positive_int(train.max_epochs, "max epochs", "--max-epochs")
     _one_of(train.monitor, MONITORS, "monitor")
+    for value, what in (
+        (train.teacher_epochs, "teacher epochs"),
+        (train.teacher_patience, "teacher patience"),
+        (train.teacher_max_epochs, "teacher max epochs"),
+    ):
+        if value is not None:
+            _positive_int(value, what, "--" + what.replace(" ", "-"))
+    if train.teacher_monitor is not None:
+        _one_of(train.teacher_monitor, MONITORS, "teacher monitor", "; fix --teacher-monitor")
+    decay = train.teacher_lr_decay
+    if decay is not None and not (isinstance(decay, (int, float)) and 0 < decay <= 1):
+        raise ConfigError(
+            f"teacher lr decay must be in (0, 1] (got {decay!r}); fix --teacher-lr-decay"
+        )
 
 
 def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:

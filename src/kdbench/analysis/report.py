@@ -240,6 +240,31 @@ def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _teacher_rows(m: dict, t: dict) -> list[tuple[str, str]]:
+    """The teachers' own schedule and regularisation, where they differ from everyone's."""
+    rows = []
+    if t.get("teacher_epochs") is not None:
+        rows.append(("Teacher schedule", f"exactly {t['teacher_epochs']} epochs"))
+    elif any(t.get(k) is not None for k in ("teacher_patience", "teacher_max_epochs",
+                                             "teacher_monitor")):  # fmt: skip
+        rows.append((
+            "Teacher schedule",
+            f"patience {t.get('teacher_patience') or t['patience']} on"
+            f" {t.get('teacher_monitor') or t['monitor']}, at most"
+            f" {t.get('teacher_max_epochs') or t['max_epochs']} epochs",
+        ))  # fmt: skip
+    if t.get("teacher_lr_decay") is not None:
+        rows.append(("Teacher learning rate", f"× {t['teacher_lr_decay']} every epoch"))
+    if m.get("teacher_dropout") or m.get("teacher_input_dropout"):
+        rows.append((
+            "Teacher dropout",
+            f"{m.get('teacher_input_dropout', 0)} on inputs, {m.get('teacher_dropout', 0)} hidden",
+        ))  # fmt: skip
+    if m.get("teacher_max_norm") is not None:
+        rows.append(("Teacher max-norm", f"each hidden unit's weights ≤ {m['teacher_max_norm']}"))
+    return rows
+
+
 def config_table(cfg: dict) -> str:
     d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
     rows = [
@@ -272,6 +297,7 @@ def config_table(cfg: dict) -> str:
             if m.get("teacher_jitter")
             else []
         ),
+        *_teacher_rows(m, t),
         (
             "Ensemble soft targets",
             "mean of softened probabilities"

@@ -70,6 +70,11 @@ FLAGS: dict[str, Flag] = {
             " (Hinton et al. 2015; 28x28 images only).",
         ),
         Flag(
+            "teacher_max_norm",
+            "Max L2 norm of each teacher hidden unit's incoming weights, after every step"
+            " (Hinton et al., with dropout).",
+        ),
+        Flag(
             "own_teacher",
             "Your own teacher instead of training one: an .onnx model, or its logits as"
             " .safetensors (tensors 'train', 'test') or .npy (training rows, then test rows).",
@@ -83,6 +88,11 @@ FLAGS: dict[str, Flag] = {
         Flag("max_epochs", "Epoch cap under early stopping."),
         Flag("monitor", "What early stopping watches: val_loss, val_error or train_loss."),
         Flag("restore_best", "Keep the best epoch's weights (or the last).", off="--keep-last"),
+        Flag("teacher_epochs", "Train the teachers exactly E epochs (the others early-stop)."),
+        Flag("teacher_patience", "The teachers' early-stopping patience (default: --patience)."),
+        Flag("teacher_max_epochs", "The teachers' epoch cap (default: --max-epochs)."),
+        Flag("teacher_monitor", "What the teachers' early stopping watches (default: --monitor)."),
+        Flag("teacher_lr_decay", "Multiply the teachers' learning rate by this every epoch."),
         Flag("temperature", "Distillation temperature T."),
         Flag("alpha", "Weight of the hard-label loss, in [0, 1]."),
         Flag("ensemble_targets", "Ensemble soft targets: mean of 'probs' or of 'logits'."),

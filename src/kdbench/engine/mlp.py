@@ -188,6 +188,10 @@ class MLP(StackModel):
     def member(self, params: Params, m: int) -> nn.Sequential:
         return member_module(params, m)
 
+    def hidden_weights(self, params: Params) -> list[torch.Tensor]:
+        # weights are stored [M, in, out]: a unit's incoming weights are a column
+        return [w.transpose(1, 2) for w in params[0:-2:2]]
+
     def tensor_names(self) -> list[str]:
         return [
             f"layer{i}.{kind}" for i in range(len(self.sizes) - 1) for kind in ("weight", "bias")

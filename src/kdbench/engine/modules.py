@@ -144,6 +144,12 @@ class ModuleStack(StackModel):
         adam.update_all(params, [leaf.grad.contiguous() for leaf in leaves])
         return loss.detach()
 
+    @torch.no_grad()
+    def logits(self, params: Params, x: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """As the base class, in chunks of 128 inputs: a conv net's activations for thousands of
+        images at once leave the cache (measured: 500 validation images twice as fast)."""
+        return super().logits(params, x, chunk)
+
     def member(self, params: Params, m: int) -> nn.Module:
         module = self._build(0)
         with torch.no_grad():
@@ -153,6 +159,11 @@ class ModuleStack(StackModel):
 
     def tensor_names(self) -> list[str]:
         return list(self.names)
+
+    def hidden_weights(self, params: Params) -> list[torch.Tensor]:
+        # conv and dense weights are [M, out, in, ...]; the last one is the output layer's
+        weights = [p for p in params if p.dim() >= 3]
+        return weights[:-1]
 
     def parameters_per_member(self) -> int:
         return sum(p.numel() for p in self._base.parameters())

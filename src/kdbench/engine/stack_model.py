@@ -58,6 +58,19 @@ class StackModel(ABC):
     def macs_per_image(self) -> int:
         """Multiply-accumulates of one member's forward pass on one input."""
 
+    def hidden_weights(self, params: Params) -> list[torch.Tensor]:
+        """The tensors a max-norm constraint bounds, each `[M, units, fan_in...]`: one row per
+        hidden unit (or filter) holding its incoming weights; the output layer is not bounded."""
+        raise NotImplementedError(f"{self!r} has no max-norm constraint")
+
+    @torch.no_grad()
+    def max_norm_(self, params: Params, limit: float) -> None:
+        """Scale every hidden unit's incoming weights down to L2 norm `limit` where they exceed
+        it, in place (Hinton et al.'s constraint)."""
+        for w in self.hidden_weights(params):
+            norms = w.flatten(2).norm(dim=2).view(*w.shape[:2], *[1] * (w.dim() - 2))
+            w.mul_(torch.where(norms > limit, limit / norms, torch.ones_like(norms)))
+
     @torch.no_grad()
     def logits(self, params: Params, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """`[M, N, classes]` logits on shared inputs, in chunks to bound memory."""

@@ -48,6 +48,8 @@ class Stack:
     objective: Objective = field(default_factory=HardLabels)
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden) rates while training
     jitter: int = 0  # training images shifted by up to this many pixels (28x28 inputs)
+    max_norm: float | None = None  # hidden units' incoming weights bounded after every step
+    lr_decay: float | None = None  # the learning rate multiplied by this after every epoch
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, StackModel):
@@ -140,12 +142,16 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
             x = _gather(splits.x_train, index)
             b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
             loss = model.step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
+            if stack.max_norm is not None:
+                model.max_norm_(params, stack.max_norm)
             objective.after_step()
             loss_sum += loss * index.shape[1]
             if progress is not None and time.perf_counter() - last_call >= PROGRESS_SECONDS:
                 progress(stack.name, epoch, last_epoch, s, steps, len(ids))
                 last_call = time.perf_counter()
 
+        if stack.lr_decay is not None:
+            adam.lr *= stack.lr_decay
         log = EpochLog((loss_sum / n_train).cpu(), *_validate(model, params, splits, objective))
         decision = stopping.update(epoch, active, log)
         if best is not None and bool(decision.improved.any()):

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kdbench.config import Config
+from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
@@ -111,6 +111,8 @@ class HardLabelStack:
     model: StackModel
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden)
     jitter: int = 0
+    max_norm: float | None = None
+    teacher: bool = False  # trained on the teachers' own schedule (`config.teacher_schedule`)
 
 
 def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
@@ -120,7 +122,11 @@ def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
     stack = _stack(spec.name, spec.model, spec.coords, base, None, spec.dropout, spec.jitter)
-    res = engine.train(stack, splits, cfg.train, progress)
+    schedule = cfg.train
+    if spec.teacher:
+        schedule = teacher_schedule(cfg.train)
+        stack.max_norm, stack.lr_decay = spec.max_norm, cfg.train.teacher_lr_decay
+    res = engine.train(stack, splits, schedule, progress)
     recs = _record_stack(spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache)
     return res.params, recs
 
@@ -170,6 +176,7 @@ def upstream(
         spec = HardLabelStack(
             StackName.TEACHERS, [(r, "teacher", 0) for r in repeats], [Role.TEACHER] * p.repeats,
             models.teacher, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
+            m.teacher_max_norm, teacher=True,
         )  # fmt: skip
         teachers, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
