@@ -70,6 +70,24 @@ PRESETS: dict[str, Preset] = {
                 "teacher_jitter": 2,
             },
         ),
+        Preset(
+            "hinton-strong",
+            "Hinton et al. 2015's regime with a strong teacher: the hinton preset's teacher also"
+            " max-norm constrained (3) and trained 100 fixed epochs with its learning rate"
+            " x0.98 per epoch; 3 ensemble members (the question is the single teacher).",
+            {
+                "teacher_hidden": (1200, 1200),
+                "student_hidden": (800, 800),
+                "temperature": 20.0,
+                "teacher_dropout": 0.5,
+                "teacher_input_dropout": 0.2,
+                "teacher_jitter": 2,
+                "teacher_max_norm": 3.0,
+                "teacher_epochs": 100,
+                "teacher_lr_decay": 0.98,
+                "members": 3,
+            },
+        ),
     )
 }
 
