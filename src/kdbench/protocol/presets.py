@@ -21,6 +21,15 @@ class Preset:
     overrides: dict[str, Any]
 
 
+_HINTON = {  # Hinton et al. 2015's MNIST setup
+    "teacher_hidden": (1200, 1200),
+    "student_hidden": (800, 800),
+    "temperature": 20.0,
+    "teacher_dropout": 0.5,
+    "teacher_input_dropout": 0.2,
+    "teacher_jitter": 2,
+}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -61,14 +70,7 @@ PRESETS: dict[str, Preset] = {
             "hinton",
             "Hinton et al. 2015: teacher 1200-1200 with dropout (0.2 input, 0.5 hidden) and"
             " inputs jittered by up to 2 pixels, student 800-800, T = 20.",
-            {
-                "teacher_hidden": (1200, 1200),
-                "student_hidden": (800, 800),
-                "temperature": 20.0,
-                "teacher_dropout": 0.5,
-                "teacher_input_dropout": 0.2,
-                "teacher_jitter": 2,
-            },
+            _HINTON,
         ),
         Preset(
             "hinton-strong",
@@ -76,12 +78,7 @@ PRESETS: dict[str, Preset] = {
             " max-norm constrained (3) and trained 100 fixed epochs with its learning rate"
             " x0.98 per epoch; 3 ensemble members (the question is the single teacher).",
             {
-                "teacher_hidden": (1200, 1200),
-                "student_hidden": (800, 800),
-                "temperature": 20.0,
-                "teacher_dropout": 0.5,
-                "teacher_input_dropout": 0.2,
-                "teacher_jitter": 2,
+                **_HINTON,
                 "teacher_max_norm": 3.0,
                 "teacher_epochs": 100,
                 "teacher_lr_decay": 0.98,
