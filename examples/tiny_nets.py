@@ -11,17 +11,16 @@ from torch import nn
 
 
 class TinyNet(nn.Module):
-    """A microcontroller-sized conv student: two 3x3 convs (6 and 12 filters), global
-    average pooling, one dense head: about 800 parameters."""
+    """A microcontroller-sized conv student: two strided 3x3 convs (8 and 16 filters), one
+    dense head: 7,018 parameters, 28 KB as float32."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(6, 12, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(),  # 28x28 -> 13x13
+            nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),  # -> 6x6
         )  # fmt: skip
-        self.head = nn.Linear(12, 10)
+        self.head = nn.Linear(16 * 6 * 6, 10)
 
     def forward(self, x):
-        h = self.features(x.view(-1, 1, 28, 28))
-        return self.head(h.mean((2, 3)))
+        return self.head(self.features(x.view(-1, 1, 28, 28)).flatten(1))
