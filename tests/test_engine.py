@@ -316,3 +316,26 @@ def test_the_engine_trains_through_the_stack_model(small_splits):
         eager = member(small_splits.x_test)
     stacked = MLP(SIZES).logits(plain.params, small_splits.x_test)[1]
     assert torch.allclose(eager, stacked, atol=1e-5)
+
+
+def test_a_stack_continued_from_a_snapshot_ends_with_the_same_floats(small_splits, monkeypatch):
+    """A long stack cut short resumes from its last end-of-epoch snapshot: weights, Adam state,
+    every member's shuffling, dropout and jitter streams, early stopping and the learning-rate
+    decay continue, and the result equals an uninterrupted run exactly."""
+    monkeypatch.setattr(engine, "SNAPSHOT_SECONDS", 0.0)  # a snapshot after every epoch
+    cfg = dataclasses.replace(TrainConfig(), patience=1, max_epochs=6, learning_rate=1e-2,
+                              restore_best=True)  # fmt: skip
+
+    def stack():
+        return engine.Stack("t", [784, 24, 10], [1, 2, 3], [4, 5, 6], dropout=(0.2, 0.3),
+                            jitter=1, max_norm=2.0, lr_decay=0.9)  # fmt: skip
+
+    snaps = []
+    whole = engine.train(stack(), small_splits, cfg, snapshot=snaps.append)
+    assert len(set(whole.epochs)) > 1, "scenario: members stop at different epochs"
+    assert len(snaps) >= 3
+    resumed = engine.train(stack(), small_splits, cfg, resume=snaps[1])  # cut after epoch 2
+    assert resumed.epochs == whole.epochs and resumed.best_epoch == whole.best_epoch
+    assert resumed.history == whole.history
+    for a, b in zip(resumed.params, whole.params, strict=True):
+        assert torch.equal(a, b)

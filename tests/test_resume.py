@@ -150,3 +150,53 @@ def test_resume_with_another_thread_count_is_accepted(tmp_path):
     assert again.resumed
     with pytest.raises(Exception, match="different configuration"):
         RunStore(tmp_path / "run", {"config": resolve("paper", repeats=3).to_dict()})
+
+
+def test_a_stack_cut_short_continues_from_its_snapshot(tmp_path, monkeypatch):
+    """A run stopped mid-way through its teachers' stack (here: interrupted right after that
+    stack's second snapshot) continues from the snapshot, not from epoch 1, and ends with the
+    records of an uninterrupted run; the snapshot is gone once the stack is finished."""
+    from kdbench.config import Config
+    from kdbench.engine import trainer
+    from kdbench.protocol.run import reproduce
+    from kdbench.roles import StackName
+    from kdbench.runs.store import RunStore
+
+    monkeypatch.setattr(trainer, "SNAPSHOT_SECONDS", 0.0)
+    cfg = Config().with_overrides(train_limit=600, repeats=2, members=2, teacher_epochs=4,
+                                  teacher_hidden=(32,), student_hidden=(8,), threads=1)  # fmt: skip
+    reproduce(cfg, tmp_path / "whole", progress=False, measure_latency=False)
+
+    save, count = RunStore.save_snapshot, []
+
+    def interrupted(self, name, snap):
+        save(self, name, snap)
+        count.append(snap.state["epoch"])
+        if name == StackName.TEACHERS and len(count) == 2:
+            raise KeyboardInterrupt  # the session ends here
+
+    monkeypatch.setattr(RunStore, "save_snapshot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(cfg, tmp_path / "cut", progress=False, measure_latency=False)
+    snap = RunStore.snapshot_path(tmp_path / "cut", StackName.TEACHERS)
+    records = tmp_path / "cut" / "records.jsonl"
+    assert snap.is_file() and (not records.exists() or not records.read_text())
+    monkeypatch.setattr(RunStore, "save_snapshot", save)
+    resumed_from = []
+    load = RunStore.load_snapshot
+
+    def spy(self, name):
+        got = load(self, name)
+        resumed_from.append((name, got.state["epoch"] if got else None))
+        return got
+
+    monkeypatch.setattr(RunStore, "load_snapshot", spy)
+    reproduce(cfg, tmp_path / "cut", progress=False, measure_latency=False)
+    assert (StackName.TEACHERS, 2) in resumed_from
+    assert not snap.exists()
+
+    def numbers(folder):
+        lines = (folder / "records.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
+    assert numbers(tmp_path / "cut") == numbers(tmp_path / "whole")

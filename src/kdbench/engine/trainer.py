@@ -109,17 +109,66 @@ def _validate(
     return loss.cpu(), error_rate(logits, labels).cpu()
 
 
-def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | None = None):
-    """Train every member of `stack` on `splits` (already on the target device) -> `Result`."""
+@dataclass
+class Snapshot:
+    """Where a stack stands after an epoch: everything its next epoch reads (weights, Adam
+    state, every member's random streams, early stopping), so a run cut short continues it
+    and ends with the floats an uninterrupted run gives. `tensors` are named for safetensors;
+    `state` is plain JSON."""
+
+    tensors: dict[str, torch.Tensor]
+    state: dict
+
+
+SNAPSHOT_SECONDS = 600.0  # the longest a long stack's training is at risk between snapshots
+
+
+def _snapshot(epoch, params, final, best, adam, active, streams, stopping) -> Snapshot:
+    tensors = {"active": active.clone(), "adam.steps": adam.steps.detach().cpu().reshape(1)}
+    for group, values in (("params", params), ("final", final), ("best", best or []),
+                          ("adam.avg", adam.exp_avg), ("adam.sq", adam.exp_avg_sq)):  # fmt: skip
+        tensors.update({f"{group}.{i}": v.detach().cpu() for i, v in enumerate(values)})
+    for name, gens in streams.items():
+        tensors.update({f"rng.{name}.{m}": g.get_state() for m, g in enumerate(gens)})
+    tensors["stopping.best_value"] = stopping.best_value.clone()
+    tensors["stopping.wait"] = stopping.wait.clone()
+    state = {"epoch": epoch, "lr": adam.lr, "best_epoch": stopping.best_epoch,
+             "epochs": stopping.epochs, "diverged": stopping.diverged,
+             "history": stopping.history}  # fmt: skip
+    return Snapshot(tensors, state)
+
+
+def _group(t: dict[str, torch.Tensor], name: str, device) -> list[torch.Tensor]:
+    n = sum(1 for k in t if k.startswith(name + ".") and k[len(name) + 1 :].isdigit())
+    return [t[f"{name}.{i}"].to(device) for i in range(n)]
+
+
+def train(
+    stack: Stack,
+    splits: Splits,
+    cfg: TrainConfig,
+    progress: Progress | None = None,
+    resume: Snapshot | None = None,
+    snapshot: Callable[[Snapshot], None] | None = None,
+):
+    """Train every member of `stack` on `splits` (already on the target device) -> `Result`.
+    `snapshot`: called with the stack's `Snapshot` at the end of an epoch, at most every
+    `SNAPSHOT_SECONDS`; `resume`: such a snapshot to continue from."""
     start = time.perf_counter()
     device = splits.x_train.device
     objective, model = stack.objective, stack.model
+    if (resume or snapshot) is not None and not isinstance(objective, HardLabels):
+        raise ValueError("snapshots are for hard-label stacks (their objective keeps no state)")
     params = model.init(stack.init_seeds, device)
     final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
     adam = Adam(params, cfg.learning_rate, cfg.adam_eps)
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
     dropout, jitter = _dropout(stack), _jitter(stack)
+    streams = {"shuffle": shuffles}
+    for name, stream in (("dropout", dropout), ("jitter", jitter)):
+        if stream is not None:
+            streams[name] = stream.generators
     n_train, batch = len(splits.x_train), cfg.batch_size
     steps = math.ceil(n_train / batch)
     last_epoch = cfg.epochs if cfg.epochs is not None else cfg.max_epochs
@@ -127,8 +176,24 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
     stopping = EarlyStopping(stack.size, cfg.monitor, patience, last_epoch)
     active = torch.arange(stack.size)  # member ids still training (CPU)
     last_call = -math.inf
+    first_epoch, last_snapshot = 1, time.perf_counter()
+    if resume is not None:
+        t, st = resume.tensors, resume.state
+        active = t["active"].clone()
+        params, final = _group(t, "params", device), _group(t, "final", device)
+        best = _group(t, "best", device) if best is not None else None
+        adam.exp_avg, adam.exp_avg_sq = _group(t, "adam.avg", device), _group(t, "adam.sq", device)
+        adam.steps = t["adam.steps"].reshape(()).to(device).clone()
+        adam.lr = st["lr"]
+        for name, gens in streams.items():
+            for m, g in enumerate(gens):
+                g.set_state(t[f"rng.{name}.{m}"])
+        stopping.best_value, stopping.wait = t["stopping.best_value"], t["stopping.wait"]
+        stopping.best_epoch, stopping.epochs = st["best_epoch"], st["epochs"]
+        stopping.diverged, stopping.history = st["diverged"], st["history"]
+        first_epoch = st["epoch"] + 1
 
-    for epoch in range(1, last_epoch + 1):
+    for epoch in range(first_epoch, last_epoch + 1):
         ids = active.tolist()
         for stream in (dropout, jitter):
             if stream is not None:
@@ -169,6 +234,9 @@ def train(stack: Stack, splits: Splits, cfg: TrainConfig, progress: Progress | N
                 break
             params = [p.index_select(0, keep.to(device)) for p in params]
             adam.keep(keep.to(device))
+        if snapshot is not None and time.perf_counter() - last_snapshot >= SNAPSHOT_SECONDS:
+            snapshot(_snapshot(epoch, params, final, best, adam, active, streams, stopping))
+            last_snapshot = time.perf_counter()
 
     if best is not None:
         slots = stopping.restorable().to(device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -99,6 +100,10 @@ class StackCache(Protocol):
 
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
 
+    def load_snapshot(self, name: StackName) -> engine.Snapshot | None: ...
+
+    def save_snapshot(self, name: StackName, snap: engine.Snapshot) -> None: ...
+
 
 @dataclass(frozen=True)
 class HardLabelStack:
@@ -126,7 +131,11 @@ def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     if spec.teacher:
         schedule = teacher_schedule(cfg.train)
         stack.max_norm, stack.lr_decay = spec.max_norm, cfg.train.teacher_lr_decay
-    res = engine.train(stack, splits, schedule, progress)
+    resume, keep = None, None
+    if cache is not None:  # a long hard-label stack cut short continues from its snapshot
+        resume = cache.load_snapshot(spec.name)
+        keep = partial(cache.save_snapshot, spec.name)
+    res = engine.train(stack, splits, schedule, progress, resume, keep)
     recs = _record_stack(spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache)
     return res.params, recs
 

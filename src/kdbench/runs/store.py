@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from kdbench.config import Config, config_diff
 from kdbench.engine.mlp import Params
+from kdbench.engine.trainer import Snapshot
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
@@ -172,6 +173,22 @@ def read_config(folder: Path) -> Config:
     return Config.from_dict(read_run_config(folder)["config"])
 
 
+def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file written whole or not at all: a temporary name, fsynced, renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except SafetensorError as exc:  # safetensors reports a full disk as its own error
+        tmp.unlink(missing_ok=True)
+        code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
+        raise OSError(code, f"cannot write the checkpoint ({exc})", str(path)) from None
+    os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class RunStore:
     """One run folder. The same configuration resumes it; a different one is refused."""
 
@@ -244,24 +261,42 @@ class RunStore:
 
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
-        [M, 1, out]`, and the stack's records (which member is which) in the metadata."""
+        [M, 1, out]`, and the stack's records (which member is which) in the metadata. The
+        stack's snapshot, if any, is removed: the finished stack supersedes it."""
         family = other_family(Config.from_dict(self.run_config["config"]), name)
         names = family.tensor_names() if family is not None else tensor_names(len(params))
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
-        path = self.checkpoint_path(self.folder, name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
         stamped = [self.stamps.stamp(r) for r in records]
+        _save(self.checkpoint_path(self.folder, name), tensors, {"records": dumps(stamped)})
+        self.snapshot_path(self.folder, name).unlink(missing_ok=True)
+
+    @staticmethod
+    def snapshot_path(folder: Path, name: StackName) -> Path:
+        return Path(folder) / "checkpoints" / f"{StackName(name).file}.snapshot.safetensors"
+
+    def save_snapshot(self, name: StackName, snap: Snapshot) -> None:
+        """Where a hard-label stack stands mid-training (`trainer.Snapshot`), stamped with the
+        settings it was made under; replaced atomically, so a kill leaves the last whole one."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in snap.tensors.items()}
+        meta = {"state": json.dumps(snap.state), "config_sha256": self.stamps.upstream}
+        _save(self.snapshot_path(self.folder, name), tensors, meta)
+
+    def load_snapshot(self, name: StackName) -> Snapshot | None:
+        """The stack's last snapshot, or None; one from other settings or damaged is refused."""
+        path = self.snapshot_path(self.folder, name)
+        if not path.is_file():
+            return None
+        fix = f"delete {path} to train that stack from its start"
         try:
-            save_file(tensors, str(tmp), metadata={"records": dumps(stamped)})
-        except SafetensorError as exc:  # safetensors reports a full disk as its own error
-            tmp.unlink(missing_ok=True)
-            code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
-            raise OSError(code, f"cannot write the checkpoint ({exc})", str(path)) from None
-        os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
+            state = json.loads(meta["state"])
+        except (OSError, SafetensorError, KeyError, ValueError):
+            raise RunFolderError(f"{path} is damaged; {fix}") from None
+        if meta.get("config_sha256") != self.stamps.upstream:
+            raise RunFolderError(f"{path} was made under other settings than config.json; {fix}")
+        return Snapshot(tensors, state)
 
     def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None:
         return self.read_stack(self.folder, name)
@@ -354,6 +389,12 @@ class SharedCache:
             return None
         link(src, RunStore.checkpoint_path(self.store.folder, name))
         return self.store.load_stack(name)
+
+    def load_snapshot(self, name: StackName) -> Snapshot | None:
+        return self.store.load_snapshot(name)  # a snapshot stays with the point that made it
+
+    def save_snapshot(self, name: StackName, snap: Snapshot) -> None:
+        self.store.save_snapshot(name, snap)
 
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         self.trained.append(str(name))
