@@ -203,3 +203,39 @@ def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays)
             assert x.history[-1]["val_loss"] == pytest.approx(y.history[-1]["val_loss"], rel=1e-4)
     errors = {tuple(r.test_error for r in recs) for recs in joint}
     assert len(errors) == 3, "each point should get its own students"
+
+
+def _strength_result(pairs):
+    """A sweep result of teacher points (teacher error %, difference pp)."""
+
+    def diff(y):
+        return {"mean_diff_pp": y, "ci95_pp": [y - 0.1, y + 0.1], "significant": abs(y) > 0.2}
+
+    pts = [{"label": f"teacher_epochs={i}", "point": {"teacher_epochs": i},
+            "rows": {"teacher": {"mean_pct": x, "ci95_pct": [x - 0.2, x + 0.2]}},
+            "kd_vs_hard": {"student_from_teacher": diff(y)}}
+           for i, (x, y) in enumerate(pairs)]  # fmt: skip
+    return {"grid": {"teacher_epochs": list(range(len(pairs)))}, "points": pts}
+
+
+def test_the_teacher_strength_curve_says_where_it_crosses_zero():
+    from kdbench.sweeps import strength
+
+    # stronger teachers (lower error) help; the sign changes between 1.5% and 2.5%
+    crossing = strength.crossing(_strength_result([(2.5, 0.4), (1.5, -0.2), (3.0, 0.6)]))
+    assert "about 1.83%" in crossing and "helps below" in crossing  # 1.5 + 1.0 * 0.2 / 0.6
+    never = strength.crossing(_strength_result([(2.5, 0.4), (3.0, 0.6)]))
+    assert "does not cross zero" in never and "does not help" in never
+
+
+def test_a_sweep_over_the_teacher_draws_its_strength_curve(tmp_path):
+    out = tmp_path / "strength"
+    base = resolve("paper", dataset="digits", teacher_hidden=(16,), student_hidden=(8,),
+                   repeats=2, members=2, patience=1, threads=1)  # fmt: skip
+    sweep.run(base, sweep.parse_grid(["teacher_epochs=1,6"]), out)
+    text = (out / "sweep.md").read_text()
+    assert "## Teacher strength" in text and "teacher_strength.png" in text
+    assert (out / "teacher_strength.png").stat().st_size > 0
+    result = json.loads((out / "sweep.json").read_text())
+    errors = [p["rows"]["teacher"]["mean_pct"] for p in result["points"]]
+    assert errors[1] < errors[0], "six epochs make the stronger teacher"

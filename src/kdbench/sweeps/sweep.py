@@ -19,6 +19,7 @@ from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, write_json
+from kdbench.sweeps import strength
 from kdbench.sweeps.executors import EXECUTORS, get_executor
 from kdbench.sweeps.plan import distil_work, parse_grid, points, reuse, trained_by_point
 from kdbench.sweeps.report import heatmap, markdown
@@ -145,4 +146,9 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
 def write(out: Path, result: dict) -> None:
     write_json(out / "sweep.json", result)
     heatmap(result, out)
-    atomic_write(out / "sweep.md", markdown(result).encode())
+    text = markdown(result)
+    if strength.applies(result):  # a sweep over the teacher: its strength curve
+        strength.figure(result, out)
+        text += (f"\n## Teacher strength\n\n{strength.crossing(result)}\n\n"
+                 "![Teacher strength](teacher_strength.png)\n")  # fmt: skip
+    atomic_write(out / "sweep.md", text.encode())

@@ -1,0 +1,81 @@
+"""The teacher-strength curve of a sweep that changes the teacher: does a stronger teacher make
+distillation help? x = the teacher's test error (mean, 95% CI over repeats), y = student
+distilled from it − hard-label student (pp, paired 95% CI; filled where Holm-significant over
+the grid), the paper's own point marked; and where the curve crosses zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from kdbench.analysis.figures import save_figure
+from kdbench.analysis.report import PAPER_TABLE1
+
+KIND = "student_from_teacher"
+PAPER = (PAPER_TABLE1["teacher"], PAPER_TABLE1[KIND] - PAPER_TABLE1["student_hard"])
+
+
+def applies(result: dict) -> bool:
+    """A sweep over the teacher: a grid axis that is a teacher setting (or its architecture)."""
+    return any(key.startswith("teacher_") for key in result["grid"])
+
+
+def _points(result: dict) -> list[dict]:
+    """The points with a teacher error and a paired difference, by teacher error."""
+    out = []
+    for p in result["points"]:
+        t, d = p["rows"]["teacher"], p["kd_vs_hard"][KIND]
+        if t["mean_pct"] is not None and d["mean_diff_pp"] is not None:
+            out.append({"label": p["label"], "x": t["mean_pct"], "x_ci": t["ci95_pct"],
+                        "y": d["mean_diff_pp"], "y_ci": d["ci95_pp"],
+                        "significant": d["significant"]})  # fmt: skip
+    return sorted(out, key=lambda q: q["x"])
+
+
+def crossing(result: dict) -> str:
+    """One sentence: at which teacher error the mean difference changes sign (linear between
+    the two neighbouring points), or that it does not within the grid."""
+    pts = _points(result)
+    if len(pts) < 2:
+        return "Too few points for a teacher-strength curve."
+    for a, b in itertools.pairwise(pts):
+        if (a["y"] < 0) != (b["y"] < 0):
+            x0 = a["x"] + (b["x"] - a["x"]) * (0 - a["y"]) / (b["y"] - a["y"])
+            helps = "below" if a["y"] < 0 else "above"
+            return (
+                f"The mean difference crosses zero at a teacher error of about {x0:.2f}%"
+                f" (between {a['label']} and {b['label']}): distilling from the teacher helps"
+                f" {helps} it in this grid."
+            )
+    side = "helps" if pts[0]["y"] < 0 else "does not help"
+    return (
+        f"The mean difference does not cross zero between teacher errors {pts[0]['x']:.2f}% and"
+        f" {pts[-1]['x']:.2f}%: distilling from the teacher {side} at every point of this grid."
+    )
+
+
+def figure(result: dict, folder: Path) -> None:
+    """`teacher_strength.png`/`.svg` in `folder`."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = _points(result)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.axhline(0, color="grey", lw=0.8)
+    for q in pts:
+        xerr = [[q["x"] - q["x_ci"][0]], [q["x_ci"][1] - q["x"]]] if q["x_ci"] else None
+        yerr = [[q["y"] - q["y_ci"][0]], [q["y_ci"][1] - q["y"]]] if q["y_ci"] else None
+        ax.errorbar(q["x"], q["y"], xerr=xerr, yerr=yerr, fmt="o", color="tab:blue",
+                    mfc="tab:blue" if q["significant"] else "white", capsize=3)  # fmt: skip
+        ax.annotate(q["label"], (q["x"], q["y"]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=7)  # fmt: skip
+    ax.plot(*PAPER, marker="*", ms=12, color="tab:red", ls="none", label="the paper (Table 1)")
+    ax.set_xlabel("teacher test error (%), mean and 95% CI")
+    ax.set_ylabel("student from teacher − hard labels (pp)")
+    ax.set_title("Teacher strength: filled = Holm-significant over the grid", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, folder, "teacher_strength")
