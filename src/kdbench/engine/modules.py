@@ -117,9 +117,11 @@ class ModuleStack(StackModel):
         stacked, _ = stack_module_state(members)
         return [stacked[n].detach().clone() for n in self.names]
 
-    def _run(self, params: Params, x: torch.Tensor, shared: bool) -> torch.Tensor:
+    def _run(self, params: Params, x: torch.Tensor, shared: bool, dropout=None) -> torch.Tensor:
+        """Own batches through the fast path where there is one; else (and shared inputs)
+        vmap. `dropout` needs the fast path (`step` refuses it otherwise)."""
         if self.plan is not None and not shared:
-            return self.plan.run(params, x)
+            return self.plan.run(params, x, dropout)
 
         def one(member_params, xi):
             return functional_call(self._base, dict(zip(self.names, member_params, strict=True)),
@@ -134,8 +136,7 @@ class ModuleStack(StackModel):
         if dropout is not None and self.plan is None:
             raise ConfigError(dropout_refused(self))
         leaves = [p.detach().requires_grad_() for p in params]
-        logits = self.plan.run(leaves, x, dropout) if self.plan else self._run(leaves, x, False)
-        loss = loss_of(logits)
+        loss = loss_of(self._run(leaves, x, False, dropout))
         # backward, not autograd.grad: teachers trained along (`teachers.FamilyCopies`) get
         # their gradients from the same pass
         loss.sum().backward()

@@ -120,9 +120,9 @@ class CopyStack(ABC):
 
 
 @dataclass
-class Copies(CopyStack):
-    """Copies of kdbench's own teachers, as one stack: one `baddbmm` per layer for all of them,
-    backward by hand, a fused Adam. `params` are consumed: trained in place."""
+class _StackedCopies(CopyStack):
+    """Copies of kdbench's own teachers as one stack with one fused Adam. `params` are
+    consumed: trained in place; a retired copy's weights go to `final`."""
 
     params: Params
     owners: list[int]
@@ -131,13 +131,27 @@ class Copies(CopyStack):
     eps: float
     final: Params = field(init=False)  # every copy's weights when its student stopped
     adam: Adam = field(init=False)
-    tape: Tape | None = field(default=None, init=False)
-    logits: torch.Tensor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.final = [p.clone() for p in self.params]
         self.adam = Adam(self.params, self.lr, self.eps)
         self._init_rows()
+
+    def _drop(self, done: torch.Tensor) -> None:
+        device = self.params[0].device
+        rows = done.nonzero().squeeze(1)
+        copy_rows(self.final, self.params, rows, self.slots.to(device)[rows])
+        keep = (~done).nonzero().squeeze(1)
+        self.params = [p.index_select(0, keep) for p in self.params]
+        self.adam.keep(keep)
+
+
+@dataclass
+class Copies(_StackedCopies):
+    """Fully connected copies: one `baddbmm` per layer for all of them, backward by hand."""
+
+    tape: Tape | None = field(default=None, init=False)
+    logits: torch.Tensor | None = field(default=None, init=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.tape = Tape()
@@ -153,38 +167,18 @@ class Copies(CopyStack):
             self.adam.update(self.params, layer, (grad_w, grad_b))
         self.tape = self.logits = None
 
-    def _drop(self, done: torch.Tensor) -> None:
-        device = self.params[0].device
-        rows = done.nonzero().squeeze(1)
-        copy_rows(self.final, self.params, rows, self.slots.to(device)[rows])
-        keep = (~done).nonzero().squeeze(1)
-        self.params = [p.index_select(0, keep) for p in self.params]
-        self.adam.keep(keep)
-
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return stack_logits(self.final, x)
 
 
 @dataclass
-class FamilyCopies(CopyStack):
-    """Copies of teachers of any other family (a conv net, your own module), as one stack run
-    by the family's own forward; autograd carries the students' loss to the copies' weights (the
-    students' backward pass fills them), and the same fused Adam steps them all."""
+class FamilyCopies(_StackedCopies):
+    """Copies of teachers of any other family (a conv net, your own module), run by the
+    family's own forward; autograd carries the students' loss to the copies' weights (the
+    students' backward pass fills them)."""
 
-    model: StackModel
-    params: Params
-    owners: list[int]
-    per_owner: int
-    lr: float
-    eps: float
-    final: Params = field(init=False)
-    adam: Adam = field(init=False)
+    model: StackModel = field(kw_only=True)
     leaves: list[torch.Tensor] | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        self.final = [p.clone() for p in self.params]
-        self.adam = Adam(self.params, self.lr, self.eps)
-        self._init_rows()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.leaves = [p.detach().requires_grad_() for p in self.params]
@@ -202,13 +196,6 @@ class FamilyCopies(CopyStack):
         self.adam.update_all(self.params, grads)
         self.leaves = None
 
-    def _drop(self, done: torch.Tensor) -> None:
-        rows = done.nonzero().squeeze(1)
-        copy_rows(self.final, self.params, rows, self.slots.to(self.params[0].device)[rows])
-        keep = (~done).nonzero().squeeze(1)
-        self.params = [p.index_select(0, keep) for p in self.params]
-        self.adam.keep(keep)
-
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.logits(self.final, x)
 
@@ -220,7 +207,7 @@ def copies_of(
     hand-differentiated stack, or any other family's through autograd."""
     if isinstance(model, MLP):
         return Copies(params, owners, per_owner, lr, eps)
-    return FamilyCopies(model, params, owners, per_owner, lr, eps)
+    return FamilyCopies(params, owners, per_owner, lr, eps, model=model)
 
 
 class ModuleCopies(CopyStack):
