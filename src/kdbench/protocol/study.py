@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kdbench.config import Config, teacher_schedule
+from kdbench.config import Config, TrainConfig, teacher_schedule
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
@@ -58,14 +58,12 @@ def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tup
     return int(init), int(shuffle)
 
 
-def _stack(name, model, coords: list[Coord], base, objective=None, dropout=(0.0, 0.0), jitter=0):
-    """One stack of models at `coords`, each with the seeds of its coordinates."""
+def _stack(name, model, coords: list[Coord], base, **regularisation) -> engine.Stack:
+    """One stack of models at `coords`, each with the seeds of its coordinates; the keywords
+    (objective, dropout, jitter, max_norm, lr_decay) go to `engine.Stack` as they are."""
     seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
-    extra = {"objective": objective} if objective is not None else {}
-    return engine.Stack(
-        name, model, [s[0] for s in seeds], [s[1] for s in seeds], dropout=dropout,
-        jitter=jitter, **extra,
-    )  # fmt: skip
+    return engine.Stack(name, model, [s[0] for s in seeds], [s[1] for s in seeds],
+                        **regularisation)  # fmt: skip
 
 
 def _records(result, coords, roles, base, val_err, test_err, copies=None) -> list[Record]:
@@ -117,7 +115,8 @@ class HardLabelStack:
     dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden)
     jitter: int = 0
     max_norm: float | None = None
-    teacher: bool = False  # trained on the teachers' own schedule (`config.teacher_schedule`)
+    lr_decay: float | None = None
+    schedule: TrainConfig | None = None  # its own (the teachers'); None: the configuration's
 
 
 def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
@@ -126,16 +125,13 @@ def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     cached = cache.load_stack(spec.name) if cache is not None else None
     if cached is not None:
         return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    stack = _stack(spec.name, spec.model, spec.coords, base, None, spec.dropout, spec.jitter)
-    schedule = cfg.train
-    if spec.teacher:
-        schedule = teacher_schedule(cfg.train)
-        stack.max_norm, stack.lr_decay = spec.max_norm, cfg.train.teacher_lr_decay
+    stack = _stack(spec.name, spec.model, spec.coords, base, dropout=spec.dropout,
+                   jitter=spec.jitter, max_norm=spec.max_norm, lr_decay=spec.lr_decay)  # fmt: skip
     resume, keep = None, None
     if cache is not None:  # a long hard-label stack cut short continues from its snapshot
         resume = cache.load_snapshot(spec.name)
         keep = partial(cache.save_snapshot, spec.name)
-    res = engine.train(stack, splits, schedule, progress, resume, keep)
+    res = engine.train(stack, splits, spec.schedule or cfg.train, progress, resume, keep)
     recs = _record_stack(spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache)
     return res.params, recs
 
@@ -185,7 +181,7 @@ def upstream(
         spec = HardLabelStack(
             StackName.TEACHERS, [(r, "teacher", 0) for r in repeats], [Role.TEACHER] * p.repeats,
             models.teacher, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
-            m.teacher_max_norm, teacher=True,
+            m.teacher_max_norm, cfg.train.teacher_lr_decay, teacher_schedule(cfg.train),
         )  # fmt: skip
         teachers, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
@@ -294,8 +290,8 @@ def distil(
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
     roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
     student = up.models.student
-    res = engine.train(_stack(name, student, coords * len(cfgs), p.seed, objective), splits,
-                       first.train, progress)  # fmt: skip
+    stack = _stack(name, student, coords * len(cfgs), p.seed, objective=objective)
+    res = engine.train(stack, splits, first.train, progress)
     copies = (
         copies_test_error(teachers, splits, objective.members)
         if isinstance(teachers, TrainedTeachers)
