@@ -15,7 +15,7 @@ import torch
 
 from kdbench.config import Config, settings_sha256
 from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
-from kdbench.engine.architectures import build
+from kdbench.engine.architectures import build, for_role
 from kdbench.engine.mlp import MLP, Params
 from kdbench.engine.stack_model import StackModel
 from kdbench.errors import RunFolderError
@@ -78,19 +78,27 @@ def other_family(cfg: Config, name: StackName) -> StackModel | None:
 
 
 def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:
-    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
-    if arch is not None:  # mlp:H1,H2
-        return tuple(int(v) for v in arch.partition(":")[2].split(","))
-    return cfg.model.teacher_hidden if name == StackName.TEACHERS else cfg.model.student_hidden
+    """The hidden sizes of a fully connected stack (`mlp:H1,H2` or the hidden-size setting)."""
+    teacher = name == StackName.TEACHERS
+    m = cfg.model
+    arch, hidden = (
+        (m.teacher_arch, m.teacher_hidden) if teacher else (m.student_arch, m.student_hidden)
+    )
+    return tuple(for_role(arch, hidden, 0, 0, None).sizes[1:-1])
 
 
 def verify_stack(
-    params: Params, records: list[Record], name: StackName, cfg: Config | None, path: Path
+    params: Params,
+    records: list[Record],
+    name: StackName,
+    cfg: Config | None,
+    path: Path,
+    family: StackModel | None = None,
 ) -> None:
     """A checkpoint is used only if it is whole and this run's: float32 and finite, one member
     per record, layer shapes chained and as the run's configuration implies, and its records
-    made under the settings config.json states."""
-    family = other_family(cfg, name) if cfg is not None else None
+    made under the settings config.json states. `family`: `other_family(cfg, name)`, which the
+    reader has already built to name the tensors."""
     if family is not None:
         _verify_family(params, records, family, cfg, path)
         return

@@ -71,13 +71,12 @@ def load(
     if module is not None:
         _give(cfg, role, module)
     members = load_members(run_dir, role, repeat)
-    family = other_family(cfg, STACK_OF_ROLE[Role(role)])
-    if family is not None:  # a conv net: rebuilt from its name, checked on every read
-        modules = [family.member([p.unsqueeze(0) for p in params], 0) for params in members]
-    else:
+    family = other_family(cfg, STACK_OF_ROLE[Role(role)])  # None: fully connected
+    if family is None:
         for params in members:
             _check(params, cfg, role, f"{run_dir} ({role}, repeat {repeat})")
-        modules = [member_module([p.unsqueeze(0) for p in params], 0) for params in members]
+    rebuild = member_module if family is None else family.member
+    modules = [rebuild([p.unsqueeze(0) for p in params], 0) for params in members]
     if member is not None:
         if not 0 <= member < len(modules):
             raise ConfigError(f"{role} repeat {repeat} has members 0..{len(modules) - 1}")

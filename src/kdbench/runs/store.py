@@ -219,7 +219,8 @@ class RunStore:
         else:
             write_json(existing, self.run_config)
             self.resumed = False
-        self.stamps = Stamps.of(Config.from_dict(self.run_config["config"]))
+        self.config = Config.from_dict(self.run_config["config"])
+        self.stamps = Stamps.of(self.config)
         (self.folder / "checkpoints").mkdir(exist_ok=True)
         self._drop_torn_line()
         earlier = read_records(self.folder)
@@ -263,7 +264,7 @@ class RunStore:
         """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
         [M, 1, out]`, and the stack's records (which member is which) in the metadata. The
         stack's snapshot, if any, is removed: the finished stack supersedes it."""
-        family = other_family(Config.from_dict(self.run_config["config"]), name)
+        family = other_family(self.config, name)
         names = family.tensor_names() if family is not None else tensor_names(len(params))
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         stamped = [self.stamps.stamp(r) for r in records]
@@ -310,6 +311,7 @@ class RunStore:
             return None
 
         cfg = read_config(folder) if (Path(folder) / CONFIG).is_file() else None
+        family = other_family(cfg, name) if cfg is not None else None
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
@@ -319,7 +321,6 @@ class RunStore:
                         " rerun the study into a new --out to export or measure it"
                     )
                 records = loads(meta["records"])
-                family = other_family(cfg, name) if cfg is not None else None
                 if family is not None:
                     names = family.tensor_names()
                 else:
@@ -332,7 +333,7 @@ class RunStore:
             if "older kdbench" in str(exc):
                 raise
             raise RunFolderError(f"{path} holds damaged records ({exc}); {FIX}") from None
-        verify_stack(params, records, name, cfg, path)
+        verify_stack(params, records, name, cfg, path, family)
         return params, records
 
 
