@@ -21,6 +21,7 @@ from kdbench.analysis.stats import (
     summarize,
 )
 from kdbench.analysis.verdict import sentence
+from kdbench.config import Config, TrainConfig, teacher_schedule
 from kdbench.records import Record, row_errors
 from kdbench.roles import ROWS, label
 from kdbench.runs.store import atomic_write, write_summary
@@ -240,21 +241,20 @@ def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:
     ]
 
 
-def _teacher_rows(m: dict, t: dict) -> list[tuple[str, str]]:
+def _teacher_rows(m: dict, train: TrainConfig) -> list[tuple[str, str]]:
     """The teachers' own schedule and regularisation, where they differ from everyone's."""
     rows = []
-    if t.get("teacher_epochs") is not None:
-        rows.append(("Teacher schedule", f"exactly {t['teacher_epochs']} epochs"))
-    elif any(t.get(k) is not None for k in ("teacher_patience", "teacher_max_epochs",
-                                             "teacher_monitor")):  # fmt: skip
+    own = teacher_schedule(train)
+    if train.teacher_epochs is not None:
+        rows.append(("Teacher schedule", f"exactly {own.epochs} epochs"))
+    elif any(v is not None for v in (train.teacher_patience, train.teacher_max_epochs,
+                                      train.teacher_monitor)):  # fmt: skip
         rows.append((
             "Teacher schedule",
-            f"patience {t.get('teacher_patience') or t['patience']} on"
-            f" {t.get('teacher_monitor') or t['monitor']}, at most"
-            f" {t.get('teacher_max_epochs') or t['max_epochs']} epochs",
+            f"patience {own.patience} on {own.monitor}, at most {own.max_epochs} epochs",
         ))  # fmt: skip
-    if t.get("teacher_lr_decay") is not None:
-        rows.append(("Teacher learning rate", f"× {t['teacher_lr_decay']} every epoch"))
+    if train.teacher_lr_decay is not None:
+        rows.append(("Teacher learning rate", f"× {train.teacher_lr_decay} every epoch"))
     if m.get("teacher_dropout") or m.get("teacher_input_dropout"):
         rows.append((
             "Teacher dropout",
@@ -297,7 +297,7 @@ def config_table(cfg: dict) -> str:
             if m.get("teacher_jitter")
             else []
         ),
-        *_teacher_rows(m, t),
+        *_teacher_rows(m, Config.from_dict(cfg).train),
         (
             "Ensemble soft targets",
             "mean of softened probabilities"
