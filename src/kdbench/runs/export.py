@@ -131,7 +131,10 @@ def write_onnx(
 ) -> Path:
     """The ONNX file; `metadata` goes into its `metadata_props` (what a deployment needs to
     know: preprocessing, classes, role, error, configuration hash)."""
-    model = onnx_model(members, family)
+    return _save(onnx_model(members, family), path, metadata)
+
+
+def _save(model, path: Path, metadata: dict[str, str] | None = None) -> Path:
     if metadata:
         from onnx import helper  # loads slowly: only when a model is exported
 
@@ -219,7 +222,8 @@ def export(
     run_config = read_run_config(run_dir)
     x, y = splits.x_test, splits.y_test.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_onnx(members, path, family=family)
+    graph = onnx_model(members, family)  # built once: a module's export traces it
+    _save(graph, path)
     reference = reference_outputs(members, x, family)
     sess = session(path)
     got = run(sess, x.numpy())
@@ -246,7 +250,7 @@ def export(
     }
     keys = ("role", "repeat", "preprocessing", "classes", "test_error_pct", "row_mean_pct",
             "row_ci95_pct", "config_sha256")  # fmt: skip
-    write_onnx(members, path, {k: facts[k] for k in keys}, family)
+    _save(graph, path, {k: facts[k] for k in keys})
     facts["bytes"] = path.stat().st_size
     atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
     info = {
