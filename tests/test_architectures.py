@@ -89,10 +89,8 @@ CONV = ["--dataset", "digits", "--teacher-arch", "cnn:8", "--student-arch", "cnn
 def test_a_conv_study_end_to_end(tmp_path):
     """`reproduce --teacher-arch/--student-arch`: trains, resumes without retraining, re-renders,
     diagnoses, hands each model back as a module whose test error is the recorded one, and
-    exports it to ONNX (float32 and int8) checked against eager PyTorch; what is
-    fully-connected-only so far (joint teachers, teacher dropout) says so in one line."""
-    import json
-
+    exports it to ONNX (float32 and int8) checked against eager PyTorch; a conv teacher also
+    trains along with its students and with dropout; bad settings are one line."""
     from kdbench.data import datasets
     from kdbench.protocol.run import splits_of
     from kdbench.runs.loading import load
@@ -168,8 +166,6 @@ def test_a_damaged_conv_checkpoint_is_refused(tmp_path):
 def test_a_sweep_over_the_student_architecture(tmp_path):
     """`--grid student_arch=mlp:8,cnn:4,8`: an architecture keeps its own commas; each point
     trains its own ensemble and students (their upstream differs), and the sweep compares them."""
-    import json
-
     from kdbench.sweeps.plan import parse_grid
     from tests.in_process import kdbench
 
