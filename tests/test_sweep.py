@@ -149,6 +149,9 @@ def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
     base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     result = sweep.run(base, sweep.parse_grid(["temperature=4"]), tmp_path / "re", reuse_run=run)
     assert result["points"][0]["trained_stacks"] == ["distilled students"]
+    # other teachers: the finished run's small networks still serve
+    other = sweep.run(base, sweep.parse_grid(["teacher_epochs=2"]), tmp_path / "t", reuse_run=run)
+    assert other["points"][0]["trained_stacks"] == ["teachers", "distilled students"]
     with pytest.raises(ConfigError, match="does not match"):
         sweep.run(
             base.with_overrides(seed=5),
@@ -239,3 +242,11 @@ def test_a_sweep_over_the_teacher_draws_its_strength_curve(tmp_path):
     result = json.loads((out / "sweep.json").read_text())
     errors = [p["rows"]["teacher"]["mean_pct"] for p in result["points"]]
     assert errors[1] < errors[0], "six epochs make the stronger teacher"
+    # the points differ only in their teachers: the small networks are trained once, shared
+    trained = [p["trained_stacks"] for p in result["points"]]
+    assert trained == [["teachers", "small networks", "distilled students"],
+                       ["teachers", "distilled students"]]  # fmt: skip
+    hard = {json.dumps(p["rows"]["student_hard"]) for p in result["points"]}
+    assert len(hard) == 1
+    small = [f for f in (out / "shared").iterdir() if f.name.startswith("small-")]
+    assert len(small) == 1 and len(list((out / "shared").iterdir())) == 3

@@ -47,12 +47,18 @@ def test_a_study_is_one_parent_run_with_a_child_per_model(tmp_path, monkeypatch)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     mean = summary["rows"]["student_hard"]["mean_pct"]
     assert parent.data.metrics["student_hard.test_error_pct"] == pytest.approx(mean)
+    ensemble = next(s for s in summary["costs"]["strategies"] if s["strategy"] == "from_ensemble")
+    assert parent.data.metrics["cost.from_ensemble.macs"] == pytest.approx(ensemble["macs"])
+    assert parent.data.metrics["cost.from_ensemble.macs_vs_hard"] == pytest.approx(
+        ensemble["macs_vs_hard"]
+    )
     client = mlflow.tracking.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "table.csv", "figure.png", "config.json"} <= artifacts
     hard = next(r for r in children if r.info.run_name == "student_hard-r1")
     rec = next(x for x in records if x["role"] == "student_hard" and x["repeat"] == 1)
     assert hard.data.metrics["test_error_pct"] == pytest.approx(100 * rec["test_error"])
+    assert hard.data.metrics["train_macs"] == rec["train_macs"]
     history = client.get_metric_history(hard.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx([h["val_loss"] for h in rec["history"]])

@@ -5,6 +5,9 @@ Version 1 (no `version` field) is what kdbench wrote before this type existed; i
 Version 2 adds `copies_test_error` (teachers trained along with their student) and `version`.
 Version 3 adds `config_sha256`: the settings the model was trained under
 (`config.settings_sha256`), so a run folder whose config.json was changed afterwards is refused.
+Version 4 adds what training cost (`engine.work`, `engine.meter`): `train_macs`, `target_macs`,
+the stack's `peak_memory_bytes` and `memory_kind`, and `energy_joules` where measured; `seconds`
+is now the model's share of its stack's time by counted work (before: an equal share).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from kdbench.errors import RunFolderError
 from kdbench.roles import ROWS, Role
 
-VERSION = 3
+VERSION = 4
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
 _KEPT_WHEN_NONE = ("member", "diverged_epoch")  # written as null; other None fields are left out
 
@@ -41,6 +44,14 @@ class Record:
     # teacher_updates = joint: test error of the student's teacher copies when it stopped
     copies_test_error: list[float] | None = None
     config_sha256: str | None = None  # set by the run folder's store when it is written
+    # what training it cost: MACs of its own training (forward and backward passes, validation)
+    train_macs: int | None = None
+    # MACs its teachers ran for it: frozen, their passes that made its soft targets; trained
+    # along (joint), their copies' training
+    target_macs: int | None = None
+    peak_memory_bytes: int | None = None  # its stack's peak, measured as `memory_kind` says
+    memory_kind: str | None = None  # a key of engine.meter.MEMORY_KINDS
+    energy_joules: float | None = None  # its share of its stack's energy, where measured
     version: int = field(default=VERSION)
 
     def __post_init__(self) -> None:
@@ -94,8 +105,12 @@ _TYPES: dict[str, tuple] = {
     "kind": (str,), "repeat": (int,), "role": (str,), "member": (int,), "diverged_epoch": (int,),
     "val_error": (int, float), "test_error": (int, float), "epochs": (int,),
     "best_epoch": (int,), "seconds": (int, float), "config_sha256": (str,),
+    "train_macs": (int,), "target_macs": (int,), "peak_memory_bytes": (int,),
+    "memory_kind": (str,), "energy_joules": (int, float),
 }  # fmt: skip
-_OPTIONAL = {"member", "diverged_epoch", "epochs", "best_epoch", "seconds", "config_sha256"}
+_OPTIONAL = {"member", "diverged_epoch", "epochs", "best_epoch", "seconds", "config_sha256",
+             "train_macs", "target_macs", "peak_memory_bytes", "memory_kind",
+             "energy_joules"}  # fmt: skip
 
 
 def dumps(records: list[Record]) -> str:

@@ -10,7 +10,7 @@ what the Python API returned before it was typed, so scripts written against it 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kdbench.errors import RunFolderError
@@ -84,6 +84,52 @@ class Timing:
 
 
 @dataclass
+class StrategyCost:
+    """One way to get a deployable student, mean over the repeats that have all its parts."""
+
+    strategy: str  # "hard_labels", "from_teacher", "from_ensemble"
+    student: str  # the row of its deployable student
+    repeats: int
+    macs: float | None
+    seconds: float | None
+    amortised_macs: float | None  # None for hard labels (nothing to amortise)
+    amortised_seconds: float | None
+    macs_vs_hard: float | None  # macs / the hard-label student's macs
+    amortised_vs_hard: float | None
+    energy_joules: float | None = None
+    note: str | None = None  # why a part is missing (your own teacher)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Costs:
+    """`summary.json`'s `costs`: named units (MACs, seconds, bytes, joules)."""
+
+    strategies: list[StrategyCost] = field(default_factory=list)
+    rows: dict[str, dict[str, float | None]] = field(default_factory=dict)  # mean per repeat
+    peak_memory_bytes: dict[str, int] = field(default_factory=dict)  # per stack
+    memory_kind: str | None = None  # how the peaks were measured (engine.meter.MEMORY_KINDS)
+    energy: str | None = None  # the energy note: measured, or why not
+    missing: str | None = None  # set when the records carry no costs (older runs)
+
+    def strategy(self, name: str) -> StrategyCost | None:
+        return next((s for s in self.strategies if s.strategy == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["strategies"] = [s.to_json() for s in self.strategies]
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Costs:
+        raw = dict(raw)
+        raw["strategies"] = [StrategyCost(**s) for s in raw.get("strategies", [])]
+        return cls(**raw)
+
+
+@dataclass
 class Summary(Mapping):
     rows: dict[str, Row]
     comparisons: list[Comparison]
@@ -96,6 +142,7 @@ class Summary(Mapping):
     resources: dict[str, Any] | None = None  # resources.json's measurement (its own schema)
     own_teacher: str | None = None  # where your own teacher came from, when it is yours
     diagnosis: dict[str, Any] | None = None  # diagnose.json's findings (its own schema)
+    costs: Costs | None = None  # what each strategy cost to train (`analysis.costs`)
 
     @property
     def min_repeats(self) -> int:
@@ -119,6 +166,8 @@ class Summary(Mapping):
         for key in ("resources", "own_teacher", "diagnosis"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.costs is not None:
+            out["costs"] = self.costs.to_json()
         return out
 
     @classmethod
@@ -141,6 +190,7 @@ class Summary(Mapping):
                 resources=raw.get("resources"),
                 own_teacher=raw.get("own_teacher"),
                 diagnosis=raw.get("diagnosis"),
+                costs=Costs.from_json(raw["costs"]) if "costs" in raw else None,
             )
         except (KeyError, TypeError, AttributeError, StopIteration) as exc:
             raise RunFolderError(

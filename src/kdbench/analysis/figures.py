@@ -115,3 +115,58 @@ def tradeoff_figure(summary: Summary, folder: Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     save_figure(fig, folder, "tradeoff")
+
+
+def cost_figure(summary: Summary, folder: Path) -> None:
+    """Test error (mean, 95% CI) against training compute, log scale: each strategy's
+    deployable student at what it took to make (filled; hollow: when its teacher or ensemble
+    already exists), the teacher and the ensemble at their own training (grey)."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    costs = summary.costs
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+
+    def point(name, x, style, text):
+        row = summary.rows[name]
+        if row.mean_pct is None or x is None:
+            return None
+        y = row.mean_pct
+        yerr = None if row.ci95_pct is None else [[y - row.ci95_pct[0]], [row.ci95_pct[1] - y]]
+        return ax.errorbar([x], [y], yerr=yerr, capsize=4, label=text, **style)[0]
+
+    for name, marker in (("teacher", "s"), ("ensemble", "D")):
+        x = costs.rows.get(name, {}).get("train_macs")
+        point(name, x, {"fmt": marker, "color": "0.55", "mfc": "white"},
+              f"{label(name, summary.own_teacher)} (not deployed)")  # fmt: skip
+    for i, s in enumerate(costs.strategies):
+        color = f"C{i}"
+        y = summary.rows[s.student].mean_pct
+        made = point(s.student, s.macs, {"fmt": "o", "color": color, "ms": 8},
+                     label(s.student, summary.own_teacher))  # fmt: skip
+        if s.amortised_macs is not None and y is not None:
+            ax.plot([s.amortised_macs], [y], "o", color=color, mfc="white", ms=8)
+            if made is not None:
+                ax.plot([s.amortised_macs, s.macs], [y, y], ":", color=color, lw=1)
+    ax.plot([], [], "o", color="0.3", mfc="white", label="same student, teacher/ensemble exists")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _si(v)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("training compute (multiply-accumulates, log scale)")
+    ax.set_ylabel("test error rate (%)")
+    ax.set_title("Accuracy vs training compute: lower left is better")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_figure(fig, folder, "costs")
+
+
+def _si(v: float) -> str:
+    """A tick in MACs: 200M, 1G, 2T."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{prefix}"
+    return f"{v:g}"

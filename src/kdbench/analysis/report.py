@@ -9,8 +9,9 @@ import csv
 import io
 from pathlib import Path
 
+from kdbench.analysis import costs
 from kdbench.analysis.diagnose import markdown as diagnose_markdown
-from kdbench.analysis.figures import figure, tradeoff_figure
+from kdbench.analysis.figures import cost_figure, figure, tradeoff_figure
 from kdbench.analysis.stats import (
     FEW_REPEATS,
     FEW_REPEATS_NOTE,
@@ -64,8 +65,10 @@ def build_summary(
         if r.diverged_epoch is not None
     ]
     comparisons = compare_rows(per_row)
+    spent = costs.build(records, own_teacher is not None)
     for c in comparisons:
-        c.verdict = sentence(c, own_teacher=own_teacher is not None)
+        cost = costs.clause(spent, c.a, c.b)
+        c.verdict = sentence(c, own_teacher=own_teacher is not None, cost=cost)
     return Summary(
         rows=rows,
         comparisons=comparisons,
@@ -77,6 +80,7 @@ def build_summary(
         timing=timing,
         resources=resources or None,
         own_teacher=own_teacher or None,
+        costs=spent,
     )
 
 
@@ -184,6 +188,12 @@ def resources_markdown(summary: Summary) -> str:
         " quantised to 8 bits (`kdbench export --int8`). The ensemble counts all its members."
     )
     return "\n".join(lines) + "\n"
+
+
+def cost_figure_line(summary: Summary) -> str:
+    if summary.costs is None or summary.costs.missing:
+        return ""
+    return "![Test error against training compute](costs.png)\n\n"
 
 
 def resources_section(summary: Summary) -> str:
@@ -364,7 +374,8 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
 
 {comparisons_markdown(summary)}
 
-{resources_section(summary)}{diagnosis_section(summary)}## Configuration
+{costs.markdown(summary.costs)}
+{cost_figure_line(summary)}{resources_section(summary)}{diagnosis_section(summary)}## Configuration
 
 {config_table(cfg)}
 
@@ -396,6 +407,8 @@ def render(
     atomic_write(folder / "table.md", table_markdown(summary).encode())
     atomic_write(folder / "table.csv", table_csv(records).encode())
     figure(summary, folder)
+    if summary.costs is not None and not summary.costs.missing:
+        cost_figure(summary, folder)
     if resources:
         tradeoff_figure(summary, folder)
     atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())

@@ -48,9 +48,15 @@ PHRASES = {
 }
 
 
-def sentence(c: Comparison, threshold: float = SIGNIFICANCE, own_teacher: bool = False) -> str:
+def sentence(
+    c: Comparison,
+    threshold: float = SIGNIFICANCE,
+    own_teacher: bool = False,
+    cost: str | None = None,
+) -> str:
     """`own_teacher`: the teacher is the user's, so it is "your teacher", not "the large
-    network"."""
+    network"; `cost`: what the comparison's strategy cost to train, said after the evidence
+    ("at 12× the hard-label student's training compute …", `analysis.costs.clause`)."""
     default = (c.a, "was", c.b, f"{c.a} and {c.b}")
     teacher, capital = TEACHER_NAMES[own_teacher]
     phrases = tuple(
@@ -70,13 +76,14 @@ def sentence(c: Comparison, threshold: float = SIGNIFICANCE, own_teacher: bool =
         if diff < 0:  # "better by 0.40 (CI 0.26 to 0.54)": the interval in the sentence's sign
             lo, hi = -hi, -lo
         evidence = f"95% CI {lo:.2f} to {hi:.2f}, {tail}"
-        text = f"{subject} {verb} {word} by {abs(diff):.2f} percentage points{versus} ({evidence})."
+        text = f"{subject} {verb} {word} by {abs(diff):.2f} percentage points{versus} ({evidence})"
     else:
         evidence = f"95% CI {lo:+.2f} to {hi:+.2f}, {tail}"
         text = (
             f"No detectable difference between {pair} at p < {threshold}"
-            f" (mean difference {diff:+.2f} percentage points, {evidence})."
+            f" (mean difference {diff:+.2f} percentage points, {evidence})"
         )
+    text += f", {cost}." if cost else "."
     floor = min_wilcoxon_p(n)
     if floor >= threshold:
         text += (

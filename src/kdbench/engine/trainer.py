@@ -123,7 +123,7 @@ class Snapshot:
 SNAPSHOT_SECONDS = 600.0  # the longest a long stack's training is at risk between snapshots
 
 
-def _snapshot(epoch, params, final, best, adam, active, streams, stopping) -> Snapshot:
+def _snapshot(epoch, params, final, best, adam, active, streams, stopping, seconds) -> Snapshot:
     tensors = {"active": active.clone(), "adam.steps": adam.steps.detach().cpu().reshape(1)}
     for group, values in (("params", params), ("final", final), ("best", best or []),
                           ("adam.avg", adam.exp_avg), ("adam.sq", adam.exp_avg_sq)):  # fmt: skip
@@ -134,7 +134,7 @@ def _snapshot(epoch, params, final, best, adam, active, streams, stopping) -> Sn
     tensors["stopping.wait"] = stopping.wait.clone()
     state = {"epoch": epoch, "lr": adam.lr, "best_epoch": stopping.best_epoch,
              "epochs": stopping.epochs, "diverged": stopping.diverged,
-             "history": stopping.history}  # fmt: skip
+             "history": stopping.history, "seconds": seconds}  # fmt: skip
     return Snapshot(tensors, state)
 
 
@@ -192,6 +192,7 @@ def train(
         stopping.best_epoch, stopping.epochs = st["best_epoch"], st["epochs"]
         stopping.diverged, stopping.history = st["diverged"], st["history"]
         first_epoch = st["epoch"] + 1
+        start -= st.get("seconds", 0.0)  # the stack's time before it was cut short counts too
 
     for epoch in range(first_epoch, last_epoch + 1):
         ids = active.tolist()
@@ -235,7 +236,8 @@ def train(
             params = [p.index_select(0, keep.to(device)) for p in params]
             adam.keep(keep.to(device))
         if snapshot is not None and time.perf_counter() - last_snapshot >= SNAPSHOT_SECONDS:
-            snapshot(_snapshot(epoch, params, final, best, adam, active, streams, stopping))
+            spent = time.perf_counter() - start
+            snapshot(_snapshot(epoch, params, final, best, adam, active, streams, stopping, spent))
             last_snapshot = time.perf_counter()
 
     if best is not None:

@@ -29,10 +29,12 @@ from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
+from kdbench.engine.meter import Meter
 from kdbench.engine.mlp import Params
 from kdbench.engine.objectives import Distillation
 from kdbench.engine.stack_model import StackModel
 from kdbench.engine.teachers import TrainedTeachers
+from kdbench.protocol import costs
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.targets import (
     Plan,
@@ -66,10 +68,11 @@ def _stack(name, model, coords: list[Coord], base, **regularisation) -> engine.S
                         **regularisation)  # fmt: skip
 
 
-def _records(result, coords, roles, base, val_err, test_err, copies=None) -> list[Record]:
+def _records(result, coords, roles, base, val_err, test_err, copies, shares) -> list[Record]:
     out = []
     for i, ((r, seed_role, m), role) in enumerate(zip(coords, roles, strict=True)):
         init_seed, shuffle_seed = derive_seeds(base, r, seed_role, m)
+        cost = shares[i]
         out.append(
             Record(
                 kind=MODEL,
@@ -83,9 +86,14 @@ def _records(result, coords, roles, base, val_err, test_err, copies=None) -> lis
                 diverged_epoch=result.diverged_epoch[i],
                 val_error=float(val_err[i]),
                 test_error=float(test_err[i]),
-                seconds=result.seconds / len(coords),
+                seconds=cost.seconds,
                 history=result.history[i],
                 copies_test_error=None if copies is None else copies[i],
+                train_macs=cost.train_macs,
+                target_macs=cost.target_macs,
+                peak_memory_bytes=cost.peak_memory_bytes,
+                memory_kind=cost.memory_kind,
+                energy_joules=cost.energy_joules,
             )
         )
     return out
@@ -131,17 +139,23 @@ def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     if cache is not None:  # a long hard-label stack cut short continues from its snapshot
         resume = cache.load_snapshot(spec.name)
         keep = partial(cache.save_snapshot, spec.name)
-    res = engine.train(stack, splits, spec.schedule or cfg.train, progress, resume, keep)
-    recs = _record_stack(spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache)
+    with Meter(splits.x_train.device) as meter:
+        res = engine.train(stack, splits, spec.schedule or cfg.train, progress, resume, keep)
+    train = costs.training_macs(spec.model, splits, res.epochs)
+    # the engine's seconds include the parts of a stack before it was cut short and resumed
+    shares = costs.apportion(meter.result, res.seconds, train, [None] * len(train))
+    recs = _record_stack(
+        spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache, shares
+    )
     return res.params, recs
 
 
-def _record_stack(name, model, res, coords, roles, base, splits, cache, copies=None):
+def _record_stack(name, model, res, coords, roles, base, splits, cache, shares, copies=None):
     """Evaluate a trained stack, make its records, and save weights and records together."""
     val, test = model.logits(res.params, splits.x_val), model.logits(res.params, splits.x_test)
     val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
     test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
-    recs = _records(res, coords, roles, base, val_err, test_err, copies)
+    recs = _records(res, coords, roles, base, val_err, test_err, copies, shares)
     if cache is not None:
         cache.save_stack(name, res.params, recs)
     return recs
@@ -285,13 +299,17 @@ def distil(
         return [x[1] for x in cached]
 
     p = first.protocol
-    objective = _distillation(cfgs, splits, up)
-    teachers = objective.teachers
     coords = [(r, "student", 0) for r in range(p.repeats)] * 2
     roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
     student = up.models.student
-    stack = _stack(name, student, coords * len(cfgs), p.seed, objective=objective)
-    res = engine.train(stack, splits, first.train, progress)
+    with Meter(splits.x_train.device) as meter:  # the soft targets belong to what it cost
+        objective = _distillation(cfgs, splits, up)
+        teachers = objective.teachers
+        stack = _stack(name, student, coords * len(cfgs), p.seed, objective=objective)
+        res = engine.train(stack, splits, first.train, progress)
+    train = costs.training_macs(student, splits, res.epochs)
+    target = _target_macs(first, splits, up, roles * len(cfgs), res.epochs)
+    shares = costs.apportion(meter.result, meter.result.seconds, train, target)
     copies = (
         copies_test_error(teachers, splits, objective.members)
         if isinstance(teachers, TrainedTeachers)
@@ -306,20 +324,39 @@ def distil(
         rows = slice(i * n_rows, (i + 1) * n_rows)
         part = _members(res, rows)
         mine = copies[rows] if copies is not None else None
-        out.append(_record_stack(name, student, part, coords, roles, p.seed, splits, cache, mine))
+        out.append(_record_stack(name, student, part, coords, roles, p.seed, splits, cache,
+                                 shares[rows], mine))  # fmt: skip
+    return out
+
+
+def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> list[int | None]:
+    """Per distilled member, the MACs its teachers ran for it (`protocol.costs`); None for
+    your own teacher, whose passes kdbench cannot count."""
+    k = up.per_ensemble
+    joint = cfg.distill.teacher_updates == "joint"
+    out: list[int | None] = []
+    for role, e in zip(roles, epochs, strict=True):
+        from_teacher = role == Role.STUDENT_FROM_TEACHER
+        if from_teacher and up.own is not None:
+            out.append(None)
+            continue
+        model, n = (up.models.teacher, 1) if from_teacher else (up.models.student, k)
+        out.append(
+            costs.joint_target_macs(model, splits, n, e)
+            if joint
+            else costs.frozen_target_macs(model, splits, n)
+        )
     return out
 
 
 def _members(res: engine.Result, rows: slice) -> engine.Result:
     """The part of a stack's result that belongs to the members at `rows`."""
-    share = len(res.epochs[rows]) / len(res.epochs)
     return engine.Result(
         params=[q[rows] for q in res.params],
         epochs=res.epochs[rows],
         best_epoch=res.best_epoch[rows],
         diverged_epoch=res.diverged_epoch[rows],
         history=res.history[rows],
-        seconds=res.seconds * share,
     )
 
 

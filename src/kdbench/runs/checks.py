@@ -20,7 +20,7 @@ from kdbench.engine.mlp import MLP, Params
 from kdbench.engine.stack_model import StackModel
 from kdbench.errors import RunFolderError
 from kdbench.records import Record
-from kdbench.roles import STACK_OF_ROLE, UPSTREAM, Role, StackName
+from kdbench.roles import STACK_OF_ROLE, Role, StackName
 
 FIX = "delete it and resume the run to train that stack again"
 
@@ -28,25 +28,42 @@ FIX = "delete it and resume the run to train that stack again"
 @dataclass(frozen=True)
 class Stamps:
     """The settings hash each model of a run carries (`config.settings_sha256`): the teachers
-    and small networks the upstream one (what they depend on, shared by sweep points), the
-    distilled students the full one."""
+    the upstream one (what they depend on, shared by sweep points), the small networks the
+    upstream one without the teachers' settings (shared by points that differ only in their
+    teachers), the distilled students the full one. Small networks stamped with the upstream
+    hash (folders made before kdbench shared them across teachers) are accepted too."""
 
     upstream: str
+    small: str
     full: str
 
     @classmethod
     def of(cls, cfg: Config) -> Stamps:
-        return cls(settings_sha256(cfg, upstream=True), settings_sha256(cfg))
+        return cls(
+            settings_sha256(cfg, upstream=True),
+            settings_sha256(cfg, upstream=True, teachers=False),
+            settings_sha256(cfg),
+        )
+
+    def for_stack(self, name: StackName) -> str:
+        return {StackName.TEACHERS: self.upstream, StackName.SMALL_NETWORKS: self.small}.get(
+            StackName(name), self.full
+        )
 
     def expected(self, role: Role) -> str:
-        return self.upstream if STACK_OF_ROLE[Role(role)] in UPSTREAM else self.full
+        return self.for_stack(STACK_OF_ROLE[Role(role)])
+
+    def accepts(self, stamp: str | None, name: StackName) -> bool:
+        """`stamp` (None: a record older than stamps) is one the stack `name` may carry."""
+        older = (self.upstream,) if StackName(name) == StackName.SMALL_NETWORKS else ()
+        return stamp is None or stamp in (self.for_stack(name), *older)
 
     def stamp(self, record: Record) -> Record:
         return dataclasses.replace(record, config_sha256=self.expected(record.role))
 
     def check(self, record: Record, where: str) -> None:
         """A record stamped under other settings than the folder's config.json says."""
-        if record.config_sha256 is not None and record.config_sha256 != self.expected(record.role):
+        if not self.accepts(record.config_sha256, STACK_OF_ROLE[Role(record.role)]):
             raise RunFolderError(
                 f"{where} was made under other settings than config.json says: it does not"
                 " belong to this run (was config.json edited?); restore config.json, or start a"

@@ -279,7 +279,7 @@ class RunStore:
         """Where a hard-label stack stands mid-training (`trainer.Snapshot`), stamped with the
         settings it was made under; replaced atomically, so a kill leaves the last whole one."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in snap.tensors.items()}
-        meta = {"state": json.dumps(snap.state), "config_sha256": self.stamps.upstream}
+        meta = {"state": json.dumps(snap.state), "config_sha256": self.stamps.for_stack(name)}
         _save(self.snapshot_path(self.folder, name), tensors, meta)
 
     def load_snapshot(self, name: StackName) -> Snapshot | None:
@@ -295,7 +295,7 @@ class RunStore:
             state = json.loads(meta["state"])
         except (OSError, SafetensorError, KeyError, ValueError):
             raise RunFolderError(f"{path} is damaged; {fix}") from None
-        if meta.get("config_sha256") != self.stamps.upstream:
+        if not self.stamps.accepts(meta.get("config_sha256", ""), name):
             raise RunFolderError(f"{path} was made under other settings than config.json; {fix}")
         return Snapshot(tensors, state)
 
@@ -372,24 +372,40 @@ def link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def small_networks_key(cfg: Config) -> str:
+    """The shared folder name of the small networks of every run that differs from `cfg` at
+    most in its teachers (or in what distillation does): `small-` and their stamp, shortened."""
+    return "small-" + Stamps.of(cfg).small[:12]
+
+
 class SharedCache:
     """A run folder whose upstream stacks (teachers; ensemble members and hard-label students)
     come from, and go to, a folder shared by every sweep point that does not change them. The
-    point's own folder still gets each checkpoint (hard-linked), so it stays a complete run."""
+    small networks also go to a sibling folder (`small_networks_key`) shared by the points that
+    differ only in their teachers, so a grid over the teachers trains them once. The point's
+    own folder still gets each checkpoint (hard-linked), so it stays a complete run."""
 
     def __init__(self, store: RunStore, shared: Path):
         self.store, self.shared = store, Path(shared)
+        self.small = self.shared.parent / small_networks_key(store.config)
         self.trained: list[str] = []  # stacks this point trained itself (not loaded)
+
+    def _homes(self, name: StackName) -> list[Path]:
+        """The shared folders stack `name` is kept in, the first the one it is read from first."""
+        if name == StackName.SMALL_NETWORKS:
+            return [self.shared, self.small]
+        return [self.shared] if name in UPSTREAM else []
 
     def load_stack(self, name: StackName):
         own = self.store.load_stack(name)
-        if own is not None or name not in UPSTREAM:
+        if own is not None:
             return own
-        src = RunStore.checkpoint_path(self.shared, name)
-        if not src.is_file():
-            return None
-        link(src, RunStore.checkpoint_path(self.store.folder, name))
-        return self.store.load_stack(name)
+        for home in self._homes(name):
+            src = RunStore.checkpoint_path(home, name)
+            if src.is_file():
+                link(src, RunStore.checkpoint_path(self.store.folder, name))
+                return self.store.load_stack(name)
+        return None
 
     def load_snapshot(self, name: StackName) -> Snapshot | None:
         return self.store.load_snapshot(name)  # a snapshot stays with the point that made it
@@ -400,8 +416,8 @@ class SharedCache:
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
         self.trained.append(str(name))
         self.store.save_stack(name, params, records)
-        if name in UPSTREAM:
+        for home in self._homes(name):
             link(
                 RunStore.checkpoint_path(self.store.folder, name),
-                RunStore.checkpoint_path(self.shared, name),
+                RunStore.checkpoint_path(home, name),
             )

@@ -29,7 +29,7 @@ from kdbench.runs.store import (
     read_run_config,
     read_summary,
 )
-from kdbench.summary import Row
+from kdbench.summary import Costs, Row
 
 TRACKERS = ("mlflow",)
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
@@ -119,6 +119,21 @@ def _row_metrics(rows: dict[str, Row]) -> list[tuple[str, float, int]]:
     return out
 
 
+def _cost_metrics(costs: Costs | None) -> list[tuple[str, float, int]]:
+    """Each strategy's training cost (MACs, seconds; the amortised figures; × hard labels)."""
+    out = []
+    if costs is None or costs.missing:
+        return out
+    keys = ("macs", "seconds", "amortised_macs", "amortised_seconds", "macs_vs_hard",
+            "amortised_vs_hard", "energy_joules")  # fmt: skip
+    for s in costs.strategies:
+        out += [(f"cost.{s.strategy}.{k}", getattr(s, k), 0) for k in keys
+                if getattr(s, k) is not None]  # fmt: skip
+    out += [(f"cost.peak_memory_bytes.{k.replace(' ', '_')}", v, 0)
+            for k, v in costs.peak_memory_bytes.items()]  # fmt: skip
+    return out
+
+
 def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
     name = f"{rec.role}-r{rec.repeat}" + ("" if rec.member in (0, None) else f"-m{rec.member}")
     if rec.member is None:
@@ -132,8 +147,9 @@ def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
         ("test_error_pct", 100 * rec.test_error, 0),
         ("val_error_pct", 100 * rec.val_error, 0),
     ]
-    if rec.epochs is not None:
-        metrics.append(("epochs", rec.epochs, 0))
+    for key in ("epochs", "train_macs", "target_macs", "seconds"):
+        if getattr(rec, key) is not None:
+            metrics.append((key, getattr(rec, key), 0))
     for epoch, entry in enumerate(rec.history or [], start=1):
         metrics += [(key, value, epoch) for key, value in entry.items() if value is not None]
     _log(client, run.info.run_id, params, metrics)
@@ -154,7 +170,7 @@ def log_study(folder: Path, parent: str | None = None, experiment: str | None = 
     run = client.create_run(experiment, run_name=folder.name, tags=tags)
     run_id = run.info.run_id
     params = _flat(run_config["config"])
-    _log(client, run_id, params, _row_metrics(summary.rows))
+    _log(client, run_id, params, _row_metrics(summary.rows) + _cost_metrics(summary.costs))
     _artifacts(client, run_id, folder, ARTIFACTS)
     if parent is None:  # a sweep's points log their numbers, not every model again
         for rec in read_records(folder):

@@ -19,9 +19,9 @@ from kdbench.data.datasets import CLASSES, FEATURES
 from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
 from kdbench.errors import ConfigError, did_you_mean
-from kdbench.roles import UPSTREAM
+from kdbench.roles import UPSTREAM, StackName
 from kdbench.runs import guard
-from kdbench.runs.store import RunStore, link, read_config
+from kdbench.runs.store import RunStore, link, read_config, small_networks_key
 
 ARCHITECTURES = ("teacher_arch", "student_arch")  # names, not numbers: cnn:4,8 keeps its commas
 
@@ -188,23 +188,29 @@ def trained_by_point(stacks: list[DistilWork], trained: list[list[list[str]]]) -
 
 
 def reuse(run_dir: Path, plan: list[Point]) -> int:
-    """Seed the shared folders from a finished run whose upstream settings match (hard links):
-    its teachers and small networks then serve every point of that group. Returns how many
-    shared folders were seeded."""
+    """Seed the shared folders from a finished run (hard links): its teachers and small
+    networks serve every point whose upstream settings match, its small networks alone every
+    point that differs from it only in its teachers. Returns how many shared folders were
+    seeded."""
     guard.unclaimed(Path(run_dir))  # its checkpoints must be final
-    key = upstream_key(read_config(run_dir))
-    seeded = 0
-    for shared in {p.shared for p in plan if p.shared.name == key}:
-        for name in UPSTREAM:
+    cfg = read_config(run_dir)
+    key, small = upstream_key(cfg), small_networks_key(cfg)
+    homes = {(p.shared, UPSTREAM) for p in plan if p.shared.name == key}
+    homes |= {
+        (p.shared.parent / small, (StackName.SMALL_NETWORKS,))
+        for p in plan
+        if small_networks_key(p.config) == small
+    }
+    for home, names in homes:
+        for name in names:
             src = RunStore.checkpoint_path(run_dir, name)
-            dst = RunStore.checkpoint_path(shared, name)
+            dst = RunStore.checkpoint_path(home, name)
             if src.is_file() and not dst.is_file():
                 RunStore.read_stack(Path(run_dir), name)  # refuses old-format checkpoints
                 link(src, dst)
-        seeded += 1
-    if not seeded:
+    if not homes:
         raise ConfigError(
             f"{run_dir} does not match any grid point's teachers and small networks"
             " (data, architectures, training, repeats and seed must agree); drop --reuse"
         )
-    return seeded
+    return len(homes)

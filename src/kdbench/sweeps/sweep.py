@@ -4,7 +4,8 @@ Each grid point is an ordinary run folder (`points/<label>/`: report, diagnose a
 it). Points whose settings agree on everything upstream of distillation (data, architectures,
 training, repeats, seed) share one folder of teacher and small-network stacks (`shared/<key>/`),
 so a temperature x alpha grid trains the teachers, ensembles and hard-label students once per
-repeat, not once per point. Interrupted sweeps resume: finished points and stacks are reused.
+repeat, not once per point; points that differ only in their teachers still share the small
+networks (`shared/small-<key>/`). Interrupted sweeps resume: finished points and stacks are reused.
 The plan is `sweep_plan`, where it runs `executors`, its outputs `sweep_report`.
 """
 
