@@ -59,16 +59,18 @@ def test_planted_weak_teacher_is_flagged_and_cli_prints_it(tmp_path):
     proc = kdbench("diagnose", folder)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "not clearly better" in out and "--preset hinton" in out
+    assert "not clearly better" in out and "--preset hinton-strong" in out
+    assert "--teacher-epochs" in out
     assert json.loads((folder / "diagnose.json").read_text())["findings"]
-    # advice fits the run: a hinton run is not told to try the hinton preset
+    # advice fits the run: a hinton-strong run is not told to try its own preset, nor a
+    # teacher schedule it already has
     from kdbench.analysis.diagnose import from_records
     from kdbench.runs.store import read_records
 
-    weak = next(
-        f for f in from_records(read_records(folder), resolve("hinton")) if f.code == "weak-teacher"
-    )
-    assert "--preset hinton" not in weak.try_next and "--patience" in weak.try_next
+    strong = resolve("hinton-strong")
+    weak = next(f for f in from_records(read_records(folder), strong) if f.code == "weak-teacher")
+    assert "--preset hinton" not in weak.try_next and "--teacher-epochs" not in weak.try_next
+    assert "--patience" in weak.try_next
 
 
 def test_record_checks_flag_early_stops_combined_loss_and_divergence():
