@@ -11,7 +11,7 @@ import pytest
 
 from kdbench.errors import RunFolderError
 from kdbench.records import VERSION, Record
-from kdbench.roles import Role
+from kdbench.roles import ROWS
 from kdbench.runs.store import read_config, read_records
 from tests.in_process import kdbench
 
@@ -34,7 +34,7 @@ def test_record_round_trip_and_version_one_reads():
 def test_committed_runs_load():
     records = read_records(RESULTS / "paper-mnist")
     assert len(records) == 10 * (1 + 10 + 1 + 2) + 10  # models, then one line per ensemble
-    assert {r.role for r in records} == set(Role)
+    assert {r.role for r in records} == set(ROWS)  # Table 1: no controls then
     assert all(r.version == 1 for r in records)
     assert read_config(RESULTS / "paper-mnist").protocol.repeats == 10
     sweep = json.loads((RESULTS / "sweep-mnist" / "sweep.json").read_text())

@@ -16,11 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, did_you_mean
 
 MONITORS = ("val_loss", "val_error", "train_loss")
 KD_MONITORS = ("combined", "hard")
 TEACHER_UPDATES = ("frozen", "joint")
+# controls: extra students that tell a teacher's knowledge from plain regularisation
+# (`--controls`); `smoothing`: hard labels smoothed by a fixed epsilon; `smoothing-matched`: by
+# the epsilon that puts on wrong classes the mass the ensemble's distillation targets put there
+CONTROLS = ("smoothing", "smoothing-matched")
 ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
@@ -98,6 +102,14 @@ class DistillConfig:
     # frozen: teachers fixed during distillation. joint: each student trains its own copies of
     # its teachers along with it, as the paper's Keras code does (docs/protocol.md)
     teacher_updates: str = "frozen"
+    controls: str | None = None  # comma-separated names in CONTROLS; None: none (the paper's)
+    smoothing: float = 0.1  # the `smoothing` control's label-smoothing epsilon
+
+
+def controls_of(distill: DistillConfig) -> tuple[str, ...]:
+    """The run's controls, in CONTROLS order, each once."""
+    given = {c.strip() for c in (distill.controls or "").split(",") if c.strip()}
+    return tuple(c for c in CONTROLS if c in given)
 
 
 @dataclass(frozen=True)
@@ -390,6 +402,22 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
             )
     if not isinstance(distill.loss, str) or not distill.loss:
         raise ConfigError(f"loss must be a name (got {distill.loss!r}); fix --loss")
+    _controls(distill)
+
+
+def _controls(distill: DistillConfig) -> None:
+    if distill.controls is not None:
+        if not isinstance(distill.controls, str):
+            raise ConfigError(f"controls must be names (got {distill.controls!r}); fix --controls")
+        for name in (c.strip() for c in distill.controls.split(",")):
+            if name not in CONTROLS:
+                raise ConfigError(
+                    f"unknown control {name!r}{did_you_mean(name, CONTROLS)}; --controls takes"
+                    f" {', '.join(CONTROLS)}"
+                )
+    eps = distill.smoothing
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
+        raise ConfigError(f"smoothing must be in [0, 1) (got {eps!r}); fix --smoothing")
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -7,7 +7,8 @@ Version 3 adds `config_sha256`: the settings the model was trained under
 (`config.settings_sha256`), so a run folder whose config.json was changed afterwards is refused.
 Version 4 adds what training cost (`engine.work`, `engine.meter`): `train_macs`, `target_macs`,
 the stack's `peak_memory_bytes` and `memory_kind`, and `energy_joules` where measured; `seconds`
-is now the model's share of its stack's time by counted work (before: an equal share).
+is now the model's share of its stack's time by counted work (before: an equal share);
+`label_smoothing` is a smoothing control's epsilon, and the control roles are new.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbench.errors import RunFolderError
-from kdbench.roles import ROWS, Role
+from kdbench.roles import CONTROL_ROLES, ROWS, Role
 
 VERSION = 4
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
@@ -52,6 +53,7 @@ class Record:
     peak_memory_bytes: int | None = None  # its stack's peak, measured as `memory_kind` says
     memory_kind: str | None = None  # a key of engine.meter.MEMORY_KINDS
     energy_joules: float | None = None  # its share of its stack's energy, where measured
+    label_smoothing: float | None = None  # a smoothing control's epsilon (`protocol.controls`)
     version: int = field(default=VERSION)
 
     def __post_init__(self) -> None:
@@ -106,11 +108,11 @@ _TYPES: dict[str, tuple] = {
     "val_error": (int, float), "test_error": (int, float), "epochs": (int,),
     "best_epoch": (int,), "seconds": (int, float), "config_sha256": (str,),
     "train_macs": (int,), "target_macs": (int,), "peak_memory_bytes": (int,),
-    "memory_kind": (str,), "energy_joules": (int, float),
+    "memory_kind": (str,), "energy_joules": (int, float), "label_smoothing": (int, float),
 }  # fmt: skip
 _OPTIONAL = {"member", "diverged_epoch", "epochs", "best_epoch", "seconds", "config_sha256",
              "train_macs", "target_macs", "peak_memory_bytes", "memory_kind",
-             "energy_joules"}  # fmt: skip
+             "energy_joules", "label_smoothing"}  # fmt: skip
 
 
 def dumps(records: list[Record]) -> str:
@@ -124,6 +126,7 @@ def loads(text: str) -> list[Record]:
 def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
     """(repeat, test error) per table row; diverged models are left out (reported separately)."""
     rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
+    rows |= {role: [] for role in CONTROL_ROLES.values() if any(r.role == role for r in records)}
     for rec in records:
         if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
             continue  # members are recorded, the row is the combined ensemble

@@ -29,15 +29,22 @@ class Role(_Name):
     ENSEMBLE = "ensemble"
     STUDENT_FROM_ENSEMBLE = "student_from_ensemble"
     STUDENT_HARD = "student_hard"
+    # controls (`--controls`): rows only in runs that train them
+    STUDENT_SMOOTH = "student_smooth"
+    STUDENT_SMOOTH_MATCHED = "student_smooth_matched"
 
 
-ROWS = tuple(Role)  # Table 1's order
+ROWS = tuple(Role)[:5]  # Table 1's rows, in its order
+CONTROL_ROLES = {"smoothing": Role.STUDENT_SMOOTH,
+                 "smoothing-matched": Role.STUDENT_SMOOTH_MATCHED}  # fmt: skip
 LABELS = {  # how tables and figures name the rows
     "teacher": "Large network (teacher)",
     "student_from_teacher": "Student distilled from the large network",
     "ensemble": "Ensemble of small networks",
     "student_from_ensemble": "Student distilled from the ensemble",
     "student_hard": "Small network on hard labels",
+    "student_smooth": "Control: hard labels, smoothed",
+    "student_smooth_matched": "Control: hard labels, smoothed as soft as KD's targets",
 }
 
 
@@ -59,6 +66,7 @@ class StackName(_Name):
     TEACHERS = "teachers"
     SMALL_NETWORKS = "small networks"  # ensemble members and hard-label students
     DISTILLED = "distilled students"
+    CONTROLS = "controls"  # the control students (`--controls`)
 
     @property
     def file(self) -> str:
@@ -70,6 +78,7 @@ _FILES = {
     StackName.TEACHERS: "teachers",
     StackName.SMALL_NETWORKS: "small_networks",
     StackName.DISTILLED: "distilled_students",
+    StackName.CONTROLS: "controls",
 }
 
 
@@ -79,5 +88,7 @@ STACK_OF_ROLE = {
     Role.STUDENT_HARD: StackName.SMALL_NETWORKS,
     Role.STUDENT_FROM_TEACHER: StackName.DISTILLED,
     Role.STUDENT_FROM_ENSEMBLE: StackName.DISTILLED,
+    Role.STUDENT_SMOOTH: StackName.CONTROLS,
+    Role.STUDENT_SMOOTH_MATCHED: StackName.CONTROLS,
 }
 UPSTREAM = (StackName.TEACHERS, StackName.SMALL_NETWORKS)  # what distillation depends on

@@ -15,7 +15,7 @@ from statistics import fmean
 
 from kdbench.engine.meter import MEMORY_KINDS
 from kdbench.records import Record
-from kdbench.roles import STACK_OF_ROLE, Role
+from kdbench.roles import CONTROL_ROLES, STACK_OF_ROLE, Role
 from kdbench.summary import Costs, StrategyCost
 
 NOT_MEASURED = "not measured here (no readable RAPL energy counters on this machine)"
@@ -26,9 +26,12 @@ STRATEGIES = (  # (name, deployable student, what it needs before the student, a
     ("hard_labels", Role.STUDENT_HARD, None),
     ("from_teacher", Role.STUDENT_FROM_TEACHER, Role.TEACHER),
     ("from_ensemble", Role.STUDENT_FROM_ENSEMBLE, Role.ENSEMBLE),
+    ("smoothing", Role.STUDENT_SMOOTH, None),  # controls, where the run has them
+    ("smoothing_matched", Role.STUDENT_SMOOTH_MATCHED, None),
 )
 LABELS = {"hard_labels": "Hard labels", "from_teacher": "From the teacher",
-          "from_ensemble": "From the ensemble"}  # fmt: skip
+          "from_ensemble": "From the ensemble", "smoothing": "Control: label smoothing",
+          "smoothing_matched": "Control: matched label smoothing"}  # fmt: skip
 
 
 def _per_repeat(records: list[Record], attr: str) -> dict[Role, dict[int, float]]:
@@ -75,6 +78,8 @@ def build(records: list[Record], own_teacher: bool = False) -> Costs:
     strategies = []
     repeats = sorted({r.repeat for r in models})
     for name, student, before in STRATEGIES:
+        if student not in train and student in CONTROL_ROLES.values():
+            continue
         full: list[tuple[float, float, float]] = []  # (MACs, seconds, joules) per repeat
         amortised: list[tuple[float, float]] = []
         note = None

@@ -18,16 +18,20 @@ def figure(summary: Summary, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    short = [
-        "Your\nteacher" if summary.own_teacher else "Teacher",
-        "Student\n← teacher",
-        "Ensemble",
-        "Student\n← ensemble",
-        "Student\nhard labels",
-    ]
-    colours = ["#4c72b0", "#55a868", "#4c72b0", "#55a868", "#c44e52"]
-    for i, name in enumerate(ROWS):
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.25 * len(summary.rows)), 4.5), dpi=120)
+    short = {
+        "teacher": "Your\nteacher" if summary.own_teacher else "Teacher",
+        "student_from_teacher": "Student\n← teacher",
+        "ensemble": "Ensemble",
+        "student_from_ensemble": "Student\n← ensemble",
+        "student_hard": "Student\nhard labels",
+        "student_smooth": "Control:\nsmoothed",
+        "student_smooth_matched": "Control:\nmatched ε",
+    }
+    colour = {"teacher": "#4c72b0", "ensemble": "#4c72b0", "student_from_teacher": "#55a868",
+              "student_from_ensemble": "#55a868", "student_hard": "#c44e52"}  # fmt: skip
+    names = list(summary.rows)  # Table 1's rows, then the run's controls
+    for i, name in enumerate(names):
         row = summary.rows[name]
         if row.mean_pct is None:
             continue
@@ -39,7 +43,7 @@ def figure(summary: Summary, folder: Path) -> None:
             i - 0.18,
             mean,
             width=0.36,
-            color=colours[i],
+            color=colour.get(name, "#8c8c8c"),
             yerr=err,
             capsize=4,
             label="measured (95% CI)" if i == 0 else None,
@@ -63,7 +67,7 @@ def figure(summary: Summary, folder: Path) -> None:
             hatch="//",
             label="paper (Table 1)" if i == 0 else None,
         )
-    ax.set_xticks(range(len(ROWS)), short)
+    ax.set_xticks(range(len(names)), [short[n] for n in names])
     ax.set_ylabel("test error rate (%)")
     ax.set_title("Original models vs distilled students (Figure 3)")
     if ax.get_legend_handles_labels()[0]:  # every row diverged: nothing drawn, no legend

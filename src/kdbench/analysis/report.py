@@ -24,7 +24,7 @@ from kdbench.analysis.stats import (
 from kdbench.analysis.verdict import sentence
 from kdbench.config import Config, TrainConfig, teacher_schedule
 from kdbench.records import Record, row_errors
-from kdbench.roles import ROWS, label
+from kdbench.roles import CONTROL_ROLES, ROWS, label
 from kdbench.runs.store import atomic_write, write_summary
 from kdbench.summary import Diverged, Row, Summary, Timing
 
@@ -50,13 +50,12 @@ def build_summary(
     data and training (`comparable_to_paper`)."""
     per_row = row_errors(records)
     rows = {}
-    for name in ROWS:
-        pairs = per_row[name]
-        rows[name] = Row(
+    for name, pairs in per_row.items():  # Table 1's rows, then the run's controls
+        rows[str(name)] = Row(
             repeats=[r for r, _ in pairs],
             errors_pct=[pct(e) for _, e in pairs],
             **summarize([e for _, e in pairs]),
-            paper_pct=PAPER_TABLE1[name] if paper else None,
+            paper_pct=PAPER_TABLE1.get(name) if paper else None,
         )
     completed = min(len(row.errors_pct) for row in rows.values())
     diverged = [
@@ -109,8 +108,7 @@ def table_markdown(summary: Summary) -> str:
         "| Model |" + (" Paper |" if paper else "") + " Measured mean | 95% CI | Std | Runs |",
         "| --- |" + (" ---: |" if paper else "") + " ---: | ---: | ---: | ---: |",
     ]
-    for name in ROWS:
-        row = summary.rows[name]
+    for name, row in summary.rows.items():
         ci = row.ci95_pct
         ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
         mark = " †" if _outside(row) else ""
@@ -148,7 +146,7 @@ def table_csv(records: list[Record]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    order = {role: i for i, role in enumerate(ROWS)}
+    order = {role: i for i, role in enumerate((*ROWS, *CONTROL_ROLES.values()))}
     for r in sorted(records, key=lambda r: (order[r.role], r.repeat, r.kind, r.member or 0)):
         w.writerow([
             str(r.role), r.repeat, "" if r.member is None else r.member, r.kind,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from kdbench.roles import CONTROL_ROLES
 from kdbench.summary import Comparison
 
 
@@ -119,10 +120,22 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     }
 
 
+def control_comparisons(control: str) -> tuple[tuple[str, str], ...]:
+    """A control against the hard-label student, and each distilled student against it: does
+    the teacher give more than the control's regularisation does?"""
+    return ((control, "student_hard"), ("student_from_teacher", control),
+            ("student_from_ensemble", control))  # fmt: skip
+
+
 def compare_rows(rows: dict[str, list[tuple[int, float]]]) -> list[Comparison]:
-    """Every comparison in COMPARISONS on runs paired by repeat, Holm-adjusted as one family."""
+    """Every comparison in COMPARISONS, and those of each control the rows hold, on runs
+    paired by repeat, Holm-adjusted as one family."""
     out = []
-    for a, b in COMPARISONS:
+    pairs = list(COMPARISONS)
+    for row in rows:
+        if row in CONTROL_ROLES.values():
+            pairs += control_comparisons(str(row))
+    for a, b in pairs:
         ea, eb = dict(rows.get(a, [])), dict(rows.get(b, []))
         common = sorted(set(ea) & set(eb))
         test = paired([ea[r] for r in common], [eb[r] for r in common])

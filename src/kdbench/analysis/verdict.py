@@ -46,6 +46,22 @@ PHRASES = {
         "the ensemble and a single small hard-label network",
     ),
 }
+CONTROL_NAMES = {  # a control as the subject, and as what a distilled student is compared with
+    "student_smooth": ("Label smoothing", "the label-smoothing control"),
+    "student_smooth_matched": ("Label smoothing as soft as KD's targets",
+                               "the matched label-smoothing control"),
+}  # fmt: skip
+for _row, (_subject, _name) in CONTROL_NAMES.items():
+    PHRASES[(_row, "student_hard")] = (
+        _subject, "made the student", "training on hard labels",
+        f"{_name} and the hard-label student",
+    )  # fmt: skip
+    for _source, _who in (("student_from_teacher", "{teacher}"),
+                          ("student_from_ensemble", "the ensemble")):  # fmt: skip
+        PHRASES[(_source, _row)] = (
+            f"Distilling from {_who}", "made the student", _name,
+            f"the student distilled from {_who} and {_name}",
+        )  # fmt: skip
 
 
 def sentence(

@@ -103,6 +103,13 @@ FLAGS: dict[str, Flag] = {
             "'frozen': teachers fixed while students distil. 'joint': each student trains its"
             " own copies of its teachers along with it, as the paper's Keras code does.",
         ),
+        Flag(
+            "controls",
+            "Extra students that tell knowledge from regularisation, comma-separated:"
+            " smoothing (hard labels smoothed by --smoothing), smoothing-matched (as soft as"
+            " the ensemble's distillation targets).",
+        ),
+        Flag("smoothing", "Label-smoothing epsilon of the 'smoothing' control, in [0, 1)."),
         Flag("repeats", "Independent iterations of the study."),
         Flag("members", "Small networks in each ensemble."),
         Flag("seed", "Base seed; every model's seed derives from it."),

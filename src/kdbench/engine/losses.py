@@ -28,6 +28,19 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return flat.view(labels.shape).mean(-1)
 
 
+def smoothed_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, epsilon: float | torch.Tensor
+) -> torch.Tensor:
+    """CE against label-smoothed targets, (1 − ε)·one-hot + ε/C (Szegedy et al.; PyTorch's
+    and Keras' convention): logits `[M, B, C]`, labels `[M, B]`, ε a scalar or one per member
+    `[M]` -> `[M]`."""
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # [M, B]
+    uniform = -logp.mean(-1)  # [M, B]
+    eps = epsilon.view(-1, 1) if isinstance(epsilon, torch.Tensor) else epsilon
+    return ((1 - eps) * nll + eps * uniform).mean(-1)
+
+
 def soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits / temperature, dim=-1)
 

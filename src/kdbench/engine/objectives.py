@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kdbench.engine.losses import DistillationLoss, cross_entropy
+from kdbench.engine.losses import DistillationLoss, cross_entropy, smoothed_cross_entropy
 from kdbench.engine.teachers import Teachers
 
 
@@ -65,6 +65,24 @@ class HardLabels(Objective):
 
 def _pick(value: float | torch.Tensor, active: torch.Tensor) -> float | torch.Tensor:
     return value.to(active.device)[active] if isinstance(value, torch.Tensor) else value
+
+
+class SmoothedLabels(HardLabels):
+    """Cross-entropy on label-smoothed hard labels, for training and validation: the
+    label-smoothing control. `epsilon`: one value, or one per member."""
+
+    def __init__(self, epsilon: float | torch.Tensor):
+        self.epsilon = epsilon
+        self._eps: float | torch.Tensor = epsilon
+
+    def begin_epoch(self, active):
+        self._eps = _pick(self.epsilon, active)
+
+    def loss(self, logits, batch):
+        return smoothed_cross_entropy(logits, batch.labels, self._eps)
+
+    def validation_loss(self, logits, labels, x):
+        return smoothed_cross_entropy(logits, labels, self._eps)
 
 
 @dataclass

@@ -85,6 +85,13 @@ PRESETS: dict[str, Preset] = {
                 "members": 3,
             },
         ),
+        Preset(
+            "controls",
+            "The paper's study plus the label-smoothing controls (fixed epsilon 0.1, and matched"
+            " to the ensemble's KD targets): is the distilled students' gain knowledge, or only"
+            " softer targets?",
+            {"controls": "smoothing,smoothing-matched"},
+        ),
     )
 }
 

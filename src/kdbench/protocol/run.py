@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from kdbench.analysis import diagnose, report
-from kdbench.config import Config
+from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
 from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
@@ -235,6 +235,7 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
         StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, teacher["macs"]),
         StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), student["macs"]),
         StackPlan(StackName.DISTILLED, 2 * p.repeats, distilled),
+        StackPlan(StackName.CONTROLS, p.repeats * len(controls_of(cfg.distill)), student["macs"]),
     ]
     return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
 

@@ -17,6 +17,7 @@ training signal, not luck of the draw.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,7 +35,7 @@ from kdbench.engine.mlp import Params
 from kdbench.engine.objectives import Distillation
 from kdbench.engine.stack_model import StackModel
 from kdbench.engine.teachers import TrainedTeachers
-from kdbench.protocol import costs
+from kdbench.protocol import controls, costs
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.targets import (
     Plan,
@@ -382,4 +383,38 @@ def run_study(
     up = upstream(cfg, splits, emit, progress, cache, own)
     for rec in distil([cfg], splits, up, [cache], progress)[0]:
         emit(rec)
+    for rec in train_controls(cfg, splits, up, cache, progress):
+        emit(rec)
     return records
+
+
+def train_controls(
+    cfg: Config,
+    splits: Splits,
+    up: Upstream,
+    cache: StackCache | None = None,
+    progress: engine.Progress | None = None,
+) -> list[Record]:
+    """Stack 4, the controls (`protocol.controls`), trained or loaded; none without
+    `--controls`."""
+    name = StackName.CONTROLS
+    cached = cache.load_stack(name) if cache is not None else None
+    if cached is not None:
+        return cached[1]
+    roles, eps, spent = controls.plan(cfg, splits, up)
+    if not roles:
+        return []
+    p = cfg.protocol
+    coords = [(r, "student", 0) for r in range(p.repeats)] * (len(roles) // p.repeats)
+    student = up.models.student
+    stack = _stack(name, student, coords, p.seed, objective=controls.objective(eps))
+    with Meter(splits.x_train.device) as meter:
+        res = engine.train(stack, splits, cfg.train, progress)
+    train = costs.training_macs(student, splits, res.epochs)
+    target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
+    shares = costs.apportion(meter.result, res.seconds, train, target)
+    recs = _record_stack(name, student, res, coords, roles, p.seed, splits, None, shares)
+    recs = [dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)]
+    if cache is not None:
+        cache.save_stack(name, res.params, recs)
+    return recs

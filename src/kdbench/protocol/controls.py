@@ -1,0 +1,65 @@
+"""The controls (`--controls`): students that tell a teacher's knowledge from plain
+regularisation (Yuan et al., CVPR 2020: much of KD's gain is label smoothing).
+
+- `smoothing`: the hard-label student trained on labels smoothed by a fixed epsilon;
+- `smoothing-matched`: smoothed by the epsilon whose wrong-class mass equals what the ensemble's
+  distillation targets put on wrong classes, alpha-mixed as the KD loss mixes them: as soft as
+  KD's targets, with no knowledge of which classes are alike.
+
+Each is a student of the same repeat with the students' seeds (same initialisation and
+shuffling, so it pairs with them), trained in one stack after the distilled students.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdbench.config import Config, controls_of
+from kdbench.data.datasets import Splits
+from kdbench.engine.losses import loss_class
+from kdbench.engine.objectives import SmoothedLabels
+from kdbench.engine.work import pass_cost
+from kdbench.protocol.targets import Upstream
+from kdbench.roles import CONTROL_ROLES, Role
+
+MAX_EPSILON = 0.999  # a matched epsilon of 1 would be uniform targets: nothing left to learn
+
+
+def matched_epsilon(cfg: Config, splits: Splits, up: Upstream) -> list[float]:
+    """Per repeat, the smoothing epsilon as soft as the ensemble's KD targets: the targets'
+    wrong-class mass on the training set, (1 − alpha)·mean(1 − target[label]), turned into the
+    epsilon that gives the same mass, ε·(C − 1)/C."""
+    loss = loss_class(cfg.distill.loss).from_config(cfg)
+    members = up.member_logits(splits.x_train)  # [R, K, N, C]
+    classes = members.shape[-1]
+    out = []
+    for ensemble in members:
+        targets = loss.targets(ensemble, cfg.distill.temperature)  # [N, C]
+        right = targets.gather(-1, splits.y_train.view(-1, 1).to(targets.device)).mean()
+        mass = (1 - cfg.distill.alpha) * float(1 - right)
+        out.append(min(mass * classes / (classes - 1), MAX_EPSILON))
+    return out
+
+
+def plan(cfg: Config, splits: Splits, up: Upstream) -> tuple[list[Role], list[float], int]:
+    """(role per member, epsilon per member, MACs spent finding the matched epsilons) of the
+    controls stack: each control once per repeat, in CONTROL_ROLES order."""
+    repeats = cfg.protocol.repeats
+    roles, eps, spent = [], [], 0
+    for name in controls_of(cfg.distill):
+        roles += [CONTROL_ROLES[name]] * repeats
+        if name == "smoothing":
+            eps += [float(cfg.distill.smoothing)] * repeats
+        else:
+            eps += matched_epsilon(cfg, splits, up)
+            # the ensemble's passes over the training set that measured it (per control model)
+            spent = (
+                up.per_ensemble
+                * len(splits.x_train)
+                * pass_cost(up.models.student, splits.n_features).forward
+            )
+    return roles, eps, spent
+
+
+def objective(eps: list[float]) -> SmoothedLabels:
+    return SmoothedLabels(torch.tensor(eps))

@@ -1,0 +1,104 @@
+"""The controls (`--controls`): the smoothed loss against its formula, the matched epsilon
+against a hand computation, a control at epsilon 0 is the hard-label student, and the rows,
+comparisons and verdicts a run with controls reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from kdbench.engine.losses import smoothed_cross_entropy
+from kdbench.protocol.presets import resolve
+from kdbench.protocol.run import reproduce
+from kdbench.runs.store import read_records
+from tests.in_process import kdbench
+
+TINY = dict(dataset="digits", teacher_hidden=(32,), student_hidden=(8,), repeats=2, members=2,
+            patience=1, threads=1)  # fmt: skip
+
+
+def test_smoothed_cross_entropy_is_the_formula_written_out():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4)
+    labels = torch.randint(0, 4, (2, 5))
+    eps = torch.tensor([0.1, 0.6])
+    got = smoothed_cross_entropy(logits, labels, eps)
+    for m in range(2):
+        total = 0.0
+        for b in range(5):
+            z = logits[m, b].tolist()
+            log_norm = math.log(sum(math.exp(v) for v in z))
+            for c in range(4):
+                target = (1 - eps[m].item()) * (c == labels[m, b].item()) + eps[m].item() / 4
+                total -= target * (z[c] - log_norm)
+        assert got[m].item() == pytest.approx(total / 5, rel=1e-5)
+    plain = torch.nn.functional.cross_entropy(logits[0], labels[0])
+    assert smoothed_cross_entropy(logits, labels, 0.0)[0].item() == pytest.approx(plain.item())
+
+
+def test_matched_epsilon_is_the_wrong_class_mass_of_the_kd_targets():
+    from kdbench.protocol import controls
+
+    class Up:  # two repeats of a 1-member ensemble whose targets are known
+        def member_logits(self, x):
+            right = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])  # sample 0: class 0, 1: 1
+            return torch.stack([right.unsqueeze(0), (2 * right).unsqueeze(0)])
+
+    class Splits:
+        x_train = torch.zeros(2, 1)
+        y_train = torch.tensor([0, 1])
+
+    cfg = resolve("paper", temperature=2.0, alpha=0.25)
+    eps = controls.matched_epsilon(cfg, Splits(), Up())
+    for scale, got in zip((1, 2), eps, strict=True):
+        p_right = math.exp(3 * scale / 2) / (math.exp(3 * scale / 2) + 2)
+        mass = 0.75 * (1 - p_right)
+        assert got == pytest.approx(mass * 3 / 2, rel=1e-5)
+
+
+def test_a_control_at_epsilon_zero_is_the_hard_label_student(tmp_path):
+    cfg = resolve("paper", controls="smoothing", smoothing=0.0, **TINY)
+    reproduce(cfg, tmp_path / "run", measure_latency=False)
+    recs = read_records(tmp_path / "run")
+    hard = {r.repeat: r.test_error for r in recs if r.role == "student_hard"}
+    control = {r.repeat: r.test_error for r in recs if r.role == "student_smooth"}
+    assert control == hard  # same seeds, same loss: the control stack adds nothing of its own
+
+
+def test_a_run_with_controls_reports_them_and_resumes_without_retraining(tmp_path):
+    cfg = resolve("controls", **TINY)
+    folder, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
+    assert {"student_smooth", "student_smooth_matched"} <= set(summary.rows)
+    pairs = {(c.a, c.b) for c in summary.comparisons}
+    assert ("student_smooth", "student_hard") in pairs
+    assert ("student_from_ensemble", "student_smooth_matched") in pairs
+    assert len(summary.comparisons) == 5 + 2 * 3  # one Holm family
+    verdicts = " ".join(c.verdict for c in summary.comparisons)
+    assert "the matched label-smoothing control" in verdicts
+    matched = [r for r in read_records(folder) if r.role == "student_smooth_matched"]
+    assert len(matched) == 2 and all(0 < r.label_smoothing < 1 for r in matched)
+    report = (folder / "report.md").read_text()
+    assert "Control: hard labels, smoothed" in report
+    before = (folder / "records.jsonl").read_text()
+    again, _ = reproduce(cfg, folder, measure_latency=False)
+    assert (again / "records.jsonl").read_text() == before
+    saved = json.loads((folder / "summary.json").read_text())
+    assert saved["rows"]["student_smooth_matched"]["n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--controls", "smoothng"], "did you mean smoothing"),
+        (["--controls", "smoothing", "--smoothing", "1"], "smoothing must be in [0, 1)"),
+        (["--smoothing", "-0.1"], "smoothing must be in [0, 1)"),
+    ],
+)
+def test_bad_controls_are_one_line_and_write_nothing(tmp_path, flags, message):
+    out = tmp_path / "run"
+    proc = kdbench("reproduce", "--dataset", "digits", *flags, "--out", out)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
