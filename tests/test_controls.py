@@ -102,3 +102,41 @@ def test_bad_controls_are_one_line_and_write_nothing(tmp_path, flags, message):
     proc = kdbench("reproduce", "--dataset", "digits", *flags, "--out", out)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_self_distillation_at_alpha_one_is_the_hard_label_student(tmp_path):
+    """alpha = 1 leaves only the hard-label CE: same seeds, same numbers. At the run's alpha the
+    self-distilled student learns from its own repeat's hard-label student, and differs."""
+    cfg = resolve("paper", controls="self", alpha=1.0, **TINY)
+    reproduce(cfg, tmp_path / "one", measure_latency=False)
+    recs = read_records(tmp_path / "one")
+    hard = {r.repeat: r.test_error for r in recs if r.role == "student_hard"}
+    assert {r.repeat: r.test_error for r in recs if r.role == "student_self"} == hard
+    assert {r.target_macs for r in recs if r.role == "student_self"} != {None}
+
+
+def test_the_teachers_regularisation_control_trains_with_its_dropout(tmp_path):
+    cfg = resolve("paper", controls="teacher-reg,self", teacher_dropout=0.5, **TINY)
+    folder, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
+    recs = read_records(folder)
+    reg = {r.repeat: r.test_error for r in recs if r.role == "student_teacher_reg"}
+    hard = {r.repeat: r.test_error for r in recs if r.role == "student_hard"}
+    assert set(reg) == {0, 1} and reg != hard  # dropout 0.5 changes what it learns
+    assert {"student_self", "student_teacher_reg"} <= set(summary.rows)
+    strategies = {s.strategy for s in summary.costs.strategies}
+    assert {"self_distillation", "teacher_regularisation"} <= strategies
+    selfd = summary.costs.strategy("self_distillation")
+    assert selfd.macs > selfd.amortised_macs  # the hard-label student it distils from counts
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--controls", "teacher-reg"], "this teacher has neither"),
+        (["--controls", "self", "--teacher-updates", "joint"], "frozen hard-label student"),
+    ],
+)
+def test_a_control_the_run_cannot_have_is_refused(tmp_path, flags, message):
+    out = tmp_path / "run"
+    proc = kdbench("reproduce", "--dataset", "digits", *flags, "--out", out)
+    assert proc.returncode == 2 and message in proc.stderr and not out.exists()

@@ -23,8 +23,10 @@ KD_MONITORS = ("combined", "hard")
 TEACHER_UPDATES = ("frozen", "joint")
 # controls: extra students that tell a teacher's knowledge from plain regularisation
 # (`--controls`); `smoothing`: hard labels smoothed by a fixed epsilon; `smoothing-matched`: by
-# the epsilon that puts on wrong classes the mass the ensemble's distillation targets put there
-CONTROLS = ("smoothing", "smoothing-matched")
+# the epsilon that puts on wrong classes the mass the ensemble's distillation targets put there;
+# `self`: distilled from the hard-label student (born-again); `teacher-reg`: hard labels with the
+# teacher's dropout and jitter
+CONTROLS = ("smoothing", "smoothing-matched", "self", "teacher-reg")
 ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
@@ -403,6 +405,17 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
     if not isinstance(distill.loss, str) or not distill.loss:
         raise ConfigError(f"loss must be a name (got {distill.loss!r}); fix --loss")
     _controls(distill)
+    if "teacher-reg" in controls_of(distill):
+        if model.own_teacher is not None:
+            raise ConfigError(
+                "--controls teacher-reg copies the teacher's dropout and jitter, and kdbench did"
+                " not train your own teacher; drop teacher-reg"
+            )
+        if not (model.teacher_dropout or model.teacher_input_dropout or model.teacher_jitter):
+            raise ConfigError(
+                "--controls teacher-reg copies the teacher's dropout and jitter, and this"
+                " teacher has neither; set --teacher-dropout/--teacher-jitter or drop teacher-reg"
+            )
 
 
 def _controls(distill: DistillConfig) -> None:
@@ -415,6 +428,12 @@ def _controls(distill: DistillConfig) -> None:
                     f"unknown control {name!r}{did_you_mean(name, CONTROLS)}; --controls takes"
                     f" {', '.join(CONTROLS)}"
                 )
+    chosen = controls_of(distill)
+    if "self" in chosen and distill.teacher_updates == "joint":
+        raise ConfigError(
+            "--controls self distils from the frozen hard-label student; drop it or use"
+            " --teacher-updates frozen"
+        )
     eps = distill.smoothing
     if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
         raise ConfigError(f"smoothing must be in [0, 1) (got {eps!r}); fix --smoothing")

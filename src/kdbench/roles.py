@@ -32,11 +32,15 @@ class Role(_Name):
     # controls (`--controls`): rows only in runs that train them
     STUDENT_SMOOTH = "student_smooth"
     STUDENT_SMOOTH_MATCHED = "student_smooth_matched"
+    STUDENT_SELF = "student_self"
+    STUDENT_TEACHER_REG = "student_teacher_reg"
 
 
 ROWS = tuple(Role)[:5]  # Table 1's rows, in its order
 CONTROL_ROLES = {"smoothing": Role.STUDENT_SMOOTH,
-                 "smoothing-matched": Role.STUDENT_SMOOTH_MATCHED}  # fmt: skip
+                 "smoothing-matched": Role.STUDENT_SMOOTH_MATCHED,
+                 "self": Role.STUDENT_SELF,
+                 "teacher-reg": Role.STUDENT_TEACHER_REG}  # fmt: skip
 LABELS = {  # how tables and figures name the rows
     "teacher": "Large network (teacher)",
     "student_from_teacher": "Student distilled from the large network",
@@ -45,6 +49,8 @@ LABELS = {  # how tables and figures name the rows
     "student_hard": "Small network on hard labels",
     "student_smooth": "Control: hard labels, smoothed",
     "student_smooth_matched": "Control: hard labels, smoothed as soft as KD's targets",
+    "student_self": "Control: distilled from the hard-label student",
+    "student_teacher_reg": "Control: hard labels with the teacher's dropout and jitter",
 }
 
 
@@ -66,7 +72,9 @@ class StackName(_Name):
     TEACHERS = "teachers"
     SMALL_NETWORKS = "small networks"  # ensemble members and hard-label students
     DISTILLED = "distilled students"
-    CONTROLS = "controls"  # the control students (`--controls`)
+    CONTROLS = "controls"  # the label-smoothing controls (`--controls`)
+    SELF_DISTILLED = "self-distilled students"  # the self-distillation control
+    REGULARISED = "regularised students"  # the teacher's-regularisation control
 
     @property
     def file(self) -> str:
@@ -79,6 +87,8 @@ _FILES = {
     StackName.SMALL_NETWORKS: "small_networks",
     StackName.DISTILLED: "distilled_students",
     StackName.CONTROLS: "controls",
+    StackName.SELF_DISTILLED: "self_distilled",
+    StackName.REGULARISED: "regularised",
 }
 
 
@@ -90,5 +100,7 @@ STACK_OF_ROLE = {
     Role.STUDENT_FROM_ENSEMBLE: StackName.DISTILLED,
     Role.STUDENT_SMOOTH: StackName.CONTROLS,
     Role.STUDENT_SMOOTH_MATCHED: StackName.CONTROLS,
+    Role.STUDENT_SELF: StackName.SELF_DISTILLED,
+    Role.STUDENT_TEACHER_REG: StackName.REGULARISED,
 }
 UPSTREAM = (StackName.TEACHERS, StackName.SMALL_NETWORKS)  # what distillation depends on

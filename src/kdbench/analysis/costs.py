@@ -28,10 +28,14 @@ STRATEGIES = (  # (name, deployable student, what it needs before the student, a
     ("from_ensemble", Role.STUDENT_FROM_ENSEMBLE, Role.ENSEMBLE),
     ("smoothing", Role.STUDENT_SMOOTH, None),  # controls, where the run has them
     ("smoothing_matched", Role.STUDENT_SMOOTH_MATCHED, None),
+    ("self_distillation", Role.STUDENT_SELF, Role.STUDENT_HARD),
+    ("teacher_regularisation", Role.STUDENT_TEACHER_REG, None),
 )
 LABELS = {"hard_labels": "Hard labels", "from_teacher": "From the teacher",
           "from_ensemble": "From the ensemble", "smoothing": "Control: label smoothing",
-          "smoothing_matched": "Control: matched label smoothing"}  # fmt: skip
+          "smoothing_matched": "Control: matched label smoothing",
+          "self_distillation": "Control: self-distillation",
+          "teacher_regularisation": "Control: the teacher's regularisation"}  # fmt: skip
 
 
 def _per_repeat(records: list[Record], attr: str) -> dict[Role, dict[int, float]]:
@@ -198,7 +202,9 @@ def clause(costs: Costs | None, a: str, b: str) -> str | None:
         return None
     by_student = {s.student: s for s in costs.strategies}
     s = by_student.get(a)
-    if s is None or s.strategy == "hard_labels" or s.amortised_vs_hard is None:
+    if s is None or s.strategy not in ("from_teacher", "from_ensemble"):
+        return None
+    if s.amortised_vs_hard is None:
         return None
     source = "the teacher" if s.strategy == "from_teacher" else "the ensemble"
     amortised = f"{_ratio_text(s.amortised_vs_hard)} if {source} already exists"

@@ -50,6 +50,10 @@ CONTROL_NAMES = {  # a control as the subject, and as what a distilled student i
     "student_smooth": ("Label smoothing", "the label-smoothing control"),
     "student_smooth_matched": ("Label smoothing as soft as KD's targets",
                                "the matched label-smoothing control"),
+    "student_self": ("Distilling from the hard-label student itself",
+                     "the self-distillation control"),
+    "student_teacher_reg": ("The teacher's dropout and jitter",
+                            "the teacher's-regularisation control"),
 }  # fmt: skip
 for _row, (_subject, _name) in CONTROL_NAMES.items():
     PHRASES[(_row, "student_hard")] = (

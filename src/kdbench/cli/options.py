@@ -107,7 +107,8 @@ FLAGS: dict[str, Flag] = {
             "controls",
             "Extra students that tell knowledge from regularisation, comma-separated:"
             " smoothing (hard labels smoothed by --smoothing), smoothing-matched (as soft as"
-            " the ensemble's distillation targets).",
+            " the ensemble's distillation targets), self (distilled from the hard-label"
+            " student), teacher-reg (hard labels with the teacher's dropout and jitter).",
         ),
         Flag("smoothing", "Label-smoothing epsilon of the 'smoothing' control, in [0, 1)."),
         Flag("repeats", "Independent iterations of the study."),

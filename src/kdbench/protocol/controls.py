@@ -4,10 +4,15 @@ regularisation (Yuan et al., CVPR 2020: much of KD's gain is label smoothing).
 - `smoothing`: the hard-label student trained on labels smoothed by a fixed epsilon;
 - `smoothing-matched`: smoothed by the epsilon whose wrong-class mass equals what the ensemble's
   distillation targets put on wrong classes, alpha-mixed as the KD loss mixes them: as soft as
-  KD's targets, with no knowledge of which classes are alike.
+  KD's targets, with no knowledge of which classes are alike;
+- `self`: distilled, with the run's T and alpha, from the repeat's own frozen hard-label student
+  (a teacher with no more capacity than the student: born-again networks);
+- `teacher-reg`: the hard-label student trained with the teacher's dropout and jitter, so a gain
+  from the teacher is not just its augmentation reaching the student.
 
 Each is a student of the same repeat with the students' seeds (same initialisation and
-shuffling, so it pairs with them), trained in one stack after the distilled students.
+shuffling, so it pairs with them), trained after the distilled students: the smoothing controls
+in one stack, the other two in a stack each (other objectives, other regularisation).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import torch
 from kdbench.config import Config, controls_of
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import loss_class
-from kdbench.engine.objectives import SmoothedLabels
+from kdbench.engine.objectives import Distillation, SmoothedLabels
+from kdbench.engine.teachers import CachedTeachers
 from kdbench.engine.work import pass_cost
 from kdbench.protocol.targets import Upstream
 from kdbench.roles import CONTROL_ROLES, Role
@@ -47,6 +53,8 @@ def plan(cfg: Config, splits: Splits, up: Upstream) -> tuple[list[Role], list[fl
     repeats = cfg.protocol.repeats
     roles, eps, spent = [], [], 0
     for name in controls_of(cfg.distill):
+        if name not in ("smoothing", "smoothing-matched"):
+            continue  # their own stacks (`study.train_controls`)
         roles += [CONTROL_ROLES[name]] * repeats
         if name == "smoothing":
             eps += [float(cfg.distill.smoothing)] * repeats
@@ -63,3 +71,19 @@ def plan(cfg: Config, splits: Splits, up: Upstream) -> tuple[list[Role], list[fl
 
 def objective(eps: list[float]) -> SmoothedLabels:
     return SmoothedLabels(torch.tensor(eps))
+
+
+def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation:
+    """The self-distillation control's objective: the run's loss, T and alpha, against the
+    soft targets of each repeat's frozen hard-label student (member r distils from row r)."""
+    loss = loss_class(cfg.distill.loss).from_config(cfg)
+    temperature = cfg.distill.temperature
+
+    def rows(x):
+        logits = up.models.student.logits(up.hard, x)  # [R, N, C]
+        return loss.targets(logits.unsqueeze(0), temperature)  # [R, N, C]
+
+    teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
+                              torch.arange(cfg.protocol.repeats))  # fmt: skip
+    return Distillation(loss, teachers, temperature=temperature, alpha=cfg.distill.alpha,
+                        monitor=cfg.distill.kd_monitor, members=cfg.protocol.repeats)  # fmt: skip

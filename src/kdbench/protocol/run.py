@@ -235,8 +235,15 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
         StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, teacher["macs"]),
         StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), student["macs"]),
         StackPlan(StackName.DISTILLED, 2 * p.repeats, distilled),
-        StackPlan(StackName.CONTROLS, p.repeats * len(controls_of(cfg.distill)), student["macs"]),
     ]
+    chosen = controls_of(cfg.distill)
+    smoothing = len([c for c in chosen if c.startswith("smoothing")])
+    plans += [
+        StackPlan(StackName.CONTROLS, p.repeats * smoothing, student["macs"]),
+        StackPlan(StackName.SELF_DISTILLED, p.repeats * ("self" in chosen), student["macs"]),
+        StackPlan(StackName.REGULARISED, p.repeats * ("teacher-reg" in chosen), student["macs"]),
+    ]
+    plans = [s for s in plans if s.members or s.name == StackName.TEACHERS]
     return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
 
 

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kdbench.config import Config, TrainConfig, teacher_schedule
+from kdbench.config import Config, TrainConfig, controls_of, teacher_schedule
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
@@ -211,7 +211,8 @@ def upstream(
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
-    up = Upstream(models, teachers, ensemble, p.repeats, *(own or (None, None)))
+    hard = [q[p.repeats * members :] for q in params]
+    up = Upstream(models, teachers, ensemble, p.repeats, *(own or (None, None)), hard=hard)
     for rec in _ensemble_records(up, [r for r in recs if r.role == Role.ENSEMBLE], splits, members):
         emit(rec)
     return up
@@ -395,8 +396,43 @@ def train_controls(
     cache: StackCache | None = None,
     progress: engine.Progress | None = None,
 ) -> list[Record]:
-    """Stack 4, the controls (`protocol.controls`), trained or loaded; none without
-    `--controls`."""
+    """The controls (`protocol.controls`), each its own stack after the distilled students,
+    trained or loaded; none without `--controls`."""
+    chosen = controls_of(cfg.distill)
+    out = _self_distilled(cfg, splits, up, cache, progress) if "self" in chosen else []
+    if "teacher-reg" in chosen:
+        m, p = cfg.model, cfg.protocol
+        spec = HardLabelStack(
+            StackName.REGULARISED, [(r, "student", 0) for r in range(p.repeats)],
+            [Role.STUDENT_TEACHER_REG] * p.repeats, up.models.student,
+            (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
+        )  # fmt: skip
+        out += _trained_or_loaded(spec, cfg, splits, cache, progress)[1]
+    return _smoothed(cfg, splits, up, cache, progress) + out
+
+
+def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
+    """The self-distillation control: each repeat's student distilled, at the run's T and
+    alpha, from that repeat's frozen hard-label student."""
+    name = StackName.SELF_DISTILLED
+    cached = cache.load_stack(name) if cache is not None else None
+    if cached is not None:
+        return cached[1]
+    p, student = cfg.protocol, up.models.student
+    coords = [(r, "student", 0) for r in range(p.repeats)]
+    roles = [Role.STUDENT_SELF] * p.repeats
+    with Meter(splits.x_train.device) as meter:
+        objective = controls.self_distillation(cfg, splits, up)
+        stack = _stack(name, student, coords, p.seed, objective=objective)
+        res = engine.train(stack, splits, cfg.train, progress)
+    train = costs.training_macs(student, splits, res.epochs)
+    target = [costs.frozen_target_macs(student, splits, 1)] * p.repeats
+    shares = costs.apportion(meter.result, meter.result.seconds, train, target)
+    return _record_stack(name, student, res, coords, roles, p.seed, splits, cache, shares)
+
+
+def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
+    """The label-smoothing controls, one stack."""
     name = StackName.CONTROLS
     cached = cache.load_stack(name) if cache is not None else None
     if cached is not None:

@@ -38,6 +38,7 @@ class Upstream:
     repeats: int
     own: OwnTeacher | None = None
     own_logits: TeacherLogits | None = None  # your teacher's logits on the run's data
+    hard: Params | None = None  # the hard-label students, one per repeat (the self control)
 
     @property
     def per_ensemble(self) -> int:
