@@ -76,6 +76,10 @@ def test_module_teacher_equals_the_trained_teacher_handed_back(digits, trained, 
     assert "Your teacher (module:Sequential)" in (folder / "table.md").read_text()
     verdicts = (folder / "report.md").read_text().split("## Verdict")[1].split("##")[0]
     assert "your teacher" in verdicts.lower() and "large network" not in verdicts
+    spent = json.loads((folder / "summary.json").read_text())["costs"]
+    from_teacher = next(s for s in spent["strategies"] if s["strategy"] == "from_teacher")
+    assert from_teacher["macs"] is None and from_teacher["amortised_macs"] > 0  # not its own
+    assert "your teacher's own training is not counted" in from_teacher["note"]
     with pytest.raises(RunFolderError, match="your own"):
         kdbench.load(folder, "teacher")
     if mode == "frozen":  # the teacher was not changed by being used

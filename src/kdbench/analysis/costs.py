@@ -206,10 +206,19 @@ def clause(costs: Costs | None, a: str, b: str) -> str | None:
         return None
     if s.amortised_vs_hard is None:
         return None
-    source = "the teacher" if s.strategy == "from_teacher" else "the ensemble"
+    source = (
+        "the ensemble"
+        if s.strategy == "from_ensemble"
+        else "your teacher"
+        if s.note
+        else "the teacher"
+    )
     amortised = f"{_ratio_text(s.amortised_vs_hard)} if {source} already exists"
     if s.macs_vs_hard is None:  # your own teacher: its training is not kdbench's to count
-        return f"at {amortised} (the hard-label student's training compute)"
+        return (
+            f"at {_ratio_text(s.amortised_vs_hard)} the hard-label student's training compute,"
+            f" not counting {source}'s own training"
+        )
     return (
         f"at {_ratio_text(s.macs_vs_hard)} the hard-label student's training compute ({amortised})"
     )
