@@ -6,7 +6,9 @@ Each study runs in a fresh subprocess (one thread, so the float order is fixed) 
 checkout's `src/` and once with a `git worktree` of `--ref`, on the same reduced protocols:
 early stopping (members stopping at different epochs), restore-best on validation error, the
 softmax head with hard-label monitoring, and Hinton's dropout teacher. Records must be equal in
-every field but `seconds` (wall time) and `version` (the record format's own number). It prints
+every field both sides have but the measured ones (`records.MEASURED`: wall time, memory, energy)
+and `version` (the record format's own number); fields added since `--ref` (the counted
+training MACs) are not in its records to compare. It prints
 each study's record count and the first difference, and exits 1 if any study differs.
 """
 
@@ -20,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IGNORED = ("seconds", "version")
+IGNORED = ("seconds", "peak_memory_bytes", "memory_kind", "energy_joules", "version")
 
 STUDIES = {
     "early-stopping": dict(max_epochs=6),
@@ -72,7 +74,8 @@ def first_difference(a: list[dict], b: list[dict]) -> str | None:
     if len(a) != len(b):
         return f"{len(a)} records against {len(b)}"
     for x, y in zip(a, b, strict=True):
-        if x != y:
+        both = set(x) & set(y)
+        if {k: x[k] for k in both} != {k: y[k] for k in both} or set(x) - set(y):
             keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
             return f"{x.get('role')} repeat {x.get('repeat')} member {x.get('member')}: {keys}"
     return None

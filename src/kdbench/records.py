@@ -23,6 +23,9 @@ from kdbench.roles import CONTROL_ROLES, ROWS, Role
 
 VERSION = 4
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
+# what the machine measured while training, not what training computed: a rerun on the same
+# machine gives the same records but for these
+MEASURED = ("seconds", "peak_memory_bytes", "memory_kind", "energy_joules")
 _KEPT_WHEN_NONE = ("member", "diverged_epoch")  # written as null; other None fields are left out
 
 
