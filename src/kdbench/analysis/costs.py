@@ -38,6 +38,10 @@ LABELS = {"hard_labels": "Hard labels", "from_teacher": "From the teacher",
           "teacher_regularisation": "Control: the teacher's regularisation"}  # fmt: skip
 
 
+LABELS_OF_ROW = {Role.TEACHER: "teacher", Role.ENSEMBLE: "ensemble",
+                 Role.STUDENT_HARD: "hard-label student"}  # fmt: skip
+
+
 def _per_repeat(records: list[Record], attr: str) -> dict[Role, dict[int, float]]:
     """Per row and repeat, the sum of `attr` over its models (an ensemble's members summed);
     a row whose models lack it is left out."""
@@ -104,6 +108,9 @@ def build(records: list[Record], own_teacher: bool = False) -> Costs:
                 macs, secs = macs + up, secs + up_s
                 energy += own(joules, before, rep) or 0.0
             full.append((macs, secs, energy))
+        if before is not None and amortised and not full and note is None:
+            note = (f"the {LABELS_OF_ROW[before]}'s own training was not recorded (trained"
+                    " before kdbench counted training costs)")  # fmt: skip
         strategies.append(StrategyCost(
             strategy=name, student=str(student), repeats=len(full or amortised),
             macs=_mean([m for m, _, _ in full]), seconds=_mean([s for _, s, _ in full]),
@@ -206,15 +213,16 @@ def clause(costs: Costs | None, a: str, b: str) -> str | None:
         return None
     if s.amortised_vs_hard is None:
         return None
+    yours = (s.note or "").startswith("your teacher")
     source = (
         "the ensemble"
         if s.strategy == "from_ensemble"
         else "your teacher"
-        if s.note
+        if yours
         else "the teacher"
     )
     amortised = f"{_ratio_text(s.amortised_vs_hard)} if {source} already exists"
-    if s.macs_vs_hard is None:  # your own teacher: its training is not kdbench's to count
+    if s.macs_vs_hard is None:  # your own teacher, or one trained before costs were counted
         return (
             f"at {_ratio_text(s.amortised_vs_hard)} the hard-label student's training compute,"
             f" not counting {source}'s own training"

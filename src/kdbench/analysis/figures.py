@@ -154,7 +154,13 @@ def cost_figure(summary: Summary, folder: Path) -> None:
         made = point(s.student, s.macs, {"fmt": "o", "color": color, "ms": 8},
                      label(s.student, summary.own_teacher))  # fmt: skip
         if s.amortised_macs is not None and y is not None:
-            ax.plot([s.amortised_macs], [y], "o", color=color, mfc="white", ms=8)
+            alone = (
+                None
+                if made is not None
+                # its whole cost was not recorded
+                else (f"{label(s.student, summary.own_teacher)} (teacher/ensemble not counted)")
+            )
+            ax.plot([s.amortised_macs], [y], "o", color=color, mfc="white", ms=8, label=alone)
             if made is not None:
                 ax.plot([s.amortised_macs, s.macs], [y, y], ":", color=color, lw=1)
     ax.plot([], [], "o", color="0.3", mfc="white", label="same student, teacher/ensemble exists")
