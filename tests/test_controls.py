@@ -59,13 +59,16 @@ def test_matched_epsilon_is_the_wrong_class_mass_of_the_kd_targets():
         assert got == pytest.approx(mass * 3 / 2, rel=1e-5)
 
 
-def test_a_control_at_epsilon_zero_is_the_hard_label_student(tmp_path):
-    cfg = resolve("paper", controls="smoothing", smoothing=0.0, **TINY)
+def test_controls_without_regularisation_are_the_hard_label_student(tmp_path):
+    """Smoothing at epsilon 0 and self-distillation at alpha = 1 leave only the hard-label CE:
+    same seeds, same numbers, so a control's difference is its own."""
+    cfg = resolve("paper", controls="smoothing,self", smoothing=0.0, alpha=1.0, **TINY)
     reproduce(cfg, tmp_path / "run", measure_latency=False)
     recs = read_records(tmp_path / "run")
     hard = {r.repeat: r.test_error for r in recs if r.role == "student_hard"}
-    control = {r.repeat: r.test_error for r in recs if r.role == "student_smooth"}
-    assert control == hard  # same seeds, same loss: the control stack adds nothing of its own
+    for role in ("student_smooth", "student_self"):
+        assert {r.repeat: r.test_error for r in recs if r.role == role} == hard, role
+    assert {r.target_macs for r in recs if r.role == "student_self"} != {None}
 
 
 def test_a_run_with_controls_reports_them_and_resumes_without_retraining(tmp_path):
@@ -102,17 +105,6 @@ def test_bad_controls_are_one_line_and_write_nothing(tmp_path, flags, message):
     proc = kdbench("reproduce", "--dataset", "digits", *flags, "--out", out)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
-
-
-def test_self_distillation_at_alpha_one_is_the_hard_label_student(tmp_path):
-    """alpha = 1 leaves only the hard-label CE: same seeds, same numbers. At the run's alpha the
-    self-distilled student learns from its own repeat's hard-label student, and differs."""
-    cfg = resolve("paper", controls="self", alpha=1.0, **TINY)
-    reproduce(cfg, tmp_path / "one", measure_latency=False)
-    recs = read_records(tmp_path / "one")
-    hard = {r.repeat: r.test_error for r in recs if r.role == "student_hard"}
-    assert {r.repeat: r.test_error for r in recs if r.role == "student_self"} == hard
-    assert {r.target_macs for r in recs if r.role == "student_self"} != {None}
 
 
 def test_the_teachers_regularisation_control_trains_with_its_dropout(tmp_path):
