@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from kdbench.config import Config
 from kdbench.data import datasets as data
 from kdbench.engine.mlp import init_stack, layer_sizes, member_module
-from kdbench.protocol.study import derive_seeds, run_study
+from kdbench.protocol.stacks import derive_seeds
+from kdbench.protocol.study import run_study
 
 
 def matmul_peak(n: int = 2048, tries: int = 7) -> float:

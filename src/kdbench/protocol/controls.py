@@ -17,16 +17,29 @@ in one stack, the other two in a stack each (other objectives, other regularisat
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from kdbench.config import Config, controls_of
 from kdbench.data.datasets import Splits
+from kdbench.engine import trainer as engine
 from kdbench.engine.losses import loss_class
+from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation, SmoothedLabels
 from kdbench.engine.teachers import CachedTeachers
 from kdbench.engine.work import pass_cost
+from kdbench.protocol import costs
+from kdbench.protocol.stacks import (
+    HardLabelStack,
+    StackCache,
+    make_stack,
+    record_stack,
+    trained_or_loaded,
+)
 from kdbench.protocol.targets import Upstream
-from kdbench.roles import CONTROL_ROLES, Role
+from kdbench.records import Record
+from kdbench.roles import CONTROL_ROLES, Role, StackName
 
 MAX_EPSILON = 0.999  # a matched epsilon of 1 would be uniform targets: nothing left to learn
 
@@ -87,3 +100,70 @@ def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation
                               torch.arange(cfg.protocol.repeats))  # fmt: skip
     return Distillation(loss, teachers, temperature=temperature, alpha=cfg.distill.alpha,
                         monitor=cfg.distill.kd_monitor, members=cfg.protocol.repeats)  # fmt: skip
+
+
+def train_controls(
+    cfg: Config,
+    splits: Splits,
+    up: Upstream,
+    cache: StackCache | None = None,
+    progress: engine.Progress | None = None,
+) -> list[Record]:
+    """The controls (`protocol.controls`), each its own stack after the distilled students,
+    trained or loaded; none without `--controls`."""
+    chosen = controls_of(cfg.distill)
+    out = _self_distilled(cfg, splits, up, cache, progress) if "self" in chosen else []
+    if "teacher-reg" in chosen:
+        m, p = cfg.model, cfg.protocol
+        spec = HardLabelStack(
+            StackName.REGULARISED, [(r, "student", 0) for r in range(p.repeats)],
+            [Role.STUDENT_TEACHER_REG] * p.repeats, up.models.student,
+            (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
+        )  # fmt: skip
+        out += trained_or_loaded(spec, cfg, splits, cache, progress)[1]
+    return _smoothed(cfg, splits, up, cache, progress) + out
+
+
+def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
+    """The self-distillation control: each repeat's student distilled, at the run's T and
+    alpha, from that repeat's frozen hard-label student."""
+    name = StackName.SELF_DISTILLED
+    cached = cache.load_stack(name) if cache is not None else None
+    if cached is not None:
+        return cached[1]
+    p, student = cfg.protocol, up.models.student
+    coords = [(r, "student", 0) for r in range(p.repeats)]
+    roles = [Role.STUDENT_SELF] * p.repeats
+    with Meter(splits.x_train.device) as meter:
+        objective = self_distillation(cfg, splits, up)
+        stack = make_stack(name, student, coords, p.seed, objective=objective)
+        res = engine.train(stack, splits, cfg.train, progress)
+    train = costs.training_macs(student, splits, res.epochs)
+    target = [costs.frozen_target_macs(student, splits, 1)] * p.repeats
+    shares = costs.apportion(meter.result, meter.result.seconds, train, target)
+    return record_stack(name, student, res, coords, roles, p.seed, splits, cache, shares)
+
+
+def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
+    """The label-smoothing controls, one stack."""
+    name = StackName.CONTROLS
+    cached = cache.load_stack(name) if cache is not None else None
+    if cached is not None:
+        return cached[1]
+    roles, eps, spent = plan(cfg, splits, up)
+    if not roles:
+        return []
+    p = cfg.protocol
+    coords = [(r, "student", 0) for r in range(p.repeats)] * (len(roles) // p.repeats)
+    student = up.models.student
+    stack = make_stack(name, student, coords, p.seed, objective=objective(eps))
+    with Meter(splits.x_train.device) as meter:
+        res = engine.train(stack, splits, cfg.train, progress)
+    train = costs.training_macs(student, splits, res.epochs)
+    target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
+    shares = costs.apportion(meter.result, res.seconds, train, target)
+    recs = record_stack(name, student, res, coords, roles, p.seed, splits, None, shares)
+    recs = [dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)]
+    if cache is not None:
+        cache.save_stack(name, res.params, recs)
+    return recs

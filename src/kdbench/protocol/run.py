@@ -34,12 +34,12 @@ from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.runs import guard, latency
+from kdbench.runs.shared import SharedCache
 from kdbench.runs.store import (
     CONFIG,
     RESOURCES,
     TEACHER_LOGITS,
     RunStore,
-    SharedCache,
     read_config,
     read_derived,
     write_derived,

@@ -17,26 +17,25 @@ training signal, not luck of the draw.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
-
-import numpy as np
-
-from kdbench.config import Config, TrainConfig, controls_of, teacher_schedule
+from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
 from kdbench.engine.meter import Meter
-from kdbench.engine.mlp import Params
 from kdbench.engine.objectives import Distillation
-from kdbench.engine.stack_model import StackModel
 from kdbench.engine.teachers import TrainedTeachers
-from kdbench.protocol import controls, costs
+from kdbench.protocol import costs
+from kdbench.protocol.controls import train_controls
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
+from kdbench.protocol.stacks import (
+    HardLabelStack,
+    RecordSink,
+    StackCache,
+    make_stack,
+    record_stack,
+    trained_or_loaded,
+)
 from kdbench.protocol.targets import (
     Plan,
     Upstream,
@@ -47,119 +46,6 @@ from kdbench.protocol.targets import (
 )
 from kdbench.records import ENSEMBLE, MODEL, Record
 from kdbench.roles import Role, StackName
-
-_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
-
-RecordSink = Callable[[Record], None]
-Coord = tuple[int, str, int]  # (repeat, seed role, member)
-
-
-def derive_seeds(base: int, repeat: int, seed_role: str, member: int = 0) -> tuple[int, int]:
-    """(init seed, shuffle seed) for one model, from its coordinates alone."""
-    seq = np.random.SeedSequence([base, repeat, _SEED_ROLE[seed_role], member])
-    init, shuffle = seq.generate_state(2, dtype=np.uint32)
-    return int(init), int(shuffle)
-
-
-def _stack(name, model, coords: list[Coord], base, **regularisation) -> engine.Stack:
-    """One stack of models at `coords`, each with the seeds of its coordinates; the keywords
-    (objective, dropout, jitter, max_norm, lr_decay) go to `engine.Stack` as they are."""
-    seeds = [derive_seeds(base, r, role, m) for r, role, m in coords]
-    return engine.Stack(name, model, [s[0] for s in seeds], [s[1] for s in seeds],
-                        **regularisation)  # fmt: skip
-
-
-def _records(result, coords, roles, base, val_err, test_err, copies, shares) -> list[Record]:
-    out = []
-    for i, ((r, seed_role, m), role) in enumerate(zip(coords, roles, strict=True)):
-        init_seed, shuffle_seed = derive_seeds(base, r, seed_role, m)
-        cost = shares[i]
-        out.append(
-            Record(
-                kind=MODEL,
-                repeat=r,
-                role=role,
-                member=m,
-                seed=init_seed,
-                shuffle_seed=shuffle_seed,
-                epochs=result.epochs[i],
-                best_epoch=result.best_epoch[i],
-                diverged_epoch=result.diverged_epoch[i],
-                val_error=float(val_err[i]),
-                test_error=float(test_err[i]),
-                seconds=cost.seconds,
-                history=result.history[i],
-                copies_test_error=None if copies is None else copies[i],
-                train_macs=cost.train_macs,
-                target_macs=cost.target_macs,
-                peak_memory_bytes=cost.peak_memory_bytes,
-                memory_kind=cost.memory_kind,
-                energy_joules=cost.energy_joules,
-            )
-        )
-    return out
-
-
-class StackCache(Protocol):
-    """Where finished stacks are kept, so a resumed run does not retrain them."""
-
-    def load_stack(self, name: StackName) -> tuple[Params, list[Record]] | None: ...
-
-    def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None: ...
-
-    def load_snapshot(self, name: StackName) -> engine.Snapshot | None: ...
-
-    def save_snapshot(self, name: StackName, snap: engine.Snapshot) -> None: ...
-
-
-@dataclass(frozen=True)
-class HardLabelStack:
-    """One stack trained on hard labels: which models (coordinates, roles), their architecture
-    and their regularisation."""
-
-    name: StackName
-    coords: list[Coord]
-    roles: list[Role]
-    model: StackModel
-    dropout: tuple[float, float] = (0.0, 0.0)  # (input, hidden)
-    jitter: int = 0
-    max_norm: float | None = None
-    lr_decay: float | None = None
-    schedule: TrainConfig | None = None  # its own (the teachers'); None: the configuration's
-
-
-def _trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
-    """(params, records) of one hard-label stack, trained (and saved) or loaded."""
-    base = cfg.protocol.seed
-    cached = cache.load_stack(spec.name) if cache is not None else None
-    if cached is not None:
-        return [q.to(splits.x_train.device) for q in cached[0]], cached[1]
-    stack = _stack(spec.name, spec.model, spec.coords, base, dropout=spec.dropout,
-                   jitter=spec.jitter, max_norm=spec.max_norm, lr_decay=spec.lr_decay)  # fmt: skip
-    resume, keep = None, None
-    if cache is not None:  # a long hard-label stack cut short continues from its snapshot
-        resume = cache.load_snapshot(spec.name)
-        keep = partial(cache.save_snapshot, spec.name)
-    with Meter(splits.x_train.device) as meter:
-        res = engine.train(stack, splits, spec.schedule or cfg.train, progress, resume, keep)
-    train = costs.training_macs(spec.model, splits, res.epochs)
-    # the engine's seconds include the parts of a stack before it was cut short and resumed
-    shares = costs.apportion(meter.result, res.seconds, train, [None] * len(train))
-    recs = _record_stack(
-        spec.name, spec.model, res, spec.coords, spec.roles, base, splits, cache, shares
-    )
-    return res.params, recs
-
-
-def _record_stack(name, model, res, coords, roles, base, splits, cache, shares, copies=None):
-    """Evaluate a trained stack, make its records, and save weights and records together."""
-    val, test = model.logits(res.params, splits.x_val), model.logits(res.params, splits.x_test)
-    val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
-    test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
-    recs = _records(res, coords, roles, base, val_err, test_err, copies, shares)
-    if cache is not None:
-        cache.save_stack(name, res.params, recs)
-    return recs
 
 
 def _own_teacher_records(logits: TeacherLogits, splits: Splits, repeats: int) -> list[Record]:
@@ -198,7 +84,7 @@ def upstream(
             models.teacher, (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
             m.teacher_max_norm, cfg.train.teacher_lr_decay, teacher_schedule(cfg.train),
         )  # fmt: skip
-        teachers, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
+        teachers, recs = trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
         emit(rec)
 
@@ -207,7 +93,7 @@ def upstream(
     coords += [(r, "student", 0) for r in repeats]
     roles = [Role.ENSEMBLE] * (p.repeats * members) + [Role.STUDENT_HARD] * p.repeats
     spec = HardLabelStack(StackName.SMALL_NETWORKS, coords, roles, models.student)
-    params, recs = _trained_or_loaded(spec, cfg, splits, cache, progress)
+    params, recs = trained_or_loaded(spec, cfg, splits, cache, progress)
     for rec in recs:
         emit(rec)
     ensemble = [q[: p.repeats * members] for q in params]
@@ -307,7 +193,7 @@ def distil(
     with Meter(splits.x_train.device) as meter:  # the soft targets belong to what it cost
         objective = _distillation(cfgs, splits, up)
         teachers = objective.teachers
-        stack = _stack(name, student, coords * len(cfgs), p.seed, objective=objective)
+        stack = make_stack(name, student, coords * len(cfgs), p.seed, objective=objective)
         res = engine.train(stack, splits, first.train, progress)
     train = costs.training_macs(student, splits, res.epochs)
     target = _target_macs(first, splits, up, roles * len(cfgs), res.epochs)
@@ -326,7 +212,7 @@ def distil(
         rows = slice(i * n_rows, (i + 1) * n_rows)
         part = _members(res, rows)
         mine = copies[rows] if copies is not None else None
-        out.append(_record_stack(name, student, part, coords, roles, p.seed, splits, cache,
+        out.append(record_stack(name, student, part, coords, roles, p.seed, splits, cache,
                                  shares[rows], mine))  # fmt: skip
     return out
 
@@ -387,70 +273,3 @@ def run_study(
     for rec in train_controls(cfg, splits, up, cache, progress):
         emit(rec)
     return records
-
-
-def train_controls(
-    cfg: Config,
-    splits: Splits,
-    up: Upstream,
-    cache: StackCache | None = None,
-    progress: engine.Progress | None = None,
-) -> list[Record]:
-    """The controls (`protocol.controls`), each its own stack after the distilled students,
-    trained or loaded; none without `--controls`."""
-    chosen = controls_of(cfg.distill)
-    out = _self_distilled(cfg, splits, up, cache, progress) if "self" in chosen else []
-    if "teacher-reg" in chosen:
-        m, p = cfg.model, cfg.protocol
-        spec = HardLabelStack(
-            StackName.REGULARISED, [(r, "student", 0) for r in range(p.repeats)],
-            [Role.STUDENT_TEACHER_REG] * p.repeats, up.models.student,
-            (m.teacher_input_dropout, m.teacher_dropout), m.teacher_jitter,
-        )  # fmt: skip
-        out += _trained_or_loaded(spec, cfg, splits, cache, progress)[1]
-    return _smoothed(cfg, splits, up, cache, progress) + out
-
-
-def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
-    """The self-distillation control: each repeat's student distilled, at the run's T and
-    alpha, from that repeat's frozen hard-label student."""
-    name = StackName.SELF_DISTILLED
-    cached = cache.load_stack(name) if cache is not None else None
-    if cached is not None:
-        return cached[1]
-    p, student = cfg.protocol, up.models.student
-    coords = [(r, "student", 0) for r in range(p.repeats)]
-    roles = [Role.STUDENT_SELF] * p.repeats
-    with Meter(splits.x_train.device) as meter:
-        objective = controls.self_distillation(cfg, splits, up)
-        stack = _stack(name, student, coords, p.seed, objective=objective)
-        res = engine.train(stack, splits, cfg.train, progress)
-    train = costs.training_macs(student, splits, res.epochs)
-    target = [costs.frozen_target_macs(student, splits, 1)] * p.repeats
-    shares = costs.apportion(meter.result, meter.result.seconds, train, target)
-    return _record_stack(name, student, res, coords, roles, p.seed, splits, cache, shares)
-
-
-def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
-    """The label-smoothing controls, one stack."""
-    name = StackName.CONTROLS
-    cached = cache.load_stack(name) if cache is not None else None
-    if cached is not None:
-        return cached[1]
-    roles, eps, spent = controls.plan(cfg, splits, up)
-    if not roles:
-        return []
-    p = cfg.protocol
-    coords = [(r, "student", 0) for r in range(p.repeats)] * (len(roles) // p.repeats)
-    student = up.models.student
-    stack = _stack(name, student, coords, p.seed, objective=controls.objective(eps))
-    with Meter(splits.x_train.device) as meter:
-        res = engine.train(stack, splits, cfg.train, progress)
-    train = costs.training_macs(student, splits, res.epochs)
-    target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
-    shares = costs.apportion(meter.result, res.seconds, train, target)
-    recs = _record_stack(name, student, res, coords, roles, p.seed, splits, None, shares)
-    recs = [dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)]
-    if cache is not None:
-        cache.save_stack(name, res.params, recs)
-    return recs

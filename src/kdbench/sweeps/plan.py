@@ -21,7 +21,8 @@ from kdbench.engine.losses import loss_class
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM, StackName
 from kdbench.runs import guard
-from kdbench.runs.store import RunStore, link, read_config, small_networks_key
+from kdbench.runs.shared import small_networks_key
+from kdbench.runs.store import RunStore, link, read_config
 
 ARCHITECTURES = ("teacher_arch", "student_arch")  # names, not numbers: cnn:4,8 keeps its commas
 
