@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kdbench.config import Config, config_diff
+from kdbench.config import Config
 from kdbench.errors import ConfigError
+from kdbench.settings import config_diff
 
 
 def test_defaults_are_the_papers_study():

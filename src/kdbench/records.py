@@ -4,7 +4,7 @@
 Version 1 (no `version` field) is what kdbench wrote before this type existed; it reads as is.
 Version 2 adds `copies_test_error` (teachers trained along with their student) and `version`.
 Version 3 adds `config_sha256`: the settings the model was trained under
-(`config.settings_sha256`), so a run folder whose config.json was changed afterwards is refused.
+(`settings.settings_sha256`), so a run folder whose config.json was changed afterwards is refused.
 Version 4 adds what training cost (`engine.work`, `engine.meter`): `train_macs`, `target_macs`,
 the stack's `peak_memory_bytes` and `memory_kind`, and `energy_joules` where measured; `seconds`
 is now the model's share of its stack's time by counted work (before: an equal share);

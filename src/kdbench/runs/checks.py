@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.config import Config, settings_sha256
+from kdbench.config import Config
 from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
 from kdbench.engine.architectures import build, for_role
 from kdbench.engine.mlp import MLP, Params
@@ -21,13 +21,14 @@ from kdbench.engine.stack_model import StackModel
 from kdbench.errors import RunFolderError
 from kdbench.records import Record
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
+from kdbench.settings import settings_sha256
 
 FIX = "delete it and resume the run to train that stack again"
 
 
 @dataclass(frozen=True)
 class Stamps:
-    """The settings hash each model of a run carries (`config.settings_sha256`): the teachers
+    """The settings hash each model of a run carries (`settings.settings_sha256`): the teachers
     the upstream one (what they depend on, shared by sweep points), the small networks the
     upstream one without the teachers' settings (shared by points that differ only in their
     teachers), the distilled students the full one. Small networks stamped with the upstream

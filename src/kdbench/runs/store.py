@@ -18,13 +18,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from kdbench.config import Config, config_diff
+from kdbench.config import Config
 from kdbench.engine.mlp import Params
 from kdbench.engine.trainer import Snapshot
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
 from kdbench.runs.checks import FIX, Stamps, other_family, tensor_names, verify_stack
+from kdbench.settings import config_diff
 from kdbench.summary import Summary, Timing
 
 CONFIG = "config.json"

@@ -20,12 +20,13 @@ from typing import Any
 from kdbench.analysis.figures import save_figure
 from kdbench.analysis.report import PAPER_TABLE1
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
-from kdbench.config import Config, config_diff, flat_index
+from kdbench.config import Config, flat_index
 from kdbench.protocol.presets import PRESETS
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.roles import ROWS, Role
 from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, read_config, read_summary, write_json
+from kdbench.settings import config_diff
 from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
 from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, upstream_key

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes, settings_sha256
+from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes
 from kdbench.data.datasets import CLASSES, FEATURES
 from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
@@ -23,6 +23,7 @@ from kdbench.roles import UPSTREAM, StackName
 from kdbench.runs import guard
 from kdbench.runs.shared import small_networks_key
 from kdbench.runs.store import RunStore, link, read_config
+from kdbench.settings import settings_sha256
 
 ARCHITECTURES = ("teacher_arch", "student_arch")  # names, not numbers: cnn:4,8 keeps its commas
 
@@ -157,7 +158,7 @@ def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[P
 
 def upstream_key(cfg: Config) -> str:
     """The shared folder of the points whose teachers and small networks are the same: what
-    those depend on (`config.settings_sha256(upstream=True)`), shortened."""
+    those depend on (`settings.settings_sha256(upstream=True)`), shortened."""
     return settings_sha256(cfg, upstream=True)[:12]
 
 
