@@ -139,7 +139,8 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
         stack = make_stack(name, student, coords, p.seed, objective=objective)
         res = engine.train(stack, splits, cfg.train, progress)
     train = costs.training_macs(student, splits, res.epochs)
-    target = [costs.frozen_target_macs(student, splits, 1)] * p.repeats
+    target = [costs.frozen_target_macs(pass_cost(student, splits.n_features), splits, 1)]
+    target *= p.repeats
     shares = costs.apportion(meter.result, meter.result.seconds, train, target)
     return record_stack(name, student, res, coords, roles, p.seed, splits, cache, shares)
 

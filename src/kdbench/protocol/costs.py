@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from kdbench.data.datasets import Splits
 from kdbench.engine.meter import Measured
 from kdbench.engine.stack_model import StackModel
-from kdbench.engine.work import pass_cost
+from kdbench.engine.work import PassCost, pass_cost
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,17 @@ def training_macs(model: StackModel, splits: Splits, epochs: Sequence[int]) -> l
     return [cost.training(e, n_train, n_val) for e in epochs]
 
 
-def frozen_target_macs(model: StackModel, splits: Splits, teachers: int) -> int:
+def frozen_target_macs(teacher: PassCost, splits: Splits, teachers: int) -> int:
     """Frozen teachers' soft targets for one student: `teachers` forward passes over the
     training and validation inputs (made once and cached, not per step)."""
-    features, n_train, n_val = sizes(splits)
-    return teachers * (n_train + n_val) * pass_cost(model, features).forward
+    _, n_train, n_val = sizes(splits)
+    return teachers * (n_train + n_val) * teacher.forward
 
 
-def joint_target_macs(model: StackModel, splits: Splits, teachers: int, epochs: int) -> int:
+def joint_target_macs(teacher: PassCost, splits: Splits, teachers: int, epochs: int) -> int:
     """Teachers trained along with one student for its `epochs`: each copy's training."""
-    features, n_train, n_val = sizes(splits)
-    return teachers * pass_cost(model, features).training(epochs, n_train, n_val)
+    _, n_train, n_val = sizes(splits)
+    return teachers * teacher.training(epochs, n_train, n_val)
 
 
 def apportion(

@@ -220,19 +220,22 @@ def distil(
 def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> list[int | None]:
     """Per distilled member, the MACs its teachers ran for it (`protocol.costs`); None for
     your own teacher, whose passes kdbench cannot count."""
-    k = up.per_ensemble
     joint = cfg.distill.teacher_updates == "joint"
+    source = {False: (up.models.student, up.per_ensemble)}  # one count per shape, not per member
+    if up.own is None:
+        source[True] = (up.models.teacher, 1)
+    cost = {t: (costs.pass_cost(m, splits.n_features), n) for t, (m, n) in source.items()}
     out: list[int | None] = []
     for role, e in zip(roles, epochs, strict=True):
         from_teacher = role == Role.STUDENT_FROM_TEACHER
-        if from_teacher and up.own is not None:
+        if from_teacher not in cost:  # your own teacher
             out.append(None)
             continue
-        model, n = (up.models.teacher, 1) if from_teacher else (up.models.student, k)
+        c, n = cost[from_teacher]
         out.append(
-            costs.joint_target_macs(model, splits, n, e)
+            costs.joint_target_macs(c, splits, n, e)
             if joint
-            else costs.frozen_target_macs(model, splits, n)
+            else costs.frozen_target_macs(c, splits, n)
         )
     return out
 
