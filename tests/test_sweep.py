@@ -124,6 +124,11 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local):
 
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
     assert result.exit_code == 2 and "different sweep" in result.stderr
+    # another thread count changes no model: the same sweep, resumed with nothing to train
+    before = _numbers(local)
+    result = CliRunner().invoke(app, ["sweep", *ARGS, "--threads", "2", "--out", str(local)])
+    assert result.exit_code == 0, result.stderr
+    assert _numbers(local) == before
 
 
 def test_ray_executor_gives_the_local_numbers(tmp_path, local):

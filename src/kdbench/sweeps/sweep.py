@@ -20,6 +20,7 @@ from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, write_json
+from kdbench.settings import settings_sha256
 from kdbench.sweeps import strength
 from kdbench.sweeps.executors import EXECUTORS, get_executor
 from kdbench.sweeps.plan import distil_work, parse_grid, points, reuse, trained_by_point
@@ -30,11 +31,23 @@ MIN_STAR_REPEATS = 3
 __all__ = ["analyse", "parse_grid", "points", "run"]
 
 
+def _same_sweep(old: dict, spec: dict) -> bool:
+    """The grid and stack limit as written; the base settings by what the models depend on, so
+    another --threads, or a setting kdbench added since at its default, resumes the sweep."""
+    new = json.loads(json.dumps(spec))
+    if (old.get("grid"), old.get("max_stack")) != (new["grid"], new["max_stack"]):
+        return False
+    try:
+        before = Config.from_dict(old["base"])
+    except (ConfigError, KeyError, TypeError):
+        return False
+    return settings_sha256(before) == settings_sha256(Config.from_dict(new["base"]))
+
+
 def _check_folder(out: Path, spec: dict) -> None:
     path = out / SWEEP_CONFIG
     if path.is_file():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(spec)):
+        if not _same_sweep(json.loads(path.read_text()), spec):
             raise RunFolderError(
                 f"{out} holds a different sweep (grid or base settings differ); use a new --out"
             )
