@@ -90,6 +90,19 @@ def test_a_run_with_controls_reports_them_and_resumes_without_retraining(tmp_pat
     assert (again / "records.jsonl").read_text() == before
     saved = json.loads((folder / "summary.json").read_text())
     assert saved["rows"]["student_smooth_matched"]["n"] == 2
+    # explain and sweep tables carry the controls, each run's own comparisons
+    from kdbench.sweeps import explain, sweep
+    from kdbench.sweeps.report import markdown
+
+    table = explain.markdown(explain.collect([folder]))
+    assert "## Controls" in table and "| smoothing − hard |" in table
+    assert "| ensemble-KD − smoothing-matched |" in table
+    mine = summary.comparison("student_smooth", "student_hard").mean_diff_pp
+    assert f"| {mine:+.2f}" in table.split("## Controls")[1]
+    entry = {"label": "alpha=0.1", "point": {"alpha": 0.1}, "folder": "run", "summary": summary}
+    result = sweep.analyse({"alpha": [0.1]}, [entry])
+    assert len(result["points"][0]["controls"]) == 2 * 3
+    assert f"| alpha=0.1 | {mine:+.2f}" in markdown(json.loads(json.dumps(result)))
 
 
 @pytest.mark.parametrize(

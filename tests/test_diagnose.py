@@ -106,6 +106,36 @@ def test_record_checks_flag_early_stops_combined_loss_and_divergence():
     assert codes == {"diverged"}  # fixed epochs: nothing stopped early
 
 
+def test_a_gain_no_larger_than_a_controls_is_named():
+    from kdbench.analysis.diagnose import from_records
+    from kdbench.records import Record
+
+    def rec(role, repeat, err):
+        return Record(kind="model", role=role, repeat=repeat, member=0, val_error=err,
+                      test_error=err, epochs=6, best_epoch=4, diverged_epoch=None)  # fmt: skip
+
+    def records(smooth_gap):
+        out = []
+        noise = torch.Generator().manual_seed(1)
+        for r in range(4):
+            a, b, c, d, e = (0.001 * torch.randn(5, generator=noise)).tolist()
+            out += [
+                rec("teacher", r, 0.02 + a),
+                rec("student_hard", r, 0.030 + b),
+                rec("student_from_teacher", r, 0.031 + c),
+                rec("student_from_ensemble", r, 0.025 + d),  # clearly better than hard
+                rec("student_smooth", r, 0.025 + smooth_gap + e),
+            ]
+        return out
+
+    cfg = resolve("paper", epochs=5)
+    found = [f for f in from_records(records(0.0), cfg) if f.code == "control-explains"]
+    assert len(found) == 1 and "ensemble" in found[0].title
+    assert "smoothing (hard labels, smoothed)" in found[0].evidence
+    # a control clearly worse than the distilled student explains nothing
+    assert not [f for f in from_records(records(0.008), cfg) if f.code == "control-explains"]
+
+
 def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     folder, _ = healthy
     cmd = ["explain", "--out", str(tmp_path / "ex")]

@@ -23,7 +23,8 @@ from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record, row_errors
-from kdbench.roles import DISTILLED_ROLES, Role, StackName
+from kdbench.roles import CONTROL_ROLES, DISTILLED_ROLES, Role, StackName
+from kdbench.roles import label as row_label
 from kdbench.runs.checks import other_family
 from kdbench.runs.store import (
     DIAGNOSIS,
@@ -76,7 +77,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
         found += _combined_monitor(records, cfg) + _stopped_early(records, cfg)
     if cfg.distill.teacher_updates == "joint":
         found += _joint_teachers(records)
-    return found + _diverged(records, cfg)
+    return found + _controls(records) + _diverged(records, cfg)
 
 
 def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
@@ -109,6 +110,41 @@ def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
             _stronger_teacher(cfg, cfg.train.epochs is None),
         )
     ]
+
+
+def _controls(records: list[Record]) -> list[Finding]:
+    """A distilled student that beats the hard-label student but not a control (runs with
+    `--controls`): its gain is what that regularisation gives, with no teacher to train."""
+    by_pair = {(c.a, c.b): c for c in compare_rows(row_errors(records))}
+    found = []
+    for kind in DISTILLED_ROLES:
+        gain = by_pair[(str(kind), "student_hard")]
+        if gain.mean_diff_pp is None or gain.ci95_pp is None or gain.ci95_pp[1] >= 0:
+            continue  # no gain over hard labels to explain
+        matched = []
+        for control, role in CONTROL_ROLES.items():
+            c = by_pair.get((str(kind), str(role)))
+            if c is None or c.mean_diff_pp is None or c.ci95_pp is None or c.ci95_pp[1] < 0:
+                continue  # not trained here, or the distilled student is clearly better
+            matched.append(
+                f"{control} ({row_label(role).removeprefix('Control: ')}):"
+                f" {c.mean_diff_pp:+.2f} pp, 95% CI {c.ci95_pp[0]:+.2f} to {c.ci95_pp[1]:+.2f}"
+            )
+        if matched:
+            found.append(
+                Finding(
+                    "control-explains",
+                    f"The {row_label(kind).lower()} is no better than a control",
+                    f"it beats the hard-label student by {-gain.mean_diff_pp:.2f} pp (95% CI"
+                    f" {gain.ci95_pp[0]:+.2f} to {gain.ci95_pp[1]:+.2f}), but not "
+                    + "; ".join(matched)
+                    + " (distilled − control, paired by repeat). Its gain is what that"
+                    " regularisation gives without a teacher.",
+                    "the control's recipe costs only the hard-label student's training: the"
+                    " report's cost table says how much that saves",
+                )
+            )
+    return found
 
 
 def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:

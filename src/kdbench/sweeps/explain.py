@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.analysis import controls
 from kdbench.analysis.figures import save_figure
 from kdbench.analysis.report import PAPER_TABLE1
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
@@ -143,7 +144,15 @@ def markdown(entries: list[dict], warnings: tuple[str, ...] = ()) -> str:
             " the presets' effect.\n"
             for w in warnings
         )
+        + _controls(entries)
     )
+
+
+def _controls(entries: list[dict]) -> str:
+    """The variants' controls (runs trained with `--controls`), each variant's own Holm."""
+    labelled = [(e["variant"], e["summary"].comparisons) for e in entries]
+    section = controls.markdown(labelled, "Variant")
+    return f"\n{section}" if section else ""
 
 
 def _beyond_preset(cfg: Config) -> dict:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kdbench.analysis import controls
 from kdbench.analysis.figures import save_figure
 from kdbench.analysis.stats import FEW_REPEATS_NOTE
 from kdbench.roles import DISTILLED_ROLES as KD
+from kdbench.summary import Comparison
 
 
 def _cell(row: dict) -> str:
@@ -65,7 +67,16 @@ def markdown(result: dict) -> str:
         )
         + "\n".join(best)
         + "\n\n![Sweep heatmap](sweep.png)\n"
+        + _controls(result)
     )
+
+
+def _controls(result: dict) -> str:
+    """The points' controls (sweeps over a run with `--controls`), each point's own Holm."""
+    labelled = [(p["label"], [Comparison(**c) for c in p.get("controls", [])])
+                for p in result["points"]]  # fmt: skip
+    section = controls.markdown(labelled, "Point")
+    return f"\n{section}" if section else ""
 
 
 def _cells(result: dict, kind: str, what: str, xs, ys, xk: str, yk: str | None):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kdbench.analysis.controls import control_comparisons_of
 from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm
 from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
@@ -143,6 +144,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
                 for k, v in e["summary"].rows.items()
             },
             "kd_vs_hard": e["kd_vs_hard"],
+            "controls": [c.to_json() for c in control_comparisons_of(e["summary"].comparisons)],
             "trained_stacks": e.get("trained", []),
         }
         for e in entries
