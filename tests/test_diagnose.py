@@ -153,6 +153,12 @@ def test_explain_runs_variants_and_reads_folders(tmp_path, healthy):
     # the --from run was made with other settings: named, not silently compared
     assert "settings differ beyond the presets" in table and "protocol.repeats" in table
     assert "protocol.repeats" in proc.stderr
+    assert saved[1]["folder"] == "hard-monitor"  # inside the explain folder: named relative to it
+    # `kdbench report` on the explain folder re-renders its runs and the table from their records
+    (tmp_path / "ex" / "explain.md").unlink()
+    proc = kdbench("report", str(tmp_path / "ex"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ex" / "explain.md").read_text() == table
 
 
 def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_path):

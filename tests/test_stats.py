@@ -11,7 +11,7 @@ from scipy import stats as ss
 
 from kdbench.analysis import report
 from kdbench.analysis.stats import compare_rows, holm, min_wilcoxon_p, paired, summarize
-from kdbench.analysis.verdict import sentence
+from kdbench.analysis.verdict import sentence, wilcoxon_note
 from kdbench.records import Record
 from kdbench.summary import Comparison, Timing
 
@@ -62,17 +62,42 @@ def _typed(c: dict) -> Comparison:
 
 def test_verdict_interval_has_the_sentence_sign():
     worse = {"a": "student_from_teacher", "b": "student_hard", "n": 10, "mean_diff_pp": 1.03,
-             "ci95_pp": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
+             "ci95_pp": [0.8, 1.2], "ci95_holm_pp": [0.72, 1.34], "p_holm": 0.0001}  # fmt: skip
     better = {**worse, "a": "student_from_ensemble", "mean_diff_pp": -0.40,
-              "ci95_pp": [-0.54, -0.26]}  # fmt: skip
+              "ci95_holm_pp": [-0.54, -0.26]}  # fmt: skip
     assert "worse by 1.03 percentage points" in sentence(_typed(worse))
-    assert "95% CI 0.72 to 1.34" in sentence(_typed(worse))
+    assert "Holm-adjusted 95% CI 0.72 to 1.34" in sentence(_typed(worse))
     assert "better by 0.40 percentage points" in sentence(_typed(better))
-    assert "95% CI 0.26 to 0.54" in sentence(_typed(better))
-    unclear = {**better, "p_holm": 0.3, "ci95_pp": [-0.9, 0.1]}
-    assert "mean difference -0.40" in sentence(_typed(unclear)) and "CI -0.90 to +0.10" in sentence(
-        _typed(unclear)
-    )
+    assert "Holm-adjusted 95% CI 0.26 to 0.54" in sentence(_typed(better))
+    unclear = {**better, "p_holm": 0.3, "ci95_holm_pp": [-0.9, 0.1]}
+    assert "mean difference -0.40" in sentence(_typed(unclear))
+    assert "CI -0.90 to +0.10" in sentence(_typed(unclear))
+    # a summary written before the adjusted interval: the plain one, named as unadjusted
+    old = {**worse, "ci95_holm_pp": None}
+    assert "95% CI (unadjusted) 0.80 to 1.20" in sentence(_typed(old))
+
+
+def test_the_adjusted_interval_agrees_with_holm_and_is_scipys_at_its_level():
+    rng = np.random.default_rng(3)
+    base = rng.normal(2.0, 0.3, size=8) / 100
+    rows = {  # five comparisons of differing strength, one Holm family
+        "teacher": base - rng.normal(0.0012, 0.001, 8),
+        "student_from_teacher": base + rng.normal(0.0008, 0.0015, 8),
+        "ensemble": base - rng.normal(0.004, 0.002, 8),
+        "student_from_ensemble": base - rng.normal(0.0015, 0.002, 8),
+        "student_hard": base,
+    }
+    out = compare_rows({k: list(enumerate(v.tolist())) for k, v in rows.items()})
+    assert {c.p_holm < 0.05 for c in out} == {True, False}, "scenario: both calls occur"
+    for c in out:
+        lo, hi = c.ci95_holm_pp
+        assert (lo > 0 or hi < 0) == (c.p_holm < 0.05)
+        assert lo <= c.ci95_pp[0] and c.ci95_pp[1] <= hi  # never narrower
+        # by hand: the t-interval at 1 - alpha / k, k = Holm's factor for this test
+        d = 100 * (np.array(rows[c.a]) - np.array(rows[c.b]))
+        k = c.p_holm / c.p_ttest
+        half = ss.t.ppf(1 - 0.05 / (2 * k), 7) * d.std(ddof=1) / math.sqrt(8)
+        assert [lo, hi] == pytest.approx([d.mean() - half, d.mean() + half], abs=2e-4)
 
 
 def test_paired_against_scipy_and_by_hand():
@@ -124,7 +149,9 @@ def test_verdict_wording_at_the_boundaries():
     assert at_threshold.startswith("No detectable difference")
     assert "Wilcoxon" not in at_threshold
     few = sentence(_comparison(0.42, 0.1, 0.7, 0.02, n=5))
-    assert "worse" in few and "cannot get below p = 0.0625" in few
+    assert "worse" in few and "Wilcoxon" not in few  # said once for the run, not per verdict
+    assert "cannot get below p = 0.0625" in wilcoxon_note(5)
+    assert wilcoxon_note(6) is None
 
 
 def _records(repeats, with_ensemble=True):
@@ -270,3 +297,28 @@ def test_summary_json_has_one_unit_and_names_it(tmp_path):
     row = summary["rows"]["student_hard"]
     assert row["mean_pct"] == pytest.approx(sum(row["errors_pct"]) / 10, abs=1e-4)
     assert 1 < row["mean_pct"] < 5  # the synthetic records' errors are about 2%, in percent
+
+
+def _committed_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    return sorted(p.parent for p in root.rglob("records.jsonl"))
+
+
+def test_no_verdict_of_a_committed_run_disagrees_with_its_interval():
+    """Over every committed run, rebuilt from its records and as committed in summary.json:
+    'no detectable difference' exactly where the verdict's interval contains 0."""
+    from kdbench.runs.store import read_records
+
+    runs = _committed_runs()
+    assert len(runs) >= 10, "the committed runs should be found"
+    for folder in runs:
+        rebuilt = report.build_summary(read_records(folder), 10, Timing(total_seconds=0.0))
+        committed = json.loads((folder / "summary.json").read_text())["comparisons"]
+        for c in [*rebuilt.comparisons, *(Comparison(**c) for c in committed)]:
+            if c.p_holm is None:
+                continue
+            lo, hi = c.ci95_holm_pp
+            says_none = c.verdict.startswith("No detectable difference")
+            assert says_none == (lo <= 0 <= hi), f"{folder.name}: {c.verdict}"

@@ -129,6 +129,11 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local):
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--threads", "2", "--out", str(local)])
     assert result.exit_code == 0, result.stderr
     assert _numbers(local) == before
+    # `kdbench report` on the sweep folder re-renders every point and the sweep, training nothing
+    (local / "sweep.md").unlink()
+    result = CliRunner().invoke(app, ["report", str(local)])
+    assert result.exit_code == 0, result.stderr
+    assert _numbers(local) == before and (local / "sweep.md").is_file()
 
 
 def test_ray_executor_gives_the_local_numbers(tmp_path, local):

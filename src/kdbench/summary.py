@@ -47,11 +47,15 @@ class Comparison:
     d_z: float | None
     p_holm: float | None = None
     verdict: str | None = None  # the sentence a reader acts on (`analysis.verdict`)
+    # the interval that agrees with the Holm decision (`stats.adjusted_interval`); summaries
+    # written before it have none
+    ci95_holm_pp: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if out["verdict"] is None:
-            del out["verdict"]
+        for key in ("verdict", "ci95_holm_pp"):
+            if out[key] is None:
+                del out[key]
         return out
 
 

@@ -21,7 +21,7 @@ from kdbench.analysis.stats import (
     pct,
     summarize,
 )
-from kdbench.analysis.verdict import sentence
+from kdbench.analysis.verdict import sentence, wilcoxon_note
 from kdbench.config import Config, TrainConfig, teacher_schedule
 from kdbench.records import Record, row_errors
 from kdbench.roles import CONTROL_ROLES, ROWS, label
@@ -203,25 +203,42 @@ def resources_section(summary: Summary) -> str:
     )
 
 
+def verdicts_markdown(summary: Summary) -> str:
+    """One bullet per comparison, then the run's one Wilcoxon caveat where it applies."""
+    lines = ["- " + c.verdict for c in summary.comparisons]
+    pairs = [c.n for c in summary.comparisons if c.p_holm is not None]
+    note = wilcoxon_note(min(pairs)) if pairs else None
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
+
+
 def comparisons_markdown(summary: Summary) -> str:
     def f(x, spec=".2f"):
         return "–" if x is None else format(x, spec)
 
     lines = [
-        "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) | d_z | Pairs |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) |"
+        " Holm-adjusted 95% CI | d_z | Pairs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def interval(ci):
+        return "–" if ci is None else f"{ci[0]:.2f} – {ci[1]:.2f}"
+
     for c in summary.comparisons:
-        ci = "–" if c.ci95_pp is None else f"{c.ci95_pp[0]:.2f} – {c.ci95_pp[1]:.2f}"
         lines.append(
-            f"| {c.a} | {c.b} | {f(c.mean_diff_pp, '+.2f')} | {ci} | {f(c.p_ttest, '.3g')}"
-            f" | {f(c.p_wilcoxon, '.3g')} | {f(c.p_holm, '.3g')} | {f(c.d_z)} | {c.n} |"
+            f"| {c.a} | {c.b} | {f(c.mean_diff_pp, '+.2f')} | {interval(c.ci95_pp)}"
+            f" | {f(c.p_ttest, '.3g')} | {f(c.p_wilcoxon, '.3g')} | {f(c.p_holm, '.3g')}"
+            f" | {interval(c.ci95_holm_pp)} | {f(c.d_z)} | {c.n} |"
         )
     lines.append("")
     lines.append(
-        f"Positive differences mean a had the higher error. Verdicts use the Holm-adjusted paired"
-        f" t-test at {summary.significance}; d_z is the mean difference over its standard"
-        " deviation (Cohen's d for paired samples)."
+        "Positive differences mean a had the higher error. The 95% CI and p (t-test) are each"
+        " comparison's own; the verdicts use the Holm-adjusted paired t-test at"
+        f" {summary.significance} over all {len(summary.comparisons)} comparisons, and the"
+        " Holm-adjusted CI (the t-interval at the confidence Holm's factor implies) agrees with"
+        " that call: it excludes 0 exactly when p (Holm) < "
+        f"{summary.significance}. d_z is the mean difference over its standard deviation"
+        " (Cohen's d for paired samples)."
     )
     return "\n".join(lines) + "\n"
 
@@ -366,7 +383,7 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
 
 ## Verdict
 
-{chr(10).join("- " + c.verdict for c in summary.comparisons)}
+{verdicts_markdown(summary)}
 
 ## Paired comparisons (runs paired by repeat; a − b, percentage points)
 

@@ -120,6 +120,27 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     }
 
 
+def adjusted_interval(
+    ci: Sequence[float] | None,
+    n: int,
+    p: float | None,
+    p_adjusted: float | None,
+    alpha: float = SIGNIFICANCE,
+) -> list[float] | None:
+    """The paired t-interval widened to agree with a multiplicity-adjusted decision: at
+    confidence 1 − alpha / k, where k = p_adjusted / p is what the adjustment multiplied this
+    test's p by (Holm's factor for this comparison). It excludes 0 exactly when p_adjusted <
+    alpha, so a verdict never prints an interval that disagrees with its call. Rebuilt from
+    the 95% interval (its centre and standard error), so it needs no raw data."""
+    if ci is None or n < 2 or p is None or p_adjusted is None or p <= 0 or ci[0] == ci[1]:
+        return None if ci is None else list(ci)
+    k = max(1.0, p_adjusted / p)
+    centre, half = (ci[0] + ci[1]) / 2, (ci[1] - ci[0]) / 2
+    se = half / stats.t.ppf(0.975, n - 1)
+    wide = se * stats.t.ppf(1 - alpha / (2 * k), n - 1)
+    return [_pp(centre - wide), _pp(centre + wide)]
+
+
 def control_comparisons(control: str) -> tuple[tuple[str, str], ...]:
     """A control against the hard-label student, and each distilled student against it: does
     the teacher give more than the control's regularisation does?"""
@@ -143,4 +164,5 @@ def compare_rows(rows: dict[str, list[tuple[int, float]]]) -> list[Comparison]:
     adjusted = iter(holm([c.p_ttest for c in out if c.p_ttest is not None]))
     for c in out:
         c.p_holm = next(adjusted) if c.p_ttest is not None else None
+        c.ci95_holm_pp = adjusted_interval(c.ci95_pp, c.n, c.p_ttest, c.p_holm)
     return out

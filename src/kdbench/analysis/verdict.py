@@ -1,8 +1,11 @@
 """Plain-language verdicts: one sentence per paired comparison that a non-statistician can act on.
 
 The call is made on the Holm-adjusted paired t-test p against SIGNIFICANCE; the sentence always
-carries the effect size in percentage points and its 95% CI, so "no detectable difference" is never
-mistaken for "no difference".
+carries the effect size in percentage points and the interval that agrees with that call (the
+Holm-adjusted 95% CI, `stats.adjusted_interval`: it excludes 0 exactly when the call is a
+difference), so "no detectable difference" is never mistaken for "no difference" and never sits
+beside an interval that says otherwise. The Wilcoxon caveat of few repeats is said once for the
+run (`wilcoxon_note`), not in every sentence.
 """
 
 from __future__ import annotations
@@ -88,26 +91,35 @@ def sentence(
     n = c.n
     if n < 2 or c.p_holm is None:
         return f"Not enough paired runs ({n}) to compare {pair}."
-    lo, hi = c.ci95_pp
+    # summaries written before the adjusted interval: the plain one, named as such
+    adjusted = c.ci95_holm_pp is not None
+    lo, hi = c.ci95_holm_pp if adjusted else c.ci95_pp
+    name = "Holm-adjusted 95% CI" if adjusted else "95% CI (unadjusted)"
     diff, p = c.mean_diff_pp, c.p_holm
     tail = f"p = {p:.3g} Holm-adjusted, {n} paired runs"
     if p < threshold and diff != 0:
         word = "worse" if diff > 0 else "better"
         if diff < 0:  # "better by 0.40 (CI 0.26 to 0.54)": the interval in the sentence's sign
             lo, hi = -hi, -lo
-        evidence = f"95% CI {lo:.2f} to {hi:.2f}, {tail}"
+        evidence = f"{name} {lo:.2f} to {hi:.2f}, {tail}"
         text = f"{subject} {verb} {word} by {abs(diff):.2f} percentage points{versus} ({evidence})"
     else:
-        evidence = f"95% CI {lo:+.2f} to {hi:+.2f}, {tail}"
+        evidence = f"{name} {lo:+.2f} to {hi:+.2f}, {tail}"
         text = (
             f"No detectable difference between {pair} at p < {threshold}"
             f" (mean difference {diff:+.2f} percentage points, {evidence})"
         )
-    text += f", {cost}." if cost else "."
-    floor = min_wilcoxon_p(n)
-    if floor >= threshold:
-        text += (
-            f" With {n} pairs the Wilcoxon signed-rank test cannot get below p = {floor:.3g},"
-            " so it can never call this significant: run more repeats."
-        )
-    return text
+    return text + (f", {cost}." if cost else ".")
+
+
+def wilcoxon_note(pairs: int, threshold: float = SIGNIFICANCE) -> str | None:
+    """The one caveat of few repeats, for the run: with n pairs the exact Wilcoxon test cannot
+    reach the threshold at all. None when it can."""
+    floor = min_wilcoxon_p(pairs)
+    if pairs < 1 or floor < threshold:
+        return None
+    return (
+        f"With {pairs} pairs the Wilcoxon signed-rank test (the table's p (Wilcoxon)) cannot get"
+        f" below p = {floor:.3g}, so it can never call a difference significant: run more"
+        " repeats. The verdicts use the paired t-test."
+    )

@@ -163,12 +163,33 @@ def _diagnosis(run_dir: Path, run_config: dict, records: list) -> dict:
 @app.command()
 @_friendly
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder, or a sweep or explain folder (all its runs).")
+    ],
     measure: Annotated[
         bool, typer.Option("--measure", help="(Re)measure size and latency from checkpoints.")
     ] = False,
 ) -> None:
-    """Re-render summary, table, figure and report from records.jsonl, without training."""
+    """Re-render summary, table, figure and report from records.jsonl, without training; on a
+    sweep or explain folder, every run in it and then its table and figures."""
+    from kdbench.sweeps import explain as ex
+    from kdbench.sweeps import sweep
+
+    if (run_dir / sweep.SWEEP_CONFIG).is_file():
+        for folder in sweep.point_folders(run_dir):
+            _report_run(folder, measure)
+        sweep.rerender(run_dir)
+        print(run_dir / "sweep.md")
+    elif (run_dir / ex.EXPLAIN).is_file():
+        folders = ex.variant_folders(run_dir)
+        for folder in folders:
+            _report_run(folder, measure)
+        print(ex.write(run_dir, ex.collect(folders)))
+    else:
+        print(_report_run(run_dir, measure))
+
+
+def _report_run(run_dir: Path, measure: bool) -> Path:
     from kdbench.analysis import report as rep
     from kdbench.errors import RunFolderError
     from kdbench.runs import guard, latency
@@ -188,7 +209,7 @@ def report(
         resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
         found = _diagnosis(run_dir, run_config, records)
         rep.render(run_dir, records, run_config, timing, resources, found)
-    print(run_dir / "report.md")
+    return run_dir / "report.md"
 
 
 @app.command()

@@ -12,6 +12,7 @@ once), and they run on the same executors (local or Ray).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from kdbench.analysis.figures import save_figure
 from kdbench.analysis.report import PAPER_TABLE1
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, flat_index
+from kdbench.errors import RunFolderError
 from kdbench.protocol.presets import PRESETS
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.roles import ROWS, Role
@@ -32,6 +34,7 @@ from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
 from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, upstream_key
 
+EXPLAIN = "explain.json"
 # the paper's own differences (distilled − hard-label student, pp), from its Table 1
 PAPER_DIFFS = {k: PAPER_TABLE1[k] - PAPER_TABLE1[Role.STUDENT_HARD] for k in KD}
 
@@ -85,6 +88,7 @@ def pattern(comparisons: list[Comparison]) -> dict[str, Any]:
             found[c.a] = {
                 "mean_diff_pp": c.mean_diff_pp,
                 "ci95_pp": c.ci95_pp,
+                "ci95_holm_pp": c.ci95_holm_pp,
                 "p_holm": c.p_holm,
                 "significant": significant,
             }
@@ -203,16 +207,39 @@ def write(out: Path, entries: list[dict]) -> Path:
         return _write(Path(out), entries)
 
 
+def variant_folders(out: Path) -> list[Path]:
+    """The run folders an explain folder compared, in its order: inside `out` where they are
+    there (explain.json names those relative to it), else as written."""
+    try:
+        variants = json.loads((out / EXPLAIN).read_text())["variants"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunFolderError(
+            f"{out / EXPLAIN} cannot be read ({exc}); rerun kdbench explain"
+        ) from None
+    inside = [out / v["folder"] for v in variants]
+    return [f if f.is_dir() else Path(v["folder"]) for f, v in zip(inside, variants, strict=True)]
+
+
+def _relative(folder: str, out: Path) -> str:
+    """A variant's folder as explain.json names it: relative to the explain folder when inside
+    it, so a committed explain folder reads the same wherever it is cloned."""
+    try:
+        return str(Path(folder).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return folder
+
+
 def _write(out: Path, entries: list[dict]) -> Path:
     warnings = tuple(differences([Path(e["folder"]) for e in entries]))
     for w in warnings:
         print(f"kdbench explain: warning: {w}", file=sys.stderr)
     slim = [
         {k: v for k, v in e.items() if k != "summary"}
+        | {"folder": _relative(e["folder"], out)}
         | {"rows": {name: row.to_json() for name, row in e["summary"].rows.items()}}
         for e in entries
     ]
-    write_json(out / "explain.json", {"variants": slim, "warnings": list(warnings)})
+    write_json(out / EXPLAIN, {"variants": slim, "warnings": list(warnings)})
     forest(entries, out)
     atomic_write(out / "explain.md", markdown(entries, warnings).encode())
     return out / "explain.md"
@@ -238,7 +265,7 @@ def forest(entries: list[dict], folder: Path) -> None:
             d = e["kd_vs_hard"].get(kind, {})
             if d.get("mean_diff_pp") is None:
                 continue
-            ci = d["ci95_pp"]
+            ci = d.get("ci95_holm_pp") or d["ci95_pp"]  # agrees with the filled/hollow call
             if ci:
                 ax.plot(ci, [y, y], color="0.3", lw=1.5)
             ax.plot(d["mean_diff_pp"], y, "o", color="C3" if d["mean_diff_pp"] > 0 else "C0",
@@ -252,6 +279,7 @@ def forest(entries: list[dict], folder: Path) -> None:
     axes[0].set_yticks(ys, [e["variant"] for e in entries])
     axes[0].set_ylim(-0.7, len(entries) - 0.3)
     fig.suptitle(
-        "Mean paired difference, 95% CI; filled: Holm-significant, hollow: not", fontsize=9
+        "Mean paired difference, Holm-adjusted 95% CI; filled: Holm-significant, hollow: not",
+        fontsize=9,
     )
     save_figure(fig, folder, "explain")

@@ -47,8 +47,9 @@ def markdown(result: dict) -> str:
     best = []
     for kind, b in result["best"].items():
         t = b["vs_hard"]
-        ci = t["ci95_pp"]
-        spread = f", 95% CI {ci[0]:+.2f} to {ci[1]:+.2f}" if ci else ""
+        ci = t.get("ci95_holm_grid_pp", t["ci95_pp"])
+        name = "Holm-adjusted 95% CI" if "ci95_holm_grid_pp" in t else "95% CI"
+        spread = f", {name} {ci[0]:+.2f} to {ci[1]:+.2f}" if ci else ""
         sig = "significant" if t["significant"] else "not significant"
         best.append(
             f"- Best {kind.replace('_', ' ')}: {b['label']} — {_cell(b)} test error;"

@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 from kdbench.analysis.controls import control_comparisons_of
-from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, holm
+from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, adjusted_interval, holm
 from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.runs import guard
-from kdbench.runs.store import atomic_write, write_json
+from kdbench.runs.store import atomic_write, read_summary, write_json
 from kdbench.settings import settings_sha256
 from kdbench.sweeps import strength
 from kdbench.sweeps.executors import EXECUTORS, get_executor
@@ -116,6 +116,10 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         for kind in KD:
             t = e["kd_vs_hard"][kind]
             t.setdefault("p_holm_grid", None)
+            # the interval that agrees with the grid-wide Holm call (`adjusted_interval`)
+            t["ci95_holm_grid_pp"] = adjusted_interval(
+                t["ci95_pp"], t["n"], t["p_ttest"], t["p_holm_grid"]
+            )
             t["significant"] = (  # a star needs at least MIN_STAR_REPEATS pairs
                 t["p_holm_grid"] is not None
                 and t["p_holm_grid"] < SIGNIFICANCE
@@ -157,6 +161,37 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
         "significance": SIGNIFICANCE,
         "tests_in_family": len(tests),
     }
+
+
+def _written(out: Path) -> tuple[dict, dict]:
+    """(sweep-config.json, sweep.json) of a finished sweep folder."""
+    try:
+        spec = json.loads((out / SWEEP_CONFIG).read_text())
+        return spec, json.loads((out / "sweep.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(
+            f"{out} is not a finished sweep ({exc}); run `kdbench sweep` on it to finish it"
+        ) from None
+
+
+def point_folders(out: Path) -> list[Path]:
+    """The run folder of every point of a finished sweep, in its order."""
+    return [out / p["folder"] for p in _written(out)[1]["points"]]
+
+
+def rerender(out: Path) -> dict:
+    """sweep.json, sweep.md and the figures again from the points' summaries, without training
+    (after `kdbench report` re-rendered the points)."""
+    spec, before = _written(out)
+    entries = [
+        {"label": p["label"], "point": p["point"], "folder": p["folder"],
+         "summary": read_summary(out / p["folder"]), "trained": p.get("trained_stacks", [])}
+        for p in before["points"]
+    ]  # fmt: skip
+    with guard.claim(out):
+        result = analyse(spec["grid"], entries)
+        write(out, result)
+    return result
 
 
 def write(out: Path, result: dict) -> None:
