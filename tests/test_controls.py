@@ -74,11 +74,11 @@ def test_controls_without_regularisation_are_the_hard_label_student(tmp_path):
 def test_a_run_with_controls_reports_them_and_resumes_without_retraining(tmp_path):
     cfg = resolve("controls", **TINY)
     folder, summary = reproduce(cfg, tmp_path / "run", measure_latency=False)
-    assert {"student_smooth", "student_smooth_matched"} <= set(summary.rows)
+    assert {"student_smooth", "student_smooth_matched", "student_self"} <= set(summary.rows)
     pairs = {(c.a, c.b) for c in summary.comparisons}
     assert ("student_smooth", "student_hard") in pairs
     assert ("student_from_ensemble", "student_smooth_matched") in pairs
-    assert len(summary.comparisons) == 5 + 2 * 3  # one Holm family
+    assert len(summary.comparisons) == 5 + 3 * 3  # one Holm family
     verdicts = " ".join(c.verdict for c in summary.comparisons)
     assert "the matched label-smoothing control" in verdicts
     matched = [r for r in read_records(folder) if r.role == "student_smooth_matched"]
@@ -101,7 +101,7 @@ def test_a_run_with_controls_reports_them_and_resumes_without_retraining(tmp_pat
     assert f"| {mine:+.2f}" in table.split("## Controls")[1]
     entry = {"label": "alpha=0.1", "point": {"alpha": 0.1}, "folder": "run", "summary": summary}
     result = sweep.analyse({"alpha": [0.1]}, [entry])
-    assert len(result["points"][0]["controls"]) == 2 * 3
+    assert len(result["points"][0]["controls"]) == 3 * 3
     assert f"| alpha=0.1 | {mine:+.2f}" in markdown(json.loads(json.dumps(result)))
 
 

@@ -34,7 +34,7 @@ EXPECTED["hinton-strong"] = {
     ("train", "teacher_lr_decay"): 0.98,
     ("protocol", "members"): 3,
 }
-EXPECTED["controls"] = {("distill", "controls"): "smoothing,smoothing-matched"}
+EXPECTED["controls"] = {("distill", "controls"): "smoothing,smoothing-matched,self"}
 
 
 def _changed(cfg: Config) -> dict:

@@ -307,16 +307,13 @@ def _committed_runs():
 
 
 def test_no_verdict_of_a_committed_run_disagrees_with_its_interval():
-    """Over every committed run, rebuilt from its records and as committed in summary.json:
+    """Over every committed run as committed in summary.json (re-rendered by `kdbench report`):
     'no detectable difference' exactly where the verdict's interval contains 0."""
-    from kdbench.runs.store import read_records
-
     runs = _committed_runs()
     assert len(runs) >= 10, "the committed runs should be found"
     for folder in runs:
-        rebuilt = report.build_summary(read_records(folder), 10, Timing(total_seconds=0.0))
         committed = json.loads((folder / "summary.json").read_text())["comparisons"]
-        for c in [*rebuilt.comparisons, *(Comparison(**c) for c in committed)]:
+        for c in (Comparison(**c) for c in committed):
             if c.p_holm is None:
                 continue
             lo, hi = c.ci95_holm_pp

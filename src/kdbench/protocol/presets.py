@@ -87,10 +87,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "controls",
-            "The paper's study plus the label-smoothing controls (fixed epsilon 0.1, and matched"
-            " to the ensemble's KD targets): is the distilled students' gain knowledge, or only"
-            " softer targets?",
-            {"controls": "smoothing,smoothing-matched"},
+            "The paper's study plus its controls: label smoothing (fixed epsilon 0.1, and"
+            " matched to the ensemble's KD targets) and self-distillation (from the hard-label"
+            " student): is the distilled students' gain knowledge, or only softer targets?",
+            {"controls": "smoothing,smoothing-matched,self"},
         ),
     )
 }
