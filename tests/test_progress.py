@@ -44,22 +44,57 @@ def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
 
     import torch
 
-    from kdbench.protocol import run
+    from kdbench.protocol import busy, run
     from kdbench.protocol.presets import resolve
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    for load, threads in ((3.9, 1), (0.3, 4)):
+    for others, threads in ((3.9, 1), (0.3, 4)):
         torch.set_num_threads(4)
         monkeypatch.setattr(run, "_THREADS_DECIDED", False)
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(busy, "busy_cores", lambda cores, others=others: others)
         notice = run._prepare_device(resolve("paper"))
         assert torch.get_num_threads() == threads
         assert (notice is not None and "machine is busy" in notice) == (threads == 1)
     # decided once per process: a later study must not take this process's own load for others'
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.9, 3.9))
+    monkeypatch.setattr(busy, "busy_cores", lambda cores: 3.9)
     assert run._prepare_device(resolve("paper")) is None and torch.get_num_threads() == 4
     run._prepare_device(resolve("paper", threads=2))  # an explicit --threads always wins
     assert torch.get_num_threads() == 2
+
+
+def _fake_proc(root, busy, idle, own):
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\n")
+    fields = ["S"] + ["0"] * 10 + [str(own), "0"] + ["0"] * 30  # utime 14th, stime 15th
+    (root / "self" / "stat").write_text("4242 (python (kdbench)) " + " ".join(fields))
+
+
+def test_busy_counts_other_processes_now_not_this_ones_or_a_lagging_average(tmp_path, monkeypatch):
+    """Right after a heavy command the load average still says 'busy' (1.7 on 2 cores, measured
+    here after the test suite); the CPU counters over the window say idle: all cores."""
+    import os
+
+    from kdbench.protocol import busy
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.7, 1.7))
+    # 150 busy ticks of 200, all of them this process's own
+    before = busy.sample(_write(tmp_path, 1000, 9000, 400))
+    after = busy.sample(_write(tmp_path, 1150, 9050, 550))
+    assert (before.busy, before.total, before.own) == (1000, 10000, 400)
+    assert busy.others_busy_cores(before, after, cores=2) == 0.0  # idle: our own work only
+    # two other processes each spinning a core: 200 busy ticks of 200, none ours
+    shared = busy.sample(_write(tmp_path, 1350, 9050, 550))
+    assert busy.others_busy_cores(after, shared, cores=2) == 2.0
+    # through the public reading, on the fake /proc: idle now, despite the load average
+    _write(tmp_path, 1000, 9000, 400)
+    assert busy.busy_cores(2, proc=tmp_path, window=0.0) == 0.0
+    # no /proc: the load average is all there is
+    assert busy.busy_cores(2, proc=tmp_path / "absent", window=0.0) == 1.7
+
+
+def _write(root, busy, idle, own):
+    _fake_proc(root, busy, idle, own)
+    return root
 
 
 def test_study_eta_is_the_work_left_at_the_rate_so_far(monkeypatch):

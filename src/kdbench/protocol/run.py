@@ -30,6 +30,7 @@ from kdbench.engine.modules import Factory, ModuleStack, dropout_refused
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.progress import Bar, StackPlan, with_progress
+from kdbench.protocol import busy
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
@@ -106,19 +107,23 @@ _THREADS_DECIDED = False
 def _busy_machine_threads() -> str | None:
     """With no --threads, torch takes every core; if other work already holds them, its threads
     wait on each other and a run is several times slower than on one thread
-    (`benchmarks/busy.py`). Then use one thread, and say so. Thread counts do not change the
-    numbers (same benchmark)."""
+    (`benchmarks/busy.py`). Then use one thread, and say so. Busy means other processes' CPU
+    use now (`busy.busy_cores`), so the command that just finished does not count. Thread
+    counts do not change the numbers (same benchmark)."""
     global _THREADS_DECIDED
     if _THREADS_DECIDED:  # once per process: later studies would see this process's own load
         return None
     _THREADS_DECIDED = True
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if cores and cores > 1 and load >= cores - 0.5:
+    if not cores or cores < 2:
+        return None
+    # what other processes use now, not a lagging average of this process's own work too
+    others = busy.busy_cores(os.cpu_count() or cores)
+    if others >= cores - 0.5:
         torch.set_num_threads(1)
         return (
-            f"kdbench: the machine is busy (load {load:.1f} on {cores} cores), so training uses"
-            f" 1 thread, faster there; --threads {cores} overrides"
+            f"kdbench: the machine is busy (other processes use {others:.1f} of {cores} cores),"
+            f" so training uses 1 thread, faster there; --threads {cores} overrides"
         )
     return None
 
