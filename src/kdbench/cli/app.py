@@ -72,6 +72,19 @@ def _tracked(track: str | None, log) -> None:
     print(f"mlflow: run {log()} at {where()}", file=sys.stderr)
 
 
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings from a TOML file (config.json's sections and keys; `kdbench config"
+        " show` writes one) or a finished run's config.json; flags override it.",
+    ),
+]
+PresetName = Annotated[
+    str | None,
+    typer.Option(help="Named settings to start from; see `kdbench presets`.  [default: paper]"),
+]
+
 SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
 
 
@@ -81,9 +94,8 @@ SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", 
 def reproduce(
     overrides: dict,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
-    preset: Annotated[
-        str, typer.Option(help="Named settings to start from; see `kdbench presets`.")
-    ] = "paper",
+    preset: PresetName = None,
+    config: ConfigFile = None,
     quiet: Quiet = False,
     latency: Annotated[
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
@@ -91,10 +103,10 @@ def reproduce(
     track: Track = None,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
-    from kdbench.protocol.presets import resolve
+    from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
 
-    cfg = resolve(preset, **overrides)
+    cfg = resolve_with(config, preset, overrides)
     tracking.check(track)
     from kdbench.protocol.run import (
         reproduce as run,  # after the settings are checked: torch loads slowly
@@ -106,6 +118,20 @@ def reproduce(
         sys.stderr.write((folder / "table.md").read_text())
     _tracked(track, lambda: tracking.log_study(folder))
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
+
+
+config_app = typer.Typer(help="Settings as a file: print them, to edit and pass to --config.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@_friendly
+@settings_options()
+def config_show(overrides: dict, preset: PresetName = None, config: ConfigFile = None) -> None:
+    """Print the resolved configuration as TOML (preset, then --config, then flags)."""
+    from kdbench.cli.config_file import resolve_with, to_toml
+
+    sys.stdout.write(to_toml(resolve_with(config, preset, overrides)))
 
 
 @app.command()
@@ -300,16 +326,20 @@ def explain(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
     ] = None,
+    config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the paper's study under each preset (or read finished runs) and compare them.
-    Variants that agree upstream of distillation train their teachers once."""
-    from kdbench.protocol.presets import VARIANTS, resolve
+    Variants that agree upstream of distillation train their teachers once. With --config,
+    the file's changes from its preset apply to every variant."""
+    from kdbench.cli.config_file import resolve_with
+    from kdbench.protocol.presets import VARIANTS
     from kdbench.sweeps import explain as ex
 
     folders = list(runs or [])
     names = list(variant or ([] if folders else VARIANTS))
-    configs = {name: resolve(name, **overrides) for name in names}  # all checked first
+    # all checked first
+    configs = {name: resolve_with(config, None, overrides, name) for name in names}
     if configs:
         done = with_progress(
             quiet or executor != "local",
@@ -331,7 +361,10 @@ def sweep(
         list[str],
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
-    preset: Annotated[str, typer.Option(help="Settings every point starts from.")] = "paper",
+    preset: Annotated[
+        str | None, typer.Option(help="Settings every point starts from.  [default: paper]")
+    ] = None,
+    config: ConfigFile = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
         "local"
     ),
@@ -353,11 +386,11 @@ def sweep(
     track: Track = None,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
-    from kdbench.protocol.presets import resolve
+    from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
     from kdbench.sweeps import sweep as sw
 
-    base = resolve(preset, **overrides)
+    base = resolve_with(config, preset, overrides)
     parsed = sw.parse_grid(grid)
     sw.points(base, parsed)  # every point validates before anything trains
     tracking.check(track)
