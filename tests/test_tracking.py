@@ -57,11 +57,12 @@ def test_a_study_is_one_parent_run_with_a_child_per_model(tmp_path, monkeypatch)
     assert {"report.md", "table.csv", "figure.png", "config.json"} <= artifacts
     hard = next(r for r in children if r.info.run_name == "student_hard-r1")
     rec = next(x for x in records if x["role"] == "student_hard" and x["repeat"] == 1)
-    assert hard.data.metrics["test_error_pct"] == pytest.approx(100 * rec["test_error"])
+    assert hard.data.metrics["test_error_pct"] == pytest.approx(100 * rec["test_error"], rel=1e-5)
     assert hard.data.metrics["train_macs"] == rec["train_macs"]
     history = client.get_metric_history(hard.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
-    assert [m.value for m in history] == pytest.approx([h["val_loss"] for h in rec["history"]])
+    want = [h["val_loss"] for h in rec["history"]]
+    assert [m.value for m in history] == pytest.approx(want, rel=1e-5)  # rounded to 6 digits
 
 
 def test_a_sweep_is_a_parent_run_with_a_child_per_point(tmp_path, monkeypatch):
@@ -85,3 +86,71 @@ def test_without_mlflow_the_flag_says_how_to_install_it(monkeypatch):
         tracking.check("mlflow")
     with pytest.raises(ConfigError, match="unknown tracker 'wandb'"):
         tracking.check("wandb")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished small study, not yet tracked."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    result = CliRunner().invoke(app, ["reproduce", *SMALL, "--no-latency", "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_a_folder_uri_works_and_tracking_again_updates_the_same_run(
+    tmp_path, monkeypatch, finished
+):
+    store = tmp_path / "some" / "folder"  # a plain path: MLflow 3's file store, opted into
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(store))
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for _ in range(2):  # the second time (a resumed run, or `track` again) updates the first
+        result = CliRunner().invoke(app, ["track", str(finished), "--experiment", "my study"])
+        assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(store.resolve().as_uri())
+    runs = mlflow.search_runs(experiment_names=["my study"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    records = (finished / "records.jsonl").read_text().strip().splitlines()
+    assert len(parents) == 1 and len(runs) == 1 + len(records)
+    metrics = parents[0].data.metrics
+    summary = json.loads((finished / "summary.json").read_text())
+    c = next(c for c in summary["comparisons"] if c["a"] == "student_from_ensemble"
+             and c["b"] == "student_hard")  # fmt: skip
+    key = "diff.student_from_ensemble-student_hard"
+    assert metrics[f"{key}.mean_pp"] == pytest.approx(c["mean_diff_pp"])
+    assert metrics[f"{key}.p_holm"] == pytest.approx(c["p_holm"], rel=1e-5)
+    assert metrics[f"{key}.ci95_holm_low_pp"] == pytest.approx(c["ci95_holm_pp"][0])
+    fractions = [v for v in metrics.values() if not float(v).is_integer()]
+    assert fractions and all(v == float(f"{v:.6g}") for v in fractions)  # rounded, no noise
+
+
+def test_a_database_uri_without_sqlalchemy_is_refused_before_training(tmp_path, monkeypatch):
+    if "sqlalchemy" in sys.modules or __import__("importlib").util.find_spec("sqlalchemy"):
+        pytest.skip("SQLAlchemy is installed: MLflow can use the database store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "run"
+    args = ["reproduce", *SMALL, "--no-latency", "--out", str(out), "--track", "mlflow"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "needs SQLAlchemy" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_tracker_failing_after_the_run_is_one_line_and_track_sends_it_later(
+    tmp_path, monkeypatch, finished
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+
+    def down():
+        raise ConnectionError("tracking server unreachable\nwith a long trace")
+
+    monkeypatch.setattr(tracking, "_client", down)
+    result = CliRunner().invoke(app, ["track", str(finished)])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "ConnectionError" in line
+    assert "is complete" in line and f"kdbench track {finished}" in line
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    result = CliRunner().invoke(app, ["track", str(finished)])
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    assert _runs(finished)

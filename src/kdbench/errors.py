@@ -13,6 +13,12 @@ class KdbenchError(Exception):
     exit_code = 1
 
 
+class TrackingError(KdbenchError):
+    """The tracker refused a finished run: the folder is complete; send it later."""
+
+    exit_code = 1
+
+
 class ConfigError(KdbenchError):
     """An impossible or inconsistent setting (usage error)."""
 

@@ -63,13 +63,20 @@ Track = Annotated[
 ]
 
 
-def _tracked(track: str | None, log) -> None:
-    """Log a finished run to the tracker (checked by `tracking.check` before it trained)."""
+Experiment = Annotated[
+    str | None,
+    typer.Option(help="MLflow experiment to log to (default: one named after the folder)."),
+]
+
+
+def _tracked(track: str | None, log, folder: Path) -> None:
+    """Log a finished run to the tracker (checked by `tracking.check` before it trained); a
+    tracker's failure is one line, the folder being complete (`tracking.send`)."""
     if track is None:
         return
-    from kdbench.runs.tracking import where
+    from kdbench.runs.tracking import send, where
 
-    print(f"mlflow: run {log()} at {where()}", file=sys.stderr)
+    print(f"mlflow: run {send(log, folder)} at {where()}", file=sys.stderr)
 
 
 ConfigFile = Annotated[
@@ -101,6 +108,7 @@ def reproduce(
         bool, typer.Option(help="Measure size and latency of each model kind at the end.")
     ] = True,
     track: Track = None,
+    experiment: Experiment = None,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
     from kdbench.cli.config_file import resolve_with
@@ -116,7 +124,7 @@ def reproduce(
     folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
-    _tracked(track, lambda: tracking.log_study(folder))
+    _tracked(track, lambda: tracking.log_study(folder, experiment_name=experiment), folder)
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
 
 
@@ -132,6 +140,25 @@ def config_show(overrides: dict, preset: PresetName = None, config: ConfigFile =
     from kdbench.cli.config_file import resolve_with, to_toml
 
     sys.stdout.write(to_toml(resolve_with(config, preset, overrides)))
+
+
+@app.command()
+@_friendly
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run or sweep folder.")],
+    experiment: Experiment = None,
+) -> None:
+    """Send a finished run (or sweep) to MLflow, at MLFLOW_TRACKING_URI or ./mlruns; a folder
+    sent before updates its run."""
+    from kdbench.runs import tracking
+    from kdbench.sweeps.sweep import SWEEP_CONFIG
+
+    tracking.check("mlflow")
+    if (run_dir / SWEEP_CONFIG).is_file():
+        _tracked("mlflow", lambda: tracking.log_sweep(run_dir, experiment), run_dir)
+    else:
+        _read_run_config(run_dir)  # a clear line for a folder that is not a run
+        _tracked("mlflow", lambda: tracking.log_study(run_dir, experiment_name=experiment), run_dir)
 
 
 @app.command()
@@ -384,6 +411,7 @@ def sweep(
     ] = MAX_STACK,
     quiet: Quiet = False,
     track: Track = None,
+    experiment: Experiment = None,
 ) -> None:
     """The study over a grid of settings; teachers and ensembles are shared between points."""
     from kdbench.cli.config_file import resolve_with
@@ -398,5 +426,5 @@ def sweep(
         quiet or executor != "local",
         lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack),
     )
-    _tracked(track, lambda: tracking.log_sweep(out))
+    _tracked(track, lambda: tracking.log_sweep(out, experiment), out)
     print(out / "sweep.md")

@@ -4,21 +4,27 @@ Logged after the run, from its folder: the folder already holds everything a das
 (configuration, per-epoch histories, report, figures), so tracking never touches training, a
 tracker that is down cannot cost a run, and a finished folder can be logged again later.
 
-Layout: one MLflow experiment per study, named after its folder; in it a parent run for the study
-(the configuration as params, each row's mean and CI as metrics, report, tables and figures as
-artifacts) and a child run per trained model (role, repeat, member and seeds as params; test and
-validation error, and the per-epoch history as step metrics). A sweep is one parent run with a
-child run per grid point. Where: `MLFLOW_TRACKING_URI` if set, else the file store `./mlruns`
-(no server needed).
+Layout: one MLflow experiment per study, named after its folder (or `--experiment`); in it a
+parent run for the study (the configuration as params; each row's mean and CI, each paired
+comparison's difference, intervals and p-values, and the training costs as metrics; report,
+tables and figures as artifacts) and a child run per trained model (role, repeat, member and
+seeds as params; test and validation error, and the per-epoch history as step metrics). A sweep
+is one parent run with a child run per grid point. Logging a folder again (a resumed run, or
+`kdbench track`) updates its parent run and adds only the models not logged yet. Where:
+`MLFLOW_TRACKING_URI` if set, else the file store `./mlruns` (no server needed).
+
+A tracker that fails never fails the run: the folder is complete before anything is sent, the
+failure is one line naming the fix, and `kdbench track RUN_DIR` sends it later.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, KdbenchError, TrackingError
 from kdbench.records import Record
 from kdbench.runs.store import (
     CONFIG,
@@ -29,7 +35,7 @@ from kdbench.runs.store import (
     read_run_config,
     read_summary,
 )
-from kdbench.summary import Costs, Row
+from kdbench.summary import Comparison, Costs, Row
 
 TRACKERS = ("mlflow",)
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
@@ -42,7 +48,8 @@ _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 
 
 def check(tracker: str | None) -> None:
-    """Refuse an unknown tracker, or a missing MLflow, before anything trains."""
+    """Refuse an unknown tracker, a missing MLflow, or a tracking URI this MLflow cannot
+    use, before anything trains."""
     if tracker is None:
         return
     if tracker not in TRACKERS:
@@ -53,17 +60,53 @@ def check(tracker: str | None) -> None:
         raise ConfigError(
             "--track mlflow needs MLflow: pip install 'kdbench[mlflow]' (or mlflow)"
         ) from None
+    uri = where()
+    scheme = uri.partition(":")[0].partition("+")[0]
+    if scheme in ("sqlite", "postgresql", "mysql", "mssql"):
+        try:
+            import sqlalchemy  # noqa: F401 (MLflow's database stores need it)
+        except ImportError:
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={uri} is a database store, which needs SQLAlchemy"
+                " (mlflow-skinny has none): pip install mlflow, or use a folder"
+                " (MLFLOW_TRACKING_URI=/path/to/mlruns) or a tracking server (http://...)"
+            ) from None
+
+
+def _is_file_store(uri: str) -> bool:
+    """A folder: a file: URI or a plain path (not a scheme such as http:, sqlite: or
+    databricks)."""
+    if uri.startswith("file:"):
+        return True
+    return not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri) and not uri.startswith("databricks")
 
 
 def where() -> str:
-    """The tracking URI runs go to: MLFLOW_TRACKING_URI, or the file store ./mlruns."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    # MLflow 3 keeps its file store in maintenance mode behind this switch; it is what a tracker
-    # without a server means, so kdbench opts in only for its own default
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return Path(DEFAULT_STORE).resolve().as_uri()
+    """The tracking URI runs go to: MLFLOW_TRACKING_URI, or the file store ./mlruns. A folder
+    (a path or file: URI) is MLflow's file store, which MLflow 3 keeps behind
+    MLFLOW_ALLOW_FILE_STORE: a folder the user names, or kdbench's default, means that store,
+    so kdbench opts in for it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or Path(DEFAULT_STORE).resolve().as_uri()
+    if _is_file_store(uri):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        if not uri.startswith("file:"):
+            uri = Path(uri).resolve().as_uri()
+    return uri
+
+
+def send(log, folder: Path) -> str:
+    """Run `log()` (a `log_study` or `log_sweep` of a finished folder); any failure of the
+    tracker becomes one line that says the folder is complete and how to send it later."""
+    try:
+        return log()
+    except KdbenchError:
+        raise
+    except Exception as exc:  # the tracker's, not kdbench's: a server down, a store refused
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"MLflow at {where()} refused the run ({type(exc).__name__}: {first[:200]});"
+            f" {folder} is complete: fix the tracker, then `kdbench track {folder}`"
+        ) from None
 
 
 def _client():
@@ -72,10 +115,38 @@ def _client():
     return MlflowClient(tracking_uri=where())
 
 
-def _experiment(client, folder: Path) -> str:
-    name = f"kdbench {folder.resolve()}"
+def _experiment(client, folder: Path, name: str | None = None) -> str:
+    name = name or f"kdbench {folder.resolve()}"
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found is not None else client.create_experiment(name)
+
+
+def _existing(client, experiment: str, folder: Path, parent: str | None):
+    """The run this folder was logged to before (as a study, or as a sweep's point), if any."""
+    runs = client.search_runs(
+        [experiment], filter_string=f"tags.`kdbench.folder` = '{folder.resolve()}'"
+    )
+    for run in runs:
+        if run.data.tags.get("mlflow.parentRunId") == parent:
+            return run
+    return None
+
+
+def _open_run(client, experiment: str, folder: Path, parent: str | None = None):
+    """(run id, params already logged, child runs by name) of the folder's run: the one logged
+    before, or a new one."""
+    tags = {"kdbench.folder": str(folder.resolve())}
+    if parent is not None:
+        tags["mlflow.parentRunId"] = parent
+    run = _existing(client, experiment, folder, parent)
+    if run is None:
+        run = client.create_run(experiment, run_name=folder.name, tags=tags)
+        return run.info.run_id, {}, set()
+    run_id = run.info.run_id
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
+    )
+    return run_id, dict(run.data.params), {c.info.run_name for c in children}
 
 
 def _flat(obj: dict, prefix: str = "") -> dict[str, str]:
@@ -96,7 +167,7 @@ def _log(client, run_id: str, params: dict[str, str], metrics: list[tuple[str, f
     params_list = [Param(k, v[:6000]) for k, v in params.items()]
     for i in range(0, len(params_list), 100):
         client.log_batch(run_id, params=params_list[i : i + 100])
-    rows = [Metric(k, float(v), stamp, step) for k, v, step in metrics]
+    rows = [Metric(k, _rounded(v), stamp, step) for k, v, step in metrics]
     for i in range(0, len(rows), _BATCH):
         client.log_batch(run_id, metrics=rows[i : i + _BATCH])
 
@@ -105,6 +176,28 @@ def _artifacts(client, run_id: str, folder: Path, names: tuple[str, ...]) -> Non
     for name in names:
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name))
+
+
+def _rounded(value: float) -> float:
+    """Metrics without float noise: 6 significant digits; counts (MACs, epochs) exact."""
+    value = float(value)
+    return value if value.is_integer() else float(f"{value:.6g}")
+
+
+def _comparison_metrics(comparisons: list[Comparison]) -> list[tuple[str, float, int]]:
+    """Each paired comparison a − b: mean difference, both intervals, the p-values."""
+    out = []
+    for c in comparisons:
+        key = f"diff.{c.a}-{c.b}"
+        for name, value in (("mean_pp", c.mean_diff_pp), ("p_ttest", c.p_ttest),
+                            ("p_wilcoxon", c.p_wilcoxon), ("p_holm", c.p_holm),
+                            ("d_z", c.d_z)):  # fmt: skip
+            if value is not None:
+                out.append((f"{key}.{name}", value, 0))
+        for name, ci in (("ci95", c.ci95_pp), ("ci95_holm", c.ci95_holm_pp)):
+            if ci is not None:
+                out += [(f"{key}.{name}_low_pp", ci[0], 0), (f"{key}.{name}_high_pp", ci[1], 0)]
+    return out
 
 
 def _row_metrics(rows: dict[str, Row]) -> list[tuple[str, float, int]]:
@@ -134,10 +227,13 @@ def _cost_metrics(costs: Costs | None) -> list[tuple[str, float, int]]:
     return out
 
 
-def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
+def _model_name(rec: Record) -> str:
     name = f"{rec.role}-r{rec.repeat}" + ("" if rec.member in (0, None) else f"-m{rec.member}")
-    if rec.member is None:
-        name += "-combined"
+    return name + ("-combined" if rec.member is None else "")
+
+
+def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
+    name = _model_name(rec)
     run = client.create_run(experiment, run_name=name, tags={"mlflow.parentRunId": parent})
     params = {
         "role": str(rec.role), "repeat": str(rec.repeat), "member": str(rec.member),
@@ -156,42 +252,42 @@ def _model_run(client, experiment: str, parent: str, rec: Record) -> None:
     client.set_terminated(run.info.run_id)
 
 
-def log_study(folder: Path, parent: str | None = None, experiment: str | None = None) -> str:
+def log_study(
+    folder: Path,
+    parent: str | None = None,
+    experiment: str | None = None,
+    experiment_name: str | None = None,
+) -> str:
     """One finished study folder to MLflow; returns the study's run id. Inside a sweep,
-    `parent` and `experiment` place it as a child of the sweep's run."""
+    `parent` and `experiment` place it as a child of the sweep's run; `experiment_name` names
+    the experiment (default: after the folder). A folder logged before updates its run."""
     folder = Path(folder)
     client = _client()
-    experiment = experiment or _experiment(client, folder)
+    experiment = experiment or _experiment(client, folder, experiment_name)
     run_config = read_run_config(folder)
     summary = read_summary(folder)
-    tags = {"kdbench.folder": str(folder.resolve())}
-    if parent is not None:
-        tags["mlflow.parentRunId"] = parent
-    run = client.create_run(experiment, run_name=folder.name, tags=tags)
-    run_id = run.info.run_id
-    params = _flat(run_config["config"])
-    _log(client, run_id, params, _row_metrics(summary.rows) + _cost_metrics(summary.costs))
+    run_id, logged, children = _open_run(client, experiment, folder, parent)
+    params = {k: v for k, v in _flat(run_config["config"]).items() if k not in logged}
+    metrics = _row_metrics(summary.rows) + _comparison_metrics(summary.comparisons)
+    _log(client, run_id, params, metrics + _cost_metrics(summary.costs))
     _artifacts(client, run_id, folder, ARTIFACTS)
     if parent is None:  # a sweep's points log their numbers, not every model again
         for rec in read_records(folder):
-            _model_run(client, experiment, run_id, rec)
+            if _model_name(rec) not in children:
+                _model_run(client, experiment, run_id, rec)
     client.set_terminated(run_id)
     return run_id
 
 
-def log_sweep(out: Path) -> str:
+def log_sweep(out: Path, experiment_name: str | None = None) -> str:
     """A finished sweep folder: one parent run, a child run per grid point."""
     out = Path(out)
     client = _client()
-    experiment = _experiment(client, out)
+    experiment = _experiment(client, out, experiment_name)
     result = json.loads((out / "sweep.json").read_text())
-    run = client.create_run(
-        experiment, run_name=out.name, tags={"kdbench.folder": str(out.resolve())}
-    )
-    run_id = run.info.run_id
-    _log(
-        client, run_id, {f"grid.{k}": ",".join(map(str, v)) for k, v in result["grid"].items()}, []
-    )
+    run_id, logged, _ = _open_run(client, experiment, out)
+    grid = {f"grid.{k}": ",".join(map(str, v)) for k, v in result["grid"].items()}
+    _log(client, run_id, {k: v for k, v in grid.items() if k not in logged}, [])
     _artifacts(client, run_id, out, SWEEP_ARTIFACTS)
     for point in result["points"]:
         log_study(out / point["folder"], parent=run_id, experiment=experiment)
