@@ -106,6 +106,39 @@ def test_record_checks_flag_early_stops_combined_loss_and_divergence():
     assert codes == {"diverged"}  # fixed epochs: nothing stopped early
 
 
+def test_models_at_the_epoch_cap_are_named_and_equal_stops_clear_the_monitor():
+    from kdbench.analysis.diagnose import from_records
+    from kdbench.records import Record
+
+    def rec(role, repeat, epochs, best):
+        return Record(kind="model", role=role, repeat=repeat, member=0, val_error=0.03,
+                      test_error=0.03 + 0.001 * repeat + (role == "teacher") * 0.01 * repeat,
+                      epochs=epochs, best_epoch=best, diverged_epoch=None)  # fmt: skip
+
+    records = []
+    for r in range(3):
+        records += [
+            rec("teacher", r, 12, 10),
+            rec("student_hard", r, 50, 50),  # ran to the cap, still improving
+            rec("student_from_teacher", r, 50, 50),
+            rec("student_from_ensemble", r, 50, 50 if r else 44),  # one stopped improving
+        ]
+    found = {f.code: f for f in from_records(records, resolve("paper", monitor="train_loss"))}
+    assert "epoch-cap" in found and "combined-monitor" not in found  # all stopped alike
+    cap = found["epoch-cap"]
+    assert "student_hard: 3 of 3 at the cap of 50" in cap.evidence
+    assert "student_from_ensemble: 2 of 3" in cap.evidence and not cap.evidence.startswith(
+        "teacher"
+    )
+    assert "; teacher:" not in cap.evidence
+    assert cap.try_next == "a larger --max-epochs (now 50)"
+    teachers = [rec("teacher", r, 20, 20) for r in range(3)] + records[1:]
+    found = {f.code: f for f in from_records(teachers, resolve("paper", teacher_max_epochs=20))}
+    assert "--teacher-max-epochs (now 20)" in found["epoch-cap"].try_next
+    assert not [f for f in from_records(records, resolve("paper", epochs=50))
+                if f.code == "epoch-cap"]  # fmt: skip  # fixed epochs: the user's choice
+
+
 def test_a_gain_no_larger_than_a_controls_is_named():
     from kdbench.analysis.diagnose import from_records
     from kdbench.records import Record

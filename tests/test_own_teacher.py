@@ -74,6 +74,8 @@ def test_module_teacher_equals_the_trained_teacher_handed_back(digits, trained, 
     assert cfg_saved["own_teacher"] == "module:Sequential"
     assert len(cfg_saved["own_teacher_sha256"]) == 64
     assert "Your teacher (module:Sequential)" in (folder / "table.md").read_text()
+    config_rows = (folder / "report.md").read_text().split("## Configuration")[1]
+    assert "| Teacher | yours: module:Sequential (SHA-256 " in config_rows
     verdicts = (folder / "report.md").read_text().split("## Verdict")[1].split("##")[0]
     assert "your teacher" in verdicts.lower() and "large network" not in verdicts
     spent = json.loads((folder / "summary.json").read_text())["costs"]

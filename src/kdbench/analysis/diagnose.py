@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from kdbench.analysis.stats import compare_rows
-from kdbench.config import Config
+from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
 from kdbench.engine.mlp import MLP
@@ -75,6 +75,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     found = _weak_teacher(records, cfg)
     if cfg.train.epochs is None:  # early stopping: what it watched, and what it stopped early
         found += _combined_monitor(records, cfg) + _stopped_early(records, cfg)
+    found += _capped(records, cfg)
     if cfg.distill.teacher_updates == "joint":
         found += _joint_teachers(records)
     return found + _controls(records) + _diverged(records, cfg)
@@ -152,6 +153,8 @@ def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
     hard = _role_epochs(records, Role.STUDENT_HARD)
     if cfg.distill.kd_monitor != "combined" or not distilled or not hard:
         return []
+    if abs(_mean(distilled) - _mean(hard)) < 1:  # they stopped alike: the monitor is no suspect
+        return []
     return [
         Finding(
             "combined-monitor",
@@ -162,6 +165,41 @@ def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
             f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
             " stop when they match the soft targets, not when their error stops falling.",
             "--preset hard-monitor (stop on the hard-label validation loss)",
+        )
+    ]
+
+
+def _capped(records: list[Record], cfg: Config) -> list[Finding]:
+    """Roles whose models mostly ran to their epoch cap still improving (best epoch = last):
+    under-trained, and the cap, not the data, decided where they stopped."""
+    caps = {Role.TEACHER: teacher_schedule(cfg.train), Role.ENSEMBLE: cfg.train}
+    flagged = []
+    for role in sorted({r.role for r in records if r.is_model}, key=str):
+        train = caps.get(role, cfg.train)
+        if train.epochs is not None:
+            continue  # fixed epochs: no cap, the user chose the length
+        models = [r for r in records if r.is_model and r.role == role and r.epochs is not None
+                  and r.diverged_epoch is None]  # fmt: skip
+        capped = [r for r in models if r.epochs >= train.max_epochs and r.best_epoch == r.epochs]
+        if models and len(capped) > len(models) / 2:
+            flagged.append((role, len(capped), len(models), train.max_epochs))
+    if not flagged:
+        return []
+    parts = [f"{role}: {n} of {total} at the cap of {cap} epochs" for role, n, total, cap
+             in flagged]  # fmt: skip
+    teacher = any(role == Role.TEACHER for role, *_ in flagged)
+    others = any(role != Role.TEACHER for role, *_ in flagged)
+    fixes = ([f"a larger --max-epochs (now {cfg.train.max_epochs})"] if others else []) + (
+        [f"a larger --teacher-max-epochs (now {caps[Role.TEACHER].max_epochs})"] if teacher else []
+    )
+    return [
+        Finding(
+            "epoch-cap",
+            "Most models of a role stopped at the epoch cap, still improving",
+            "; ".join(parts) + ", with their best epoch their last: the cap, not early stopping,"
+            " ended their training, so they may be under-trained and the comparison with them"
+            " is a comparison at the cap.",
+            " or ".join(fixes),
         )
     ]
 

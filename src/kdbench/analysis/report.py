@@ -290,6 +290,14 @@ def _teacher_rows(m: dict, train: TrainConfig) -> list[tuple[str, str]]:
     return rows
 
 
+def _teacher_name(m: dict) -> str:
+    """Your own teacher by its file (and SHA-256), else the architecture kdbench trained."""
+    if m.get("own_teacher"):
+        sha = m.get("own_teacher_sha256")
+        return f"yours: {m['own_teacher']}" + (f" (SHA-256 {sha[:12]}…)" if sha else "")
+    return m.get("teacher_arch") or "-".join(map(str, m["teacher_hidden"]))
+
+
 def config_table(cfg: dict) -> str:
     d, m, t, k, p = (cfg[s] for s in ("data", "model", "train", "distill", "protocol"))
     rows = [
@@ -299,7 +307,7 @@ def config_table(cfg: dict) -> str:
             + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
         ),
         ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
-        ("Teacher", m.get("teacher_arch") or "-".join(map(str, m["teacher_hidden"]))),
+        ("Teacher", _teacher_name(m)),
         (
             "Student / ensemble member",
             m.get("student_arch") or "-".join(map(str, m["student_hidden"])),
