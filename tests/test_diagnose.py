@@ -280,3 +280,15 @@ def test_soft_targets_are_the_configured_losses_own(healthy, monkeypatch):
     assert voted["entropy"]["teacher"] == 0.0
     assert voted["entropy"]["ensemble"] == 0.0
     assert voted["fidelity"] == kd["fidelity"]  # fidelity compares with the models, not targets
+
+
+def test_explain_under_fixed_epochs_skips_the_variants_that_equal_paper():
+    from kdbench.protocol.presets import VARIANTS
+
+    fixed = {name: resolve(name, epochs=3) for name in VARIANTS}
+    kept, same = explain.distinct(fixed)
+    # restore-best still chooses the best epoch's weights: not the same as paper's last
+    assert list(kept) == ["paper", "paper-keras", "paper-softmax-head", "restore-best"]
+    assert same == {"watch-error": "paper", "hard-monitor": "paper"}
+    kept, same = explain.distinct({name: resolve(name) for name in VARIANTS})
+    assert list(kept) == list(VARIANTS) and not same  # early stopping: all differ

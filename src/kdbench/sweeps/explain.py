@@ -20,7 +20,7 @@ from typing import Any
 
 from kdbench.analysis import controls
 from kdbench.analysis.figures import save_figure
-from kdbench.analysis.report import PAPER_TABLE1
+from kdbench.analysis.report import PAPER_TABLE1, comparable_to_paper
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, flat_index
 from kdbench.errors import RunFolderError
@@ -29,7 +29,7 @@ from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.roles import ROWS, Role
 from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, read_config, read_summary, write_json
-from kdbench.settings import config_diff
+from kdbench.settings import config_diff, settings_sha256
 from kdbench.summary import Comparison, Row, Summary
 from kdbench.sweeps.executors import get_executor
 from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, upstream_key
@@ -37,6 +37,37 @@ from kdbench.sweeps.plan import Point, distil_work, reuse, trained_by_point, ups
 EXPLAIN = "explain.json"
 # the paper's own differences (distilled − hard-label student, pp), from its Table 1
 PAPER_DIFFS = {k: PAPER_TABLE1[k] - PAPER_TABLE1[Role.STUDENT_HARD] for k in KD}
+
+
+def distinct(configs: dict[str, Config]) -> tuple[dict[str, Config], dict[str, str]]:
+    """The variants that differ in what they train (the first of equal ones kept), and for each
+    one left out, the variant it equals: under --epochs, restore-best, watch-error and
+    hard-monitor change only early stopping, which is off, so they would be `paper` again."""
+    kept: dict[str, Config] = {}
+    same: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name, cfg in configs.items():
+        key = settings_sha256(_effective(cfg))
+        if key in seen:
+            same[name] = seen[key]
+        else:
+            seen[key] = name
+            kept[name] = cfg
+    return kept, same
+
+
+def _effective(cfg: Config) -> Config:
+    """The settings with those that cannot act put back to their defaults: under fixed epochs
+    nothing stops early (patience and the cap are inert), and without restore-best the
+    monitors only label the best epoch, they choose no weights."""
+    t = cfg.train
+    if t.epochs is None:
+        return cfg
+    default = Config()
+    reset = {"patience": default.train.patience, "max_epochs": default.train.max_epochs}
+    if not t.restore_best:
+        reset |= {"monitor": default.train.monitor, "kd_monitor": default.distill.kd_monitor}
+    return cfg.with_overrides(**reset)
 
 
 def plan(configs: dict[str, Config], out: Path) -> list[Point]:
@@ -258,6 +289,8 @@ def forest(entries: list[dict], folder: Path) -> None:
         "student_from_teacher": "Student from the large network − hard-label student",
         "student_from_ensemble": "Student from the ensemble − hard-label student",
     }
+    # the paper's differences are a reference only where its Table 1 is (`comparable_to_paper`)
+    paper = all(comparable_to_paper(read_config(Path(e["folder"])).to_dict()) for e in entries)
     fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.5 * len(entries)), sharey=True)
     ys = list(range(len(entries)))[::-1]
     for ax, kind in zip(axes, KD, strict=True):
@@ -271,11 +304,13 @@ def forest(entries: list[dict], folder: Path) -> None:
             ax.plot(d["mean_diff_pp"], y, "o", color="C3" if d["mean_diff_pp"] > 0 else "C0",
                     mfc=None if d["significant"] else "white", ms=7)  # fmt: skip
         ax.axvline(0, color="0.6", lw=0.8)
-        ax.axvline(PAPER_DIFFS[kind], color="C1", ls="--", lw=1.2,
-                   label=f"paper: {PAPER_DIFFS[kind]:+.2f} pp")  # fmt: skip
+        if paper:
+            ax.axvline(PAPER_DIFFS[kind], color="C1", ls="--", lw=1.2,
+                       label=f"paper: {PAPER_DIFFS[kind]:+.2f} pp")  # fmt: skip
         ax.set_title(titles[kind], fontsize=10)
         ax.set_xlabel("difference in test error (pp); right = distillation hurts")
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        if paper:
+            ax.legend(loc="lower right", fontsize=8, frameon=False)
     axes[0].set_yticks(ys, [e["variant"] for e in entries])
     axes[0].set_ylim(-0.7, len(entries) - 0.3)
     fig.suptitle(
