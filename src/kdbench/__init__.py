@@ -6,6 +6,8 @@ Public API::
     folder, summary = reproduce(Config().with_overrides(repeats=2, train_limit=5000), "runs/try")
     folder, summary = study(x_train, y_train, x_test, y_test, Config(), "runs/mine")  # your data
     student = load(folder, "student_from_ensemble", repeat=0)  # an nn.Module, eval mode
+    result = sweep(Config(), {"temperature": [2, 5]}, "runs/grid")  # kdbench sweep
+    table = explain("runs/why", repeats=2)  # kdbench explain; both take arrays=(x_train, ...)
 """
 
 from kdbench.config import Config
@@ -15,13 +17,17 @@ from kdbench.version import __version__
 
 
 def __getattr__(name: str):
-    """`reproduce`, `study` and `load` import torch, SciPy and matplotlib on first use, not on
-    import: a command that needs none of them (`kdbench presets`, `--help`, a bad flag)
-    answers at once."""
+    """`reproduce`, `study`, `sweep`, `explain` and `load` import torch, SciPy and matplotlib
+    on first use, not on import: a command that needs none of them (`kdbench presets`,
+    `--help`, a bad flag) answers at once."""
     if name in ("reproduce", "study"):
         from kdbench.protocol import run
 
         return getattr(run, name)
+    if name in ("sweep", "explain"):
+        from kdbench.sweeps import api
+
+        return getattr(api, name)
     if name == "load":
         from kdbench.runs.loading import load
 
@@ -36,8 +42,10 @@ __all__ = [
     "KdbenchError",
     "RunFolderError",
     "__version__",
+    "explain",
     "load",
     "preset",
     "reproduce",
     "study",
+    "sweep",
 ]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from kdbench.analysis.stats import compare_rows
 from kdbench.config import Config, teacher_schedule
-from kdbench.data.datasets import Splits
+from kdbench.data.datasets import ARRAYS, Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
 from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import StackModel
@@ -442,7 +443,33 @@ def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits |
             note = "soft-target and fidelity figures measured when the checkpoints were there"
     if stats is not None:
         found += from_soft_targets(stats)
+    if cfg.data.dataset == ARRAYS:  # a Python study() on your arrays: advice in its terms
+        found = [replace(f, try_next=in_python(f.try_next)) for f in found]
     return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
+
+
+_PYTHON_NAMES = {"lr": "learning_rate"}  # flags not spelled as their setting
+
+
+def in_python(advice: str) -> str:
+    """Command-line advice as the Python API says it: `--preset P` as `kdbench.preset("P")`,
+    `--flag V` as `flag=V` in `Config.with_overrides`, and a `kdbench sweep --grid name=a,b`
+    as `kdbench.sweep(..., grid={"name": [a, b]})`."""
+
+    def grid(m: re.Match) -> str:
+        name, values = m.group(1), m.group(2).split(",")
+        grid = f'{{"{name}": [{", ".join(values)}]}}'
+        return f"`kdbench.sweep(cfg, {grid}, out, arrays=(x_train, y_train, x_test, y_test))`"
+
+    advice = re.sub(r"`kdbench sweep --grid ([a-z_]+)=([^`\s]+)`", grid, advice)
+    advice = re.sub(r"--preset ([a-z0-9-]+)", r'kdbench.preset("\1")', advice)
+
+    def flag(m: re.Match) -> str:
+        name = m.group(1).replace("-", "_")
+        name = _PYTHON_NAMES.get(name, name)
+        return f"{name}={m.group(2)}" if m.group(2) else name
+
+    return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9.e-]*))?", flag, advice)
 
 
 def write_diagnosis(

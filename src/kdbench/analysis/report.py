@@ -359,7 +359,7 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
         f"**Partial run**: {summary.completed_repeats} of {summary.planned_repeats}"
         " repeats completed."
         if summary.partial
-        else f"{summary.completed_repeats} repeats."
+        else f"{summary.completed_repeats} repeat{'s' if summary.completed_repeats != 1 else ''}."
     )
     diverged = ""
     if summary.diverged:

@@ -366,11 +366,9 @@ def explain(
     folders = list(runs or [])
     names = list(variant or ([] if folders else VARIANTS))
     # all checked first
-    configs = {name: resolve_with(config, None, overrides, name) for name in names}
-    configs, same = ex.distinct(configs)
-    for name, twin in same.items():
-        print(f"kdbench explain: skipping {name}: with these settings it trains exactly what"
-              f" {twin} trains (it changes only what they turn off)", file=sys.stderr)  # fmt: skip
+    configs = ex.without_twins(
+        {name: resolve_with(config, None, overrides, name) for name in names}
+    )
     if configs:
         done = with_progress(
             quiet or executor != "local",

@@ -136,6 +136,12 @@ def splits_of(cfg: Config, folder: Path) -> data.Splits:
     d = cfg.data
     if d.dataset != data.ARRAYS:
         return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
+    return data.split_arrays(arrays_in(cfg, folder), d.validation_split, d.train_limit)
+
+
+def arrays_in(cfg: Config, folder: Path) -> dict:
+    """Your arrays as the run folder keeps them (data.safetensors), checked against the
+    fingerprint in the configuration."""
     path = Path(folder) / DATA_FILE
     if not path.is_file():
         raise RunFolderError(f"{folder} lacks {DATA_FILE}, the arrays this run was trained on")
@@ -143,12 +149,30 @@ def splits_of(cfg: Config, folder: Path) -> data.Splits:
         arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
     except (OSError, SafetensorError):
         raise RunFolderError(f"{path} is damaged; restore it or rerun the study") from None
-    if data.fingerprint(arrays) != d.fingerprint:
+    if data.fingerprint(arrays) != cfg.data.fingerprint:
         raise RunFolderError(
             f"{path} holds other arrays than the run was trained on (its SHA-256 differs from"
             " config.json's data.fingerprint); restore the run's own file"
         )
-    return data.split_arrays(arrays, d.validation_split, d.train_limit)
+    return arrays
+
+
+def with_arrays(cfg: Config, x_train, y_train, x_test, y_test) -> tuple[Config, dict]:
+    """Your four arrays, checked, and the configuration that names them (dataset 'arrays',
+    their fingerprint)."""
+    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
+    cfg = cfg.with_overrides(
+        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
+    )
+    return cfg, arrays
+
+
+def keep_arrays(folders: list[Path], arrays: dict, fingerprint: str) -> None:
+    """Your arrays into each run folder of a sweep or explanation before it trains, so every
+    part of it (and every Ray worker) reads them from its folder."""
+    for folder in folders:
+        with guard.claim(Path(folder)):  # one writer, and the folder marked as kdbench's
+            _keep_arrays(Path(folder), arrays, fingerprint)
 
 
 def study(
@@ -167,18 +191,18 @@ def study(
     features (flattened; scale them yourself). The validation split is the tail of the training
     arrays, as for the built-in datasets. `teacher`, `student`: as for `reproduce`. Returns
     (run folder, summary)."""
-    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
-    cfg = (config or Config()).with_overrides(
-        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
-    )
+    cfg, arrays = with_arrays(config or Config(), x_train, y_train, x_test, y_test)
     return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher,
                      student=student)  # fmt: skip
 
 
-def _arrays(cfg: Config, arrays: dict | None = None) -> dict:
-    """The configuration's four arrays (yours, or a built-in dataset's, verified)."""
+def _arrays(cfg: Config, arrays: dict | None = None, folder: Path | None = None) -> dict:
+    """The configuration's four arrays (yours, given or kept in `folder`; or a built-in
+    dataset's, verified)."""
     d = cfg.data
     if d.dataset == data.ARRAYS:
+        if arrays is None and folder is not None and (Path(folder) / DATA_FILE).is_file():
+            return arrays_in(cfg, folder)
         if arrays is None:
             raise ConfigError("dataset 'arrays' needs the arrays: call kdbench.study(...)")
         return arrays
@@ -300,6 +324,14 @@ def _factories(cfg: Config, teacher, student) -> tuple[Config, TeacherLike | Non
     return cfg, teacher
 
 
+def _shaped(cfg: Config, splits: data.Splits) -> Config:
+    """On your arrays, their shape in the configuration: what rebuilds your architecture when
+    the folder is read."""
+    if cfg.data.dataset != data.ARRAYS:
+        return cfg
+    return cfg.with_overrides(arrays_features=splits.n_features, arrays_classes=splits.n_classes)
+
+
 def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     """`reproduce` with its progress callback (or None) in place."""
     start = time.perf_counter()
@@ -309,10 +341,9 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
         if shared is not None:
             raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
     _check(cfg)
-    source = _arrays(cfg, arrays)
+    source = _arrays(cfg, arrays, Path(out) if out is not None else None)
     splits = _splits(cfg, source)
-    if cfg.data.dataset == data.ARRAYS:  # what rebuilds your architecture when the folder is read
-        cfg = cfg.with_overrides(arrays_features=splits.n_features, arrays_classes=splits.n_classes)
+    cfg = _shaped(cfg, splits)
     _check_models(cfg, splits)
     notice = _prepare_device(cfg)
     folder = guard.check(Path(out) if out is not None else default_out())
@@ -399,7 +430,8 @@ def distil_points(
     if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
         return [[] for _ in folders]
     _check(cfgs[0])
-    splits = _splits(cfgs[0], _arrays(cfgs[0])).to(cfgs[0].device)
+    splits = _splits(cfgs[0], _arrays(cfgs[0], folder=folders[0])).to(cfgs[0].device)
+    cfgs = [_shaped(c, splits) for c in cfgs]
     _prepare_device(cfgs[0])
     with contextlib.ExitStack() as held:
         for f in folders:

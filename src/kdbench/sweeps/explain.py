@@ -56,6 +56,15 @@ def distinct(configs: dict[str, Config]) -> tuple[dict[str, Config], dict[str, s
     return kept, same
 
 
+def without_twins(configs: dict[str, Config]) -> dict[str, Config]:
+    """`distinct`, saying on stderr which variants it leaves out and why."""
+    kept, same = distinct(configs)
+    for name, twin in same.items():
+        print(f"kdbench explain: skipping {name}: with these settings it trains exactly what"
+              f" {twin} trains (it changes only what they turn off)", file=sys.stderr)  # fmt: skip
+    return kept
+
+
 def _effective(cfg: Config) -> Config:
     """The settings with those that cannot act put back to their defaults: under fixed epochs
     nothing stops early (patience and the cap are inert), and without restore-best the

@@ -1,0 +1,89 @@
+"""`kdbench.sweep` and `kdbench.explain`: what `kdbench sweep` and `kdbench explain` do, from
+Python, on the built-in datasets or on your own arrays.
+
+Your arrays are checked once, named in every configuration by their fingerprint, and kept in
+each run folder before anything trains (`data.safetensors`), so every part of the work (a Ray
+worker too) reads them from its folder, and every folder stays complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdbench.config import MAX_STACK, Config
+from kdbench.progress import with_progress
+from kdbench.protocol.presets import VARIANTS, resolve
+from kdbench.protocol.run import keep_arrays, with_arrays
+from kdbench.runs import guard
+from kdbench.sweeps import explain as ex
+from kdbench.sweeps import sweep as sw
+
+Arrays = tuple[Any, Any, Any, Any]  # x_train, y_train, x_test, y_test
+
+
+def _with_progress(progress: bool, work):
+    return with_progress(not progress, work)
+
+
+def sweep(
+    config: Config | None,
+    grid: dict[str, list],
+    out: str | Path,
+    *,
+    arrays: Arrays | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+    reuse: str | Path | None = None,
+    max_stack: int = MAX_STACK,
+) -> dict:
+    """The study over `grid` ({"temperature": [2, 5], "alpha": [0.1, 0.5]}) from `config`,
+    into `out` (resumable); `arrays`: your (x_train, y_train, x_test, y_test) instead of the
+    configured dataset. Returns sweep.json's content; sweep.md and the figures are in `out`."""
+    cfg, out = config or Config(), Path(out)
+    grid = {k: list(v) for k, v in grid.items()}
+    if arrays is not None:
+        cfg, kept = with_arrays(cfg, *arrays)
+        plan = sw.points(cfg, grid, out)  # every point validates before anything is written
+        with guard.claim(out):
+            keep_arrays([p.folder for p in plan], kept, cfg.data.fingerprint)
+    sw.points(cfg, grid, out)
+    reuse_run = Path(reuse) if reuse else None
+    return _with_progress(progress, lambda bar: sw.run(
+        cfg, grid, out, executor, address, bar, reuse_run, max_stack))  # fmt: skip
+
+
+def explain(
+    out: str | Path,
+    variants: list[str] | None = None,
+    *,
+    runs: list[str | Path] | None = None,
+    arrays: Arrays | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+    reuse: str | Path | None = None,
+    **settings: Any,
+) -> Path:
+    """The paper's study under each preset in `variants` (default: paper and its variants), at
+    the same `settings` (flat, as `Config.with_overrides` takes them: repeats=2, ...), and the
+    finished run folders in `runs`, compared in `out`. Returns the path of explain.md."""
+    out = Path(out)
+    folders = [Path(r) for r in runs or []]
+    names = list(variants or ([] if folders else VARIANTS))
+    kept = None
+    if arrays is not None:
+        named, kept = with_arrays(Config(), *arrays)  # checked and fingerprinted once
+        settings |= {"dataset": named.data.dataset, "data_dir": None,
+                     "fingerprint": named.data.fingerprint}  # fmt: skip
+    configs = ex.without_twins({name: resolve(name, **settings) for name in names})
+    if configs:
+        if kept is not None:
+            with guard.claim(out):
+                keep_arrays([out / name for name in configs], kept, settings["fingerprint"])
+        reuse_run = Path(reuse) if reuse else None
+        done = _with_progress(progress, lambda bar: ex.run_variants(
+            configs, out, executor, address, bar, reuse_run))  # fmt: skip
+        folders += [v.folder for v in done]
+    return ex.write(out, ex.collect(folders))
