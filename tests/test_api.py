@@ -65,3 +65,12 @@ def test_explain_from_python_skips_twins_and_reads_your_arrays(tmp_path, capsys)
 def test_advice_for_a_python_run_is_in_pythons_terms(cli, python):
     assert in_python(cli) == python
     assert "--" not in in_python(cli)
+
+
+def test_study_measures_latency_by_default_as_reproduce_does(tmp_path):
+    a = load_arrays("digits")
+    cfg = kdbench.Config().with_overrides(**{k: v for k, v in TINY.items() if k != "dataset"})
+    arrays = (a["train_images"], a["train_labels"], a["test_images"], a["test_labels"])
+    folder, summary = kdbench.study(*arrays, cfg, tmp_path / "r", progress=False)
+    assert (folder / "resources.json").is_file()
+    assert summary["resources"]["rows"]["student_hard"]["params"] > 0

@@ -247,7 +247,7 @@ def test_your_own_architecture_from_python(tmp_path, monkeypatch):
     cfg = Config().with_overrides(repeats=2, members=2, epochs=2, threads=1)
     out = tmp_path / "mine"
     folder, summary = study(x_train, y_train, x_test, y_test, cfg, out, progress=False,
-                            teacher=Wide, student=small)  # fmt: skip
+                            measure_latency=False, teacher=Wide, student=small)  # fmt: skip
     saved = json.loads((folder / "config.json").read_text())["config"]
     assert saved["model"]["teacher_arch"] == "python:Wide"
     assert saved["model"]["student_arch"] == "python:small"
@@ -257,7 +257,8 @@ def test_your_own_architecture_from_python(tmp_path, monkeypatch):
     monkeypatch.setattr(architectures, "_GIVEN", {})  # as in a new process
     with pytest.raises(ConfigError, match=r"module=Wide"):
         load(folder, "teacher", repeat=1)
-    study(x_train, y_train, x_test, y_test, cfg, out, progress=False, teacher=Wide, student=small)
+    study(x_train, y_train, x_test, y_test, cfg, out, progress=False, measure_latency=False,
+          teacher=Wide, student=small)  # fmt: skip
     assert (folder / "records.jsonl").read_text() == records  # resumed: nothing retrained
     monkeypatch.setattr(architectures, "_GIVEN", {})
     net = load(folder, "teacher", repeat=1, module=Wide)

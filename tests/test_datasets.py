@@ -121,7 +121,8 @@ def test_study_on_your_own_arrays(tmp_path):
     cfg = Config().with_overrides(
         repeats=2, members=2, epochs=3, teacher_hidden=(32, 16), student_hidden=(8,)
     )
-    folder, summary = study(x_train, y_train, torch.from_numpy(x_test), y_test, cfg, tmp_path / "r")
+    folder, summary = study(x_train, y_train, torch.from_numpy(x_test), y_test, cfg, tmp_path / "r",
+                            measure_latency=False)  # fmt: skip
     assert summary["rows"]["student_hard"]["n"] == 2
     assert summary["rows"]["teacher"]["mean_pct"] < 30  # chance is 67%
     assert summary["rows"]["teacher"]["paper_pct"] is None  # the paper's numbers are MNIST's
@@ -136,7 +137,7 @@ def test_study_on_your_own_arrays(tmp_path):
     assert json.loads((folder / "diagnose.json").read_text())["soft_targets"] is not None
     # other arrays into the same folder are refused, naming the difference
     with pytest.raises(RunFolderError, match="fingerprint"):
-        study(x_train[:500], y_train[:500], x_test, y_test, cfg, folder)
+        study(x_train[:500], y_train[:500], x_test, y_test, cfg, folder, measure_latency=False)
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,10 @@ def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, r
     assert info["test_error_onnx"] == info["test_error_torch"]
     assert 0 < info["test_error_int8"] < 0.5
     assert info["bytes_int8"] < info["bytes"] / 3
+    int8 = next(line for line in card.splitlines() if line.startswith("- **int8**"))
+    assert f"test error {100 * info['test_error_int8']:.2f}%" in int8
+    assert f"{info['bytes_int8']:,} bytes" in int8 and "MatMulInteger" in int8
+    assert f"test_error_int8: {100 * info['test_error_int8']:.2f}%" in proc.stdout  # percent
 
 
 def test_resources_in_summary_and_report(quick_run):

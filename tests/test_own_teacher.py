@@ -44,7 +44,7 @@ def trained(digits, tmp_path_factory):
     for mode in ("frozen", "joint"):
         cfg = kdbench.Config().with_overrides(**SMALL, teacher_updates=mode)
         folder = tmp_path_factory.mktemp(mode) / "run"
-        kdbench.study(*_args(digits), cfg, folder, progress=False)
+        kdbench.study(*_args(digits), cfg, folder, progress=False, measure_latency=False)
         out[mode] = folder
     return out
 
@@ -56,7 +56,12 @@ def test_module_teacher_equals_the_trained_teacher_handed_back(digits, trained, 
     teacher = kdbench.load(trained[mode], "teacher")
     cfg = kdbench.Config().with_overrides(**SMALL, teacher_updates=mode)
     folder, _ = kdbench.study(
-        *_args(digits), cfg, tmp_path / "own", progress=False, teacher=teacher
+        *_args(digits),
+        cfg,
+        tmp_path / "own",
+        progress=False,
+        teacher=teacher,
+        measure_latency=False,
     )
     ours, theirs = _records(folder), _records(trained[mode])
     assert ours.keys() == theirs.keys()
@@ -107,7 +112,12 @@ def test_onnx_and_logits_files_give_the_module_teachers_study(digits, trained, t
              "npy": tmp_path / "t.npy"}  # fmt: skip
     for name, form in forms.items():
         folder, _ = kdbench.study(
-            *_args(digits), cfg, tmp_path / name, progress=False, teacher=form
+            *_args(digits),
+            cfg,
+            tmp_path / name,
+            progress=False,
+            teacher=form,
+            measure_latency=False,
         )
         results[name] = _records(folder)
     key_t, key_s = ("teacher", "model", 0), ("student_from_teacher", "model", 0)
@@ -166,7 +176,8 @@ def test_a_run_folder_refuses_another_teacher_and_resumes_with_its_own(digits, t
     cfg = kdbench.Config().with_overrides(**{**SMALL, "epochs": 1})
     torch.manual_seed(0)
     first, second = _Wide(10), _Wide(10)
-    folder, _ = kdbench.study(*_args(digits), cfg, tmp_path / "r", progress=False, teacher=first)
+    folder, _ = kdbench.study(*_args(digits), cfg, tmp_path / "r", progress=False, teacher=first,
+                                measure_latency=False)  # fmt: skip
     before = (folder / "records.jsonl").read_text()
     with pytest.raises(RunFolderError, match="own_teacher_sha256"):
         kdbench.study(*_args(digits), cfg, folder, progress=False, teacher=second)

@@ -124,6 +124,9 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local):
 
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
     assert result.exit_code == 2 and "different sweep" in result.stderr
+    # one sweep call began and finished every point: no point reads as a resumed run
+    reports = [p.read_text() for p in (local / "points").glob("*/report.md")]
+    assert len(reports) == 4 and not any("resumed run" in r for r in reports)
     # another thread count changes no model: the same sweep, resumed with nothing to train
     before = _numbers(local)
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--threads", "2", "--out", str(local)])

@@ -321,8 +321,9 @@ def export_model(
         splits = _test_set(run_config, run_dir)
         info = export.export(run_dir, role, repeat, members, path, splits, int8, family)
         write_json(path.with_suffix(".json"), info)
-    for key, value in info.items():
-        print(f"{key}: {value}")
+    for key, value in info.items():  # error rates in percent, as every table shows them
+        shown = f"{100 * value:.2f}%" if key.startswith("test_error") else value
+        print(f"{key}: {shown}")
 
 
 def main() -> None:

@@ -183,14 +183,15 @@ def study(
     config: Config | None = None,
     out: str | Path | None = None,
     progress: Progress | bool = True,
-    measure_latency: bool = False,
+    measure_latency: bool = True,
     teacher: TeacherLike | Factory | None = None,
     student: Factory | None = None,
 ) -> tuple[Path, dict]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
     features (flattened; scale them yourself). The validation split is the tail of the training
-    arrays, as for the built-in datasets. `teacher`, `student`: as for `reproduce`. Returns
-    (run folder, summary)."""
+    arrays, as for the built-in datasets. `teacher`, `student`, `measure_latency` (on by
+    default, as for `reproduce` and the CLI): as for `reproduce`. Returns (run folder,
+    summary)."""
     cfg, arrays = with_arrays(config or Config(), x_train, y_train, x_test, y_test)
     return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher,
                      student=student)  # fmt: skip

@@ -166,6 +166,14 @@ def model_card(facts: dict) -> str:
         f"- **Trained by**: kdbench {facts['kdbench']}, configuration SHA-256"
         f" `{facts['config_sha256']}` (the run's `config.json`)",
     ]
+    q = facts.get("int8")
+    if q:
+        ops = ", ".join(q["ops"]) or "none: every layer stayed float32"
+        lines.insert(
+            5,
+            f"- **int8**: `{q['file']}` ({q['bytes']:,} bytes), test error {q['test_error_pct']}%"
+            f" (ONNX Runtime's dynamic quantisation; integer operators: {ops})",
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -252,7 +260,6 @@ def export(
             "row_ci95_pct", "config_sha256")  # fmt: skip
     _save(graph, path, {k: facts[k] for k in keys})
     facts["bytes"] = path.stat().st_size
-    atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
     info = {
         "role": role,
         "repeat": repeat,
@@ -273,4 +280,8 @@ def export(
             test_error_int8=float((q.argmax(1) != y).mean()),
             int8_ops=quantized_ops(qpath),
         )
+        facts["int8"] = {"file": qpath.name, "bytes": info["bytes_int8"],
+                         "test_error_pct": f"{100 * info['test_error_int8']:.2f}",
+                         "ops": info["int8_ops"]}  # fmt: skip
+    atomic_write(path.with_name("MODEL_CARD.md"), model_card(facts).encode())
     return info

@@ -190,6 +190,9 @@ def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     os.replace(tmp, path)
 
 
+_BEGUN_HERE: set[Path] = set()  # run folders this process started (wrote their config.json)
+
+
 class RunStore:
     """One run folder. The same configuration resumes it; a different one is refused."""
 
@@ -216,9 +219,12 @@ class RunStore:
                     f"{self.folder} holds a run with a different configuration"
                     f" ({', '.join(diff)}); use a new --out to start fresh"
                 )
-            self.resumed = True
+            # resumed: an earlier process began it (not this one, as a sweep's distillation
+            # begins its points and their reports then read them)
+            self.resumed = self.folder.resolve() not in _BEGUN_HERE
         else:
             write_json(existing, self.run_config)
+            _BEGUN_HERE.add(self.folder.resolve())
             self.resumed = False
         self.config = Config.from_dict(self.run_config["config"])
         self.stamps = Stamps.of(self.config)
