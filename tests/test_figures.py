@@ -42,7 +42,7 @@ def checked(monkeypatch):
     return seen
 
 
-def test_no_figure_clips_its_text(checked, tmp_path):
+def test_no_figure_clips_its_text(checked, tmp_path, monkeypatch):
     run = RESULTS / "paper-mnist"
     run_config = read_run_config(run)
     run_config["config"]["model"]["own_teacher"] = "module:AVeryLongTeacherClassNameForTesting"
@@ -50,8 +50,15 @@ def test_no_figure_clips_its_text(checked, tmp_path):
     summary = report.render(tmp_path, read_records(run), run_config, Timing(1.0),
                             resources)  # fmt: skip
     assert summary["own_teacher"].startswith("module:")
-    sweep_report.heatmap(json.loads((RESULTS / "sweep-mnist" / "sweep.json").read_text()),
-                         tmp_path)  # fmt: skip
+    grid = json.loads((RESULTS / "sweep-mnist" / "sweep.json").read_text())
+    sweep_report.heatmap(grid, tmp_path)
+    # a one-axis sweep: a line plot with CI bands (sweep.png again, checked the same way)
+    line = {**grid, "grid": {"temperature": grid["grid"]["temperature"]},
+            "points": [p for p in grid["points"] if p["point"]["alpha"] == 0.1]}  # fmt: skip
+    drawn, draw = [], sweep_report.line_plot
+    monkeypatch.setattr(sweep_report, "line_plot", lambda r, f: drawn.append(draw(r, f)))
+    sweep_report.heatmap(line, tmp_path)
+    assert len(drawn) == 1
     variants = json.loads((RESULTS / "explain-mnist" / "explain.json").read_text())["variants"]
     explain.forest(variants, tmp_path)
-    assert sorted(checked) == ["explain", "figure", "sweep", "tradeoff"]
+    assert sorted(checked) == ["explain", "figure", "sweep", "sweep", "tradeoff"]

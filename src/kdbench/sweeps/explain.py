@@ -280,15 +280,17 @@ def _write(out: Path, entries: list[dict]) -> Path:
         for e in entries
     ]
     write_json(out / EXPLAIN, {"variants": slim, "warnings": list(warnings)})
-    forest(entries, out)
+    # the paper's differences are a reference only where its Table 1 is (`comparable_to_paper`)
+    paper = all(comparable_to_paper(read_config(Path(e["folder"])).to_dict()) for e in entries)
+    forest(entries, out, paper)
     atomic_write(out / "explain.md", markdown(entries, warnings).encode())
     return out / "explain.md"
 
 
-def forest(entries: list[dict], folder: Path) -> None:
+def forest(entries: list[dict], folder: Path, paper: bool = True) -> None:
     """explain.png/.svg: per variant and comparison, the mean paired difference (distilled −
-    hard-label student, pp) with its 95% CI; filled where Holm-significant; the paper's own
-    differences as reference lines."""
+    hard-label student, pp) with its Holm-adjusted 95% CI; filled where Holm-significant; the
+    paper's own differences as reference lines where `paper` (its Table 1 a fair reference)."""
     import matplotlib  # loads slowly: imported when a figure is drawn
 
     matplotlib.use("Agg")
@@ -298,8 +300,6 @@ def forest(entries: list[dict], folder: Path) -> None:
         "student_from_teacher": "Student from the large network − hard-label student",
         "student_from_ensemble": "Student from the ensemble − hard-label student",
     }
-    # the paper's differences are a reference only where its Table 1 is (`comparable_to_paper`)
-    paper = all(comparable_to_paper(read_config(Path(e["folder"])).to_dict()) for e in entries)
     fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.5 * len(entries)), sharey=True)
     ys = list(range(len(entries)))[::-1]
     for ax, kind in zip(axes, KD, strict=True):

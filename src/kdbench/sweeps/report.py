@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,19 +104,19 @@ def _cells(result: dict, kind: str, what: str, xs, ys, xk: str, yk: str | None):
     return grid, sig
 
 
-def _panel(fig, ax, grid, sig, what: str) -> None:
-    """One heatmap with its values written in (white on strong colours, black on pale)."""
+def _panel(fig, ax, grid, sig, what: str, lim: tuple[float, float]) -> None:
+    """One heatmap with its values written in (white on strong colours, black on pale), on
+    the colour scale `lim` its quantity shares across panels."""
     if what == "delta":
-        lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
-        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=lim[0], vmax=lim[1], aspect="auto")
 
         def ink(v):
-            return "white" if abs(v) > 0.6 * lim else "black"
+            return "white" if abs(v) > 0.6 * lim[1] else "black"
     else:
-        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        im = ax.imshow(grid, cmap="viridis", vmin=lim[0], vmax=lim[1], aspect="auto")
 
         def ink(v):
-            return "white"
+            return "white" if v < lim[0] + 0.6 * (lim[1] - lim[0]) else "black"
 
     for j, i in zip(*np.nonzero(np.isfinite(grid)), strict=True):
         text = f"{grid[j, i]:.2f}{'*' if sig[j, i] else ''}"
@@ -123,34 +124,114 @@ def _panel(fig, ax, grid, sig, what: str) -> None:
     fig.colorbar(im, ax=ax)
 
 
+def _shared_limits(cells: dict) -> dict[str, tuple[float, float]]:
+    """One colour scale per quantity over both teacher kinds: errors from their smallest to
+    their largest, differences symmetric about 0."""
+    out = {}
+    for what in ("error", "delta"):
+        values = np.concatenate([g.ravel() for (k, w), (g, _) in cells.items() if w == what])
+        values = values[np.isfinite(values)]
+        if what == "delta":
+            lim = float(np.abs(values).max()) if values.size else 1.0
+            out[what] = (-(lim or 1.0), lim or 1.0)
+        else:
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+            out[what] = (lo, hi if hi > lo else lo + 1e-3)
+    return out
+
+
+TITLES = {"error": "{kind}: test error (%)",
+          "delta": "{kind} − hard labels (pp); * Holm-significant"}  # fmt: skip
+
+
 def heatmap(result: dict, folder: Path) -> None:
-    """Mean error and difference to hard labels over the first two grid axes, per teacher kind;
-    significant cells marked. Other axes (if any) are averaged over."""
+    """sweep.png/.svg. Over two or more axes: mean error and difference to hard labels over
+    the first two, per teacher kind, significant cells marked, one colour scale per quantity
+    (other axes averaged over). Over one axis: `line_plot` instead."""
     import matplotlib  # loads slowly: imported when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = list(result["grid"])
-    xk = keys[0]
-    yk = keys[1] if len(keys) > 1 else None
-    xs = result["grid"][xk]
-    ys = result["grid"][yk] if yk else [None]
+    if len(keys) == 1:
+        return line_plot(result, folder)
+    xk, yk = keys[0], keys[1]
+    xs, ys = result["grid"][xk], result["grid"][yk]
+    cells = {(kind, what): _cells(result, kind, what, xs, ys, xk, yk)
+             for kind in KD for what in ("error", "delta")}  # fmt: skip
+    limits = _shared_limits(cells)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, squeeze=False)
     for col, kind in enumerate(KD):
         for row, what in enumerate(("error", "delta")):
             ax = axes[row][col]
-            _panel(fig, ax, *_cells(result, kind, what, xs, ys, xk, yk), what)
+            _panel(fig, ax, *cells[(kind, what)], what, limits[what])
             ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [str(v) for v in ys] if yk else [""])
+            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
             ax.set_xlabel(xk)
-            if yk:
-                ax.set_ylabel(yk)
-            title = kind.replace("_", " ")
-            ax.set_title(
-                f"{title}: test error (%)"
-                if what == "error"
-                else f"{title} − hard labels (pp), * significant"
-            )
+            ax.set_ylabel(yk)
+            ax.set_title(TITLES[what].format(kind=kind.replace("_", " ")), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, folder, "sweep")
+
+
+def _x_positions(values: list) -> tuple[list[float], bool]:
+    """Numbers on a numeric axis (log-spaced where they span a factor of 8 or more), else
+    evenly spaced categories."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values], True
+    return list(range(len(values))), False
+
+
+def line_plot(result: dict, folder: Path) -> None:
+    """sweep.png/.svg of a one-axis sweep: test error of each student against the axis (mean,
+    95% CI band), and each distilled student − hard labels (mean, grid-Holm-adjusted 95% CI;
+    filled where significant)."""
+    import matplotlib  # loads slowly: imported when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ((key, values),) = result["grid"].items()
+    xs, numeric = _x_positions(values)
+    log = numeric and min(xs) > 0 and max(xs) / min(xs) >= 8
+    by_value = {json.dumps(p["point"][key]): p for p in result["points"]}
+    pts = [by_value.get(json.dumps(v)) for v in values]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), dpi=110, sharex=True)
+    colours = {"student_from_teacher": "tab:orange", "student_from_ensemble": "tab:blue",
+               "student_hard": "tab:grey"}  # fmt: skip
+    for row, colour in colours.items():
+        keep = [(x, p["rows"][row]) for x, p in zip(xs, pts, strict=True)
+                if p and p["rows"][row]["mean_pct"] is not None]  # fmt: skip
+        if not keep:
+            continue
+        top.plot([x for x, _ in keep], [r["mean_pct"] for _, r in keep], "o-", color=colour,
+                 label=row.replace("_", " "))  # fmt: skip
+        band = [(x, r["ci95_pct"]) for x, r in keep if r["ci95_pct"]]
+        if band:
+            top.fill_between([x for x, _ in band], [c[0] for _, c in band],
+                             [c[1] for _, c in band], color=colour, alpha=0.18, lw=0)  # fmt: skip
+    top.set_ylabel("test error (%), mean and 95% CI")
+    top.legend(fontsize=8, frameon=False)
+    bottom.axhline(0, color="0.6", lw=0.8)
+    for kind in KD:
+        colour = colours[kind]
+        for x, p in zip(xs, pts, strict=True):
+            t = p["kd_vs_hard"][kind] if p else None
+            if t is None or t["mean_diff_pp"] is None:
+                continue
+            ci = t.get("ci95_holm_grid_pp") or t["ci95_pp"]
+            if ci:
+                bottom.plot([x, x], ci, color=colour, lw=1.5)
+            bottom.plot(x, t["mean_diff_pp"], "o", color=colour, ms=7,
+                        mfc=colour if t["significant"] else "white")  # fmt: skip
+        bottom.plot([], [], "o", color=colour, label=kind.replace("_", " ") + " − hard labels")
+    bottom.set_ylabel("difference (pp), Holm-adjusted 95% CI\nfilled: significant over the grid")
+    bottom.legend(fontsize=8, frameon=False)
+    bottom.set_xlabel(key)
+    if log:
+        bottom.set_xscale("log")
+    bottom.set_xticks(xs, [str(v) for v in values])
+    bottom.minorticks_off()
     fig.tight_layout()
     save_figure(fig, folder, "sweep")
