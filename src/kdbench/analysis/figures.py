@@ -85,8 +85,9 @@ def save_figure(fig, folder: Path, stem: str) -> None:
     fig.tight_layout()
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        # no date in the SVG: the same figure re-rendered is the same file
-        fig.savefig(buf, format=ext, metadata={"Date": None} if ext == "svg" else None)
+        # no date and fixed element ids in the SVG: the same figure re-rendered is the same file
+        with plt.rc_context({"svg.hashsalt": "kdbench"}):
+            fig.savefig(buf, format=ext, metadata={"Date": None} if ext == "svg" else None)
         atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
     plt.close(fig)
 
