@@ -157,3 +157,55 @@ def test_bad_arrays_get_one_clear_error(change, message):
     a = change({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test})
     with pytest.raises(DataError, match=message):
         data.check_arrays(a["x_train"], a["y_train"], a["x_test"], a["y_test"])
+
+
+def _cifar_archive(server, rng, train=12, test=5):
+    """A CIFAR-10 binary archive in the real layout, small: records of 1 label + 3072 pixels."""
+    import io
+    import tarfile
+
+    batches = {}
+    for name, n in [*((f"data_batch_{i}.bin", train) for i in range(1, 6)),
+                    ("test_batch.bin", test)]:  # fmt: skip
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        pixels = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
+        batches[name] = (labels, pixels, np.concatenate([labels[:, None], pixels], 1).tobytes())
+    path = server / "cifar-10-binary.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (_, _, raw) in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path, batches
+
+
+def test_cifar10_downloads_verified_all_files_or_none(http_folder, tmp_path, monkeypatch):
+    from kdbench.data import cifar
+
+    server, url = http_folder
+    path, batches = _cifar_archive(server, np.random.default_rng(1))
+    pinned = cifar.Archive(url + path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(cifar, "CIFAR10", pinned)
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "cache"))
+    # tampered first: refused, and nothing kept (not even the batches that would unpack)
+    good = path.read_bytes()
+    path.write_bytes(good[:-100] + bytes(100))
+    with pytest.raises(DataError, match="SHA-256"):
+        data.load("cifar10")
+    assert list((tmp_path / "cache").iterdir()) == []
+    path.write_bytes(good)
+    s = data.load("cifar10", validation_split=0.2)
+    assert s.n_features == 3072 and 2 <= s.n_classes <= 10
+    assert len(s.x_train) == 48 and len(s.x_val) == 12 and len(s.x_test) == 5
+    labels, pixels, _ = batches["test_batch.bin"]
+    assert torch.equal(s.y_test, torch.from_numpy(labels.astype(np.int64)))
+    assert torch.allclose(s.x_test, torch.from_numpy(pixels.astype(np.float32) / 255))
+    assert data.IMAGES["cifar10"] == (3, 32, 32)
+    path.unlink()  # the server is gone: the cache alone serves the next load
+    again = data.load("cifar10", validation_split=0.2)
+    assert torch.equal(again.x_test, s.x_test)
+    cached = tmp_path / "cache" / "cifar10"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(batches)
+    (cached / "test_batch.bin").write_bytes(b"\x00" * 100)  # a damaged batch: one clear line
+    with pytest.raises(DataError, match="not a CIFAR-10 batch"):
+        data.load("cifar10")

@@ -45,7 +45,7 @@ class Flag:
 FLAGS: dict[str, Flag] = {
     f.setting: f
     for f in (
-        Flag("dataset", "mnist (bundled), fashion-mnist, kmnist, digits."),
+        Flag("dataset", "mnist (bundled), fashion-mnist, kmnist, digits, cifar10 (downloaded)."),
         Flag("data_dir", "Folder with the four IDX files."),
         Flag("train_limit", "Use the first N training images."),
         Flag("validation_split", "Held-out tail of the training set."),

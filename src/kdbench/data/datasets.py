@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdbench.data import sources
+from kdbench.data import cifar, sources
 from kdbench.errors import ConfigError, DataError
 
 FILES = {
@@ -58,14 +58,16 @@ CHECKSUMS: dict[str, dict[str, str] | None] = {
     },
     "kmnist": None,  # only the downloaded .gz files have pinned hashes (see `sources`)
 }
-# digits: scikit-learn's bundled 8x8 digits (1797 images, offline); arrays: the Python API's
+# digits: scikit-learn's bundled 8x8 digits (1797 images, offline); cifar10: downloaded
+# (`cifar`); arrays: the Python API's
 ARRAYS = "arrays"
-DATASETS = (*CHECKSUMS, "digits")
-FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64}
+CIFAR10 = "cifar10"
+DATASETS = (*CHECKSUMS, "digits", CIFAR10)
+FEATURES = {"mnist": 784, "fashion-mnist": 784, "kmnist": 784, "digits": 64, CIFAR10: 3072}
 CLASSES = dict.fromkeys(FEATURES, 10)
 # what a conv net sees: (channels, height, width) of each dataset's flattened inputs
 IMAGES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "kmnist": (1, 28, 28),
-          "digits": (1, 8, 8)}  # fmt: skip
+          "digits": (1, 8, 8), CIFAR10: (3, 32, 32)}  # fmt: skip
 # the input scaling: the one place it is done (`split`, `digits_arrays`) and described
 PIXEL_SCALE = 255.0  # IDX images: uint8 pixels to [0, 1]
 DIGITS_SCALE = 16.0  # scikit-learn's digits: 0-16 to [0, 1]
@@ -79,6 +81,11 @@ def preprocessing(dataset: str) -> str:
         return (
             "scikit-learn's 8x8 digits, flattened to 64 values, divided by"
             f" {DIGITS_SCALE:g} (float32 in [0, 1])"
+        )
+    if dataset == CIFAR10:
+        return (
+            "CIFAR-10 32x32 colour images, flattened as 3 colour planes (R, G, B) of 32 rows"
+            f" to 3072 values, divided by {PIXEL_SCALE:g} (float32 in [0, 1])"
         )
     return (
         f"{dataset} 28x28 grey images, flattened row by row to 784 values, divided by"
@@ -202,6 +209,11 @@ def load_arrays(name: str = "mnist", data_dir: str | None = None) -> dict[str, n
     """The four arrays of a dataset, verified where a pinned hash is known."""
     if name == "digits":
         return digits_arrays()
+    if name == CIFAR10:
+        folder = Path(data_dir) if data_dir is not None else sources.cache_root() / CIFAR10
+        if data_dir is not None and not folder.is_dir():
+            raise DataError(f"--data-dir {data_dir} is not a folder; give the folder of .bin files")
+        return cifar.load_arrays(folder)
     if name == ARRAYS:
         raise ConfigError(
             "dataset 'arrays' is only for the Python API (kdbench.study); a run folder of one"
