@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdbench.data import sources
 from kdbench.errors import DataError
 
 RECORD = 1 + 3 * 32 * 32
@@ -76,27 +77,19 @@ def download(folder: Path, archive: Archive) -> Path:
     that fails), unpack the six batch files there, and only then move them into `folder`: a
     failed, tampered or incomplete download leaves nothing behind."""
     import pooch  # only when a download is needed
-    import requests
 
     print(f"kdbench: downloading CIFAR-10 (170 MB) into {folder}", file=sys.stderr)
     pooch.get_logger().setLevel("WARNING")
     folder.parent.mkdir(parents=True, exist_ok=True)
     name = archive.url.rsplit("/", 1)[1]
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".cifar10-") as tmp:
-        try:
-            path = pooch.retrieve(archive.url, f"sha256:{archive.sha256}", fname=name, path=tmp)
-        except (OSError, requests.RequestException) as exc:
-            raise DataError(
-                f"cannot download CIFAR-10 ({exc}); put its six .bin batch files in {folder}"
-                " or pass --data-dir"
-            ) from None
-        except ValueError as exc:  # pooch: the archive's hash is not the pinned one
-            if "hash" not in str(exc):
-                raise
-            raise DataError(
-                f"downloaded {name} fails its SHA-256 check; nothing was kept: retry, or fetch"
-                " it yourself and pass --data-dir (the folder of its six .bin files)"
-            ) from None
+        fix = f"put its six .bin batch files in {folder} or pass --data-dir (their folder)"
+        path = sources.checked_fetch(
+            lambda: pooch.retrieve(archive.url, f"sha256:{archive.sha256}", fname=name, path=tmp),
+            "CIFAR-10",
+            name,
+            fix,
+        )
         wanted = {f"{INNER}/{f}": f for f in TRAIN + TEST}
         try:
             with tarfile.open(path, "r:gz") as tar:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,12 +91,28 @@ def locate(name: str, data_dir: str | None, stems: list[str]) -> Path:
     return download(name, source, cached)
 
 
+def checked_fetch(fetch: Callable[[], str], name: str, file: str, fix: str) -> str:
+    """A pooch download, its failures as one line: unreachable, or not the pinned SHA-256 (pooch
+    keeps no such file). `fix`: where the user can put the files instead."""
+    import requests  # pooch's transport: only when a download is needed
+
+    try:
+        return fetch()
+    except (OSError, requests.RequestException) as exc:
+        raise DataError(f"cannot download {name} ({file}: {exc}); {fix}") from None
+    except ValueError as exc:  # pooch: the file's hash is not the pinned one
+        if "hash" not in str(exc):
+            raise
+        raise DataError(
+            f"downloaded {file} fails its SHA-256 check; nothing was kept: retry, or {fix}"
+        ) from None
+
+
 def download(name: str, source: Source, folder: Path) -> Path:
     """Fetch every file with pooch into a temporary folder, each checked against its pinned
     SHA-256 (pooch keeps no file that fails), and only then move them all into `folder`: a
     failed or tampered download leaves nothing behind, not even the files that passed."""
     import pooch  # only when a download is needed
-    import requests
 
     print(f"kdbench: downloading {name} into {folder}", file=sys.stderr)
     pooch.get_logger().setLevel("WARNING")
@@ -103,21 +120,9 @@ def download(name: str, source: Source, folder: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
         registry = {file: f"sha256:{sha}" for file, sha in source.gz_sha256.items()}
         fetcher = pooch.create(path=tmp, base_url=source.base_url, registry=registry)
+        fix = f"put its four IDX files in {folder} or pass --data-dir"
         for file in registry:
-            try:
-                fetcher.fetch(file)
-            except (OSError, requests.RequestException) as exc:
-                raise DataError(
-                    f"cannot download {name} ({file}: {exc}); put its four IDX files in"
-                    f" {folder} or pass --data-dir"
-                ) from None
-            except ValueError as exc:  # pooch: the file's hash is not the pinned one
-                if "hash" not in str(exc):
-                    raise
-                raise DataError(
-                    f"downloaded {file} fails its SHA-256 check; nothing was kept: retry, or"
-                    " fetch the files yourself and pass --data-dir"
-                ) from None
+            checked_fetch(lambda file=file: fetcher.fetch(file), name, file, fix)
         folder.mkdir(exist_ok=True)
         for file in registry:
             os.replace(Path(tmp) / file, folder / file)
