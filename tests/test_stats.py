@@ -239,6 +239,9 @@ def test_report_from_synthetic_partial_run(tmp_path):
         ({"train_limit": 2000}, False),
         ({"epochs": 2}, False),
         ({"dataset": "fashion-mnist"}, False),
+        ({"temperature": 2.0}, False),  # a sweep point at another temperature
+        ({"student_hidden": (800, 800)}, False),  # the Hinton presets' networks
+        ({"kd_monitor": "hard", "restore_best": True}, True),  # readings of the same study
     ],
 )
 def test_paper_column_only_for_the_papers_data_and_training(tmp_path, overrides, paper):

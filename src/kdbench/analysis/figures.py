@@ -18,7 +18,7 @@ def figure(summary: Summary, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.25 * len(summary.rows)), 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.25 * len(summary.rows)) + 2.5, 4.5), dpi=120)
     short = {
         "teacher": "Your\nteacher" if summary.own_teacher else "Teacher",
         "student_from_teacher": "Student\n← teacher",
@@ -48,7 +48,6 @@ def figure(summary: Summary, folder: Path) -> None:
             color=colour.get(name, "#8c8c8c"),
             yerr=err,
             capsize=4,
-            label="measured (95% CI)" if i == 0 else None,
         )
         xs = [i - 0.18 + 0.1 * ((j % 5) - 2) / 2 for j in range(len(row.errors_pct))]
         ax.scatter(
@@ -70,10 +69,20 @@ def figure(summary: Summary, folder: Path) -> None:
             label="paper (Table 1)" if i == 0 else None,
         )
     ax.set_xticks(range(len(names)), [short[n] for n in names])
-    ax.set_ylabel("test error rate (%)")
-    ax.set_title("Original models vs distilled students (Figure 3)")
-    if ax.get_legend_handles_labels()[0]:  # every row diverged: nothing drawn, no legend
-        ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylabel("test error rate (%): mean, 95% CI")
+    paper = any(row.paper_pct is not None for row in summary.rows.values())
+    ax.set_title("Original models vs distilled students" + (" (Figure 3)" if paper else ""))
+    drawn = [n for n in names if summary.rows[n].mean_pct is not None]
+    if drawn:  # every row diverged: nothing drawn, no legend
+        from matplotlib.patches import Patch
+
+        groups = {"#4c72b0": "teacher, ensemble", "#55a868": "distilled students",
+                  "#c44e52": "hard-label student", "#8c8c8c": "controls"}  # fmt: skip
+        shown = {colour.get(n, "#8c8c8c") for n in drawn}
+        handles = [Patch(color=c, label=text) for c, text in groups.items() if c in shown]
+        handles += ax.get_legend_handles_labels()[0]  # each repeat, the paper's bars
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+                  frameon=False)  # fmt: skip  # beside the bars, never over one
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, folder, "figure")
 
@@ -136,7 +145,7 @@ def cost_figure(summary: Summary, folder: Path) -> None:
     from matplotlib import ticker
 
     costs = summary.costs
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.5), dpi=120)
 
     def point(name, x, style, text):
         row = summary.rows[name]
@@ -174,7 +183,8 @@ def cost_figure(summary: Summary, folder: Path) -> None:
     ax.set_ylabel("test error rate (%)")
     ax.set_title("Accuracy vs training compute: lower left is better")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")  # "best" costs more than the rest of the figure
+    # beside the axes, so it never covers a point ("best" also costs more than the figure)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     save_figure(fig, folder, "costs")
 
 
