@@ -17,7 +17,7 @@ from kdbench.runs.store import read_records
 from tests.in_process import kdbench
 
 TINY = dict(dataset="digits", teacher_hidden=(32,), student_hidden=(8,), repeats=2, members=2,
-            patience=1, threads=1)  # fmt: skip
+            patience=1, max_epochs=8, threads=1)  # fmt: skip
 
 
 def test_smoothed_cross_entropy_is_the_formula_written_out():
