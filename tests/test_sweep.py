@@ -1,5 +1,5 @@
 """kdbench sweep: teachers shared between grid points, Holm over the grid, resume after a kill,
-and the same numbers from the local and the Ray executor."""
+(the same numbers from the Ray executor: `test_sweep_ray.py`)."""
 
 from __future__ import annotations
 
@@ -139,25 +139,6 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local):
     result = CliRunner().invoke(app, ["report", str(local)])
     assert result.exit_code == 0, result.stderr
     assert _numbers(local) == before and (local / "sweep.md").is_file()
-
-
-def test_ray_executor_gives_the_local_numbers(tmp_path, local):
-    ray = pytest.importorskip("ray")
-    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
-    grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
-    # and a sweep over the architecture: conv nets built in Ray's worker processes
-    digits = resolve("paper", dataset="digits", teacher_hidden=(16,), repeats=2, members=2,
-                     epochs=1, threads=1)  # fmt: skip
-    archs = sweep.parse_grid(["student_arch=mlp:8,cnn:4"])
-    sweep.run(digits, archs, tmp_path / "archs-local")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sweep.run(base, grid, tmp_path / "ray", executor="ray")
-        sweep.run(digits, archs, tmp_path / "archs-ray", executor="ray")
-    finally:
-        ray.shutdown()
-    assert _numbers(tmp_path / "ray") == _numbers(local)
-    assert _numbers(tmp_path / "archs-ray") == _numbers(tmp_path / "archs-local")
 
 
 def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):

@@ -1,0 +1,44 @@
+"""The Ray executor gives the local executor's numbers, for MLP grid points and for conv nets
+built in Ray's worker processes. Its own file, so the suite's workers share the sweep tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdbench.protocol.presets import resolve
+from kdbench.sweeps import sweep
+
+
+def _numbers(out):
+    result = json.loads((out / "sweep.json").read_text())
+    return [(p["label"], p["rows"], p["kd_vs_hard"]) for p in result["points"]]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """The grid of `test_sweep.py`'s sweep, on the local executor, in this process."""
+    out = tmp_path_factory.mktemp("sweep") / "local"
+    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
+    sweep.run(base, sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"]), out)
+    return out
+
+
+def test_ray_executor_gives_the_local_numbers(tmp_path, local):
+    ray = pytest.importorskip("ray")
+    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
+    grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
+    # and a sweep over the architecture: conv nets built in Ray's worker processes
+    digits = resolve("paper", dataset="digits", teacher_hidden=(16,), repeats=2, members=2,
+                     epochs=1, threads=1)  # fmt: skip
+    archs = sweep.parse_grid(["student_arch=mlp:8,cnn:4"])
+    sweep.run(digits, archs, tmp_path / "archs-local")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sweep.run(base, grid, tmp_path / "ray", executor="ray")
+        sweep.run(digits, archs, tmp_path / "archs-ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert _numbers(tmp_path / "ray") == _numbers(local)
+    assert _numbers(tmp_path / "archs-ray") == _numbers(tmp_path / "archs-local")
