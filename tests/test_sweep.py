@@ -17,6 +17,7 @@ from kdbench.errors import ConfigError
 from kdbench.protocol.presets import resolve
 from kdbench.sweeps import plan as sweep_plan
 from kdbench.sweeps import sweep
+from tests.sweep_numbers import sweep_numbers
 
 ARGS = ["--grid", "temperature=2,8", "--grid", "alpha=0.1,0.9", "--train-limit", "1000"]
 ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]
@@ -25,11 +26,6 @@ ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", 
 def _sweep(out):
     cmd = [sys.executable, "-m", "kdbench", "sweep", *ARGS, "--out", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _numbers(out):
-    result = json.loads((out / "sweep.json").read_text())
-    return [(p["label"], p["rows"], p["kd_vs_hard"]) for p in result["points"]]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,7 @@ def test_teachers_and_small_networks_are_trained_once(local):
     )
 
 
-def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
+def test_killed_sweep_resumes_to_the_samesweep_numbers(tmp_path, local):
     out = tmp_path / "killed"
     proc = _sweep(out)
     deadline = time.time() + 200
@@ -114,7 +110,7 @@ def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, local):
     proc = _sweep(out)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert _numbers(out) == _numbers(local)
+    assert sweep_numbers(out) == sweep_numbers(local)
 
 
 def test_a_different_sweep_in_the_same_folder_is_refused(local):
@@ -133,12 +129,12 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local):
     older = {**spec, "base": {k: v for k, v in spec["base"].items() if k != "preset"}}
     assert sweep._same_sweep(older, spec)
     assert not sweep._same_sweep(spec, {**spec, "max_stack": 7})
-    before = _numbers(local)
+    before = sweep_numbers(local)
     # `kdbench report` on the sweep folder re-renders every point and the sweep, training nothing
     (local / "sweep.md").unlink()
     result = CliRunner().invoke(app, ["report", str(local)])
     assert result.exit_code == 0, result.stderr
-    assert _numbers(local) == before and (local / "sweep.md").is_file()
+    assert sweep_numbers(local) == before and (local / "sweep.md").is_file()
 
 
 def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):

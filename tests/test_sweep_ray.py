@@ -3,17 +3,11 @@ built in Ray's worker processes. Its own file, so the suite's workers share the 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from kdbench.protocol.presets import resolve
 from kdbench.sweeps import sweep
-
-
-def _numbers(out):
-    result = json.loads((out / "sweep.json").read_text())
-    return [(p["label"], p["rows"], p["kd_vs_hard"]) for p in result["points"]]
+from tests.sweep_numbers import sweep_numbers
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +19,7 @@ def local(tmp_path_factory):
     return out
 
 
-def test_ray_executor_gives_the_local_numbers(tmp_path, local):
+def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local):
     ray = pytest.importorskip("ray")
     base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
@@ -40,5 +34,5 @@ def test_ray_executor_gives_the_local_numbers(tmp_path, local):
         sweep.run(digits, archs, tmp_path / "archs-ray", executor="ray")
     finally:
         ray.shutdown()
-    assert _numbers(tmp_path / "ray") == _numbers(local)
-    assert _numbers(tmp_path / "archs-ray") == _numbers(tmp_path / "archs-local")
+    assert sweep_numbers(tmp_path / "ray") == sweep_numbers(local)
+    assert sweep_numbers(tmp_path / "archs-ray") == sweep_numbers(tmp_path / "archs-local")
