@@ -111,6 +111,11 @@ def test_each_strategy_costs_what_its_student_needed(quick_run):
     report = (quick_run / "report.md").read_text()
     assert "## What each strategy cost to train" in report and "not measured here" in report
     assert (quick_run / "costs.png").stat().st_size > 0
+    # resources.json holds them beside the device measurements, the same numbers
+    resources = json.loads((quick_run / "resources.json").read_text())
+    assert resources["training"] == json.loads((quick_run / "summary.json").read_text())["costs"]
+    assert set(resources["rows"]) >= {"teacher", "student_hard"}
+    assert "training" not in json.loads((quick_run / "summary.json").read_text())["resources"]
 
 
 def test_a_run_without_costs_still_reports_and_says_what_is_missing():

@@ -452,6 +452,8 @@ def render(
     cfg = run_config["config"]
     planned = cfg["protocol"]["repeats"]
     own = cfg["model"].get("own_teacher")
+    if resources:  # its training costs are the summary's `costs` already: not twice
+        resources = {k: v for k, v in resources.items() if k != "training"}
     summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
     summary.diagnosis = diagnosis
     write_summary(folder, summary)

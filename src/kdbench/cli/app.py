@@ -257,8 +257,13 @@ def _report_run(run_dir: Path, measure: bool) -> Path:
         timing = read_timing(run_dir) or Timing(total_seconds=sum(r.seconds or 0 for r in records))
         resources_path = run_dir / RESOURCES
         if measure:
+            from kdbench.analysis import costs
+
             x = _test_set(run_config, run_dir).x_test[:256]
-            write_json(resources_path, latency.measure_rows(run_dir, run_config["config"], x))
+            measured = latency.measure_rows(run_dir, run_config["config"], x)
+            own = run_config["config"]["model"].get("own_teacher") is not None
+            measured["training"] = costs.build(records, own).to_json()  # what training cost
+            write_json(resources_path, measured)
         resources = json.loads(resources_path.read_text()) if resources_path.is_file() else None
         found = _diagnosis(run_dir, run_config, records)
         rep.render(run_dir, records, run_config, timing, resources, found)

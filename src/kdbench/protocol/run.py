@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from kdbench.analysis import diagnose, report
+from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
 from kdbench.engine.architectures import of_config, setting_of
@@ -407,6 +407,8 @@ def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shar
     measured = None
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
+        # beside what each model costs to run, what each strategy cost to train (#26)
+        measured["training"] = costs.build(records, own is not None).to_json()
         write_json(folder / RESOURCES, measured)
     found = diagnose.write_diagnosis(folder, records, cfg, splits)
     this_part = time.perf_counter() - start
