@@ -9,7 +9,7 @@ import json
 import pytest
 
 import kdbench
-from kdbench.analysis.diagnose import in_python
+from kdbench.analysis.advice import in_python
 from kdbench.data.datasets import load_arrays
 
 TINY = dict(dataset="digits", teacher_hidden=(16,), student_hidden=(8,), repeats=2, members=2,

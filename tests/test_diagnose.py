@@ -238,7 +238,8 @@ def test_pattern_needs_both_students_and_significance():
 
 def test_advice_fits_the_run():
     """Fixed epochs: no talk of stopping or --patience. T = 4: never advise '2-4'."""
-    from kdbench.analysis.diagnose import _lower_temperature, from_records
+    from kdbench.analysis.advice import lower_temperature as _lower_temperature
+    from kdbench.analysis.diagnose import from_records
     from kdbench.records import Record
 
     def rec(role, repeat, err):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from statistics import fmean
 
 import torch
 
-from kdbench.analysis import costs
+from kdbench.analysis import advice
+from kdbench.analysis.control_findings import control_findings
+from kdbench.analysis.finding import Finding
 from kdbench.analysis.stats import compare_rows
 from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import ARRAYS, Splits
@@ -25,8 +27,7 @@ from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record, row_errors
-from kdbench.roles import CONTROL_ROLES, DISTILLED_ROLES, Role, StackName
-from kdbench.roles import label as row_label
+from kdbench.roles import DISTILLED_ROLES, Role, StackName
 from kdbench.runs.checks import other_family
 from kdbench.runs.store import (
     DIAGNOSIS,
@@ -40,36 +41,8 @@ UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(clas
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
 
 
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    title: str
-    evidence: str
-    try_next: str
-
-
 def _role_epochs(records: list[Record], role: Role) -> list[int]:
     return [r.epochs for r in records if r.is_model and r.role == role]
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-def _stronger_teacher(cfg: Config, early_stopping: bool) -> str:
-    """What to try for a weak teacher, fitted to the run: the strong-teacher preset where the
-    run is not already it, the teacher's own longer schedule where it has none."""
-    tries = []
-    if cfg.preset != "hinton-strong":
-        tries.append("--preset hinton-strong (a dropout-regularised 1200-1200 teacher trained"
-                     " 100 epochs with max-norm; docs/results/hinton-strong-mnist)")  # fmt: skip
-    if cfg.train.teacher_epochs is None:
-        tries.append("a longer schedule for the teacher alone (--teacher-epochs 30)")
-    if early_stopping:
-        tries += ["--preset restore-best", "a larger --patience"]
-    else:
-        tries.append("more --epochs")
-    return ", ".join(tries[:-1]) + ", or " + tries[-1]
 
 
 def from_records(records: list[Record], cfg: Config) -> list[Finding]:
@@ -80,7 +53,7 @@ def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     found += _capped(records, cfg)
     if cfg.distill.teacher_updates == "joint":
         found += _joint_teachers(records)
-    return found + _controls(records, cfg) + _diverged(records, cfg)
+    return found + control_findings(records, cfg) + _diverged(records, cfg)
 
 
 def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
@@ -108,67 +81,11 @@ def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
             "weak-teacher",
             "The teacher is not clearly better than the hard-label student",
             f"{gap} paired repeat(s); teachers trained"
-            f" {_mean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
+            f" {fmean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
             " can hardly learn more from a teacher than from the labels themselves.",
-            _stronger_teacher(cfg, cfg.train.epochs is None),
+            advice.stronger_teacher(cfg, cfg.train.epochs is None),
         )
     ]
-
-
-def _recipes(cfg: Config) -> dict[str, str]:
-    """What each control trains, as advice a user can follow for the deployable student."""
-    return {"smoothing": f"label smoothing at ε = {cfg.distill.smoothing:g}",
-            "smoothing-matched": "label smoothing at the matched ε (the report's records)",
-            "self": "self-distillation from a hard-label student",
-            "teacher-reg": "the teacher's dropout and jitter"}  # fmt: skip
-
-
-def _controls(records: list[Record], cfg: Config) -> list[Finding]:
-    """A distilled student that beats the hard-label student but not a control (runs with
-    `--controls`): its gain is what that regularisation gives, with no teacher to train."""
-    by_pair = {(c.a, c.b): c for c in compare_rows(row_errors(records))}
-    spent = costs.build(records, False)
-    found = []
-    for kind in DISTILLED_ROLES:
-        gain = by_pair[(str(kind), "student_hard")]
-        if gain.mean_diff_pp is None or gain.ci95_pp is None or gain.ci95_pp[1] >= 0:
-            continue  # no gain over hard labels to explain
-        matched, cheaper = [], []
-        for control, role in CONTROL_ROLES.items():
-            c = by_pair.get((str(kind), str(role)))
-            if c is None or c.mean_diff_pp is None or c.ci95_pp is None or c.ci95_pp[1] < 0:
-                continue  # not trained here, or the distilled student is clearly better
-            matched.append(
-                f"{control} ({row_label(role).removeprefix('Control: ')}):"
-                f" {c.mean_diff_pp:+.2f} pp, 95% CI {c.ci95_pp[0]:+.2f} to {c.ci95_pp[1]:+.2f}"
-            )
-            cost = _cost_vs_hard(spent, role)
-            cheaper.append(_recipes(cfg)[control] + (f" ({cost})" if cost else ""))
-        if matched:
-            mine = _cost_vs_hard(spent, kind)
-            found.append(
-                Finding(
-                    "control-explains",
-                    f"The {row_label(kind).lower()} is no better than a control",
-                    f"it beats the hard-label student (difference {gain.mean_diff_pp:+.2f} pp,"
-                    f" 95% CI {gain.ci95_pp[0]:+.2f} to {gain.ci95_pp[1]:+.2f}), but not "
-                    + "; ".join(matched)
-                    + " (distilled − control, paired by repeat). Its gain is what that"
-                    " regularisation gives without a teacher.",
-                    "hard labels with "
-                    + " or ".join(cheaper)
-                    + (f" instead of distilling ({mine})" if mine else " instead of distilling"),
-                )
-            )
-    return found
-
-
-def _cost_vs_hard(spent, role) -> str | None:
-    """'1.5× the hard-label student's training compute' for a row's strategy, where counted."""
-    strategy = next((s for s in spent.strategies if s.student == str(role)), None)
-    if strategy is None or strategy.macs_vs_hard is None:
-        return None
-    return f"{strategy.macs_vs_hard:.2g}× the hard-label student's training compute"
 
 
 def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
@@ -176,7 +93,7 @@ def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
     hard = _role_epochs(records, Role.STUDENT_HARD)
     if cfg.distill.kd_monitor != "combined" or not distilled or not hard:
         return []
-    if abs(_mean(distilled) - _mean(hard)) < 1:  # they stopped alike: the monitor is no suspect
+    if abs(fmean(distilled) - fmean(hard)) < 1:  # they stopped alike: the monitor is no suspect
         return []
     return [
         Finding(
@@ -184,8 +101,8 @@ def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:
             "Distilled students stopped on the combined distillation loss",
             f"early stopping watched alpha·CE + (1 − alpha)·T²·KL (T = "
             f"{cfg.distill.temperature:g}); distilled students trained"
-            f" {_mean(distilled):.1f} epochs on average, the hard-label student"
-            f" {_mean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
+            f" {fmean(distilled):.1f} epochs on average, the hard-label student"
+            f" {fmean(hard):.1f}. The T²-weighted term dominates that loss, so the students"
             " stop when they match the soft targets, not when their error stops falling.",
             "--preset hard-monitor (stop on the hard-label validation loss)",
         )
@@ -282,8 +199,8 @@ def _joint_teachers(records: list[Record]) -> list[Finding]:
         after = [e for r in records if r.role == role for e in (r.copies_test_error or [])]
         if after and before[role]:
             parts.append(
-                f"{label} {100 * _mean(before[role]):.2f}% before distillation,"
-                f" {100 * _mean(after):.2f}% after (worst {100 * max(after):.2f}%)"
+                f"{label} {100 * fmean(before[role]):.2f}% before distillation,"
+                f" {100 * fmean(after):.2f}% after (worst {100 * max(after):.2f}%)"
             )
     if not parts:
         return []
@@ -390,7 +307,7 @@ def _fidelity(distilled: list[Record], d_logits, hard_logits, references) -> dic
         base = f"student_hard vs {'teacher' if r.role == Role.STUDENT_FROM_TEACHER else 'ensemble'}"
         pairs.setdefault(base, []).append(fidelity(hard_logits[r.repeat], ref))
     return {
-        name: {"agreement": _mean([a for a, _ in v]), "kl": _mean([k for _, k in v]), "n": len(v)}
+        name: {"agreement": fmean([a for a, _ in v]), "kl": fmean([k for _, k in v]), "n": len(v)}
         for name, v in pairs.items()
     }
 
@@ -411,7 +328,7 @@ def from_soft_targets(stats: dict) -> list[Finding]:
         fix = (
             "--preset paper (temperature on the logits)"
             if stats["head"] == "softmax"
-            else _lower_temperature(stats["temperature"])
+            else advice.lower_temperature(stats["temperature"])
         )
         found.append(
             Finding(
@@ -424,14 +341,6 @@ def from_soft_targets(stats: dict) -> list[Finding]:
             )
         )
     return found
-
-
-def _lower_temperature(t: float) -> str:
-    """Temperatures to try below `t` (halving), never the one the run already used."""
-    lower = [v for v in (t / 2, t / 4) if v >= 1] or [t / 2]
-    values = ", ".join(f"{v:g}" for v in lower)
-    grid = ",".join(f"{v:g}" for v in [*lower, t])
-    return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
 
 
 def _measured_before(run_dir: Path) -> dict | None:
@@ -466,32 +375,8 @@ def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits |
     if stats is not None:
         found += from_soft_targets(stats)
     if cfg.data.dataset == ARRAYS:  # a Python study() on your arrays: advice in its terms
-        found = [replace(f, try_next=in_python(f.try_next)) for f in found]
+        found = [replace(f, try_next=advice.in_python(f.try_next)) for f in found]
     return {"findings": [asdict(f) for f in found], "soft_targets": stats, "note": note}
-
-
-_PYTHON_NAMES = {"lr": "learning_rate"}  # flags not spelled as their setting
-
-
-def in_python(advice: str) -> str:
-    """Command-line advice as the Python API says it: `--preset P` as `kdbench.preset("P")`,
-    `--flag V` as `flag=V` in `Config.with_overrides`, and a `kdbench sweep --grid name=a,b`
-    as `kdbench.sweep(..., grid={"name": [a, b]})`."""
-
-    def grid(m: re.Match) -> str:
-        name, values = m.group(1), m.group(2).split(",")
-        grid = f'{{"{name}": [{", ".join(values)}]}}'
-        return f"`kdbench.sweep(cfg, {grid}, out, arrays=(x_train, y_train, x_test, y_test))`"
-
-    advice = re.sub(r"`kdbench sweep --grid ([a-z_]+)=([^`\s]+)`", grid, advice)
-    advice = re.sub(r"--preset ([a-z0-9-]+)", r'kdbench.preset("\1")', advice)
-
-    def flag(m: re.Match) -> str:
-        name = m.group(1).replace("-", "_")
-        name = _PYTHON_NAMES.get(name, name)
-        return f"{name}={m.group(2)}" if m.group(2) else name
-
-    return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9.e-]*))?", flag, advice)
 
 
 def write_diagnosis(

@@ -1,0 +1,57 @@
+"""What diagnose tells a user to try: advice fitted to the run (the strong-teacher preset only
+where the run is not it, temperatures below the one it used), and the same advice in the
+Python API's terms for a run on your own arrays."""
+
+from __future__ import annotations
+
+import re
+
+from kdbench.config import Config
+
+
+def stronger_teacher(cfg: Config, early_stopping: bool) -> str:
+    """What to try for a weak teacher, fitted to the run: the strong-teacher preset where the
+    run is not already it, the teacher's own longer schedule where it has none."""
+    tries = []
+    if cfg.preset != "hinton-strong":
+        tries.append("--preset hinton-strong (a dropout-regularised 1200-1200 teacher trained"
+                     " 100 epochs with max-norm; docs/results/hinton-strong-mnist)")  # fmt: skip
+    if cfg.train.teacher_epochs is None:
+        tries.append("a longer schedule for the teacher alone (--teacher-epochs 30)")
+    if early_stopping:
+        tries += ["--preset restore-best", "a larger --patience"]
+    else:
+        tries.append("more --epochs")
+    return ", ".join(tries[:-1]) + ", or " + tries[-1]
+
+
+def lower_temperature(t: float) -> str:
+    """Temperatures to try below `t` (halving), never the one the run already used."""
+    lower = [v for v in (t / 2, t / 4) if v >= 1] or [t / 2]
+    values = ", ".join(f"{v:g}" for v in lower)
+    grid = ",".join(f"{v:g}" for v in [*lower, t])
+    return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
+
+
+_PYTHON_NAMES = {"lr": "learning_rate"}  # flags not spelled as their setting
+
+
+def in_python(advice: str) -> str:
+    """Command-line advice as the Python API says it: `--preset P` as `kdbench.preset("P")`,
+    `--flag V` as `flag=V` in `Config.with_overrides`, and a `kdbench sweep --grid name=a,b`
+    as `kdbench.sweep(..., grid={"name": [a, b]})`."""
+
+    def grid(m: re.Match) -> str:
+        name, values = m.group(1), m.group(2).split(",")
+        grid = f'{{"{name}": [{", ".join(values)}]}}'
+        return f"`kdbench.sweep(cfg, {grid}, out, arrays=(x_train, y_train, x_test, y_test))`"
+
+    advice = re.sub(r"`kdbench sweep --grid ([a-z_]+)=([^`\s]+)`", grid, advice)
+    advice = re.sub(r"--preset ([a-z0-9-]+)", r'kdbench.preset("\1")', advice)
+
+    def flag(m: re.Match) -> str:
+        name = m.group(1).replace("-", "_")
+        name = _PYTHON_NAMES.get(name, name)
+        return f"{name}={m.group(2)}" if m.group(2) else name
+
+    return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9.e-]*))?", flag, advice)
