@@ -10,8 +10,10 @@ import io
 from pathlib import Path
 
 from kdbench.analysis import costs
+from kdbench.analysis.comparisons import comparisons_markdown, verdicts_markdown
 from kdbench.analysis.diagnose import markdown as diagnose_markdown
 from kdbench.analysis.figures import cost_figure, figure, tradeoff_figure
+from kdbench.analysis.paper import PAPER_TABLE1, comparable_to_paper
 from kdbench.analysis.stats import (
     FEW_REPEATS,
     FEW_REPEATS_NOTE,
@@ -21,21 +23,12 @@ from kdbench.analysis.stats import (
     pct,
     summarize,
 )
-from kdbench.analysis.verdict import sentence, wilcoxon_note
+from kdbench.analysis.verdict import sentence
 from kdbench.config import Config, TrainConfig, teacher_schedule
 from kdbench.records import Record, row_errors
 from kdbench.roles import CONTROL_ROLES, ROWS, label
 from kdbench.runs.store import atomic_write, write_summary
 from kdbench.summary import Diverged, Row, Summary, Timing
-
-# Table 1 of the paper: mean test error of 10 runs, in percent.
-PAPER_TABLE1 = {
-    "teacher": 2.01,
-    "student_from_teacher": 2.89,
-    "ensemble": 1.81,
-    "student_from_ensemble": 2.68,
-    "student_hard": 2.26,
-}
 
 
 def build_summary(
@@ -80,41 +73,6 @@ def build_summary(
         resources=resources or None,
         own_teacher=own_teacher or None,
         costs=spent,
-    )
-
-
-# what the paper's study fixes: its Table 1 describes these values and no others
-PAPER_FIXES = {
-    "model": ("teacher_hidden", "student_hidden", "teacher_arch", "student_arch",
-              "teacher_dropout", "teacher_input_dropout", "teacher_jitter", "teacher_max_norm"),
-    "distill": ("temperature", "alpha", "loss"),
-    "protocol": ("members",),
-    "train": ("learning_rate", "batch_size", "teacher_epochs"),
-}  # fmt: skip
-
-
-def comparable_to_paper(cfg: dict) -> bool:
-    """The paper's Table 1 is a fair reference only for its own study: full MNIST trained
-    until early stopping, with its architectures, temperature, alpha, ensemble size and
-    optimiser (`PAPER_FIXES`). Not on another dataset, a `--train-limit` subset, a fixed
-    number of `--epochs`, your own teacher, a sweep point at another temperature or the
-    Hinton presets' networks. The presets that vary only what the paper leaves unstated
-    (head, early stopping, teacher updates) keep it: they are readings of the same study."""
-    d, t = cfg["data"], cfg["train"]
-    own = cfg["model"].get("own_teacher")
-    if d["dataset"] != "mnist" or d["train_limit"] is not None or t["epochs"] is not None or own:
-        return False
-    paper, cfg = Config().to_dict(), Config.from_dict(cfg).to_dict()  # older folders: defaults
-    return all(
-        _same(cfg[section][key], paper[section][key])
-        for section, keys in PAPER_FIXES.items()
-        for key in keys
-    )
-
-
-def _same(a, b) -> bool:
-    return (list(a) if isinstance(a, tuple | list) else a) == (
-        list(b) if isinstance(b, tuple | list) else b
     )
 
 
@@ -229,46 +187,6 @@ def resources_section(summary: Summary) -> str:
         "## What each model costs on a device\n\n"
         f"{resources_markdown(summary)}\n![Error vs latency](tradeoff.png)\n\n"
     )
-
-
-def verdicts_markdown(summary: Summary) -> str:
-    """One bullet per comparison, then the run's one Wilcoxon caveat where it applies."""
-    lines = ["- " + c.verdict for c in summary.comparisons]
-    pairs = [c.n for c in summary.comparisons if c.p_holm is not None]
-    note = wilcoxon_note(min(pairs)) if pairs else None
-    return "\n".join(lines) + (f"\n\n{note}" if note else "")
-
-
-def comparisons_markdown(summary: Summary) -> str:
-    def f(x, spec=".2f"):
-        return "–" if x is None else format(x, spec)
-
-    lines = [
-        "| a | b | Mean diff (pp) | 95% CI | p (t-test) | p (Wilcoxon) | p (Holm) |"
-        " Holm-adjusted 95% CI | d_z | Pairs |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-
-    def interval(ci):
-        return "–" if ci is None else f"{ci[0]:.2f} – {ci[1]:.2f}"
-
-    for c in summary.comparisons:
-        lines.append(
-            f"| {c.a} | {c.b} | {f(c.mean_diff_pp, '+.2f')} | {interval(c.ci95_pp)}"
-            f" | {f(c.p_ttest, '.3g')} | {f(c.p_wilcoxon, '.3g')} | {f(c.p_holm, '.3g')}"
-            f" | {interval(c.ci95_holm_pp)} | {f(c.d_z)} | {c.n} |"
-        )
-    lines.append("")
-    lines.append(
-        "Positive differences mean a had the higher error. The 95% CI and p (t-test) are each"
-        " comparison's own; the verdicts use the Holm-adjusted paired t-test at"
-        f" {summary.significance} over all {len(summary.comparisons)} comparisons, and the"
-        " Holm-adjusted CI (the t-interval at the confidence Holm's factor implies) agrees with"
-        " that call: it excludes 0 exactly when p (Holm) < "
-        f"{summary.significance}. d_z is the mean difference over its standard deviation"
-        " (Cohen's d for paired samples)."
-    )
-    return "\n".join(lines) + "\n"
 
 
 def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:

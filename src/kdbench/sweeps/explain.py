@@ -20,7 +20,7 @@ from typing import Any
 
 from kdbench.analysis import controls
 from kdbench.analysis.figures import save_figure
-from kdbench.analysis.report import PAPER_TABLE1, comparable_to_paper
+from kdbench.analysis.paper import PAPER_TABLE1, comparable_to_paper
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, flat_index
 from kdbench.errors import RunFolderError

@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 
 from kdbench.analysis.figures import save_figure
-from kdbench.analysis.report import PAPER_TABLE1
+from kdbench.analysis.paper import PAPER_TABLE1
 
 KIND = "student_from_teacher"
 PAPER = (PAPER_TABLE1["teacher"], PAPER_TABLE1[KIND] - PAPER_TABLE1["student_hard"])
