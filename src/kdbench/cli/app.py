@@ -18,8 +18,16 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
+from kdbench.cli.options import (
+    ConfigFile,
+    Experiment,
+    PresetName,
+    Quiet,
+    Track,
+    settings_options,
+    with_progress,
+)
 from kdbench.cli.options import friendly as _friendly
-from kdbench.cli.options import settings_options, with_progress
 from kdbench.config import MAX_STACK
 from kdbench.errors import ConfigError
 
@@ -53,22 +61,6 @@ def _main(
     """kdbench: hard labels vs knowledge distillation, measured."""
 
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-Track = Annotated[
-    str | None,
-    typer.Option(
-        help="Send the finished run to a tracker: mlflow (pip install 'kdbench[mlflow]'),"
-        " at MLFLOW_TRACKING_URI or ./mlruns."
-    ),
-]
-
-
-Experiment = Annotated[
-    str | None,
-    typer.Option(help="MLflow experiment to log to (default: one named after the folder)."),
-]
-
-
 def _tracked(track: str | None, log, folder: Path) -> None:
     """Log a finished run to the tracker (checked by `tracking.check` before it trained); a
     tracker's failure is one line, the folder being complete (`tracking.send`)."""
@@ -78,19 +70,6 @@ def _tracked(track: str | None, log, folder: Path) -> None:
 
     print(f"mlflow: run {send(log, folder)} at {where()}", file=sys.stderr)
 
-
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Settings from a TOML file (config.json's sections and keys; `kdbench config"
-        " show` writes one) or a finished run's config.json; flags override it.",
-    ),
-]
-PresetName = Annotated[
-    str | None,
-    typer.Option(help="Named settings to start from; see `kdbench presets`.  [default: paper]"),
-]
 
 SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
 

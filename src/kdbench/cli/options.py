@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +28,18 @@ from kdbench.config import TOP_LEVEL, Config, flat_index, parse_sizes
 from kdbench.errors import KdbenchError
 from kdbench.progress import with_progress
 
-__all__ = ["FLAGS", "NOT_FLAGS", "friendly", "settings_options", "with_progress"]
+__all__ = [
+    "FLAGS",
+    "NOT_FLAGS",
+    "ConfigFile",
+    "Experiment",
+    "PresetName",
+    "Quiet",
+    "Track",
+    "friendly",
+    "settings_options",
+    "with_progress",
+]
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,33 @@ FLAGS: dict[str, Flag] = {
         Flag("threads", "Torch CPU threads; none = torch's own count."),
     )
 }
+# options more than one command takes (their settings come from `settings_options`)
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Track = Annotated[
+    str | None,
+    typer.Option(
+        help="Send the finished run to a tracker: mlflow (pip install 'kdbench[mlflow]'),"
+        " at MLFLOW_TRACKING_URI or ./mlruns."
+    ),
+]
+Experiment = Annotated[
+    str | None,
+    typer.Option(help="MLflow experiment to log to (default: one named after the folder)."),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings from a TOML file (config.json's sections and keys; `kdbench config"
+        " show` writes one) or a finished run's config.json; flags override it.",
+    ),
+]
+PresetName = Annotated[
+    str | None,
+    typer.Option(help="Named settings to start from; see `kdbench presets`.  [default: paper]"),
+]
+
+
 # set by kdbench (from your arrays and your teacher) and by --preset
 NOT_FLAGS = ("fingerprint", "arrays_features", "arrays_classes", "own_teacher_sha256", "preset")
 
