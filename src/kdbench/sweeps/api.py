@@ -22,10 +22,6 @@ from kdbench.sweeps import sweep as sw
 Arrays = tuple[Any, Any, Any, Any]  # x_train, y_train, x_test, y_test
 
 
-def _with_progress(progress: bool, work):
-    return with_progress(not progress, work)
-
-
 def sweep(
     config: Config | None,
     grid: dict[str, list],
@@ -48,9 +44,8 @@ def sweep(
         plan = sw.points(cfg, grid, out)  # every point validates before anything is written
         with guard.claim(out):
             keep_arrays([p.folder for p in plan], kept, cfg.data.fingerprint)
-    sw.points(cfg, grid, out)
     reuse_run = Path(reuse) if reuse else None
-    return _with_progress(progress, lambda bar: sw.run(
+    return with_progress(not progress, lambda bar: sw.run(
         cfg, grid, out, executor, address, bar, reuse_run, max_stack))  # fmt: skip
 
 
@@ -83,7 +78,7 @@ def explain(
             with guard.claim(out):
                 keep_arrays([out / name for name in configs], kept, settings["fingerprint"])
         reuse_run = Path(reuse) if reuse else None
-        done = _with_progress(progress, lambda bar: ex.run_variants(
+        done = with_progress(not progress, lambda bar: ex.run_variants(
             configs, out, executor, address, bar, reuse_run))  # fmt: skip
         folders += [v.folder for v in done]
     return ex.write(out, ex.collect(folders))
