@@ -13,7 +13,7 @@ import time
 import pytest
 from safetensors import safe_open
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, RunFolderError
 from kdbench.protocol.presets import resolve
 from kdbench.sweeps import plan as sweep_plan
 from kdbench.sweeps import sweep
@@ -243,3 +243,36 @@ def test_a_sweep_over_the_teacher_draws_its_strength_curve(tmp_path):
     assert len(hard) == 1
     small = [f for f in (out / "shared").iterdir() if f.name.startswith("small-")]
     assert len(small) == 1 and len(list((out / "shared").iterdir())) == 3
+    # a finished sweep grows by an extra point: only its teachers and students train, the
+    # grid's points keep their records, and the Holm family counts the new point's tests
+    before = {p["label"]: (out / p["folder"] / "records.jsonl").read_text()
+              for p in result["points"]}  # fmt: skip
+    extra = sweep.parse_points(["teacher_epochs=3 teacher_dropout=0.2"])
+    grown = sweep.run(base, sweep.parse_grid(["teacher_epochs=1,6"]), out, extra=extra)
+    assert [p["label"] for p in grown["points"]][-1] == "teacher_epochs=3_teacher_dropout=0.2"
+    assert grown["tests_in_family"] == 6 and grown["extra_points"] == extra
+    assert grown["points"][-1]["trained_stacks"][:1] == ["teachers"]
+    assert "small networks" not in grown["points"][-1]["trained_stacks"]
+    for p in grown["points"][:2]:
+        assert (out / p["folder"] / "records.jsonl").read_text() == before[p["label"]]
+    table = (out / "sweep.md").read_text()
+    assert "| teacher_epochs | teacher_dropout |" in table and "| 1 | base |" in table
+    # the grown folder now holds that point: a rerun without it is a different sweep
+    with pytest.raises(RunFolderError, match="every --point"):
+        sweep.run(base, sweep.parse_grid(["teacher_epochs=1,6"]), out)
+
+
+def test_extra_points_parse_and_refuse_clearly():
+    got = sweep.parse_points(["teacher_arch=cnn:8,16 teacher_epochs=4", "lr=0.01"])
+    assert got == [{"teacher_arch": "cnn:8,16", "teacher_epochs": 4}, {"learning_rate": 0.01}]
+    for bad, msg in [
+        (["colour=1"], "not a setting"),
+        (["alpha=0.1 alpha=0.2"], "twice"),
+        (["alpha"], "name=value"),
+        (["alpha=0.2", "alpha=0.2"], "given twice"),
+        (["dataset=digits"], "not a setting"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            sweep.parse_points(bad)
+    with pytest.raises(ConfigError, match="share the folder"):  # a grid point given again
+        sweep.points(resolve("paper"), {"alpha": [0.1, 0.5]}, extra=[{"alpha": 0.5}])

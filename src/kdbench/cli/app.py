@@ -375,6 +375,13 @@ def sweep(
         list[str],
         typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
     ],
+    point: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='One more point besides the grid, "name=value name=value" (repeatable), e.g.'
+            ' --point "teacher_arch=lenet5 teacher_epochs=10"; a finished sweep grows by it.'
+        ),
+    ] = None,
     preset: Annotated[
         str | None, typer.Option(help="Settings every point starts from.  [default: paper]")
     ] = None,
@@ -406,12 +413,12 @@ def sweep(
     from kdbench.sweeps import sweep as sw
 
     base = resolve_with(config, preset, overrides)
-    parsed = sw.parse_grid(grid)
-    sw.points(base, parsed)  # every point validates before anything trains
+    parsed, extra = sw.parse_grid(grid), sw.parse_points(point or [])
+    sw.points(base, parsed, extra=extra)  # every point validates before anything trains
     tracking.check(track)
     with_progress(
         quiet or executor != "local",
-        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack),
+        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack, extra),
     )
     _tracked(track, lambda: tracking.log_sweep(out, experiment), out)
     print(out / "sweep.md")

@@ -33,20 +33,24 @@ def sweep(
     progress: bool = True,
     reuse: str | Path | None = None,
     max_stack: int = MAX_STACK,
+    points: list[dict[str, Any]] | None = None,
 ) -> dict:
-    """The study over `grid` ({"temperature": [2, 5], "alpha": [0.1, 0.5]}) from `config`,
-    into `out` (resumable); `arrays`: your (x_train, y_train, x_test, y_test) instead of the
-    configured dataset. Returns sweep.json's content; sweep.md and the figures are in `out`."""
+    """The study over `grid` ({"temperature": [2, 5], "alpha": [0.1, 0.5]}) and the extra
+    `points` ([{"teacher_arch": "lenet5", "teacher_epochs": 10}]) from `config`, into `out`
+    (resumable; a finished sweep grows by new points); `arrays`: your (x_train, y_train,
+    x_test, y_test) instead of the configured dataset. Returns sweep.json's content; sweep.md
+    and the figures are in `out`."""
     cfg, out = config or Config(), Path(out)
     grid = {k: list(v) for k, v in grid.items()}
+    extra = [dict(p) for p in points or []]
     if arrays is not None:
         cfg, kept = with_arrays(cfg, *arrays)
-        plan = sw.points(cfg, grid, out)  # every point validates before anything is written
+        plan = sw.points(cfg, grid, out, extra)  # every point validates before anything is written
         with guard.claim(out):
             keep_arrays([p.folder for p in plan], kept, cfg.data.fingerprint)
     reuse_run = Path(reuse) if reuse else None
     return with_progress(not progress, lambda bar: sw.run(
-        cfg, grid, out, executor, address, bar, reuse_run, max_stack))  # fmt: skip
+        cfg, grid, out, executor, address, bar, reuse_run, max_stack, extra))  # fmt: skip
 
 
 def explain(

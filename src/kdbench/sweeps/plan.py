@@ -61,27 +61,37 @@ def _parse_value(name: str, text: str, default: Any) -> Any:
         raise ConfigError(f"--grid {name}: cannot read {text!r} as a value of {name}") from None
 
 
-def parse_grid(items: list[str]) -> dict[str, list]:
-    """`name=v1,v2,...` strings -> {name: [values]}; sizes as 100-50 (e.g. student_hidden)."""
-    index = flat_index()
-    defaults = {
+def _defaults() -> dict[str, Any]:
+    return {
         f.name: getattr(getattr(Config(), sec), f.name)
-        for sec in {*index.values()}
+        for sec in {*flat_index().values()}
         for f in dataclasses.fields(getattr(Config(), sec))
     }
+
+
+def _setting(raw: str, flag: str) -> str:
+    """The setting a `--grid`/`--point` name means (dashes as underscores, lr)."""
+    name = raw.strip().replace("-", "_")
+    if name == "lr":
+        name = "learning_rate"
+    index = flat_index()
+    if name not in index or name in _NOT_SWEPT:
+        valid = [n for n in index if n not in _NOT_SWEPT]
+        raise ConfigError(
+            f"{flag}: '{name}' is not a setting a sweep can vary{did_you_mean(name, valid)}"
+        )
+    return name
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`name=v1,v2,...` strings -> {name: [values]}; sizes as 100-50 (e.g. student_hidden)."""
+    defaults = _defaults()
     grid: dict[str, list] = {}
     for item in items:
         name, sep, values = item.partition("=")
-        name = name.strip().replace("-", "_")
         if not sep or not values.strip():
             raise ConfigError(f"--grid takes name=v1,v2,... (got {item!r})")
-        if name == "lr":
-            name = "learning_rate"
-        if name not in index or name in _NOT_SWEPT:
-            valid = [n for n in index if n not in _NOT_SWEPT]
-            raise ConfigError(
-                f"--grid: '{name}' is not a setting a sweep can vary{did_you_mean(name, valid)}"
-            )
+        name = _setting(name, "--grid")
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; list all its values once")
         parsed = [_parse_value(name, v, defaults[name]) for v in _split(name, values)]
@@ -92,6 +102,30 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     if not grid:
         raise ConfigError("a sweep needs at least one --grid name=v1,v2,...")
     return grid
+
+
+def parse_points(items: list[str]) -> list[dict[str, Any]]:
+    """`--point "name=value name=value"` strings -> one point each, trained besides the grid's
+    product (e.g. a conv teacher beside a grid over the MLP teacher's epochs): the curve a
+    product cannot draw without training every combination."""
+    defaults = _defaults()
+    out: list[dict[str, Any]] = []
+    for item in items:
+        point: dict[str, Any] = {}
+        for pair in item.split():
+            name, sep, value = pair.partition("=")
+            if not sep or not value:
+                raise ConfigError(f'--point takes "name=value name=value ..." (got {item!r})')
+            name = _setting(name, "--point")
+            if name in point:
+                raise ConfigError(f"--point {item!r} sets {name} twice")
+            point[name] = _parse_value(name, value, defaults[name])
+        if not point:
+            raise ConfigError(f'--point takes "name=value name=value ..." (got {item!r})')
+        if point in out:
+            raise ConfigError(f"--point {item!r} is given twice")
+        out.append(point)
+    return out
 
 
 # the data and your own teacher are fixed for a whole sweep
@@ -134,11 +168,13 @@ class DistilWork:
         return self.points[0].shared
 
 
-def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[Point]:
-    """Every grid point, its configuration resolved and validated."""
+def points(
+    base: Config, grid: dict[str, list], out: Path = Path("."), extra: list[dict] = ()
+) -> list[Point]:
+    """Every grid point, then every extra point, its configuration resolved and validated."""
     found: dict[str, Point] = {}
-    for values in itertools.product(*grid.values()):
-        overrides = dict(zip(grid, values, strict=True))
+    product = [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
+    for overrides in [*product, *extra]:
         cfg = base.with_overrides(**overrides)  # an impossible setting fails here, before any
         loss_class(cfg.distill.loss)  # point trains, as an unknown loss does
         d = cfg.data.dataset
@@ -148,7 +184,8 @@ def points(base: Config, grid: dict[str, list], out: Path = Path(".")) -> list[P
         if name in found:
             raise ConfigError(
                 f"grid points {found[name].overrides} and {overrides} would share the folder"
-                f" points/{name}; use values that differ in their first 6 significant digits"
+                f" points/{name}; give each point once, with values that differ in their first"
+                " 6 significant digits"
             )
         found[name] = Point(
             name, overrides, cfg, out / "points" / name, out / "shared" / upstream_key(cfg)

@@ -30,13 +30,27 @@ def _delta(t: dict) -> str:
     )
 
 
-def markdown(result: dict) -> str:
+def axes(result: dict) -> list[str]:
+    """The settings a sweep varies: its grid's, then those only its extra points set."""
     keys = list(result["grid"])
+    for point in result.get("extra_points", []):
+        keys += [k for k in point if k not in keys]
+    return keys
+
+
+def grid_only(result: dict) -> dict:
+    """The sweep without its extra points: what its heatmap or line plot draws."""
+    keys = set(result["grid"])
+    return {**result, "points": [p for p in result["points"] if set(p["point"]) == keys]}
+
+
+def markdown(result: dict) -> str:
+    keys = axes(result)
     head = "| " + " | ".join(keys) + " | Student ← teacher | Student ← ensemble | Hard labels |"
     head += " Δ teacher-KD (pp) | Δ ensemble-KD (pp) |"
     lines = [head, "|" + " --- |" * (len(keys) + 5)]
     for p in result["points"]:
-        vals = [str(p["point"][k]) for k in keys]
+        vals = [str(p["point"].get(k, "base")) for k in keys]
         rows = p["rows"]
         cells = [
             _cell(rows["student_from_teacher"]),
@@ -68,9 +82,19 @@ def markdown(result: dict) -> str:
             else ""
         )
         + "\n".join(best)
+        + _extra_note(result)
         + "\n\n![Sweep heatmap](sweep.png)\n"
         + _controls(result)
     )
+
+
+def _extra_note(result: dict) -> str:
+    n = len(result.get("extra_points", []))
+    if not n:
+        return ""
+    return (f"\n\n\"base\" = the sweep's base setting. The {n} extra point{'s' if n > 1 else ''}"
+            " (`--point`) are in this table and the Holm family; the figure below draws the"
+            " grid's points only.")  # fmt: skip
 
 
 def _controls(result: dict) -> str:
@@ -153,6 +177,7 @@ def heatmap(result: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    result = grid_only(result)
     keys = list(result["grid"])
     if len(keys) == 1:
         return line_plot(result, folder)

@@ -12,14 +12,16 @@ from pathlib import Path
 
 from kdbench.analysis.figures import save_figure
 from kdbench.analysis.paper import PAPER_TABLE1
+from kdbench.sweeps.report import axes
 
 KIND = "student_from_teacher"
 PAPER = (PAPER_TABLE1["teacher"], PAPER_TABLE1[KIND] - PAPER_TABLE1["student_hard"])
 
 
 def applies(result: dict) -> bool:
-    """A sweep over the teacher: a grid axis that is a teacher setting (or its architecture)."""
-    return any(key.startswith("teacher_") for key in result["grid"])
+    """A sweep over the teacher: a setting it varies (on its grid or at an extra point) is a
+    teacher setting, or its architecture."""
+    return any(key.startswith("teacher_") for key in axes(result))
 
 
 def _points(result: dict) -> list[dict]:

@@ -24,19 +24,29 @@ from kdbench.runs.store import atomic_write, read_summary, write_json
 from kdbench.settings import settings_sha256
 from kdbench.sweeps import strength
 from kdbench.sweeps.executors import EXECUTORS, get_executor
-from kdbench.sweeps.plan import distil_work, parse_grid, points, reuse, trained_by_point
+from kdbench.sweeps.plan import (
+    distil_work,
+    parse_grid,
+    parse_points,
+    points,
+    reuse,
+    trained_by_point,
+)
 from kdbench.sweeps.report import heatmap, markdown
 
 SWEEP_CONFIG = "sweep-config.json"
 MIN_STAR_REPEATS = 3
-__all__ = ["analyse", "parse_grid", "points", "run"]
+__all__ = ["analyse", "parse_grid", "parse_points", "points", "run"]
 
 
 def _same_sweep(old: dict, spec: dict) -> bool:
     """The grid and stack limit as written; the base settings by what the models depend on, so
-    another --threads, or a setting kdbench added since at its default, resumes the sweep."""
+    another --threads, or a setting kdbench added since at its default, resumes the sweep; the
+    extra points as a superset of those written: a finished sweep grows by new points."""
     new = json.loads(json.dumps(spec))
     if (old.get("grid"), old.get("max_stack")) != (new["grid"], new["max_stack"]):
+        return False
+    if any(point not in new["points"] for point in old.get("points", [])):
         return False
     try:
         before = Config.from_dict(old["base"])
@@ -48,13 +58,16 @@ def _same_sweep(old: dict, spec: dict) -> bool:
 def _check_folder(out: Path, spec: dict) -> None:
     path = out / SWEEP_CONFIG
     if path.is_file():
-        if not _same_sweep(json.loads(path.read_text()), spec):
+        old = json.loads(path.read_text())
+        if not _same_sweep(old, spec):
             raise RunFolderError(
-                f"{out} holds a different sweep (grid or base settings differ); use a new --out"
+                f"{out} holds a different sweep (grid, extra points or base settings differ);"
+                " give its grid and every --point it has again, or use a new --out"
             )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(path, spec)
+        if old.get("points", []) == spec["points"]:
+            return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, spec)  # a new sweep, or one grown by extra points
 
 
 def run(
@@ -66,16 +79,20 @@ def run(
     progress=None,
     reuse_run: Path | None = None,
     max_stack: int = MAX_STACK,
+    extra: list[dict] = (),
 ) -> dict:
-    """Train every grid point (resuming what is done), then analyse and write the report."""
+    """Train every grid point and every `extra` point (resuming what is done), then analyse and
+    write the report."""
     if max_stack < 1:
         raise ConfigError(f"--max-stack must be at least 1 (got {max_stack})")
     if executor not in EXECUTORS:  # refused before the folder is written
         raise ConfigError(f"unknown executor '{executor}'; use {' or '.join(EXECUTORS)}")
     out = Path(out)
-    plan = points(base, grid, out)
+    extra = list(extra)
+    plan = points(base, grid, out, extra)
     with guard.claim(out):  # one writer: a second sweep on this --out is refused
-        _check_folder(out, {"grid": grid, "base": base.to_dict(), "max_stack": max_stack})
+        spec = {"grid": grid, "points": extra, "base": base.to_dict(), "max_stack": max_stack}
+        _check_folder(out, spec)
         if reuse_run is not None:
             reuse(reuse_run, plan)
         stacks = distil_work(plan, max_stack)
@@ -91,14 +108,15 @@ def run(
             }
             for p, summary in zip(plan, summaries, strict=True)
         ]
-        result = analyse(grid, entries)
+        result = analyse(grid, entries, extra)
         write(out, result)
     return result
 
 
-def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
+def analyse(grid: dict[str, list], entries: list[dict], extra: list[dict] = ()) -> dict:
     """Each distilled student vs the hard-label student at every point, Holm-adjusted across the
-    whole grid (2 tests per point); the best point per teacher kind, with its CI."""
+    whole grid and its extra points (2 tests per point); the best point per teacher kind, with
+    its CI."""
     tests = []
     for e in entries:
         e["kd_vs_hard"] = {}
@@ -156,6 +174,7 @@ def analyse(grid: dict[str, list], entries: list[dict]) -> dict:
     return {
         "few_repeats": any(e["summary"].min_repeats < FEW_REPEATS for e in entries),
         "grid": grid,
+        "extra_points": list(extra),
         "points": slim,
         "best": best,
         "significance": SIGNIFICANCE,
@@ -189,7 +208,7 @@ def rerender(out: Path) -> dict:
         for p in before["points"]
     ]  # fmt: skip
     with guard.claim(out):
-        result = analyse(spec["grid"], entries)
+        result = analyse(spec["grid"], entries, spec.get("points", []))
         write(out, result)
     return result
 
