@@ -236,7 +236,12 @@ def _teacher_rows(m: dict, train: TrainConfig) -> list[tuple[str, str]]:
     return rows
 
 
-def _teacher_name(m: dict) -> str:
+def student_name(m: dict) -> str:
+    """The students' (and ensemble members') architecture as the configuration names it."""
+    return m.get("student_arch") or "-".join(map(str, m["student_hidden"]))
+
+
+def teacher_name(m: dict) -> str:
     """Your own teacher by its file (and SHA-256), else the architecture kdbench trained."""
     if m.get("own_teacher"):
         sha = m.get("own_teacher_sha256")
@@ -253,11 +258,8 @@ def config_table(cfg: dict) -> str:
             + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
         ),
         ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
-        ("Teacher", _teacher_name(m)),
-        (
-            "Student / ensemble member",
-            m.get("student_arch") or "-".join(map(str, m["student_hidden"])),
-        ),
+        ("Teacher", teacher_name(m)),
+        ("Student / ensemble member", student_name(m)),
         ("Repeats × members", f"{p['repeats']} × {p['members']}"),
         (
             "Optimiser",

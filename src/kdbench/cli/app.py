@@ -141,6 +141,30 @@ def track(
 
 
 @app.command()
+@_friendly
+def decide(
+    folders: Annotated[
+        list[Path] | None, typer.Argument(help="Finished run or sweep folders, one row each.")
+    ] = None,
+    readme: Annotated[
+        Path | None,
+        typer.Option(help="Rewrite this file's decision-table blocks from the folders they name."),
+    ] = None,
+) -> None:
+    """The decision table: for each run (and sweep point), every strategy against hard labels,
+    its Holm-adjusted CI and its training cost."""
+    from kdbench.analysis import decision
+
+    if readme is not None:
+        n = decision.update_readme(readme)
+        print(f"{readme}: {n} decision table{'s' if n > 1 else ''} rewritten")
+    elif folders:
+        print(decision.table(folders))
+    else:
+        raise typer.BadParameter("give run or sweep folders, or --readme README.md")
+
+
+@app.command()
 def presets() -> None:
     """List the named presets and what each changes."""
     from kdbench.protocol.presets import PRESETS

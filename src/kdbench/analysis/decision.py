@@ -1,0 +1,220 @@
+"""The README's decision table: for each kind of model, data and teacher that kdbench has run,
+what each way of training the student did against hard labels and what it cost.
+
+Built only from finished folders (run folders, and sweep folders: one row per point), so it is
+redone, never retyped, when a run changes: `kdbench decide FOLDER…` prints it, `kdbench decide
+--readme README.md` rewrites the README's block from the folders its marker names. A row's
+differences are paired by repeat and Holm-adjusted in their own run's family (a sweep point's
+teacher and ensemble columns over the whole sweep, as `sweep.md` adjusts them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdbench.analysis.report import student_name, teacher_name
+from kdbench.config import Config
+from kdbench.errors import RunFolderError
+from kdbench.roles import Role
+from kdbench.runs.store import atomic_write, read_config, read_summary
+from kdbench.summary import Summary
+
+# (column, the student's row, its training strategy in the cost table)
+COLUMNS = (
+    ("From the teacher", Role.STUDENT_FROM_TEACHER, "from_teacher"),
+    ("From the ensemble", Role.STUDENT_FROM_ENSEMBLE, "from_ensemble"),
+    ("Label smoothing", Role.STUDENT_SMOOTH, "smoothing"),
+    ("Self-distillation", Role.STUDENT_SELF, "self_distillation"),
+)
+BEGIN = re.compile(r"<!-- kdbench decide (?P<folders>[^>]*?) -->")
+END = "<!-- /kdbench decide -->"
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One strategy against hard labels: the paired difference (pp), its Holm-adjusted 95% CI,
+    whether it is Holm-significant, and its training compute relative to hard labels (with the
+    teacher or ensemble trained for it, and amortised where that already exists)."""
+
+    diff_pp: float
+    ci95_pp: tuple[float, float] | None
+    significant: bool
+    cost_vs_hard: float | None = None
+    amortised_vs_hard: float | None = None
+
+
+@dataclass(frozen=True)
+class Situation:
+    """One row: a run (or sweep point) and what each strategy did there."""
+
+    source: str  # the folder as given, and the sweep point's label
+    link: str  # its report
+    data: str
+    student: str
+    teacher: str
+    hard_pct: float | None
+    teacher_pct: float | None
+    teacher_vs_hard: Effect | None
+    repeats: int
+    effects: tuple[Effect | None, ...]  # one per COLUMNS entry
+
+
+def _effect(summary: Summary, role: str, strategy: str | None = None) -> Effect | None:
+    try:
+        c = summary.comparison(role, Role.STUDENT_HARD)
+    except StopIteration:  # a row this run did not train (a control it had no flag for)
+        return None
+    if c.mean_diff_pp is None:
+        return None
+    ci = c.ci95_holm_pp or c.ci95_pp
+    cost = summary.costs.strategy(strategy) if summary.costs and strategy else None
+    return Effect(
+        c.mean_diff_pp,
+        tuple(ci) if ci else None,
+        c.p_holm is not None and c.p_holm < summary.significance and c.n >= 3,
+        cost.macs_vs_hard if cost else None,
+        cost.amortised_vs_hard if cost else None,
+    )
+
+
+def _over_grid(effect: Effect | None, tested: dict) -> Effect | None:
+    """A sweep point's difference as its sweep adjusts it (Holm over the whole grid)."""
+    if effect is None or tested.get("mean_diff_pp") is None:
+        return effect
+    ci = tested.get("ci95_holm_grid_pp") or tested["ci95_pp"]
+    return Effect(effect.diff_pp, tuple(ci) if ci else None, bool(tested["significant"]),
+                  effect.cost_vs_hard, effect.amortised_vs_hard)  # fmt: skip
+
+
+def _named(arch: str) -> str:
+    """An MLP's hidden sizes as the MLP they are (`100` -> `MLP 100`)."""
+    return f"MLP {arch}" if arch[:1].isdigit() else arch
+
+
+def _teacher(cfg: Config) -> str:
+    """The teacher's architecture and what made it strong or weak: its schedule and its
+    regularisation."""
+    m, t = cfg.model, cfg.train
+    if m.own_teacher:
+        return "your own"
+    parts = [_named(teacher_name(cfg.to_dict()["model"]))]
+    if t.teacher_epochs is not None:
+        parts.append(f"{t.teacher_epochs} epochs")
+    elif t.epochs is not None:
+        parts.append(f"{t.epochs} epochs")
+    else:
+        parts.append(f"early-stopped on {t.teacher_monitor or t.monitor}")
+    if m.teacher_dropout or m.teacher_input_dropout:
+        parts.append("dropout")
+    if m.teacher_jitter:
+        parts.append(f"jitter {m.teacher_jitter}")
+    if m.teacher_max_norm is not None:
+        parts.append("max-norm")
+    if cfg.distill.teacher_updates == "joint":
+        parts.append("trained along with the student")
+    return ", ".join(parts)
+
+
+def _situation(folder: Path, root: Path, shown: str, grid: dict | None = None) -> Situation:
+    summary, cfg = read_summary(root / folder), read_config(root / folder)
+    effects = [_effect(summary, role, strategy) for _, role, strategy in COLUMNS]
+    if grid is not None:
+        effects[:2] = [_over_grid(effects[i], grid[COLUMNS[i][1]]) for i in range(2)]
+    rows = summary.rows
+    data = cfg.data.dataset + (f", first {cfg.data.train_limit}" if cfg.data.train_limit else "")
+    return Situation(
+        source=shown,
+        link=f"{folder}/report.md",
+        data=data,
+        student=_named(student_name(cfg.to_dict()["model"])),
+        teacher=_teacher(cfg),
+        hard_pct=rows[Role.STUDENT_HARD].mean_pct,
+        teacher_pct=rows[Role.TEACHER].mean_pct,
+        teacher_vs_hard=_effect(summary, Role.TEACHER),
+        repeats=summary.min_repeats,
+        effects=tuple(effects),
+    )
+
+
+def situations(folders: list[Path], root: Path = Path()) -> list[Situation]:
+    """A row per run folder, and per point of a sweep folder, in the order given; `folders`
+    relative to `root` (and linked so)."""
+    out = []
+    for folder in map(Path, folders):
+        sweep = root / folder / "sweep.json"
+        if sweep.is_file():
+            for p in json.loads(sweep.read_text())["points"]:
+                out.append(_situation(folder / p["folder"], root,
+                                      f"{folder.name}: {p['label']}", p["kd_vs_hard"]))  # fmt: skip
+        elif (root / folder / "summary.json").is_file():
+            out.append(_situation(folder, root, folder.name))
+        else:
+            raise RunFolderError(
+                f"{folder} is neither a finished run nor a finished sweep; finish it first"
+            )
+    return out
+
+
+def _cell(e: Effect | None, cost: bool = True) -> str:
+    if e is None:
+        return "–"
+    text = f"{e.diff_pp:+.2f}{'*' if e.significant else ''}"
+    if e.ci95_pp:
+        text += f" ({e.ci95_pp[0]:+.2f} to {e.ci95_pp[1]:+.2f})"
+    if cost and (e.cost_vs_hard, e.amortised_vs_hard) != (None, None):
+        text += f", {e.cost_vs_hard:.2g}×" if e.cost_vs_hard is not None else ", –"
+        if e.amortised_vs_hard is not None:
+            text += f" ({e.amortised_vs_hard:.2g}×)"
+    return text
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}%"
+
+
+def table(folders: list[Path], root: Path = Path()) -> str:
+    """The decision table as markdown, with the note that says how to read it."""
+    head = ["Data", "Student", "Teacher", "Teacher error (vs hard)", "Hard labels",
+            *(c[0] for c in COLUMNS), "Repeats", "Run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(head) - 3)]
+    for s in situations(folders, root):
+        teacher = _pct(s.teacher_pct)
+        if s.teacher_vs_hard is not None:
+            teacher += f" ({_cell(s.teacher_vs_hard, cost=False).split(' (')[0]})"
+        cells = [s.data, s.student, s.teacher, teacher, _pct(s.hard_pct),
+                 *map(_cell, s.effects), str(s.repeats), f"[{s.source}]({s.link})"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        "\n\nTest error (mean over repeats); the teacher's in brackets: minus the hard-label"
+        " student's, pp. Each strategy: the student's error minus the"
+        " hard-label student's, pp, paired by repeat (negative = better than hard labels),"
+        " Holm-adjusted 95% CI in its run's family (a sweep point's over the whole sweep), * ="
+        " Holm-significant at 0.05 with at least 3 repeats; then its training compute per"
+        " deployable student relative to hard labels (counted MACs; in brackets when the teacher"
+        " or ensemble already exists). – = not run, or not recorded by that run.\n"
+    )
+
+
+def update_readme(readme: Path) -> int:
+    """Rewrite every decision-table block in `readme` from the folders its marker names
+    (relative to the README's folder). Returns how many blocks were rewritten."""
+    readme = Path(readme)
+    text = readme.read_text()
+    out, count, at = [], 0, 0
+    for m in BEGIN.finditer(text):
+        end = text.find(END, m.end())
+        if end < 0:
+            raise RunFolderError(f"{readme}: a decision-table block has no {END!r} after it")
+        body = table([Path(f) for f in m.group("folders").split()], readme.parent)
+        out += [text[at : m.end()], "\n", body, "\n"]
+        at, count = end, count + 1
+    if not count:
+        raise RunFolderError(
+            f"{readme} has no '<!-- kdbench decide FOLDER… -->' marker; add one where the"
+            " table goes"
+        )
+    atomic_write(readme, "".join([*out, text[at:]]).encode())
+    return count

@@ -1,0 +1,65 @@
+"""The README's decision table is what the committed folders say (`kdbench decide`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kdbench.analysis import decision
+from kdbench.errors import RunFolderError
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path("docs/results")
+
+
+def test_the_readme_table_is_generated_from_the_committed_folders(tmp_path):
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    (tmp_path / "docs").symlink_to(ROOT / "docs")
+    assert decision.update_readme(readme) >= 1
+    assert readme.read_text() == (ROOT / "README.md").read_text(), (
+        "the README's decision table is stale: run `kdbench decide --readme README.md`"
+    )
+
+
+def test_each_cell_is_its_runs_holm_adjusted_comparison():
+    (row,) = decision.situations([RESULTS / "controls-mnist"], ROOT)
+    raw = json.loads((ROOT / RESULTS / "controls-mnist" / "summary.json").read_text())
+    costs = {c["strategy"]: c for c in raw["costs"]["strategies"]}
+    for (_, role, strategy), effect in zip(decision.COLUMNS, row.effects, strict=True):
+        (c,) = [c for c in raw["comparisons"] if (c["a"], c["b"]) == (role, "student_hard")]
+        assert effect.diff_pp == c["mean_diff_pp"]
+        assert list(effect.ci95_pp) == c["ci95_holm_pp"]
+        assert effect.significant == (c["p_holm"] < 0.05)
+        assert effect.cost_vs_hard == costs[strategy]["macs_vs_hard"]
+    # the CI agrees with the star: it excludes 0 exactly where the row is significant
+    for e in row.effects:
+        assert e.significant == (e.ci95_pp[0] > 0 or e.ci95_pp[1] < 0)
+    assert row.teacher.startswith("MLP 500-400-300-200-100") and row.student == "MLP 100"
+
+
+def test_a_sweep_gives_a_row_per_point_adjusted_over_the_sweep():
+    rows = decision.situations([RESULTS / "sweep-mnist"], ROOT)
+    result = json.loads((ROOT / RESULTS / "sweep-mnist" / "sweep.json").read_text())
+    assert len(rows) == len(result["points"])
+    for row, p in zip(rows, result["points"], strict=True):
+        tested = p["kd_vs_hard"]["student_from_teacher"]
+        assert list(row.effects[0].ci95_pp) == tested["ci95_holm_grid_pp"]
+        assert row.effects[0].significant == tested["significant"]
+        assert row.source.endswith(p["label"])
+
+
+def test_bad_folders_and_readmes_are_one_clear_error(tmp_path):
+    with pytest.raises(RunFolderError, match="neither a finished run nor a finished sweep"):
+        decision.table([tmp_path])
+    readme = tmp_path / "README.md"
+    readme.write_text("# no marker\n")
+    with pytest.raises(RunFolderError, match="no '<!-- kdbench decide"):
+        decision.update_readme(readme)
+    readme.write_text("<!-- kdbench decide docs/results/controls-mnist -->\nno end\n")
+    with pytest.raises(RunFolderError, match="has no"):
+        decision.update_readme(readme)
+    assert readme.read_text().endswith("no end\n"), "nothing written on an error"
