@@ -265,6 +265,10 @@ def test_a_sweep_over_the_teacher_draws_its_strength_curve(tmp_path):
 def test_extra_points_parse_and_refuse_clearly():
     got = sweep.parse_points(["teacher_arch=cnn:8,16 teacher_epochs=4", "lr=0.01"])
     assert got == [{"teacher_arch": "cnn:8,16", "teacher_epochs": 4}, {"learning_rate": 0.01}]
+    # values take the setting's declared type: the float a flag would give (same settings hash)
+    (norm,) = sweep.parse_points(["teacher_max_norm=3 teacher_monitor=val_error"])
+    assert norm == {"teacher_max_norm": 3.0, "teacher_monitor": "val_error"}
+    assert isinstance(norm["teacher_max_norm"], float)
     for bad, msg in [
         (["colour=1"], "not a setting"),
         (["alpha=0.1 alpha=0.2"], "twice"),

@@ -42,28 +42,32 @@ def _split(name: str, values: str) -> list[str]:
     return out
 
 
-def _parse_value(name: str, text: str, default: Any) -> Any:
+def _parse_value(name: str, text: str, kind: str) -> Any:
+    """`text` as a value of the setting `name`, whose declared type is `kind` ("float | None")."""
     if name in ARCHITECTURES:
         return text
+    base = kind.split("|")[0].strip()
     try:
-        if isinstance(default, bool):
+        if base == "bool":
             if text.lower() not in ("true", "false"):
                 raise ValueError
             return text.lower() == "true"
-        if isinstance(default, tuple):
+        if base.startswith("tuple"):
             return parse_sizes(text, f"--grid {name}")
-        if isinstance(default, float):
+        if base == "float":
             return float(text)
-        if isinstance(default, int) or default is None:
+        if base == "int":
             return int(text)
         return text
     except ValueError:
         raise ConfigError(f"--grid {name}: cannot read {text!r} as a value of {name}") from None
 
 
-def _defaults() -> dict[str, Any]:
+def _types() -> dict[str, str]:
+    """Each setting's declared type, as written in `config.py` (so `teacher_max_norm=3` is the
+    float 3.0 a flag would give, not an int with another settings hash)."""
     return {
-        f.name: getattr(getattr(Config(), sec), f.name)
+        f.name: str(f.type)
         for sec in {*flat_index().values()}
         for f in dataclasses.fields(getattr(Config(), sec))
     }
@@ -85,7 +89,7 @@ def _setting(raw: str, flag: str) -> str:
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     """`name=v1,v2,...` strings -> {name: [values]}; sizes as 100-50 (e.g. student_hidden)."""
-    defaults = _defaults()
+    types = _types()
     grid: dict[str, list] = {}
     for item in items:
         name, sep, values = item.partition("=")
@@ -94,7 +98,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         name = _setting(name, "--grid")
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; list all its values once")
-        parsed = [_parse_value(name, v, defaults[name]) for v in _split(name, values)]
+        parsed = [_parse_value(name, v, types[name]) for v in _split(name, values)]
         twice = sorted({str(v) for v in parsed if parsed.count(v) > 1})
         if twice:  # the point would be trained twice and counted twice in the Holm family
             raise ConfigError(f"--grid {name} lists {', '.join(twice)} more than once")
@@ -108,7 +112,7 @@ def parse_points(items: list[str]) -> list[dict[str, Any]]:
     """`--point "name=value name=value"` strings -> one point each, trained besides the grid's
     product (e.g. a conv teacher beside a grid over the MLP teacher's epochs): the curve a
     product cannot draw without training every combination."""
-    defaults = _defaults()
+    types = _types()
     out: list[dict[str, Any]] = []
     for item in items:
         point: dict[str, Any] = {}
@@ -119,7 +123,7 @@ def parse_points(items: list[str]) -> list[dict[str, Any]]:
             name = _setting(name, "--point")
             if name in point:
                 raise ConfigError(f"--point {item!r} sets {name} twice")
-            point[name] = _parse_value(name, value, defaults[name])
+            point[name] = _parse_value(name, value, types[name])
         if not point:
             raise ConfigError(f'--point takes "name=value name=value ..." (got {item!r})')
         if point in out:

@@ -64,7 +64,7 @@ def _check_folder(out: Path, spec: dict) -> None:
                 f"{out} holds a different sweep (grid, extra points or base settings differ);"
                 " give its grid and every --point it has again, or use a new --out"
             )
-        if old.get("points", []) == spec["points"]:
+        if json.dumps(old.get("points", [])) == json.dumps(spec["points"]):
             return
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, spec)  # a new sweep, or one grown by extra points
