@@ -31,6 +31,7 @@ from kdbench.progress import with_progress
 __all__ = [
     "FLAGS",
     "NOT_FLAGS",
+    "SHARED",
     "ConfigFile",
     "Experiment",
     "PresetName",
@@ -38,6 +39,7 @@ __all__ = [
     "Track",
     "friendly",
     "settings_options",
+    "tracked",
     "with_progress",
 ]
 
@@ -257,3 +259,17 @@ def friendly(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+# the settings every command that runs studies takes
+SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
+
+
+def tracked(track: str | None, log, folder: Path) -> None:
+    """Log a finished run to the tracker (checked by `tracking.check` before it trained); a
+    tracker's failure is one line, the folder being complete (`tracking.send`)."""
+    if track is None:
+        return
+    from kdbench.runs.tracking import send, where
+
+    print(f"mlflow: run {send(log, folder)} at {where()}", file=sys.stderr)

@@ -1,0 +1,130 @@
+"""`kdbench explain` and `kdbench sweep`: the commands that run many studies (variants of the
+paper's, or a grid of settings) and compare them. Registered on the app in `cli.app`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdbench.cli.options import (
+    SHARED,
+    ConfigFile,
+    Experiment,
+    Quiet,
+    Track,
+    friendly,
+    settings_options,
+    tracked,
+    with_progress,
+)
+from kdbench.config import MAX_STACK
+
+
+@friendly
+@settings_options(only=(*SHARED, "teacher_arch", "student_arch", "threads"))
+def explain(
+    overrides: dict,
+    out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="A preset to run (repeatable; default: paper and its variants)."),
+    ] = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option("--from", help="Read a finished run folder instead (repeatable)."),
+    ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks variants can reuse."),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run the paper's study under each preset (or read finished runs) and compare them.
+    Variants that agree upstream of distillation train their teachers once. With --config,
+    the file's changes from its preset apply to every variant."""
+    from kdbench.cli.config_file import resolve_with
+    from kdbench.protocol.presets import VARIANTS
+    from kdbench.sweeps import explain as ex
+
+    folders = list(runs or [])
+    names = list(variant or ([] if folders else VARIANTS))
+    # all checked first
+    configs = ex.without_twins(
+        {name: resolve_with(config, None, overrides, name) for name in names}
+    )
+    if configs:
+        done = with_progress(
+            quiet or executor != "local",
+            lambda bar: ex.run_variants(configs, out, executor, address, bar, reuse),
+        )
+        folders += [v.folder for v in done]
+    print(ex.write(out, ex.collect(folders)))
+
+
+@friendly
+@settings_options(
+    only=(*SHARED, "teacher_hidden", "student_hidden", "teacher_arch", "student_arch", "threads")
+)
+def sweep(
+    overrides: dict,
+    out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
+    grid: Annotated[
+        list[str],
+        typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
+    ],
+    point: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='One more point besides the grid, "name=value name=value" (repeatable), e.g.'
+            ' --point "teacher_arch=lenet5 teacher_epochs=10"; a finished sweep grows by it.'
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Settings every point starts from.  [default: paper]")
+    ] = None,
+    config: ConfigFile = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'kdbench[ray]').")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: local).")
+    ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(help="A finished run whose teachers and small networks the grid can reuse."),
+    ] = None,
+    max_stack: Annotated[
+        int,
+        typer.Option(
+            help="Most distilled students (2 per repeat and point) trained as one stack;"
+            " lower it to save memory."
+        ),
+    ] = MAX_STACK,
+    quiet: Quiet = False,
+    track: Track = None,
+    experiment: Experiment = None,
+) -> None:
+    """The study over a grid of settings; teachers and ensembles are shared between points."""
+    from kdbench.cli.config_file import resolve_with
+    from kdbench.runs import tracking
+    from kdbench.sweeps import sweep as sw
+
+    base = resolve_with(config, preset, overrides)
+    parsed, extra = sw.parse_grid(grid), sw.parse_points(point or [])
+    sw.points(base, parsed, extra=extra)  # every point validates before anything trains
+    tracking.check(track)
+    with_progress(
+        quiet or executor != "local",
+        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack, extra),
+    )
+    tracked(track, lambda: tracking.log_sweep(out, experiment), out)
+    print(out / "sweep.md")
