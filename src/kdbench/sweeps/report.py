@@ -40,8 +40,8 @@ def axes(result: dict) -> list[str]:
 
 def grid_only(result: dict) -> dict:
     """The sweep without its extra points: what its heatmap or line plot draws."""
-    keys = set(result["grid"])
-    return {**result, "points": [p for p in result["points"] if set(p["point"]) == keys]}
+    extra = result.get("extra_points", [])
+    return {**result, "points": [p for p in result["points"] if p["point"] not in extra]}
 
 
 def markdown(result: dict) -> str:
