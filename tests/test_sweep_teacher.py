@@ -19,7 +19,8 @@ def _strength_result(pairs):
         return {"mean_diff_pp": y, "ci95_pp": [y - 0.1, y + 0.1], "significant": abs(y) > 0.2}
 
     pts = [{"label": f"teacher_epochs={i}", "point": {"teacher_epochs": i},
-            "rows": {"teacher": {"mean_pct": x, "ci95_pct": [x - 0.2, x + 0.2]}},
+            "rows": {"teacher": {"mean_pct": x, "ci95_pct": [x - 0.2, x + 0.2]},
+                     "student_hard": {"mean_pct": 2.4, "ci95_pct": [2.2, 2.6]}},
             "kd_vs_hard": {"student_from_teacher": diff(y)}}
            for i, (x, y) in enumerate(pairs)]  # fmt: skip
     return {"grid": {"teacher_epochs": list(range(len(pairs)))}, "points": pts}
@@ -31,6 +32,12 @@ def test_the_teacher_strength_curve_says_where_it_crosses_zero():
     # stronger teachers (lower error) help; the sign changes between 1.5% and 2.5%
     crossing = strength.crossing(_strength_result([(2.5, 0.4), (1.5, -0.2), (3.0, 0.6)]))
     assert "about 1.83%" in crossing and "helps below" in crossing  # 1.5 + 1.0 * 0.2 / 0.6
+    # where it helped and hurt, as the teacher's advantage over the hard-label student (2.4%):
+    # significant points only (|y| > 0.2 in this helper), so 1.9% (+0.5 pp, y = -0.1) is neither
+    gaps = strength.gaps(_strength_result([(2.5, 0.4), (1.5, -0.3), (3.0, 0.6), (1.9, -0.1)]))
+    assert gaps.helped_from_pp == pytest.approx(0.9) and gaps.hurt_up_to_pp == pytest.approx(-0.1)
+    text = strength.gap_sentence(_strength_result([(2.5, 0.4), (1.5, -0.3)]))
+    assert "from a teacher 0.90 pp better than" in text and "up to a teacher 0.10 pp worse" in text
     never = strength.crossing(_strength_result([(2.5, 0.4), (3.0, 0.6)]))
     assert "does not cross zero" in never and "does not help" in never
 

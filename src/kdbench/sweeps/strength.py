@@ -8,6 +8,7 @@ point marked; and where the curve crosses zero.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench.analysis.figures import save_figure
@@ -34,6 +35,46 @@ def _points(result: dict) -> list[dict]:
                         "y": d["mean_diff_pp"], "y_ci": d.get("ci95_holm_grid_pp", d["ci95_pp"]),
                         "significant": d["significant"]})  # fmt: skip
     return sorted(out, key=lambda q: q["x"])
+
+
+@dataclass(frozen=True)
+class Gaps:
+    """How much better than the hard-label student (its error − the teacher's, pp) the teacher
+    was where distilling from it helped and where it hurt, Holm-significant over the sweep."""
+
+    helped_from_pp: float | None  # the smallest advantage at which it helped
+    hurt_up_to_pp: float | None  # the largest advantage at which it still hurt
+
+
+def gaps(result: dict) -> Gaps:
+    """`Gaps` of a teacher sweep (what `kdbench diagnose` tells a user about their teacher)."""
+    helped, hurt = [], []
+    for p in result["points"]:
+        t, hard = p["rows"]["teacher"]["mean_pct"], p["rows"]["student_hard"]["mean_pct"]
+        d = p["kd_vs_hard"][KIND]
+        if t is None or hard is None or d["mean_diff_pp"] is None or not d["significant"]:
+            continue
+        (helped if d["mean_diff_pp"] < 0 else hurt).append(hard - t)
+    return Gaps(min(helped) if helped else None, max(hurt) if hurt else None)
+
+
+def _than(advantage: float) -> str:
+    return f"{abs(advantage):.2f} pp {'better' if advantage >= 0 else 'worse'} than"
+
+
+def gap_sentence(result: dict) -> str:
+    """`gaps` as the sentence sweep.md prints under the curve."""
+    g = gaps(result)
+    parts = []
+    if g.helped_from_pp is not None:
+        parts.append(f"helped significantly from a teacher {_than(g.helped_from_pp)} the"
+                     " hard-label student on (the weakest teacher that helped)")  # fmt: skip
+    if g.hurt_up_to_pp is not None:
+        parts.append(f"hurt significantly up to a teacher {_than(g.hurt_up_to_pp)} it"
+                     " (the strongest teacher that hurt)")  # fmt: skip
+    if not parts:
+        return "No point differs from hard labels significantly (Holm over the grid)."
+    return "Distilling " + ", and ".join(parts) + "; Holm over the grid."
 
 
 def crossing(result: dict) -> str:

@@ -219,6 +219,7 @@ def write(out: Path, result: dict) -> None:
     text = markdown(result)
     if strength.applies(result):  # a sweep over the teacher: its strength curve
         strength.figure(result, out)
-        text += (f"\n## Teacher strength\n\n{strength.crossing(result)}\n\n"
+        text += (f"\n## Teacher strength\n\n{strength.crossing(result)}"
+                 f" {strength.gap_sentence(result)}\n\n"
                  "![Teacher strength](teacher_strength.png)\n")  # fmt: skip
     atomic_write(out / "sweep.md", text.encode())
