@@ -18,6 +18,10 @@ EXPECTED = {
     "watch-error": {("train", "monitor"): "val_error"},
     "hard-monitor": {("distill", "kd_monitor"): "hard"},
     "paper-keras": {("distill", "teacher_updates"): "joint"},
+    "paper-keras-train-loss": {
+        ("distill", "teacher_updates"): "joint",
+        ("train", "monitor"): "train_loss",
+    },
     "hinton": {
         ("model", "teacher_hidden"): (1200, 1200),
         ("model", "student_hidden"): (800, 800),

@@ -67,6 +67,12 @@ PRESETS: dict[str, Preset] = {
             {"teacher_updates": "joint"},
         ),
         Preset(
+            "paper-keras-train-loss",
+            "paper-keras with early stopping on the training loss: the paper's text ('until the"
+            " loss stops improving for 2 epochs') read literally, as it never says validation.",
+            {"teacher_updates": "joint", "monitor": "train_loss"},
+        ),
+        Preset(
             "hinton",
             "Hinton et al. 2015: teacher 1200-1200 with dropout (0.2 input, 0.5 hidden) and"
             " inputs jittered by up to 2 pixels, student 800-800, T = 20.",
@@ -100,6 +106,7 @@ PRESETS: dict[str, Preset] = {
 VARIANTS = (
     "paper",
     "paper-keras",
+    "paper-keras-train-loss",
     "paper-softmax-head",
     "restore-best",
     "watch-error",
