@@ -45,3 +45,15 @@ def quick_run(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+# the longest files (measured with --durations): xdist hands files to its workers in collection
+# order, so these go first and the short files fill the workers' last minutes instead of one
+# long file running alone at the end
+_LONGEST_FIRST = ("test_sweep_ray.py", "test_sweep.py", "test_resume.py", "test_cli.py",
+                  "test_sweep_teacher.py", "test_diagnose.py", "test_api.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order kept
