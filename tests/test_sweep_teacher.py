@@ -31,7 +31,9 @@ def test_the_teacher_strength_curve_says_where_it_crosses_zero():
 
     # stronger teachers (lower error) help; the sign changes between 1.5% and 2.5%
     crossing = strength.crossing(_strength_result([(2.5, 0.4), (1.5, -0.2), (3.0, 0.6)]))
-    assert "about 1.83%" in crossing and "helps below" in crossing  # 1.5 + 1.0 * 0.2 / 0.6
+    assert (
+        "about 1.83%" in crossing and "below it the student distilled" in crossing
+    )  # 1.5 + 1.0 * 0.2 / 0.6
     # where it helped and hurt, as the teacher's advantage over the hard-label student (2.4%):
     # significant points only (|y| > 0.2 in this helper), so 1.9% (+0.5 pp, y = -0.1) is neither
     gaps = strength.gaps(_strength_result([(2.5, 0.4), (1.5, -0.3), (3.0, 0.6), (1.9, -0.1)]))

@@ -5,8 +5,37 @@ Python API's terms for a run on your own arrays."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from kdbench.config import Config
+
+
+@dataclass(frozen=True)
+class StrengthCurve:
+    """What the committed teacher-strength curve found, for the paper's 100-unit student at
+    T = 10, alpha = 0.1: how much better than the hard-label student (pp) the teacher was where
+    distilling from it helped, and where it still hurt (Holm-significant over the sweep).
+    `tests/test_advice.py` checks these against the folder's sweep.json."""
+
+    folder: str
+    helped_from_pp: float | None
+    hurt_up_to_pp: float | None
+
+    def sentence(self) -> str:
+        parts = []
+        if self.hurt_up_to_pp is not None:
+            parts.append(f"still hurt with a teacher {self.hurt_up_to_pp:.2f} pp better than the"
+                         " hard-label student")  # fmt: skip
+        if self.helped_from_pp is None:
+            parts.append("never helped significantly (a LeNet-5 teacher 1.34 pp better: −0.15 pp,"
+                         " not significant)")  # fmt: skip
+        else:
+            parts.append(f"helped only from a teacher {self.helped_from_pp:.2f} pp better on")
+        return (f"On MNIST (the paper's student, T = 10, alpha = 0.1), distilling from a single"
+                f" teacher {' and '.join(parts)} ({self.folder})")  # fmt: skip
+
+
+CURVE = StrengthCurve("docs/results/teacher-strength-mnist", None, 0.51)
 
 
 def stronger_teacher(cfg: Config, early_stopping: bool) -> str:

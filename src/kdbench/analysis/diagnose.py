@@ -19,14 +19,15 @@ import torch
 from kdbench.analysis import advice
 from kdbench.analysis.control_findings import control_findings
 from kdbench.analysis.finding import Finding
-from kdbench.analysis.stats import compare_rows
+from kdbench.analysis.teacher_findings import role_epochs as _role_epochs
+from kdbench.analysis.teacher_findings import weak_teacher
 from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import ARRAYS, Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
 from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
-from kdbench.records import Record, row_errors
+from kdbench.records import Record
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
 from kdbench.runs.checks import other_family
 from kdbench.runs.store import (
@@ -41,51 +42,15 @@ UNIFORM = 0.95  # soft targets whose mean entropy exceeds this share of log(clas
 EARLY = 2  # a model whose best epoch is <= this stopped "in the first epochs"
 
 
-def _role_epochs(records: list[Record], role: Role) -> list[int]:
-    return [r.epochs for r in records if r.is_model and r.role == role]
-
-
 def from_records(records: list[Record], cfg: Config) -> list[Finding]:
     """The checks that need only the records, one function each."""
-    found = _weak_teacher(records, cfg)
+    found = weak_teacher(records, cfg)
     if cfg.train.epochs is None:  # early stopping: what it watched, and what it stopped early
         found += _combined_monitor(records, cfg) + _stopped_early(records, cfg)
     found += _capped(records, cfg)
     if cfg.distill.teacher_updates == "joint":
         found += _joint_teachers(records)
     return found + control_findings(records, cfg) + _diverged(records, cfg)
-
-
-def _weak_teacher(records: list[Record], cfg: Config) -> list[Finding]:
-    teacher_vs_hard = next(
-        c for c in compare_rows(row_errors(records)) if c.a == "teacher"
-    )  # a − b in pp: negative when the teacher is better
-    diff, ci = teacher_vs_hard.mean_diff_pp, teacher_vs_hard.ci95_pp
-    if diff is None or (diff < 0 and ci is not None and ci[1] < 0):
-        return []
-    spread = f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else " (one repeat: no CI)"
-    gap = f"teacher − hard-label student = {diff:+.2f} pp{spread} over {teacher_vs_hard.n}"
-    own = cfg.model.own_teacher
-    if own is not None:
-        return [
-            Finding(
-                "weak-teacher",
-                "Your teacher is not clearly better than the hard-label student",
-                f"{gap} paired repeat(s); the teacher is your own ({own})."
-                " A student can hardly learn more from a teacher than from the labels themselves.",
-                "a stronger teacher (--teacher), or no --teacher: kdbench trains one",
-            )
-        ]
-    return [
-        Finding(
-            "weak-teacher",
-            "The teacher is not clearly better than the hard-label student",
-            f"{gap} paired repeat(s); teachers trained"
-            f" {fmean(_role_epochs(records, Role.TEACHER)):.1f} epochs on average. A student"
-            " can hardly learn more from a teacher than from the labels themselves.",
-            advice.stronger_teacher(cfg, cfg.train.epochs is None),
-        )
-    ]
 
 
 def _combined_monitor(records: list[Record], cfg: Config) -> list[Finding]:

@@ -92,9 +92,9 @@ def _extra_note(result: dict) -> str:
     n = len(result.get("extra_points", []))
     if not n:
         return ""
-    return (f"\n\n\"base\" = the sweep's base setting. The {n} extra point{'s' if n > 1 else ''}"
-            " (`--point`) are in this table and the Holm family; the figure below draws the"
-            " grid's points only.")  # fmt: skip
+    what = f"The {n} extra points (`--point`) are" if n > 1 else "The extra point (`--point`) is"
+    return (f"\n\n\"base\" = the sweep's base setting. {what} in this table and the Holm"
+            " family; the figure below draws the grid's points only.")  # fmt: skip
 
 
 def _controls(result: dict) -> str:

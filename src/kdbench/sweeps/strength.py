@@ -70,7 +70,8 @@ def gap_sentence(result: dict) -> str:
         parts.append(f"helped significantly from a teacher {_than(g.helped_from_pp)} the"
                      " hard-label student on (the weakest teacher that helped)")  # fmt: skip
     if g.hurt_up_to_pp is not None:
-        parts.append(f"hurt significantly up to a teacher {_than(g.hurt_up_to_pp)} it"
+        parts.append(f"hurt significantly up to a teacher {_than(g.hurt_up_to_pp)} the"
+                     " hard-label student"
                      " (the strongest teacher that hurt)")  # fmt: skip
     if not parts:
         return "No point differs from hard labels significantly (Holm over the grid)."
@@ -86,11 +87,12 @@ def crossing(result: dict) -> str:
     for a, b in itertools.pairwise(pts):
         if (a["y"] < 0) != (b["y"] < 0):
             x0 = a["x"] + (b["x"] - a["x"]) * (0 - a["y"]) / (b["y"] - a["y"])
-            helps = "below" if a["y"] < 0 else "above"
+            side = "below" if a["y"] < 0 else "above"
             return (
                 f"The mean difference crosses zero at a teacher error of about {x0:.2f}%"
-                f" (between {a['label']} and {b['label']}): distilling from the teacher helps"
-                f" {helps} it in this grid."
+                f" (between {a['label']} and {b['label']}): {side} it the student distilled from"
+                " the teacher is better than the hard-label student on average (filled points:"
+                " significantly)."
             )
     side = "helps" if pts[0]["y"] < 0 else "does not help"
     return (
@@ -109,13 +111,14 @@ def figure(result: dict, folder: Path) -> None:
     pts = _points(result)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.axhline(0, color="grey", lw=0.8)
-    for q in pts:
+    for i, q in enumerate(pts):
         xerr = [[q["x"] - q["x_ci"][0]], [q["x_ci"][1] - q["x"]]] if q["x_ci"] else None
         yerr = [[q["y"] - q["y_ci"][0]], [q["y_ci"][1] - q["y"]]] if q["y_ci"] else None
         ax.errorbar(q["x"], q["y"], xerr=xerr, yerr=yerr, fmt="o", color="tab:blue",
                     mfc="tab:blue" if q["significant"] else "white", capsize=3)  # fmt: skip
-        ax.annotate(q["label"], (q["x"], q["y"]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=7)  # fmt: skip
+        label = q["label"].replace("teacher_", "")  # every point is a teacher setting
+        ax.annotate(label, (q["x"], q["y"]), textcoords="offset points", fontsize=7,
+                    xytext=(5, 5) if i % 2 == 0 else (5, -11))  # fmt: skip
     ax.plot(*PAPER, marker="*", ms=12, color="tab:red", ls="none", label="the paper (Table 1)")
     ax.set_xlabel("teacher test error (%), mean and 95% CI")
     ax.set_ylabel("student from teacher − hard labels (pp),\nHolm-adjusted 95% CI")
