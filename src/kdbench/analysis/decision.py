@@ -94,6 +94,10 @@ def _named(arch: str) -> str:
     return f"MLP {arch}" if arch[:1].isdigit() else arch
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def _teacher(cfg: Config) -> str:
     """The teacher's architecture and what made it strong or weak: its schedule and its
     regularisation."""
@@ -102,9 +106,9 @@ def _teacher(cfg: Config) -> str:
         return "your own"
     parts = [_named(teacher_name(cfg.to_dict()["model"]))]
     if t.teacher_epochs is not None:
-        parts.append(f"{t.teacher_epochs} epochs")
+        parts.append(_epochs(t.teacher_epochs))
     elif t.epochs is not None:
-        parts.append(f"{t.epochs} epochs")
+        parts.append(_epochs(t.epochs))
     else:
         parts.append(f"early-stopped on {t.teacher_monitor or t.monitor}")
     if m.teacher_dropout or m.teacher_input_dropout:
