@@ -92,7 +92,7 @@ def test_a_conv_study_end_to_end(tmp_path):
     exports it to ONNX (float32 and int8) checked against eager PyTorch; a conv teacher also
     trains along with its students and with dropout; bad settings are one line."""
     from kdbench.data import datasets
-    from kdbench.protocol.run import splits_of
+    from kdbench.protocol.arrays import splits_of
     from kdbench.runs.loading import load
     from kdbench.runs.store import read_config
     from tests.in_process import kdbench

@@ -263,7 +263,7 @@ def test_soft_targets_are_the_configured_losses_own(healthy, monkeypatch):
     paper's formula at T = 2 would give a clearly positive entropy)."""
     from kdbench.analysis.diagnose import soft_targets_and_fidelity
     from kdbench.engine import losses
-    from kdbench.protocol.run import splits_of
+    from kdbench.protocol.arrays import splits_of
     from kdbench.runs.store import read_config
 
     class Votes(losses.PaperKD):

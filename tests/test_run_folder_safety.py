@@ -333,7 +333,7 @@ def test_stale_data_file_is_replaced(tmp_path):
     """A data.safetensors of other arrays in the folder is rewritten with yours."""
     import kdbench as api
     from kdbench.data import datasets
-    from kdbench.protocol.run import splits_of
+    from kdbench.protocol.arrays import splits_of
     from kdbench.runs.store import read_config
 
     a = datasets.digits_arrays()

@@ -185,7 +185,7 @@ def _family(run_config: dict, role: str):
 
 def _test_set(run_config: dict, run_dir: Path):
     from kdbench.config import Config
-    from kdbench.protocol.run import splits_of
+    from kdbench.protocol.arrays import splits_of
 
     return splits_of(Config.from_dict(run_config["config"]), run_dir)
 

@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from kdbench.analysis import costs, diagnose, report
@@ -28,9 +26,10 @@ from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, ModuleStack, dropout_refused
 from kdbench.engine.trainer import Progress
-from kdbench.errors import ConfigError, RunFolderError
+from kdbench.errors import ConfigError
 from kdbench.progress import Bar, StackPlan, with_progress
 from kdbench.protocol import busy
+from kdbench.protocol.arrays import arrays_of, keep_in, with_arrays
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
@@ -128,53 +127,6 @@ def _busy_machine_threads() -> str | None:
     return None
 
 
-DATA_FILE = "data.safetensors"  # the arrays of a Python-API run, so its folder is complete
-
-
-def splits_of(cfg: Config, folder: Path) -> data.Splits:
-    """The data a run folder was trained on (re-read, or from the folder for your own arrays)."""
-    d = cfg.data
-    if d.dataset != data.ARRAYS:
-        return data.load(d.dataset, d.data_dir, d.validation_split, d.train_limit)
-    return data.split_arrays(arrays_in(cfg, folder), d.validation_split, d.train_limit)
-
-
-def arrays_in(cfg: Config, folder: Path) -> dict:
-    """Your arrays as the run folder keeps them (data.safetensors), checked against the
-    fingerprint in the configuration."""
-    path = Path(folder) / DATA_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{folder} lacks {DATA_FILE}, the arrays this run was trained on")
-    try:
-        arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
-    except (OSError, SafetensorError):
-        raise RunFolderError(f"{path} is damaged; restore it or rerun the study") from None
-    if data.fingerprint(arrays) != cfg.data.fingerprint:
-        raise RunFolderError(
-            f"{path} holds other arrays than the run was trained on (its SHA-256 differs from"
-            " config.json's data.fingerprint); restore the run's own file"
-        )
-    return arrays
-
-
-def with_arrays(cfg: Config, x_train, y_train, x_test, y_test) -> tuple[Config, dict]:
-    """Your four arrays, checked, and the configuration that names them (dataset 'arrays',
-    their fingerprint)."""
-    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
-    cfg = cfg.with_overrides(
-        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
-    )
-    return cfg, arrays
-
-
-def keep_arrays(folders: list[Path], arrays: dict, fingerprint: str) -> None:
-    """Your arrays into each run folder of a sweep or explanation before it trains, so every
-    part of it (and every Ray worker) reads them from its folder."""
-    for folder in folders:
-        with guard.claim(Path(folder)):  # one writer, and the folder marked as kdbench's
-            _keep_arrays(Path(folder), arrays, fingerprint)
-
-
 def study(
     x_train,
     y_train,
@@ -195,19 +147,6 @@ def study(
     cfg, arrays = with_arrays(config or Config(), x_train, y_train, x_test, y_test)
     return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher,
                      student=student)  # fmt: skip
-
-
-def _arrays(cfg: Config, arrays: dict | None = None, folder: Path | None = None) -> dict:
-    """The configuration's four arrays (yours, given or kept in `folder`; or a built-in
-    dataset's, verified)."""
-    d = cfg.data
-    if d.dataset == data.ARRAYS:
-        if arrays is None and folder is not None and (Path(folder) / DATA_FILE).is_file():
-            return arrays_in(cfg, folder)
-        if arrays is None:
-            raise ConfigError("dataset 'arrays' needs the arrays: call kdbench.study(...)")
-        return arrays
-    return data.load_arrays(d.dataset, d.data_dir)
 
 
 def _splits(cfg: Config, arrays: dict) -> data.Splits:
@@ -233,22 +172,6 @@ def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
     if cfg.model.own_teacher is not None:
         return OwnTeacher.from_setting(cfg.model.own_teacher)
     return None
-
-
-def _keep_arrays(folder: Path, arrays: dict, fingerprint: str) -> None:
-    """Your arrays in the run folder, so it is complete; a file of other arrays is replaced."""
-    path = folder / DATA_FILE
-    if path.is_file() and _fingerprint_of(path) == fingerprint:
-        return
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-    write_derived(path, tensors, fingerprint)
-
-
-def _fingerprint_of(path: Path) -> str | None:
-    try:
-        return data.fingerprint({k: v.numpy() for k, v in load_file(str(path)).items()})
-    except (OSError, SafetensorError):
-        return None
 
 
 def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPlan]:
@@ -342,7 +265,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
         if shared is not None:
             raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
     _check(cfg)
-    source = _arrays(cfg, arrays, Path(out) if out is not None else None)
+    source = arrays_of(cfg, arrays, Path(out) if out is not None else None)
     splits = _splits(cfg, source)
     cfg = _shaped(cfg, splits)
     _check_models(cfg, splits)
@@ -394,7 +317,7 @@ def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shar
     if notice:
         print(notice, file=sys.stderr)
     if arrays is not None:
-        _keep_arrays(folder, arrays, cfg.data.fingerprint)
+        keep_in(folder, arrays, cfg.data.fingerprint)
     cache = SharedCache(store, shared) if shared is not None else store
     given = None
     if own is not None:
@@ -433,7 +356,7 @@ def distil_points(
     if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
         return [[] for _ in folders]
     _check(cfgs[0])
-    splits = _splits(cfgs[0], _arrays(cfgs[0], folder=folders[0])).to(cfgs[0].device)
+    splits = _splits(cfgs[0], arrays_of(cfgs[0], folder=folders[0])).to(cfgs[0].device)
     cfgs = [_shaped(c, splits) for c in cfgs]
     _prepare_device(cfgs[0])
     with contextlib.ExitStack() as held:

@@ -13,8 +13,8 @@ from typing import Any
 
 from kdbench.config import MAX_STACK, Config
 from kdbench.progress import with_progress
+from kdbench.protocol.arrays import keep_arrays, with_arrays
 from kdbench.protocol.presets import VARIANTS, resolve
-from kdbench.protocol.run import keep_arrays, with_arrays
 from kdbench.runs import guard
 from kdbench.sweeps import explain as ex
 from kdbench.sweeps import sweep as sw
