@@ -20,6 +20,9 @@ class StrengthCurve:
     folder: str
     helped_from_pp: float | None
     hurt_up_to_pp: float | None
+    strongest: str  # the strongest teacher on the curve, its advantage and difference (pp)
+    strongest_gap_pp: float
+    strongest_diff_pp: float
 
     def sentence(self) -> str:
         parts = []
@@ -27,15 +30,18 @@ class StrengthCurve:
             parts.append(f"still hurt with a teacher {self.hurt_up_to_pp:.2f} pp better than the"
                          " hard-label student")  # fmt: skip
         if self.helped_from_pp is None:
-            parts.append("never helped significantly (a LeNet-5 teacher 1.34 pp better: −0.15 pp,"
-                         " not significant)")  # fmt: skip
+            diff = f"{self.strongest_diff_pp:+.2f}".replace("-", "−")
+            gap = f"{self.strongest_gap_pp:.2f} pp better: {diff} pp"
+            parts.append(f"never helped significantly ({self.strongest} {gap}, not significant)")
         else:
             parts.append(f"helped only from a teacher {self.helped_from_pp:.2f} pp better on")
         return (f"On MNIST (the paper's student, T = 10, alpha = 0.1), distilling from a single"
                 f" teacher {' and '.join(parts)} ({self.folder})")  # fmt: skip
 
 
-CURVE = StrengthCurve("docs/results/teacher-strength-mnist", None, 0.51)
+CURVE = StrengthCurve(
+    "docs/results/teacher-strength-mnist", None, 0.51, "a LeNet-5 teacher", 1.34, -0.155
+)
 
 
 def stronger_teacher(cfg: Config, early_stopping: bool) -> str:

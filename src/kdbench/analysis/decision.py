@@ -162,13 +162,17 @@ def situations(folders: list[Path], root: Path = Path()) -> list[Situation]:
     return out
 
 
-def _cell(e: Effect | None, cost: bool = True) -> str:
+def _diff(e: Effect) -> str:
+    return f"{e.diff_pp:+.2f}{'*' if e.significant else ''}"
+
+
+def _cell(e: Effect | None) -> str:
     if e is None:
         return "–"
-    text = f"{e.diff_pp:+.2f}{'*' if e.significant else ''}"
+    text = _diff(e)
     if e.ci95_pp:
         text += f" ({e.ci95_pp[0]:+.2f} to {e.ci95_pp[1]:+.2f})"
-    if cost and (e.cost_vs_hard, e.amortised_vs_hard) != (None, None):
+    if (e.cost_vs_hard, e.amortised_vs_hard) != (None, None):
         text += f", {e.cost_vs_hard:.2g}×" if e.cost_vs_hard is not None else ", –"
         if e.amortised_vs_hard is not None:
             text += f" ({e.amortised_vs_hard:.2g}×)"
@@ -187,7 +191,7 @@ def table(folders: list[Path], root: Path = Path()) -> str:
     for s in situations(folders, root):
         teacher = _pct(s.teacher_pct)
         if s.teacher_vs_hard is not None:
-            teacher += f" ({_cell(s.teacher_vs_hard, cost=False).split(' (')[0]})"
+            teacher += f" ({_diff(s.teacher_vs_hard)})"
         cells = [s.data, s.student, s.teacher, teacher, _pct(s.hard_pct),
                  *map(_cell, s.effects), str(s.repeats), f"[{s.source}]({s.link})"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
