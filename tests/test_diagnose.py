@@ -218,6 +218,31 @@ def test_shared_variants_train_upstream_once_and_equal_variants_run_alone(tmp_pa
     assert "differ beyond the presets" not in (tmp_path / "ex" / "explain.md").read_text()
 
 
+def test_explain_grows_by_more_repeats_training_only_the_added_ones(tmp_path, monkeypatch):
+    """`--repeats 2` on a finished 1-repeat explain: repeat 1's models only (upstream once,
+    each variant's two distilled students: their monitors differ, so two stacks), and each
+    variant then reports 2 repeats. (That a grown folder equals one made at that count from
+    scratch: `test_grow.py` for a run, `test_sweep.py` for points sharing their upstream, as
+    explain's variants do.)"""
+    from kdbench.engine import trainer
+    from kdbench.runs.store import read_records, read_summary
+
+    flags = dict(train_limit=1000, members=2, epochs=1, threads=1)
+
+    def configs(repeats):
+        return {n: resolve(n, repeats=repeats, **flags) for n in ("paper", "hard-monitor")}
+
+    explain.run_variants(configs(1), tmp_path / "ex")
+    sizes, train = [], trainer.train
+    monkeypatch.setattr(trainer, "train", lambda stack, *a, **k: sizes.append(stack.size)
+                        or train(stack, *a, **k))  # fmt: skip
+    runs = explain.run_variants(configs(2), tmp_path / "ex")
+    assert sorted(sizes) == [1, 2, 2, 3]
+    for run in runs:
+        assert {r.repeat for r in read_records(run.folder)} == {0, 1}
+        assert read_summary(run.folder).min_repeats == 2
+
+
 def test_pattern_needs_both_students_and_significance():
     def summary(d1, p1, d2, p2):
         from kdbench.summary import Comparison

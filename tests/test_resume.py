@@ -154,7 +154,7 @@ def test_resume_with_another_thread_count_is_accepted(tmp_path):
     again = RunStore(tmp_path / "run", {"config": resolve("paper", repeats=2).to_dict()})
     assert again.config.threads is None  # accepted: the folder reopened under 1 thread
     with pytest.raises(Exception, match="different configuration"):
-        RunStore(tmp_path / "run", {"config": resolve("paper", repeats=3).to_dict()})
+        RunStore(tmp_path / "run", {"config": resolve("paper", repeats=2, alpha=0.5).to_dict()})
 
 
 def test_a_stack_cut_short_continues_from_its_snapshot(tmp_path, monkeypatch):

@@ -145,6 +145,11 @@ def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
     # other teachers: the finished run's small networks still serve
     other = sweep.run(base, sweep.parse_grid(["teacher_epochs=2"]), tmp_path / "t", reuse_run=run)
     assert other["points"][0]["trained_stacks"] == ["teachers", "distilled students"]
+    # a run of more repeats serves a sweep of fewer: its first repeats' models are read
+    fewer = sweep.run(base.with_overrides(repeats=1), sweep.parse_grid(["temperature=4"]),
+                      tmp_path / "fewer", reuse_run=run)  # fmt: skip
+    assert fewer["points"][0]["trained_stacks"] == ["distilled students"]
+    assert fewer["points"][0]["rows"]["teacher"]["n"] == 1
     with pytest.raises(ConfigError, match="does not match"):
         sweep.run(
             base.with_overrides(seed=5),
@@ -199,3 +204,25 @@ def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays)
             assert x.history[-1]["val_loss"] == pytest.approx(y.history[-1]["val_loss"], rel=1e-4)
     errors = {tuple(r.test_error for r in recs) for recs in joint}
     assert len(errors) == 3, "each point should get its own students"
+
+
+def test_a_finished_sweep_grows_by_more_repeats_to_the_numbers_of_one_made_at_that_count(
+    tmp_path, local, monkeypatch
+):
+    """`--repeats 2` on a finished 1-repeat sweep trains repeat 1 only (one teacher, one
+    ensemble and hard-label student, every point's two distilled students in one stack) and
+    ends with the numbers of the 2-repeat sweep made from scratch; fewer is refused."""
+    from kdbench.engine import trainer
+    from kdbench.errors import RunFolderError
+
+    grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
+    base = resolve("paper", train_limit=1000, members=2, epochs=1, threads=1)
+    sweep.run(base.with_overrides(repeats=1), grid, tmp_path / "grown")
+    sizes, train = [], trainer.train
+    monkeypatch.setattr(trainer, "train", lambda stack, *a, **k: sizes.append(stack.size)
+                        or train(stack, *a, **k))  # fmt: skip
+    sweep.run(base.with_overrides(repeats=2), grid, tmp_path / "grown")
+    assert sorted(sizes) == [1, 3, 8]
+    assert sweep_numbers(tmp_path / "grown") == sweep_numbers(local)
+    with pytest.raises(RunFolderError, match=r"holds a sweep of 2 repeats.*--repeats 2"):
+        sweep.run(base.with_overrides(repeats=1), grid, tmp_path / "grown")

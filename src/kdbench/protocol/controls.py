@@ -33,6 +33,7 @@ from kdbench.protocol import costs
 from kdbench.protocol.stacks import (
     HardLabelStack,
     StackCache,
+    by_repeat,
     make_stack,
     record_stack,
     trained_or_loaded,
@@ -63,7 +64,7 @@ def matched_epsilon(cfg: Config, splits: Splits, up: Upstream) -> list[float]:
 def plan(cfg: Config, splits: Splits, up: Upstream) -> tuple[list[Role], list[float], int]:
     """(role per member, epsilon per member, MACs spent finding the matched epsilons) of the
     controls stack: each control once per repeat, in CONTROL_ROLES order."""
-    repeats = cfg.protocol.repeats
+    repeats = up.repeats
     roles, eps, spent = [], [], 0
     for name in controls_of(cfg.distill):
         if name not in ("smoothing", "smoothing-matched"):
@@ -97,9 +98,9 @@ def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation
         return loss.targets(logits.unsqueeze(0), temperature)  # [R, N, C]
 
     teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
-                              torch.arange(cfg.protocol.repeats))  # fmt: skip
+                              torch.arange(up.repeats))  # fmt: skip
     return Distillation(loss, teachers, temperature=temperature, alpha=cfg.distill.alpha,
-                        monitor=cfg.distill.kd_monitor, members=cfg.protocol.repeats)  # fmt: skip
+                        monitor=cfg.distill.kd_monitor, members=up.repeats)  # fmt: skip
 
 
 def train_controls(
@@ -127,44 +128,48 @@ def train_controls(
 def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
     """The self-distillation control: each repeat's student distilled, at the run's T and
     alpha, from that repeat's frozen hard-label student."""
-    name = StackName.SELF_DISTILLED
-    cached = cache.load_stack(name) if cache is not None else None
-    if cached is not None:
-        return cached[1]
-    p, student = cfg.protocol, up.models.student
-    coords = [(r, "student", 0) for r in range(p.repeats)]
-    roles = [Role.STUDENT_SELF] * p.repeats
-    with Meter(splits.x_train.device) as meter:
-        objective = self_distillation(cfg, splits, up)
-        stack = make_stack(name, student, coords, p.seed, objective=objective)
-        res = engine.train(stack, splits, cfg.train, progress)
-    train = costs.training_macs(student, splits, res.epochs)
-    target = [costs.frozen_target_macs(pass_cost(student, splits.n_features), splits, 1)]
-    target *= p.repeats
-    shares = costs.apportion(meter.result, meter.result.seconds, train, target)
-    return record_stack(name, student, res, coords, roles, p.seed, splits, cache, shares)
+    name, student = StackName.SELF_DISTILLED, up.models.student
+    role = Role.STUDENT_SELF
+
+    def train(up: Upstream):
+        coords = [(r, "student", 0) for r in up.repeat_ids]
+        with Meter(splits.x_train.device) as meter:
+            objective = self_distillation(cfg, splits, up)
+            stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective)
+            res = engine.train(stack, splits, cfg.train, progress)
+        train = costs.training_macs(student, splits, res.epochs)
+        target = [costs.frozen_target_macs(pass_cost(student, splits.n_features), splits, 1)]
+        shares = costs.apportion(meter.result, meter.result.seconds, train, target * up.repeats)
+        roles = [role] * up.repeats
+        seed = cfg.protocol.seed
+        return res.params, record_stack(name, student, res, coords, roles, seed, splits, None,
+                                        shares)  # fmt: skip
+
+    keys = [(role, r, 0) for r in up.repeat_ids]
+    return by_repeat(name, cache, keys, up, train)
 
 
 def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
     """The label-smoothing controls, one stack."""
-    name = StackName.CONTROLS
-    cached = cache.load_stack(name) if cache is not None else None
-    if cached is not None:
-        return cached[1]
-    roles, eps, spent = plan(cfg, splits, up)
-    if not roles:
+    name, student = StackName.CONTROLS, up.models.student
+    chosen = [CONTROL_ROLES[c] for c in controls_of(cfg.distill) if c.startswith("smoothing")]
+    if not chosen:
         return []
-    p = cfg.protocol
-    coords = [(r, "student", 0) for r in range(p.repeats)] * (len(roles) // p.repeats)
-    student = up.models.student
-    stack = make_stack(name, student, coords, p.seed, objective=objective(eps))
-    with Meter(splits.x_train.device) as meter:
-        res = engine.train(stack, splits, cfg.train, progress)
-    train = costs.training_macs(student, splits, res.epochs)
-    target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
-    shares = costs.apportion(meter.result, res.seconds, train, target)
-    recs = record_stack(name, student, res, coords, roles, p.seed, splits, None, shares)
-    recs = [dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)]
-    if cache is not None:
-        cache.save_stack(name, res.params, recs)
-    return recs
+
+    def train(up: Upstream):
+        roles, eps, spent = plan(cfg, splits, up)
+        coords = [(r, "student", 0) for r in up.repeat_ids] * (len(roles) // up.repeats)
+        stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective(eps))
+        with Meter(splits.x_train.device) as meter:
+            res = engine.train(stack, splits, cfg.train, progress)
+        train = costs.training_macs(student, splits, res.epochs)
+        target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
+        shares = costs.apportion(meter.result, res.seconds, train, target)
+        seed = cfg.protocol.seed
+        recs = record_stack(name, student, res, coords, roles, seed, splits, None, shares)
+        return res.params, [
+            dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)
+        ]
+
+    keys = [(role, r, 0) for role in chosen for r in up.repeat_ids]
+    return by_repeat(name, cache, keys, up, train)

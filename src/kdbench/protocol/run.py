@@ -6,6 +6,7 @@ The entry point the CLI and the Python API share: `reproduce(Config(), "runs/x")
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -197,7 +198,11 @@ def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPl
         StackPlan(StackName.REGULARISED, p.repeats * ("teacher-reg" in chosen), student["macs"]),
     ]
     plans = [s for s in plans if s.members or s.name == StackName.TEACHERS]
-    return [s for s in plans if not RunStore.checkpoint_path(folder, s.name).is_file()]
+    # a stack in the folder costs nothing, or only its added repeats' models (a grown run)
+    left = [dataclasses.replace(s, members=s.members - RunStore.stack_size(folder, s.name))
+            for s in plans]  # fmt: skip
+    return [s for s in left if s.members > 0 or (s.name == StackName.TEACHERS and not
+            RunStore.checkpoint_path(folder, s.name).is_file())]  # fmt: skip
 
 
 def _new_run_config(cfg: Config) -> dict:
@@ -353,7 +358,8 @@ def distil_points(
     and saved into each point's folder (teachers and small networks trained first if `shared`
     lacks them); `reproduce` on each point then only loads and reports. Returns, per point, the
     stacks this call trained."""
-    if all(RunStore.checkpoint_path(f, StackName.DISTILLED).is_file() for f in folders):
+    whole = 2 * cfgs[0].protocol.repeats  # a grown sweep's points hold fewer
+    if all(RunStore.stack_size(f, StackName.DISTILLED) >= whole for f in folders):
         return [[] for _ in folders]
     _check(cfgs[0])
     splits = _splits(cfgs[0], arrays_of(cfgs[0], folder=folders[0])).to(cfgs[0].device)

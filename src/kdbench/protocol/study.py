@@ -30,10 +30,12 @@ from kdbench.protocol.controls import train_controls
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.stacks import (
     HardLabelStack,
+    Held,
     RecordSink,
     StackCache,
     make_stack,
     record_stack,
+    saved,
     trained_or_loaded,
 )
 from kdbench.protocol.targets import (
@@ -122,11 +124,11 @@ def _ensemble_records(
     return [
         Record(
             kind=ENSEMBLE,
-            repeat=r,
+            repeat=up.repeat_ids[r],
             role=Role.ENSEMBLE,
             member=None,
             members=members,
-            diverged_epoch=diverged(r),
+            diverged_epoch=diverged(up.repeat_ids[r]),
             val_error=float(ens_val_err[r]),
             test_error=float(ens_test_err[r]),
         )
@@ -150,7 +152,7 @@ def _distillation(cfgs: list[Config], splits: Splits, up: Upstream) -> Distillat
     or trained along), and each member's temperature and alpha."""
     first = cfgs[0]
     loss = loss_class(first.distill.loss).from_config(first)
-    plan = Plan.of(cfgs)
+    plan = Plan.of(cfgs, up.repeats)
     if first.distill.teacher_updates == "joint":
         teachers = trained_teachers(first, up, plan, loss)
     else:
@@ -176,44 +178,53 @@ def distil(
     teachers and ensembles (a sweep's grid points: each its own temperature, alpha, ensemble
     targets), trained as one stack. Returns each configuration's records.
 
-    The stack is all-or-nothing: if any configuration lacks its checkpoint, all are trained
-    again (those already saved are kept), so a resumed sweep reproduces the same floats.
+    The stack is all-or-nothing: if any configuration lacks some repeats, all are trained again
+    for those repeats (what is already saved is kept), so a resumed sweep reproduces the same
+    floats; a grown run (more repeats than its folder held) trains the added repeats only.
     """
     first = cfgs[0]
     _check_shared(cfgs)
     name = StackName.DISTILLED
-    cached = [c.load_stack(name) if c is not None else None for c in caches]
-    if all(x is not None for x in cached):
-        return [x[1] for x in cached]
+    both = [Role.STUDENT_FROM_TEACHER, Role.STUDENT_FROM_ENSEMBLE]
+    keys = [(role, r, 0) for role in both for r in up.repeat_ids]
+    held = [Held.of(c, name) for c in caches]
+    got = [h.rows(keys) for h in held]
+    if all(g is not None for g in got):
+        return [g[1] for g in got]
+    # the repeats some configuration lacks (all in a new run; the added ones in a grown run)
+    missing = sorted({r for h, g in zip(held, got, strict=True) if g is None
+                      for r in h.missing_repeats(keys)})  # fmt: skip
+    sub = up if missing == up.repeat_ids else up.only(missing)
 
-    p = first.protocol
-    coords = [(r, "student", 0) for r in range(p.repeats)] * 2
-    roles = [Role.STUDENT_FROM_TEACHER] * p.repeats + [Role.STUDENT_FROM_ENSEMBLE] * p.repeats
-    student = up.models.student
+    coords = [(r, "student", 0) for r in missing] * 2
+    roles = [role for role in both for _ in missing]
+    student = sub.models.student
     with Meter(splits.x_train.device) as meter:  # the soft targets belong to what it cost
-        objective = _distillation(cfgs, splits, up)
+        objective = _distillation(cfgs, splits, sub)
         teachers = objective.teachers
-        stack = make_stack(name, student, coords * len(cfgs), p.seed, objective=objective)
+        stack = make_stack(name, student, coords * len(cfgs), first.protocol.seed,
+                           objective=objective)  # fmt: skip
         res = engine.train(stack, splits, first.train, progress)
     train = costs.training_macs(student, splits, res.epochs)
-    target = _target_macs(first, splits, up, roles * len(cfgs), res.epochs)
+    target = _target_macs(first, splits, sub, roles * len(cfgs), res.epochs)
     shares = costs.apportion(meter.result, meter.result.seconds, train, target)
     copies = (
         copies_test_error(teachers, splits, objective.members)
         if isinstance(teachers, TrainedTeachers)
         else None
     )
-    n_rows = 2 * p.repeats
+    n_rows = len(coords)
     out = []
     for i, cache in enumerate(caches):
-        if cached[i] is not None:
-            out.append(cached[i][1])
+        if got[i] is not None:
+            out.append(got[i][1])
             continue
         rows = slice(i * n_rows, (i + 1) * n_rows)
         part = _members(res, rows)
         mine = copies[rows] if copies is not None else None
-        out.append(record_stack(name, student, part, coords, roles, p.seed, splits, cache,
-                                 shares[rows], mine))  # fmt: skip
+        recs = record_stack(name, student, part, coords, roles, first.protocol.seed, splits,
+                            None, shares[rows], mine)  # fmt: skip
+        out.append(saved(cache, name, held[i], part.params, recs, keys)[1])
     return out
 
 

@@ -8,6 +8,7 @@ which teacher at which temperature and alpha; `cached_teachers` and `trained_tea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +40,32 @@ class Upstream:
     own: OwnTeacher | None = None
     own_logits: TeacherLogits | None = None  # your teacher's logits on the run's data
     hard: Params | None = None  # the hard-label students, one per repeat (the self control)
+    ids: tuple[int, ...] | None = None  # the repeat of each row (None: 0..repeats-1)
+
+    @property
+    def repeat_ids(self) -> list[int]:
+        return list(self.ids) if self.ids is not None else list(range(self.repeats))
 
     @property
     def per_ensemble(self) -> int:
         return self.members[0].shape[0] // self.repeats
+
+    def only(self, repeats: list[int]) -> Upstream:
+        """The same upstream for some of its repeats (a grown run's missing ones), in that
+        order: what a run of those repeats alone would hand over."""
+        at = [self.repeat_ids.index(r) for r in repeats]
+        k = self.per_ensemble
+        device = self.members[0].device
+        rows = torch.tensor(at, device=device)
+        member_rows = torch.tensor([p * k + j for p in at for j in range(k)], device=device)
+        return dataclasses.replace(
+            self,
+            teachers=None if self.teachers is None else select(self.teachers, rows),
+            members=select(self.members, member_rows),
+            repeats=len(at),
+            hard=None if self.hard is None else select(self.hard, rows),
+            ids=tuple(repeats),
+        )
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Ensemble member logits on `x`: [R, K, N, C]."""
@@ -78,8 +101,8 @@ class Plan:
     alphas: list[float]
 
     @classmethod
-    def of(cls, cfgs: list[Config]) -> Plan:
-        n = cfgs[0].protocol.repeats
+    def of(cls, cfgs: list[Config], n: int) -> Plan:
+        """`n`: the repeats the stack distils (rows of the upstream it distils from)."""
         plan = cls([], [], [], [])
         for cfg in cfgs:
             plan.repeats += list(range(n)) * 2
@@ -92,7 +115,7 @@ class Plan:
 def cached_teachers(cfgs, splits, up, loss: DistillationLoss) -> CachedTeachers:
     """Frozen teachers: [2R] target rows per distinct (temperature, ensemble targets); rows
     0..R-1 from each repeat's teacher, R..2R-1 from its ensemble."""
-    n_rows = 2 * cfgs[0].protocol.repeats
+    n_rows = 2 * up.repeats
     train_logits, val_logits = up.logits(splits, "train"), up.logits(splits, "val")
 
     def rows(logits, temperature):

@@ -8,7 +8,7 @@ checkpoint, whole, float32, finite and shaped as the configured architecture mak
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from kdbench.engine.stack_model import StackModel
 from kdbench.errors import RunFolderError
 from kdbench.records import Record
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
-from kdbench.settings import settings_sha256
+from kdbench.settings import legacy_sha256s, settings_sha256
 
 FIX = "delete it and resume the run to train that stack again"
 
@@ -32,11 +32,13 @@ class Stamps:
     the upstream one (what they depend on, shared by sweep points), the small networks the
     upstream one without the teachers' settings (shared by points that differ only in their
     teachers), the distilled students the full one. Small networks stamped with the upstream
-    hash (folders made before kdbench shared them across teachers) are accepted too."""
+    hash (folders made before kdbench shared them across teachers) are accepted too, and so are
+    stamps from before the repeat count left the hash (`settings.legacy_sha256s`)."""
 
     upstream: str
     small: str
     full: str
+    cfg: Config | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, cfg: Config) -> Stamps:
@@ -44,6 +46,7 @@ class Stamps:
             settings_sha256(cfg, upstream=True),
             settings_sha256(cfg, upstream=True, teachers=False),
             settings_sha256(cfg),
+            cfg,
         )
 
     def for_stack(self, name: StackName) -> str:
@@ -56,8 +59,17 @@ class Stamps:
 
     def accepts(self, stamp: str | None, name: StackName) -> bool:
         """`stamp` (None: a record older than stamps) is one the stack `name` may carry."""
-        older = (self.upstream,) if StackName(name) == StackName.SMALL_NETWORKS else ()
-        return stamp is None or stamp in (self.for_stack(name), *older)
+        small = StackName(name) == StackName.SMALL_NETWORKS
+        older = (self.upstream,) if small else ()
+        if stamp is None or stamp in (self.for_stack(name), *older):
+            return True
+        if self.cfg is None:
+            return False
+        teachers = StackName(name) == StackName.TEACHERS
+        legacy = legacy_sha256s(self.cfg, upstream=teachers or small)
+        if small:
+            legacy |= legacy_sha256s(self.cfg, upstream=True, teachers=False)
+        return stamp in legacy
 
     def stamp(self, record: Record) -> Record:
         return dataclasses.replace(record, config_sha256=self.expected(record.role))

@@ -41,15 +41,15 @@ class SharedCache:
         return [self.shared] if name in UPSTREAM else []
 
     def load_stack(self, name: StackName):
-        own = self.store.load_stack(name)
-        if own is not None:
-            return own
+        """The point's own stack, or a shared one that holds more models (another point grew
+        it by more repeats, or the point has none yet), linked into the point's folder first."""
+        held = RunStore.stack_size(self.store.folder, name)
         for home in self._homes(name):
-            src = RunStore.checkpoint_path(home, name)
-            if src.is_file():
-                link(src, RunStore.checkpoint_path(self.store.folder, name))
-                return self.store.load_stack(name)
-        return None
+            if RunStore.stack_size(home, name) > held:
+                link(RunStore.checkpoint_path(home, name),
+                     RunStore.checkpoint_path(self.store.folder, name))  # fmt: skip
+                break
+        return self.store.load_stack(name)
 
     def load_snapshot(self, name: StackName) -> Snapshot | None:
         return self.store.load_snapshot(name)  # a snapshot stays with the point that made it

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ TEACHER_LOGITS = "teacher_logits.safetensors"  # your own teacher's train, val a
 
 def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -214,7 +219,9 @@ class RunStore:
             old = _normalise(read_config(self.folder).to_dict())
             # the thread count changes speed, not numbers (benchmarks/busy.py): resume with any
             diff = [d for d in config_diff(old, self.run_config["config"]) if d != "threads"]
-            if diff:
+            if diff == ["protocol.repeats"]:
+                self._grow(old["protocol"]["repeats"], self.run_config["config"])
+            elif diff:
                 raise RunFolderError(
                     f"{self.folder} holds a run with a different configuration"
                     f" ({', '.join(diff)}); use a new --out to start fresh"
@@ -234,6 +241,25 @@ class RunStore:
         self._seen = {r.key for r in earlier}
         # training time spent by earlier parts of a resumed run (its records are already here)
         self.earlier_seconds = sum(r.seconds or 0.0 for r in earlier)
+
+    def _grow(self, held: int, config: dict[str, Any]) -> None:
+        """More repeats than the folder holds: config.json says the new count (its start time and
+        environment kept, the growth noted) and the study trains only the missing repeats (a
+        model's seeds derive from its repeat index, so the run equals one made at that count
+        from scratch). Fewer is refused: a report on part of a run would look like all of it."""
+        asked = config["protocol"]["repeats"]
+        if asked < held:
+            raise RunFolderError(
+                f"{self.folder} holds {held} repeats, more than the {asked} asked for; resume"
+                f" with --repeats {held}, or read it with `kdbench report {self.folder}`"
+            )
+        grown = read_run_config(self.folder)
+        grown["config"] = config
+        grown.setdefault("grown", []).append(
+            {"from_repeats": held, "to_repeats": asked, "at": _now()}
+        )
+        write_json(self.folder / CONFIG, grown)
+        self.run_config = _normalise(grown)
 
     def _drop_torn_line(self) -> None:
         """A kill mid-append can leave a partial last line; cut it so appends stay valid JSONL."""
@@ -277,6 +303,16 @@ class RunStore:
         stamped = [self.stamps.stamp(r) for r in records]
         _save(self.checkpoint_path(self.folder, name), tensors, {"records": dumps(stamped)})
         self.snapshot_path(self.folder, name).unlink(missing_ok=True)
+
+    @staticmethod
+    def stack_size(folder: Path, name: StackName) -> int:
+        """How many models the stack's checkpoint holds, from its metadata alone (0 if there is
+        none, or it cannot be read: reading it whole then says why)."""
+        try:
+            with safe_open(str(RunStore.checkpoint_path(folder, name)), framework="pt") as fh:
+                return len(loads((fh.metadata() or {})["records"]))
+        except (OSError, SafetensorError, KeyError, ValueError, RunFolderError):
+            return 0
 
     @staticmethod
     def snapshot_path(folder: Path, name: StackName) -> Path:

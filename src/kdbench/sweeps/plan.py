@@ -254,6 +254,6 @@ def reuse(run_dir: Path, plan: list[Point]) -> int:
     if not homes:
         raise ConfigError(
             f"{run_dir} does not match any grid point's teachers and small networks"
-            " (data, architectures, training, repeats and seed must agree); drop --reuse"
+            " (data, architectures, training and seed must agree); drop --reuse"
         )
     return len(homes)

@@ -42,7 +42,8 @@ __all__ = ["analyse", "parse_grid", "parse_points", "points", "run"]
 def _same_sweep(old: dict, spec: dict) -> bool:
     """The grid and stack limit as written; the base settings by what the models depend on, so
     another --threads, or a setting kdbench added since at its default, resumes the sweep; the
-    extra points as a superset of those written: a finished sweep grows by new points."""
+    extra points as a superset of those written: a finished sweep grows by new points (and by
+    more repeats: the repeat count is not among what a model depends on)."""
     new = json.loads(json.dumps(spec))
     if (old.get("grid"), old.get("max_stack")) != (new["grid"], new["max_stack"]):
         return False
@@ -64,10 +65,17 @@ def _check_folder(out: Path, spec: dict) -> None:
                 f"{out} holds a different sweep (grid, extra points or base settings differ);"
                 " give its grid and every --point it has again, or use a new --out"
             )
-        if json.dumps(old.get("points", [])) == json.dumps(spec["points"]):
+        held = Config.from_dict(old["base"]).protocol.repeats
+        asked = Config.from_dict(spec["base"]).protocol.repeats
+        if asked < held:
+            raise RunFolderError(
+                f"{out} holds a sweep of {held} repeats, more than the {asked} asked for; give"
+                f" --repeats {held}, or read it with `kdbench report {out}`"
+            )
+        if asked == held and json.dumps(old.get("points", [])) == json.dumps(spec["points"]):
             return
     out.mkdir(parents=True, exist_ok=True)
-    write_json(path, spec)  # a new sweep, or one grown by extra points
+    write_json(path, spec)  # a new sweep, or one grown by extra points or more repeats
 
 
 def run(
