@@ -90,7 +90,7 @@ def reproduce(
     folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
-    tracked(track, lambda: tracking.log_study(folder, experiment_name=experiment), folder)
+    tracked(track, folder, experiment)
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
 
 
@@ -113,18 +113,19 @@ def config_show(overrides: dict, preset: PresetName = None, config: ConfigFile =
 def track(
     run_dir: Annotated[Path, typer.Argument(help="A finished run or sweep folder.")],
     experiment: Experiment = None,
+    to: Annotated[
+        str, typer.Option(help="mlflow (MLFLOW_TRACKING_URI or ./mlruns) or tensorboard.")
+    ] = "mlflow",
 ) -> None:
-    """Send a finished run (or sweep) to MLflow, at MLFLOW_TRACKING_URI or ./mlruns; a folder
-    sent before updates its run."""
+    """Send a finished run (or sweep) to MLflow or TensorBoard; a folder sent before updates
+    its run (MLflow) or replaces its folder (TensorBoard)."""
     from kdbench.runs import tracking
     from kdbench.sweeps.sweep import SWEEP_CONFIG
 
-    tracking.check("mlflow")
-    if (run_dir / SWEEP_CONFIG).is_file():
-        tracked("mlflow", lambda: tracking.log_sweep(run_dir, experiment), run_dir)
-    else:
+    tracking.check(to)
+    if not (run_dir / SWEEP_CONFIG).is_file():
         _read_run_config(run_dir)  # a clear line for a folder that is not a run
-        tracked("mlflow", lambda: tracking.log_study(run_dir, experiment_name=experiment), run_dir)
+    tracked(to, run_dir, experiment)
 
 
 @app.command()

@@ -126,5 +126,5 @@ def sweep(
         quiet or executor != "local",
         lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack, extra),
     )
-    tracked(track, lambda: tracking.log_sweep(out, experiment), out)
+    tracked(track, out, experiment)
     print(out / "sweep.md")

@@ -138,12 +138,16 @@ Track = Annotated[
     str | None,
     typer.Option(
         help="Send the finished run to a tracker: mlflow (pip install 'kdbench[mlflow]'),"
-        " at MLFLOW_TRACKING_URI or ./mlruns."
+        " at MLFLOW_TRACKING_URI or ./mlruns; tensorboard (pip install"
+        " 'kdbench[tensorboard]'), at KDBENCH_TENSORBOARD_DIR or ./tensorboard."
     ),
 ]
 Experiment = Annotated[
     str | None,
-    typer.Option(help="MLflow experiment to log to (default: one named after the folder)."),
+    typer.Option(
+        help="MLflow experiment, or TensorBoard folder, to log to (default: named after the"
+        " run folder)."
+    ),
 ]
 ConfigFile = Annotated[
     Path | None,
@@ -265,11 +269,11 @@ def friendly(fn):
 SHARED = ("dataset", "data_dir", "train_limit", "repeats", "members", "epochs", "seed", "device")
 
 
-def tracked(track: str | None, log, folder: Path) -> None:
-    """Log a finished run to the tracker (checked by `tracking.check` before it trained); a
-    tracker's failure is one line, the folder being complete (`tracking.send`)."""
+def tracked(track: str | None, folder: Path, experiment: str | None) -> None:
+    """Log a finished run or sweep to the tracker (checked by `tracking.check` before it
+    trained); a tracker's failure is one line, the folder being complete (`tracking.send`)."""
     if track is None:
         return
-    from kdbench.runs.tracking import send, where
+    from kdbench.runs import tracking
 
-    print(f"mlflow: run {send(log, folder)} at {where()}", file=sys.stderr)
+    print(tracking.describe(track, tracking.log(track, folder, experiment)), file=sys.stderr)

@@ -37,7 +37,7 @@ from kdbench.runs.store import (
 )
 from kdbench.summary import Comparison, Costs, Row
 
-TRACKERS = ("mlflow",)
+TRACKERS = ("mlflow", "tensorboard")  # tensorboard: `runs.tensorboard`
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
 ARTIFACTS = (
     "report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS,
@@ -54,6 +54,11 @@ def check(tracker: str | None) -> None:
         return
     if tracker not in TRACKERS:
         raise ConfigError(f"unknown tracker '{tracker}'; use --track {' or '.join(TRACKERS)}")
+    if tracker == "tensorboard":
+        from kdbench.runs import tensorboard
+
+        tensorboard.check()
+        return
     try:
         import mlflow  # noqa: F401 (only checks that it is installed)
     except ImportError:
@@ -94,7 +99,28 @@ def where() -> str:
     return uri
 
 
-def send(log, folder: Path) -> str:
+def log(tracker: str, folder: Path, experiment: str | None = None) -> str:
+    """A finished run or sweep folder to `tracker` (checked by `check`), any failure of the
+    tracker one line (`send`); returns what it made: an MLflow run id, or a TensorBoard
+    folder."""
+    from kdbench.runs import tensorboard
+
+    sweep = (Path(folder) / "sweep-config.json").is_file()
+    if tracker == "tensorboard":
+        fn = tensorboard.log_sweep if sweep else tensorboard.log_study
+    else:
+        fn = log_sweep if sweep else log_study
+    return send(lambda: fn(folder, experiment_name=experiment), folder, tracker)
+
+
+def describe(tracker: str, made: str) -> str:
+    """The line that says where a run went."""
+    if tracker == "tensorboard":
+        return f"tensorboard: {made} (tensorboard --logdir {Path(made).parent})"
+    return f"mlflow: run {made} at {where()}"
+
+
+def send(log, folder: Path, tracker: str = "mlflow") -> str:
     """Run `log()` (a `log_study` or `log_sweep` of a finished folder); any failure of the
     tracker becomes one line that says the folder is complete and how to send it later."""
     try:
@@ -103,9 +129,14 @@ def send(log, folder: Path) -> str:
         raise
     except Exception as exc:  # the tracker's, not kdbench's: a server down, a store refused
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from kdbench.runs import tensorboard
+
+        board = tracker == "tensorboard"
+        at = f"TensorBoard at {tensorboard.where()}" if board else f"MLflow at {where()}"
+        again = f"kdbench track {folder}" + (" --to tensorboard" if board else "")
         raise TrackingError(
-            f"MLflow at {where()} refused the run ({type(exc).__name__}: {first[:200]});"
-            f" {folder} is complete: fix the tracker, then `kdbench track {folder}`"
+            f"{at} refused the run ({type(exc).__name__}: {first[:200]});"
+            f" {folder} is complete: fix the tracker, then `{again}`"
         ) from None
 
 
