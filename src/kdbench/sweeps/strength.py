@@ -8,6 +8,7 @@ point marked; and where the curve crosses zero.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,20 +110,27 @@ def figure(result: dict, folder: Path) -> None:
     import matplotlib.pyplot as plt
 
     pts = _points(result)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(9.5, 4.5), dpi=110,
+                                   gridspec_kw={"width_ratios": [3, 1.15]})  # fmt: skip
     ax.axhline(0, color="grey", lw=0.8)
-    for i, q in enumerate(pts):
+    key = []
+    for i, q in enumerate(sorted(pts, key=lambda q: -q["x"]), 1):  # weakest teacher first
         xerr = [[q["x"] - q["x_ci"][0]], [q["x_ci"][1] - q["x"]]] if q["x_ci"] else None
         yerr = [[q["y"] - q["y_ci"][0]], [q["y_ci"][1] - q["y"]]] if q["y_ci"] else None
         ax.errorbar(q["x"], q["y"], xerr=xerr, yerr=yerr, fmt="o", color="tab:blue",
                     mfc="tab:blue" if q["significant"] else "white", capsize=3)  # fmt: skip
-        label = q["label"].replace("teacher_", "")  # every point is a teacher setting
-        ax.annotate(label, (q["x"], q["y"]), textcoords="offset points", fontsize=7,
-                    xytext=(5, 5) if i % 2 == 0 else (5, -11))  # fmt: skip
+        # a number beside the point and its settings in the key: long labels of points close
+        # together would cover each other
+        ax.annotate(str(i), (q["x"], q["y"]), textcoords="offset points", fontsize=8,
+                    xytext=(4, 4) if i % 2 else (-10, -12))  # fmt: skip
+        settings = re.findall(r"[a-z][a-z_]*=[^_]+", q["label"].replace("teacher_", ""))
+        key.append(f"{i}  " + "\n   ".join(settings))  # one setting a line: the key stays narrow
+    side.axis("off")
+    side.text(0, 1, "teachers, weakest first\n\n" + "\n".join(key), transform=side.transAxes,
+              fontsize=7.5, va="top", family="monospace")  # fmt: skip
     ax.plot(*PAPER, marker="*", ms=12, color="tab:red", ls="none", label="the paper (Table 1)")
     ax.set_xlabel("teacher test error (%), mean and 95% CI")
     ax.set_ylabel("student from teacher − hard labels (pp),\nHolm-adjusted 95% CI")
     ax.set_title("Teacher strength: filled = Holm-significant over the grid", fontsize=10)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
     save_figure(fig, folder, "teacher_strength")
