@@ -39,6 +39,8 @@ EXPECTED["hinton-strong"] = {
     ("protocol", "members"): 3,
 }
 EXPECTED["controls"] = {("distill", "controls"): "smoothing,smoothing-matched,self"}
+EXPECTED["conv-teacher"] = {**EXPECTED["controls"], ("model", "teacher_arch"): "lenet5"}
+EXPECTED["conv"] = {**EXPECTED["conv-teacher"], ("model", "student_arch"): "cnn:4,8"}
 
 
 def _changed(cfg: Config) -> dict:
