@@ -61,6 +61,11 @@ def test_a_sweep_over_the_teacher_draws_its_strength_curve(tmp_path):
                        ["teachers", "distilled students"]]  # fmt: skip
     hard = {json.dumps(p["rows"]["student_hard"]) for p in result["points"]}
     assert len(hard) == 1
+    # the ensemble (shared) gives its student about the same error everywhere: a tie is said
+    means = {round(p["rows"]["student_from_ensemble"]["mean_pct"], 2) for p in result["points"]}
+    best = result["best"]["student_from_ensemble"]
+    assert best["of"] == 2 and best["tied"] == 3 - len(means)
+    assert ("every point ties" in text) == (len(means) == 1)
     small = [f for f in (out / "shared").iterdir() if f.name.startswith("small-")]
     assert len(small) == 1 and len(list((out / "shared").iterdir())) == 3
     # a finished sweep grows by an extra point: only its teachers and students train, the

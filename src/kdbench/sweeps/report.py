@@ -66,8 +66,13 @@ def markdown(result: dict) -> str:
         name = "Holm-adjusted 95% CI" if "ci95_holm_grid_pp" in t else "95% CI"
         spread = f", {name} {ci[0]:+.2f} to {ci[1]:+.2f}" if ci else ""
         sig = "significant" if t["significant"] else "not significant"
+        tied, of = b.get("tied", 1), b.get("of")
+        where = b["label"] if tied == 1 else (
+            f"every point ties (e.g. {b['label']})" if tied == of
+            else f"{b['label']} and {tied - 1} other point{'s' if tied > 2 else ''}, tied"
+        )  # fmt: skip
         best.append(
-            f"- Best {kind.replace('_', ' ')}: {b['label']} — {_cell(b)} test error;"
+            f"- Best {kind.replace('_', ' ')}: {where} — {_cell(b)} test error;"
             f" vs hard labels {t['mean_diff_pp']:+.2f} pp{spread} ({sig} after Holm over the grid)."
         )
     return (

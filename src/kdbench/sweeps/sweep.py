@@ -157,12 +157,18 @@ def analyse(grid: dict[str, list], entries: list[dict], extra: list[dict] = ()) 
         if done:
             top = min(done, key=lambda e: e["summary"].rows[kind].mean_pct)
             row = top["summary"].rows[kind]
+            # points as good to the precision the table shows (the ensemble's student is the
+            # same at every point of a grid over the teacher): the first is not "the best"
+            tied = sum(round(e["summary"].rows[kind].mean_pct, 2) == round(row.mean_pct, 2)
+                       for e in done)  # fmt: skip
             best[kind] = {
                 "label": top["label"],
                 "point": top["point"],
                 "mean_pct": row.mean_pct,
                 "ci95_pct": row.ci95_pct,
                 "vs_hard": top["kd_vs_hard"][kind],
+                "tied": tied,
+                "of": len(done),
             }
     slim = [
         {
