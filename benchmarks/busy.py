@@ -10,8 +10,8 @@ with one busy-loop process per core running beside it, then without. The idle ph
 wait for the load average to settle: its default run starts right after the all-cores run, the
 case where a lagging load average (still about cores - 0.5) would misread the machine as busy.
 Prints wall times, the thread count the default chose, the load average it started under,
-medians, the ratios, and whether the thread counts gave identical records (all fields but
-`seconds`).
+medians, the ratios, and whether the thread counts gave identical records (all fields but the
+measured ones: time, peak memory, energy).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from kdbench.records import MEASURED
 
 SMOKE = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
 
@@ -54,7 +56,8 @@ def run(threads: int | None, out: Path) -> float:
 
 def records(folder: Path) -> list[dict]:
     lines = (folder / "records.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+    # measured, not computed: time, peak memory, energy (`records.MEASURED`)
+    return [{k: v for k, v in json.loads(x).items() if k not in MEASURED} for x in lines]
 
 
 def main() -> None:
