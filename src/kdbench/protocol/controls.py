@@ -142,8 +142,7 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
         shares = costs.apportion(meter.result, meter.result.seconds, train, target * up.repeats)
         roles = [role] * up.repeats
         seed = cfg.protocol.seed
-        return res.params, record_stack(name, student, res, coords, roles, seed, splits, None,
-                                        shares)  # fmt: skip
+        return res.params, record_stack(student, res, coords, roles, seed, splits, shares)
 
     keys = [(role, r, 0) for r in up.repeat_ids]
     return by_repeat(name, cache, keys, up, train)
@@ -166,7 +165,7 @@ def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
         target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
         shares = costs.apportion(meter.result, res.seconds, train, target)
         seed = cfg.protocol.seed
-        recs = record_stack(name, student, res, coords, roles, seed, splits, None, shares)
+        recs = record_stack(student, res, coords, roles, seed, splits, shares)
         return res.params, [
             dataclasses.replace(r, label_smoothing=e) for r, e in zip(recs, eps, strict=True)
         ]

@@ -153,7 +153,8 @@ class Held:
     def plus(self, params: Params, records: list[Record]) -> Held:
         """The held models and newly trained ones together, in the order a run from scratch
         keeps them: by role as they first appear, then repeat and member."""
-        fresh = [i for i, r in enumerate(records) if _key(r) not in {_key(h) for h in self.records}]
+        have = {_key(h) for h in self.records}
+        fresh = [i for i, r in enumerate(records) if _key(r) not in have]
         if len(fresh) < len(records):  # held already (a partly grown sweep): the held ones stay
             rows = torch.tensor(fresh, device=params[0].device)
             params, records = select(params, rows), [records[i] for i in fresh]
@@ -215,7 +216,7 @@ def trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
     train = costs.training_macs(spec.model, splits, res.epochs)
     # the engine's seconds include the parts of a stack before it was cut short and resumed
     shares = costs.apportion(meter.result, res.seconds, train, [None] * len(train))
-    recs = record_stack(spec.name, spec.model, res, coords, roles, base, splits, None, shares)
+    recs = record_stack(spec.model, res, coords, roles, base, splits, shares)
     params, recs = saved(cache, spec.name, held, res.params, recs, keys)
     return [q.to(device) for q in params], recs
 
@@ -230,15 +231,12 @@ def saved(cache, name, held: Held, params: Params, recs: list[Record], keys: lis
     return got
 
 
-def record_stack(name, model, res, coords, roles, base, splits, cache, shares, copies=None):
-    """Evaluate a trained stack, make its records, and save weights and records together."""
+def record_stack(model, res, coords, roles, base, splits, shares, copies=None):
+    """Evaluate a trained stack and make its records (`saved` keeps them with its weights)."""
     val, test = model.logits(res.params, splits.x_val), model.logits(res.params, splits.x_test)
     val_err = error_rate(val, splits.y_val.expand(len(val), -1)).cpu()
     test_err = error_rate(test, splits.y_test.expand(len(test), -1)).cpu()
-    recs = _records(res, coords, roles, base, val_err, test_err, copies, shares)
-    if cache is not None:
-        cache.save_stack(name, res.params, recs)
-    return recs
+    return _records(res, coords, roles, base, val_err, test_err, copies, shares)
 
 
 def by_repeat(name: StackName, cache, keys: list[Key], up: Upstream, train) -> list[Record]:
@@ -250,7 +248,5 @@ def by_repeat(name: StackName, cache, keys: list[Key], up: Upstream, train) -> l
     got = held.rows(keys)
     if got is not None:
         return got[1]
-    missing = held.missing_repeats(keys)
-    sub = up if missing == up.repeat_ids else up.only(missing)
-    params, recs = train(sub)
+    params, recs = train(up.only(held.missing_repeats(keys)))
     return saved(cache, name, held, params, recs, keys)[1]

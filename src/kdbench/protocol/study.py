@@ -194,7 +194,7 @@ def distil(
     # the repeats some configuration lacks (all in a new run; the added ones in a grown run)
     missing = sorted({r for h, g in zip(held, got, strict=True) if g is None
                       for r in h.missing_repeats(keys)})  # fmt: skip
-    sub = up if missing == up.repeat_ids else up.only(missing)
+    sub = up.only(missing)
 
     coords = [(r, "student", 0) for r in missing] * 2
     roles = [role for role in both for _ in missing]
@@ -222,8 +222,8 @@ def distil(
         rows = slice(i * n_rows, (i + 1) * n_rows)
         part = _members(res, rows)
         mine = copies[rows] if copies is not None else None
-        recs = record_stack(name, student, part, coords, roles, first.protocol.seed, splits,
-                            None, shares[rows], mine)  # fmt: skip
+        recs = record_stack(student, part, coords, roles, first.protocol.seed, splits,
+                            shares[rows], mine)  # fmt: skip
         out.append(saved(cache, name, held[i], part.params, recs, keys)[1])
     return out
 

@@ -52,7 +52,9 @@ class Upstream:
 
     def only(self, repeats: list[int]) -> Upstream:
         """The same upstream for some of its repeats (a grown run's missing ones), in that
-        order: what a run of those repeats alone would hand over."""
+        order: what a run of those repeats alone would hand over (itself, for all of them)."""
+        if list(repeats) == self.repeat_ids:
+            return self
         at = [self.repeat_ids.index(r) for r in repeats]
         k = self.per_ensemble
         device = self.members[0].device
