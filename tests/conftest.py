@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
 import sys
 
@@ -38,13 +41,28 @@ def _threads():
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """One small finished study through the console script, latency measured: the CLI, report
-    and export tests read it (training it once keeps the suite inside its time budget)."""
-    out = tmp_path_factory.mktemp("run") / "quick"
-    args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
-    cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    and export tests read it. Trained once for the whole suite: the first of xdist's workers to
+    ask trains it under a lock and the others wait for it (each worker trained its own: 31 s).
+    Read it only; a test that runs a command on it takes `quick_copy` (one writer per folder,
+    and no reader meets it half-written)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's, shared by its workers
+    out = root / "quick"
+    with open(root / "quick.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (out / "summary.json").exists():
+            args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
+            cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out), "--quiet"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture
+def quick_copy(quick_run, tmp_path):
+    """`quick_run` copied, for a test that writes into it or claims it."""
+    return shutil.copytree(quick_run, tmp_path / "quick")
 
 
 # the longest files (measured with --durations): xdist hands files to its workers in collection

@@ -89,17 +89,17 @@ def test_ensemble_row_is_the_averaged_ensemble_not_a_member(quick_run):
     )
 
 
-def test_report_rerenders_from_records(quick_run, tmp_path):
-    before = json.loads((quick_run / "summary.json").read_text())
-    (quick_run / "report.md").unlink()
-    proc = _run("report", str(quick_run))
+def test_report_rerenders_from_records(quick_copy):
+    before = json.loads((quick_copy / "summary.json").read_text())
+    (quick_copy / "report.md").unlink()
+    proc = _run("report", str(quick_copy))
     assert proc.returncode == 0, proc.stderr
-    after = json.loads((quick_run / "summary.json").read_text())
+    after = json.loads((quick_copy / "summary.json").read_text())
     assert after["rows"] == before["rows"]
-    assert "Table 1" in (quick_run / "report.md").read_text()
+    assert "Table 1" in (quick_copy / "report.md").read_text()
 
 
-def test_same_folder_with_other_config_is_refused(quick_run):
+def test_same_folder_with_other_config_is_refused(quick_copy):
     proc = _run(
         "reproduce",
         "--train-limit",
@@ -113,7 +113,7 @@ def test_same_folder_with_other_config_is_refused(quick_run):
         "--alpha",
         "0.5",
         "--out",
-        str(quick_run),
+        str(quick_copy),
         "--quiet",
     )
     assert proc.returncode == 2

@@ -85,10 +85,10 @@ def test_onnx_equals_pytorch_on_random_inputs(sizes, k, tmp_path):
 
 
 @pytest.mark.parametrize("role", ["student_from_ensemble", "ensemble", "teacher"])
-def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, role):
-    proc = kdbench("export", quick_run, "--role", role, "--int8")
+def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_copy, role):
+    proc = kdbench("export", quick_copy, "--role", role, "--int8")
     assert proc.returncode == 0, proc.stderr
-    folder = quick_run / "exports" / f"{role}-r0"
+    folder = quick_copy / "exports" / f"{role}-r0"
     info = json.loads((folder / f"{role}-r0.json").read_text())
     assert info["max_abs_diff_vs_torch"] < 1e-4
     # metadata a deployment needs, in the file itself, and a model card beside it
@@ -98,7 +98,7 @@ def test_export_cli_on_real_models_matches_pytorch_and_reports_int8(quick_run, r
     assert props["role"] == role and props["classes"] == "10"
     assert props["test_error_pct"] == f"{100 * info['test_error_onnx']:.2f}"
     assert "divided by 255" in props["preprocessing"] and len(props["config_sha256"]) == 64
-    summary = json.loads((quick_run / "summary.json").read_text())
+    summary = json.loads((quick_copy / "summary.json").read_text())
     lo, hi = summary["rows"][role]["ci95_pct"]
     assert props["row_ci95_pct"] == f"{lo:.2f}–{hi:.2f}%"
     card = (folder / "MODEL_CARD.md").read_text()
