@@ -49,11 +49,11 @@ def quick_run(tmp_path_factory):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # this session's, shared by its workers
     out = root / "quick"
+    args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2", "--quiet"]
     with open(root / "quick.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (out / "summary.json").exists():
-            args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
-            cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out), "--quiet"]
+            cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, proc.stderr
     return out
