@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_same_summary_and_weights(tmp_path, uninterrup
     resumed = _finish(out)
     timing = resumed["timing"]  # the wall time adds the killed part's training
     assert timing["resumed"] and timing["total_seconds"] > timing["this_part_seconds"]
-    assert "all parts of a resumed run" in (out / "report.md").read_text()
+    assert "recorded in earlier parts of a resumed run" in (out / "report.md").read_text()
     assert resumed["rows"] == full["rows"]
     assert resumed["comparisons"] == full["comparisons"]
     lines = _model_lines(out)

@@ -327,10 +327,16 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
         else f"test error on {'your data' if dataset == 'arrays' else dataset}"
     )
     heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
-    resumed = " (all parts of a resumed run)" if summary.timing.resumed else ""
+    time_line = f"Wall time {total:.0f} s."
+    if summary.timing.resumed:  # earlier parts are known only by their models' recorded time
+        time_line = (
+            f"Time {total:.0f} s: this part's wall time plus the training time its models"
+            " recorded in earlier parts of a resumed run (a stack shared with other runs, as a"
+            " sweep's teachers and small networks are, counts in full)."
+        )
     return f"""# {heading} — hard labels vs knowledge distillation
 
-{status} Wall time {total:.0f} s{resumed}.
+{status} {time_line}
 {diverged}
 ## Table 1 — {title}
 
