@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,31 +39,47 @@ def _threads():
     yield
 
 
-@pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
-    """One small finished study through the console script, latency measured: the CLI, report
-    and export tests read it. Trained once for the whole suite: the first of xdist's workers to
-    ask trains it under a lock and the others wait for it (each worker trained its own: 31 s).
-    Read it only; a test that runs a command on it takes `quick_copy` (one writer per folder,
-    and no reader meets it half-written)."""
+def _once(tmp_path_factory, name: str, args: list[str], done: str) -> Path:
+    """`python -m kdbench ARGS --out <folder>` run once for the whole suite: the first of
+    xdist's workers to ask runs it under a lock, the others wait for it and read the folder.
+    Read it only; a test that writes into it or claims it works on a copy (one writer per
+    folder, and no reader meets it half-written)."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # this session's, shared by its workers
-    out = root / "quick"
-    args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2", "--quiet"]
-    with open(root / "quick.lock", "w") as lock:
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (out / "summary.json").exists():
-            cmd = [sys.executable, "-m", "kdbench", "reproduce", *args, "--out", str(out)]
+        if not (out / done).exists():
+            cmd = [sys.executable, "-m", "kdbench", *args, "--out", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One small finished study through the console script, latency measured: the CLI, report
+    and export tests read it (once per suite: each worker trained its own, 31 s)."""
+    args = ["--train-limit", "2000", "--repeats", "2", "--members", "3", "--epochs", "2"]
+    return _once(tmp_path_factory, "quick", ["reproduce", *args, "--quiet"], "summary.json")
 
 
 @pytest.fixture
 def quick_copy(quick_run, tmp_path):
     """`quick_run` copied, for a test that writes into it or claims it."""
     return shutil.copytree(quick_run, tmp_path / "quick")
+
+
+# a 2 x 2 grid over temperature and alpha, small: the sweep and Ray tests' reference
+SWEEP_ARGS = ["--grid", "temperature=2,8", "--grid", "alpha=0.1,0.9", "--train-limit", "1000"]
+SWEEP_ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def local_sweep(tmp_path_factory):
+    """`SWEEP_ARGS` swept by the console script on the local executor, once per suite."""
+    return _once(tmp_path_factory, "sweep", ["sweep", *SWEEP_ARGS], "sweep.json")
 
 
 # the longest files (measured with --durations): xdist hands files to its workers in collection

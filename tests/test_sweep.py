@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from kdbench.errors import ConfigError
 from kdbench.protocol.presets import resolve
 from kdbench.sweeps import plan as sweep_plan
 from kdbench.sweeps import sweep
+from tests.conftest import SWEEP_ARGS
 from tests.sweep_numbers import sweep_numbers
 
-ARGS = ["--grid", "temperature=2,8", "--grid", "alpha=0.1,0.9", "--train-limit", "1000"]
-ARGS += ["--repeats", "2", "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]
+ARGS = SWEEP_ARGS
 
 
 def _sweep(out):
@@ -28,13 +29,10 @@ def _sweep(out):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "local"
-    proc = _sweep(out)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return out
+@pytest.fixture
+def local(local_sweep):
+    """The suite's reference sweep (`conftest.local_sweep`), read only."""
+    return local_sweep
 
 
 def test_grid_parsing_types_and_errors():
@@ -113,10 +111,12 @@ def test_killed_sweep_resumes_to_the_samesweep_numbers(tmp_path, local):
     assert sweep_numbers(out) == sweep_numbers(local)
 
 
-def test_a_different_sweep_in_the_same_folder_is_refused(local):
+def test_a_different_sweep_in_the_same_folder_is_refused(local_sweep, tmp_path):
     from typer.testing import CliRunner
 
     from kdbench.cli.app import app
+
+    local = shutil.copytree(local_sweep, tmp_path / "local")  # this test writes into it
 
     result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
     assert result.exit_code == 2 and "different sweep" in result.stderr

@@ -10,16 +10,7 @@ from kdbench.sweeps import sweep
 from tests.sweep_numbers import sweep_numbers
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    """The grid of `test_sweep.py`'s sweep, on the local executor, in this process."""
-    out = tmp_path_factory.mktemp("sweep") / "local"
-    base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
-    sweep.run(base, sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"]), out)
-    return out
-
-
-def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local):
+def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local_sweep):
     ray = pytest.importorskip("ray")
     base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
@@ -34,5 +25,5 @@ def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local):
         sweep.run(digits, archs, tmp_path / "archs-ray", executor="ray")
     finally:
         ray.shutdown()
-    assert sweep_numbers(tmp_path / "ray") == sweep_numbers(local)
+    assert sweep_numbers(tmp_path / "ray") == sweep_numbers(local_sweep)
     assert sweep_numbers(tmp_path / "archs-ray") == sweep_numbers(tmp_path / "archs-local")
