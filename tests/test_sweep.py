@@ -21,18 +21,10 @@ from kdbench.sweeps import sweep
 from tests.conftest import SWEEP_ARGS
 from tests.sweep_numbers import sweep_numbers
 
-ARGS = SWEEP_ARGS
-
 
 def _sweep(out):
-    cmd = [sys.executable, "-m", "kdbench", "sweep", *ARGS, "--out", str(out)]
+    cmd = [sys.executable, "-m", "kdbench", "sweep", *SWEEP_ARGS, "--out", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.fixture
-def local(local_sweep):
-    """The suite's reference sweep (`conftest.local_sweep`), read only."""
-    return local_sweep
 
 
 def test_grid_parsing_types_and_errors():
@@ -54,8 +46,8 @@ def test_grid_parsing_types_and_errors():
         sweep.points(resolve("paper"), sweep.parse_grid(["alpha=0.5,1.5"]))
 
 
-def test_teachers_and_small_networks_are_trained_once(local):
-    result = json.loads((local / "sweep.json").read_text())
+def test_teachers_and_small_networks_are_trained_once(local_sweep):
+    result = json.loads((local_sweep / "sweep.json").read_text())
     trained = [p["trained_stacks"] for p in result["points"]]
     assert trained[0] == ["teachers", "small networks", "distilled students"]
     assert trained[1:] == [["distilled students"]] * 3
@@ -63,12 +55,13 @@ def test_teachers_and_small_networks_are_trained_once(local):
     rates = []
     for p in result["points"]:
         recs = [
-            json.loads(x) for x in (local / p["folder"] / "records.jsonl").read_text().splitlines()
+            json.loads(x)
+            for x in (local_sweep / p["folder"] / "records.jsonl").read_text().splitlines()
         ]
         rates += [r["seconds"] / (r["train_macs"] + r["target_macs"])
                   for r in recs if r["role"].startswith("student_from")]  # fmt: skip
     assert len(rates) == 4 * 2 * 2 and max(rates) == pytest.approx(min(rates), rel=1e-9)
-    shared = [f for f in (local / "shared").iterdir() if not f.name.startswith("small-")]
+    shared = [f for f in (local_sweep / "shared").iterdir() if not f.name.startswith("small-")]
     assert len(shared) == 1, "a temperature x alpha grid has one upstream"
     counts = {}
     for name in ("teachers", "small_networks"):
@@ -78,15 +71,15 @@ def test_teachers_and_small_networks_are_trained_once(local):
     # every point is a complete run: same teachers, its own distilled students
     teacher_errors = set()
     for p in result["points"]:
-        lines = (local / p["folder"] / "records.jsonl").read_text().splitlines()
+        lines = (local_sweep / p["folder"] / "records.jsonl").read_text().splitlines()
         recs = [json.loads(x) for x in lines]
         teacher_errors.add(tuple(r["test_error"] for r in recs if r["role"] == "teacher"))
-        assert (local / p["folder"] / "report.md").is_file()  # relative to the sweep folder
+        assert (local_sweep / p["folder"] / "report.md").is_file()  # relative to the sweep folder
     assert len(teacher_errors) == 1
     assert result["tests_in_family"] == 8
     assert set(result["best"]) == {"student_from_teacher", "student_from_ensemble"}
-    text = (local / "sweep.md").read_text()
-    assert (local / "sweep.png").is_file() and "Holm" in text
+    text = (local_sweep / "sweep.md").read_text()
+    assert (local_sweep / "sweep.png").is_file() and "Holm" in text
     # 2 repeats: flagged, and no star however small p is
     assert (
         "n < 5: intervals and tests are not conclusive" in text
@@ -94,7 +87,7 @@ def test_teachers_and_small_networks_are_trained_once(local):
     )
 
 
-def test_killed_sweep_resumes_to_the_samesweep_numbers(tmp_path, local):
+def test_killed_sweep_resumes_to_the_samesweep_numbers(tmp_path, local_sweep):
     out = tmp_path / "killed"
     proc = _sweep(out)
     deadline = time.time() + 200
@@ -108,7 +101,7 @@ def test_killed_sweep_resumes_to_the_samesweep_numbers(tmp_path, local):
     proc = _sweep(out)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert sweep_numbers(out) == sweep_numbers(local)
+    assert sweep_numbers(out) == sweep_numbers(local_sweep)
 
 
 def test_a_different_sweep_in_the_same_folder_is_refused(local_sweep, tmp_path):
@@ -118,7 +111,9 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local_sweep, tmp_path):
 
     local = shutil.copytree(local_sweep, tmp_path / "local")  # this test writes into it
 
-    result = CliRunner().invoke(app, ["sweep", *ARGS, "--grid", "seed=1", "--out", str(local)])
+    result = CliRunner().invoke(
+        app, ["sweep", *SWEEP_ARGS, "--grid", "seed=1", "--out", str(local)]
+    )
     assert result.exit_code == 2 and "different sweep" in result.stderr
     # one sweep call began and finished every point: no point reads as a resumed run
     reports = [p.read_text() for p in (local / "points").glob("*/report.md")]
@@ -137,8 +132,8 @@ def test_a_different_sweep_in_the_same_folder_is_refused(local_sweep, tmp_path):
     assert sweep_numbers(local) == before and (local / "sweep.md").is_file()
 
 
-def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local):
-    run = local / "points" / "temperature=2_alpha=0.1"
+def test_reuse_takes_teachers_from_a_finished_run(tmp_path, local_sweep):
+    run = local_sweep / "points" / "temperature=2_alpha=0.1"
     base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     result = sweep.run(base, sweep.parse_grid(["temperature=4"]), tmp_path / "re", reuse_run=run)
     assert result["points"][0]["trained_stacks"] == ["distilled students"]
@@ -207,7 +202,7 @@ def test_grid_points_in_one_stack_equal_each_point_distilled_alone(mnist_arrays)
 
 
 def test_a_finished_sweep_grows_by_more_repeats_to_the_numbers_of_one_made_at_that_count(
-    tmp_path, local, monkeypatch
+    tmp_path, local_sweep, monkeypatch
 ):
     """`--repeats 2` on a finished 1-repeat sweep trains repeat 1 only (one teacher, one
     ensemble and hard-label student, every point's two distilled students in one stack) and
@@ -223,6 +218,6 @@ def test_a_finished_sweep_grows_by_more_repeats_to_the_numbers_of_one_made_at_th
                         or train(stack, *a, **k))  # fmt: skip
     sweep.run(base.with_overrides(repeats=2), grid, tmp_path / "grown")
     assert sorted(sizes) == [1, 3, 8]
-    assert sweep_numbers(tmp_path / "grown") == sweep_numbers(local)
+    assert sweep_numbers(tmp_path / "grown") == sweep_numbers(local_sweep)
     with pytest.raises(RunFolderError, match=r"holds a sweep of 2 repeats.*--repeats 2"):
         sweep.run(base.with_overrides(repeats=1), grid, tmp_path / "grown")

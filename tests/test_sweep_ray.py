@@ -12,6 +12,7 @@ from tests.sweep_numbers import sweep_numbers
 
 def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local_sweep):
     ray = pytest.importorskip("ray")
+    # conftest.SWEEP_ARGS as settings: the grid and base the reference sweep was made with
     base = resolve("paper", train_limit=1000, repeats=2, members=2, epochs=1, threads=1)
     grid = sweep.parse_grid(["temperature=2,8", "alpha=0.1,0.9"])
     # and a sweep over the architecture: conv nets built in Ray's worker processes
