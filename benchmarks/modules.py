@@ -5,7 +5,9 @@
 For each architecture: M members trained for one epoch on `--images` MNIST training images,
 batch 32, (a) one at a time, each its own `nn.Module` and `torch.optim.Adam` (the baseline,
 measured in the same process), and (b) as one kdbench stack through the engine. Prints each
-round and the median ratio loop / stack (above 1: the stack is faster). The MLP rows use the
+round and the median ratio loop / stack (above 1: the stack is faster); a conv net on the
+compiled path (`engine/conv_direct.py`) is also timed on the im2col path (`KDBENCH_NATIVE=0`'s),
+in the same rounds. The MLP rows use the
 hand-written fast path (`mlp.MLP`) for comparison; `own` is cnn:4,8 inside a module of your
 own (its own forward), which the generic vmap path runs.
 """
@@ -13,6 +15,7 @@ own (its own forward), which the generic vmap path runs.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import statistics
 import time
@@ -84,17 +87,23 @@ def main() -> None:
                 if arch == "own"
                 else build(arch, splits.n_features, splits.n_classes, data.IMAGES["mnist"])
             )
-            ratios = []
-            for r in range(args.rounds):
-                a, b = loop(model, seeds, splits), stacked(model, seeds, splits)
-                ratios.append(a / b)
-                print(f"  {threads} thread(s) {arch:<8} round {r + 1}: loop {a:6.2f} s,"
-                      f" stack {b:6.2f} s, loop / stack {a / b:.2f}")  # fmt: skip
-            kind = "hand-written"
+            paths = {"hand-written": model}
             if isinstance(model, ModuleStack):
-                kind = "im2col + bmm" if model.plan else "vmap"
-            print(f"{threads} thread(s) {arch:<8} ({kind}): median loop / stack"
-                  f" {statistics.median(ratios):.2f}")  # fmt: skip
+                paths = {"compiled": model} if model.direct else {}
+                im2col = copy.copy(model)
+                im2col.direct = None  # the path without the compiled kernels, same process
+                paths["im2col + bmm" if model.plan else "vmap"] = im2col
+            ratios = {kind: [] for kind in paths}
+            for r in range(args.rounds):
+                a = loop(model, seeds, splits)
+                for kind, stack in paths.items():
+                    b = stacked(stack, seeds, splits)
+                    ratios[kind].append(a / b)
+                    print(f"  {threads} thread(s) {arch:<8} round {r + 1}: loop {a:6.2f} s,"
+                          f" {kind} stack {b:6.2f} s, loop / stack {a / b:.2f}")  # fmt: skip
+            for kind, rs in ratios.items():
+                print(f"{threads} thread(s) {arch:<8} ({kind}): median loop / stack"
+                      f" {statistics.median(rs):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

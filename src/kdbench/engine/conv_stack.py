@@ -10,18 +10,21 @@ strided view is slow. The same weights give the same function as the members' mo
 against `vmap` in `tests/test_modules.py`); summation order differs, so floats drift slightly.
 
 Only an `nn.Sequential` built of the layers below has a plan; anything else runs through vmap.
+`plan` walks the net once and asks a `Lowering` for each layer: `IM2COL` here (any device), or
+`conv_direct.DIRECT` (compiled kernels, batch innermost; on the CPU where they build).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Layer = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
+Layer = Callable[[list[torch.Tensor], torch.Tensor, int], torch.Tensor]  # (params, x, batch)
 
 
 class _Im2col(torch.autograd.Function):
@@ -58,7 +61,7 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer:
     k, s, p, g = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.groups
     out = layer.out_channels
 
-    def run(params, x):
+    def run(params, x, batch):
         if p:
             x = F.pad(x, (p, p, p, p))
         M, _, B, H, W = x.shape
@@ -74,8 +77,10 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer:
     return run
 
 
-def _linear(at: int, bias: int | None) -> Layer:
-    def run(params, x):
+def linear(at: int, bias: int | None) -> Layer:
+    """A dense layer on `[M, B, features]`: the same in every lowering."""
+
+    def run(params, x, batch):
         weight = params[at].transpose(1, 2)
         if bias is not None:
             return torch.baddbmm(params[bias].unsqueeze(1), x, weight)
@@ -85,7 +90,7 @@ def _linear(at: int, bias: int | None) -> Layer:
 
 
 def _pool(k: int) -> Layer:
-    def run(params, x):
+    def run(params, x, batch):
         M, C, B, H, W = x.shape
         y = F.max_pool2d(x.reshape(M * C, B, H, W), k)
         return y.view(M, C, B, *y.shape[-2:])
@@ -93,23 +98,56 @@ def _pool(k: int) -> Layer:
     return run
 
 
-def _global_mean(params, x):
+def _global_mean(params, x, batch):
     return x.mean((3, 4), keepdim=True)
 
 
 def _unflatten(shape: tuple[int, ...]) -> Layer:
-    def run(params, x):
+    def run(params, x, batch):
         return x.reshape(x.shape[0], x.shape[1], *shape).transpose(1, 2)  # [M, C, B, H, W]
 
     return run
 
 
-def _flatten(params, x):
+def _flatten(params, x, batch):
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)  # [M, B, C*H*W]
 
 
-def _relu(params, x):
+def relu(params, x, batch):
     return F.relu(x)
+
+
+class Lowering(Protocol):
+    """How a plan runs each kind of layer: activations in its own image layout between
+    `unflatten` and `flatten`. `conv` gives None for a convolution this lowering cannot run."""
+
+    def conv(self, layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None: ...
+    def pool(self, k: int) -> Layer: ...
+    def global_mean(self) -> Layer: ...
+    def unflatten(self, shape: tuple[int, ...]) -> Layer: ...
+    def flatten(self) -> Layer: ...
+
+
+class _Im2colLowering:
+    """Layout `[M, C, B, H, W]`, convolutions as im2col + `baddbmm`: any device, any conv."""
+
+    def conv(self, layer, at, bias):
+        return _conv(layer, at, bias)
+
+    def pool(self, k):
+        return _pool(k)
+
+    def global_mean(self):
+        return _global_mean
+
+    def unflatten(self, shape):
+        return _unflatten(shape)
+
+    def flatten(self):
+        return _flatten
+
+
+IM2COL: Lowering = _Im2colLowering()
 
 
 def _square(v) -> bool:
@@ -131,16 +169,17 @@ class Plan:
         as Hinton et al. drop a conv net's pixels and its fully connected units."""
         if dropout is not None:
             x = dropout(x, 0)
+        batch = x.shape[1]
         for i, layer in enumerate(self.layers):
             if dropout is not None and i in self.dense:
                 x = dropout(x, 1)
-            x = layer(params, x)
+            x = layer(params, x, batch)
         return x
 
 
-def plan(base: nn.Module, names: list[str]) -> Plan | None:
-    """The fast path of `base` (parameters in the order of `names`), or None where it has a
-    layer this path does not know (vmap then runs it)."""
+def plan(base: nn.Module, names: list[str], lowering: Lowering = IM2COL) -> Plan | None:
+    """The fast path of `base` (parameters in the order of `names`) in `lowering`, or None where
+    it has a layer this lowering does not run (vmap, or another lowering, then runs it)."""
     if not isinstance(base, nn.Sequential):
         return None
     index = {n: i for i, n in enumerate(names)}
@@ -150,7 +189,7 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
     for name, layer in base.named_children():
         weight, bias = index.get(f"{name}.weight"), index.get(f"{name}.bias")
         if isinstance(layer, nn.Unflatten) and layer.dim == 1 and len(layer.unflattened_size) == 3:
-            layers.append(_unflatten(tuple(layer.unflattened_size)))
+            layers.append(lowering.unflatten(tuple(layer.unflattened_size)))
             image = True
         elif (
             isinstance(layer, nn.Conv2d)
@@ -161,12 +200,15 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
             and all(_square(v) for v in (layer.kernel_size, layer.stride, layer.padding))
             and layer.dilation in (1, (1, 1))
         ):
-            layers.append(_conv(layer, weight, bias))
+            conv = lowering.conv(layer, weight, bias)
+            if conv is None:
+                return None
+            layers.append(conv)
             weighted = True
         elif isinstance(layer, nn.Linear) and not image and weight is not None:
             if weighted:
                 dense.add(len(layers))
-            layers.append(_linear(weight, bias))
+            layers.append(linear(weight, bias))
             weighted = True
         elif (
             isinstance(layer, nn.MaxPool2d)
@@ -179,13 +221,13 @@ def plan(base: nn.Module, names: list[str]) -> Plan | None:
             and not layer.return_indices
         ):
             k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
-            layers.append(_pool(k))
+            layers.append(lowering.pool(k))
         elif isinstance(layer, nn.ReLU):
-            layers.append(_relu)
+            layers.append(relu)
         elif isinstance(layer, nn.AdaptiveAvgPool2d) and image and layer.output_size in (1, (1, 1)):
-            layers.append(_global_mean)
+            layers.append(lowering.global_mean())
         elif isinstance(layer, nn.Flatten) and image and layer.start_dim == 1 == -layer.end_dim:
-            layers.append(_flatten)
+            layers.append(lowering.flatten())
             image = False
         else:
             return None

@@ -21,7 +21,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdbench.engine.conv_stack import plan
+from kdbench.engine import native
+from kdbench.engine.conv_direct import DIRECT
+from kdbench.engine.conv_stack import Plan, plan
 from kdbench.engine.losses import ensemble_probs
 from kdbench.engine.stack_model import Params, StackModel
 from kdbench.errors import ConfigError
@@ -102,6 +104,10 @@ class ModuleStack(StackModel):
         self.names = [n for n, _ in template.named_parameters()]
         self._base = copy.deepcopy(template).to("meta")  # the architecture, without weights
         self.plan = plan(self._base, self.names)  # the conv fast path, where it applies
+        # on the CPU, its compiled kernels where they build and run this net's layers
+        convs = any(isinstance(m, nn.Conv2d) for m in self._base.modules())
+        direct = plan(self._base, self.names, DIRECT) if self.plan and convs else None
+        self.direct = direct if direct is not None and native.kernels() is not None else None
 
     def __repr__(self) -> str:
         return f"ModuleStack({_name(self.factory)})"
@@ -117,11 +123,20 @@ class ModuleStack(StackModel):
         stacked, _ = stack_module_state(members)
         return [stacked[n].detach().clone() for n in self.names]
 
+    def _fast(self, x: torch.Tensor) -> Plan | None:
+        """The fast path for inputs `x`: the compiled one for float32 on the CPU."""
+        if self.direct is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+            return self.direct
+        return self.plan
+
     def _run(self, params: Params, x: torch.Tensor, shared: bool, dropout=None) -> torch.Tensor:
-        """Own batches through the fast path where there is one; else (and shared inputs)
-        vmap. `dropout` needs the fast path (`step` refuses it otherwise)."""
-        if self.plan is not None and not shared:
-            return self.plan.run(params, x, dropout)
+        """Own batches through the fast path where there is one; else (and shared inputs off
+        the compiled path) vmap. `dropout` needs the fast path (`step` refuses it otherwise)."""
+        fast = self._fast(x)
+        if fast is not None and fast is self.direct and shared:  # all on the same inputs
+            return fast.run(params, x.expand(len(params[0]), *x.shape))
+        if fast is not None and not shared:
+            return fast.run(params, x, dropout)
 
         def one(member_params, xi):
             return functional_call(self._base, dict(zip(self.names, member_params, strict=True)),

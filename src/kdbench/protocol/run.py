@@ -23,6 +23,7 @@ from torch import nn
 from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
+from kdbench.engine import native
 from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, ModuleStack, dropout_refused
@@ -70,6 +71,8 @@ def environment(cfg: Config) -> dict[str, str]:
     }
     if cfg.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
+    if native.state() is not None:  # a conv net asked: which path trains it
+        env["conv kernels"] = native.state()
     return env
 
 

@@ -1,0 +1,130 @@
+"""The conv fast path's compiled kernels (`direct_conv.cpp`): built once per machine with the
+system's C++ compiler, cached, and loaded with ctypes.
+
+Why compiled: a convolution of a few channels is memory-bound as im2col + batched matmul (the
+columns are copied out and read back); a direct kernel with the batch innermost reads each input
+once and runs near the CPU's matmul peak (benchmarks/README.md). Why ctypes and not a torch C++
+extension: no torch headers (it builds in about 2 s, not a minute) and nothing to build at
+install time. Where there is no compiler, or `KDBENCH_NATIVE=0`, the im2col path runs instead
+(the same functions up to float rounding); `state()` says which, and a run records it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("direct_conv.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+SWITCH = "KDBENCH_NATIVE"  # "0": never build or load the kernels
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_state: str | None = None  # None until a conv net first asked for the kernels
+
+
+def _cpu() -> str:
+    """What the binary was tuned for (-march=native): the CPU's model and flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _cache() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "kdbench" / "native"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def _build(compiler: str) -> tuple[Path, str]:
+    """The cached library for this source, compiler and CPU; built (atomically) if missing."""
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()[0]
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), *FLAGS, version, _cpu()]).encode()
+    ).hexdigest()[:16]
+    target = _cache() / f"direct_conv-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run(
+                [compiler, *FLAGS, str(SOURCE), "-o", tmp],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {done.stderr.strip().splitlines()[-1:]}")
+            os.replace(tmp, target)  # concurrent builders each write their own file
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return target, version
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.conv_forward.argtypes = [p, p, p, p] + [i] * 8
+    lib.conv_input_grad.argtypes = [p, p, p] + [i] * 8
+    lib.conv_weight_grad.argtypes = [p, p, p] + [i] * 8
+    lib.pool_forward.argtypes = [p, p, p] + [i] * 7
+    lib.pool_backward.argtypes = [p, p, p] + [i] * 7
+    for f in (lib.conv_forward, lib.conv_input_grad, lib.conv_weight_grad):
+        f.restype = None
+    lib.pool_forward.restype = lib.pool_backward.restype = None
+
+
+def kernels() -> ctypes.CDLL | None:
+    """The loaded kernels, or None where they cannot be had (the reason in `state()`); built on
+    the first call in a process, said once on stderr when unavailable."""
+    global _lib, _state
+    with _lock:
+        if _state is not None:
+            return _lib
+        if os.environ.get(SWITCH, "1") == "0":
+            _state = f"im2col ({SWITCH}=0)"
+            return None
+        compiler = _compiler()
+        try:
+            if compiler is None:
+                raise RuntimeError("no C++ compiler (c++, g++ or $CXX) found")
+            path, version = _build(compiler)
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _state = f"im2col (compiled kernels unavailable: {exc})"
+            print(
+                f"kdbench: conv nets train on the slower im2col path: {exc}; install a C++"
+                " compiler (e.g. apt-get install g++) for the compiled kernels",
+                file=sys.stderr,
+            )
+            return None
+        _lib, _state = lib, f"compiled ({version})"
+        return _lib
+
+
+def state() -> str | None:
+    """Which conv path this process ran ('compiled (compiler)' or 'im2col (why)'); None if no
+    conv net asked."""
+    return _state
+
+
+def threads() -> int:
+    """The kernels use as many threads as torch (`--threads`)."""
+    return torch.get_num_threads()
