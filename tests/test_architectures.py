@@ -13,6 +13,7 @@ from torch import nn
 
 from kdbench.config import TrainConfig
 from kdbench.data.datasets import IMAGES
+from kdbench.engine import native
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import build
 from kdbench.engine.mlp import MLP
@@ -106,6 +107,8 @@ def test_a_conv_study_end_to_end(tmp_path):
     assert (run / "checkpoints" / "small_networks.safetensors").read_bytes() == weights
     assert kdbench("report", run).returncode == 0 and kdbench("diagnose", run).returncode == 0
     assert "| Student / ensemble member | cnn:4 |" in (run / "report.md").read_text()
+    environment = json.loads((run / "config.json").read_text())["environment"]
+    assert environment["conv kernels"] == native.state()  # which conv path trained it
     splits = splits_of(read_config(run), run)
     assert datasets.IMAGES["digits"] == (1, 8, 8)
     for line in records.splitlines():
