@@ -18,10 +18,6 @@ from kdbench.engine import native
 from kdbench.engine.conv_stack import Layer, Lowering
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 class _Conv(torch.autograd.Function):
     """`[M, C, H, W, Bp]` x weights `[M, O, C, k, k]` (+ bias `[M, O]`) -> `[M, O, Ho, Wo, Bp]`."""
 
@@ -32,8 +28,9 @@ class _Conv(torch.autograd.Function):
         M, C, H, W, Bp = x.shape
         out_c, k = weight.shape[1], weight.shape[-1]
         out = x.new_empty(M, out_c, H - k + 1, W - k + 1, Bp)
-        b = None if bias is None else bias.contiguous()
-        lib.conv_forward(x.data_ptr(), weight.data_ptr(), _ptr(b), out.data_ptr(),
+        b = None if bias is None else bias.contiguous()  # held while the kernel reads it
+        lib.conv_forward(x.data_ptr(), weight.data_ptr(), b if b is None else b.data_ptr(),
+                         out.data_ptr(),
                          M, C, H, W, out_c, k, Bp, native.threads())  # fmt: skip
         ctx.save_for_backward(x, weight)
         return out
@@ -86,40 +83,38 @@ class _Pool(torch.autograd.Function):
         return dx, None
 
 
-class _Direct:
-    """`conv_stack.Lowering` with the compiled kernels."""
+def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None:
+    if layer.stride[0] != 1 or layer.groups != 1:
+        return None
+    p = layer.padding[0]
 
-    def conv(self, layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None:
-        if layer.stride[0] != 1 or layer.groups != 1:
-            return None
-        p = layer.padding[0]
+    def run(params, x, batch):
+        if p:
+            x = F.pad(x, (0, 0, p, p, p, p))
+        return _Conv.apply(x, params[at], None if bias is None else params[bias])
 
-        def run(params, x, batch):
-            if p:
-                x = F.pad(x, (0, 0, p, p, p, p))
-            return _Conv.apply(x, params[at], None if bias is None else params[bias])
-
-        return run
-
-    def pool(self, k: int) -> Layer:
-        return lambda params, x, batch: _Pool.apply(x, k)
-
-    def global_mean(self) -> Layer:
-        return lambda params, x, batch: x.mean((2, 3), keepdim=True)
-
-    def unflatten(self, shape: tuple[int, ...]) -> Layer:
-        def run(params, x, batch):
-            lanes = -batch % 8
-            images = x.reshape(x.shape[0], batch, *shape).permute(0, 2, 3, 4, 1)
-            return F.pad(images, (0, lanes)).contiguous()  # [M, C, H, W, Bp]
-
-        return run
-
-    def flatten(self) -> Layer:
-        def run(params, x, batch):  # [M, C, H, W, Bp] -> [M, B, C*H*W], nn.Flatten's order
-            return x[..., :batch].permute(0, 4, 1, 2, 3).reshape(x.shape[0], batch, -1)
-
-        return run
+    return run
 
 
-DIRECT: Lowering = _Direct()
+def _pool(k: int) -> Layer:
+    return lambda params, x, batch: _Pool.apply(x, k)
+
+
+def _unflatten(shape: tuple[int, ...]) -> Layer:
+    def run(params, x, batch):
+        lanes = -batch % 8
+        images = x.reshape(x.shape[0], batch, *shape).permute(0, 2, 3, 4, 1)
+        return F.pad(images, (0, lanes)).contiguous()  # [M, C, H, W, Bp]
+
+    return run
+
+
+def _global_mean(params, x, batch):
+    return x.mean((2, 3), keepdim=True)
+
+
+def _flatten(params, x, batch):  # [M, C, H, W, Bp] -> [M, B, C*H*W], nn.Flatten's order
+    return x[..., :batch].permute(0, 4, 1, 2, 3).reshape(x.shape[0], batch, -1)
+
+
+DIRECT = Lowering(_conv, _pool, _unflatten, _global_mean, _flatten)

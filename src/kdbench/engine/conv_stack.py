@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -117,37 +116,21 @@ def relu(params, x, batch):
     return F.relu(x)
 
 
-class Lowering(Protocol):
-    """How a plan runs each kind of layer: activations in its own image layout between
-    `unflatten` and `flatten`. `conv` gives None for a convolution this lowering cannot run."""
+@dataclass(frozen=True)
+class Lowering:
+    """How a plan runs each kind of layer, activations in its own image layout between
+    `unflatten` and `flatten`: layer builders (`conv` gives None for a convolution this lowering
+    cannot run) and the layers that need no settings."""
 
-    def conv(self, layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None: ...
-    def pool(self, k: int) -> Layer: ...
-    def global_mean(self) -> Layer: ...
-    def unflatten(self, shape: tuple[int, ...]) -> Layer: ...
-    def flatten(self) -> Layer: ...
-
-
-class _Im2colLowering:
-    """Layout `[M, C, B, H, W]`, convolutions as im2col + `baddbmm`: any device, any conv."""
-
-    def conv(self, layer, at, bias):
-        return _conv(layer, at, bias)
-
-    def pool(self, k):
-        return _pool(k)
-
-    def global_mean(self):
-        return _global_mean
-
-    def unflatten(self, shape):
-        return _unflatten(shape)
-
-    def flatten(self):
-        return _flatten
+    conv: Callable[[nn.Conv2d, int, int | None], Layer | None]
+    pool: Callable[[int], Layer]
+    unflatten: Callable[[tuple[int, ...]], Layer]
+    global_mean: Layer
+    flatten: Layer
 
 
-IM2COL: Lowering = _Im2colLowering()
+# layout `[M, C, B, H, W]`, convolutions as im2col + `baddbmm`: any device, any conv
+IM2COL = Lowering(_conv, _pool, _unflatten, _global_mean, _flatten)
 
 
 def _square(v) -> bool:
@@ -225,9 +208,9 @@ def plan(base: nn.Module, names: list[str], lowering: Lowering = IM2COL) -> Plan
         elif isinstance(layer, nn.ReLU):
             layers.append(relu)
         elif isinstance(layer, nn.AdaptiveAvgPool2d) and image and layer.output_size in (1, (1, 1)):
-            layers.append(lowering.global_mean())
+            layers.append(lowering.global_mean)
         elif isinstance(layer, nn.Flatten) and image and layer.start_dim == 1 == -layer.end_dim:
-            layers.append(lowering.flatten())
+            layers.append(lowering.flatten)
             image = False
         else:
             return None

@@ -133,9 +133,9 @@ class ModuleStack(StackModel):
         """Own batches through the fast path where there is one; else (and shared inputs off
         the compiled path) vmap. `dropout` needs the fast path (`step` refuses it otherwise)."""
         fast = self._fast(x)
-        if fast is not None and fast is self.direct and shared:  # all on the same inputs
-            return fast.run(params, x.expand(len(params[0]), *x.shape))
-        if fast is not None and not shared:
+        if fast is not None and (not shared or fast is self.direct):
+            if shared:  # every member on the same inputs: the layout copy makes them its own
+                x = x.expand(len(params[0]), *x.shape)
             return fast.run(params, x, dropout)
 
         def one(member_params, xi):

@@ -85,15 +85,17 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.conv_weight_grad.argtypes = [p, p, p] + [i] * 8
     lib.pool_forward.argtypes = [p, p, p] + [i] * 7
     lib.pool_backward.argtypes = [p, p, p] + [i] * 7
-    for f in (lib.conv_forward, lib.conv_input_grad, lib.conv_weight_grad):
+    for f in (lib.conv_forward, lib.conv_input_grad, lib.conv_weight_grad, lib.pool_forward,
+              lib.pool_backward):  # fmt: skip
         f.restype = None
-    lib.pool_forward.restype = lib.pool_backward.restype = None
 
 
 def kernels() -> ctypes.CDLL | None:
     """The loaded kernels, or None where they cannot be had (the reason in `state()`); built on
     the first call in a process, said once on stderr when unavailable."""
     global _lib, _state
+    if _state is not None:  # decided: every later call (each layer of each step) returns here
+        return _lib
     with _lock:
         if _state is not None:
             return _lib
