@@ -29,7 +29,7 @@ class _Conv(torch.autograd.Function):
         out_c, k = weight.shape[1], weight.shape[-1]
         out = x.new_empty(M, out_c, H - k + 1, W - k + 1, Bp)
         b = None if bias is None else bias.contiguous()  # held while the kernel reads it
-        lib.conv_forward(x.data_ptr(), weight.data_ptr(), b if b is None else b.data_ptr(),
+        lib.conv_forward(x.data_ptr(), weight.data_ptr(), None if b is None else b.data_ptr(),
                          out.data_ptr(),
                          M, C, H, W, out_c, k, Bp, native.threads())  # fmt: skip
         ctx.save_for_backward(x, weight)
