@@ -22,7 +22,7 @@ import torch
 
 from kdbench.config import Config
 from kdbench.data import datasets as data
-from kdbench.engine.mlp import init_stack, layer_sizes
+from kdbench.engine.architectures import of_config
 from kdbench.roles import ROWS
 from kdbench.runs import store
 from kdbench.runs.latency import BATCHES, measure
@@ -31,23 +31,23 @@ from kdbench.runs.resources import counts
 KEYS = [f"{engine}_b{b}" for engine in ("torch", "onnx") for b in BATCHES]
 
 
-def fresh_members(sizes, count, seed):
-    stack = init_stack(sizes, [seed + m for m in range(count)])
+def fresh_members(model, count, seed):
+    stack = model.init([seed + m for m in range(count)])
     return [[t[m].detach() for t in stack] for m in range(count)]
 
 
 def models(run_dir: Path | None, cfg: Config, n_in: int, n_out: int):
-    """(row, layer sizes, members) for each table row."""
+    """(row, model, members) for each table row."""
     out = []
+    both = of_config(cfg, n_in, n_out)
     for row in ROWS:
-        hidden = cfg.model.teacher_hidden if row == "teacher" else cfg.model.student_hidden
-        sizes = layer_sizes(n_in, hidden, n_out)
+        model = both.teacher if row == "teacher" else both.student
         count = cfg.protocol.members if row == "ensemble" else 1
         if run_dir is None:
-            members = fresh_members(sizes, count, seed=len(out))
+            members = fresh_members(model, count, seed=len(out))
         else:
             members = store.load_members(run_dir, row, 0)
-        out.append((row, sizes, members))
+        out.append((row, model, members))
     return out
 
 
@@ -70,14 +70,14 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         samples = {row: [] for row, _, _ in rows}
         for _ in range(args.rounds):
-            for row, _, members in rows:
-                samples[row].append(measure(members, x, threads))
+            for row, model, members in rows:
+                samples[row].append(measure(members, x, model, threads))
         print(f"\nthreads = {threads}")
         header = "| row | params | MACs/image | fp32 KB | int8 KB | " + " | ".join(KEYS) + " |"
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
-        for row, sizes, members in rows:
-            fig = counts(sizes, len(members))
+        for row, model, members in rows:
+            fig = counts(model.size(), len(members))
             cells = []
             for key in KEYS:
                 med = statistics.median(s[key]["median_us"] for s in samples[row])

@@ -9,13 +9,14 @@ round and the median ratio loop / stack (above 1: the stack is faster); a conv n
 compiled path (`engine/conv_direct.py`) is also timed on the im2col path (`KDBENCH_NATIVE=0`'s),
 in the same rounds. The MLP rows use the
 hand-written fast path (`mlp.MLP`) for comparison; `own` is cnn:4,8 inside a module of your
-own (its own forward), which the generic vmap path runs.
+own (its own forward), which the generic vmap path runs. `bncnn:4,8` (conv, BatchNorm, ReLU,
+pool) is the BatchNorm net of the fast path; `resnet:8,4` a BatchNorm ResNet, which vmap runs.
+The loop trains each member in train mode (BatchNorm on batch statistics), as the stack does.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import statistics
 import time
@@ -30,7 +31,7 @@ from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import build, cnn
 from kdbench.engine.modules import ModuleStack
 
-ARCHS = ("cnn:4,8", "lenet5", "own", "mlp:100")
+ARCHS = ("cnn:4,8", "lenet5", "bncnn:4,8", "resnet:8,4", "own", "mlp:100")
 
 
 class Own(nn.Module):
@@ -48,14 +49,15 @@ def loop(model, seeds, splits, epochs: int = 1, batch: int = 32) -> float:
     """Each member alone: its module, torch.optim.Adam, its own shuffling."""
     start = time.perf_counter()
     for seed in seeds:
-        net = model.member(model.init([seed]), 0)
+        net = model.member(model.init([seed]), 0).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
         gen = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
             perm = torch.randperm(len(splits.x_train), generator=gen)
             for s in range(0, len(perm), batch):
                 idx = perm[s : s + batch]
-                loss = F.cross_entropy(net(splits.x_train[idx]), splits.y_train[idx])
+                x = splits.x_train[idx].view(-1, *model.input_shape)
+                loss = F.cross_entropy(net(x), splits.y_train[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -75,24 +77,27 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS))
     args = ap.parse_args()
     splits = data.load("mnist", validation_split=0.1, train_limit=args.images)
     seeds = list(range(args.members))
     print(f"{args.members} members, one epoch of {len(splits.x_train)} images, batch 32")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for arch in ARCHS:
-            model = (
-                ModuleStack(Own, splits.n_features, splits.n_classes)
-                if arch == "own"
-                else build(arch, splits.n_features, splits.n_classes, data.IMAGES["mnist"])
-            )
+        for arch in args.archs:
+            image = data.IMAGES["mnist"]
+
+            def make(compiled, arch=arch, image=image):
+                if arch == "own":
+                    return ModuleStack(Own, image, splits.n_classes, compiled)
+                return build(arch, splits.n_features, splits.n_classes, image, compiled)
+
+            model = make(True)
             paths = {"hand-written": model}
             if isinstance(model, ModuleStack):
                 paths = {"compiled": model} if model.direct else {}
-                im2col = copy.copy(model)
-                im2col.direct = None  # the path without the compiled kernels, same process
-                paths["im2col + bmm" if model.plan else "vmap"] = im2col
+                # the path without the compiled kernels, same process
+                paths["im2col + bmm" if model.plan else "vmap"] = make(False)
             ratios = {kind: [] for kind in paths}
             for r in range(args.rounds):
                 a = loop(model, seeds, splits)

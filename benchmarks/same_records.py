@@ -5,7 +5,8 @@
 Each study runs in a fresh subprocess (one thread, so the float order is fixed) once with this
 checkout's `src/` and once with a `git worktree` of `--ref`, on the same reduced protocols:
 early stopping (members stopping at different epochs), restore-best on validation error, the
-softmax head with hard-label monitoring, and Hinton's dropout teacher. Records must be equal in
+softmax head with hard-label monitoring, Hinton's dropout teacher, a conv teacher and conv
+students (the compiled conv path where it builds). Records must be equal in
 every field both sides have but the measured ones (`records.MEASURED`: wall time, memory, energy)
 and `version` (the record format's own number); fields added since `--ref` (the counted
 training MACs) are not in its records to compare. It prints
@@ -31,6 +32,9 @@ STUDIES = {
     "dropout": dict(
         max_epochs=4, teacher_hidden=(64, 64), teacher_dropout=0.5, teacher_input_dropout=0.2
     ),
+    # the conv nets' path (compiled kernels where they build) and a sized fully connected net
+    "conv": dict(max_epochs=3, members=2, teacher_arch="cnn:4", student_arch="mlp:50"),
+    "conv-students": dict(max_epochs=3, members=2, teacher_hidden=(64,), student_arch="cnn:2"),
 }
 BASE = dict(train_limit=2000, repeats=2, members=3, patience=1, learning_rate=3e-3)
 

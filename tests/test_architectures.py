@@ -79,7 +79,7 @@ def test_a_member_of_a_conv_stack_is_an_ordinary_module(small_splits):
     net = model.member(params, 1)
     with torch.no_grad():
         torch.testing.assert_close(
-            net(small_splits.x_test), model.logits(params, small_splits.x_test)[1]
+            net(small_splits.x_test.view(-1, *MNIST)), model.logits(params, small_splits.x_test)[1]
         )
 
 
@@ -116,7 +116,8 @@ def test_a_conv_study_end_to_end(tmp_path):
         if rec["kind"] == "model" and rec["role"] != "ensemble":
             net = load(run, rec["role"], repeat=rec["repeat"])
             with torch.no_grad():
-                error = float((net(splits.x_test).argmax(1) != splits.y_test).float().mean())
+                x = splits.x_test.view(-1, *net.input_shape)  # images [N, C, H, W]
+                error = float((net(x).argmax(1) != splits.y_test).float().mean())
             assert error == pytest.approx(rec["test_error"], abs=1e-6), rec["role"]
     with pytest.raises(ConfigError, match="leave out module="):
         load(run, "student_hard", module=torch.nn.Identity)  # a built-in: rebuilt by name
@@ -198,11 +199,12 @@ def test_your_own_architecture_from_an_import_string(tmp_path, monkeypatch):
         "class Tiny(nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
-        "        self.net = nn.Sequential(nn.Linear(64, 12), nn.Tanh(), nn.Linear(12, 10))\n"
+        "        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.Tanh(),\n"
+        "                                 nn.Linear(12, 10))\n"
         "    def forward(self, x):\n"
         "        return self.net(x)\n"
         "def bad():\n"
-        "    return nn.Sequential(nn.BatchNorm1d(64), nn.Linear(64, 10))\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 7))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     run = tmp_path / "mine"
@@ -215,7 +217,7 @@ def test_your_own_architecture_from_an_import_string(tmp_path, monkeypatch):
     assert type(net).__name__ == "Tiny"
     for spec, says in (("nowhere.nets:Tiny", "cannot import nowhere.nets"),
                        ("mynets:Missing", "has no callable Missing"),
-                       ("mynets:bad", "has buffers")):  # fmt: skip
+                       ("mynets:bad", "must give [N, 10] logits")):  # fmt: skip
         proc = kdbench(*args[:-1], tmp_path / "x", "--student-arch", spec)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     # dropout is the engine's, per member: a module with its own forward cannot take it
@@ -286,3 +288,99 @@ def test_explain_over_a_conv_architecture(tmp_path):
         cfg = json.loads((out / variant / "config.json").read_text())["config"]["model"]
         assert (cfg["teacher_arch"], cfg["student_arch"]) == ("cnn:8", "cnn:4")
     assert "| paper-keras |" in (out / "explain.md").read_text()
+
+
+def test_the_deployable_built_ins_have_their_papers_sizes():
+    """resnet:20 is He et al.'s CIFAR ResNet-20 (1x1 projection shortcuts): its parameters
+    counted by hand below; mobilenetv2 at 100% has torchvision's MobileNetV2 parameters for 10
+    classes (3,504,872 for 1000 classes, less 990 rows of the 1280-wide head). Both take 28x28x1
+    and 32x32x3 images, keep BatchNorm buffers per member, and count their MACs."""
+    conv3 = 9
+    stage1 = 3 * (2 * 16 * 16 * conv3 + 2 * 32)
+    stage2 = (16 * 32 * conv3 + 32 * 32 * conv3 + 16 * 32 + 3 * 64) + 2 * (
+        2 * 32 * 32 * conv3 + 128
+    )
+    stage3 = (32 * 64 * conv3 + 64 * 64 * conv3 + 32 * 64 + 3 * 128) + 2 * (
+        2 * 64 * 64 * conv3 + 256
+    )
+    resnet20 = 3 * 16 * conv3 + 32 + stage1 + stage2 + stage3 + 64 * 10 + 10
+    assert resnet20 == 272_474
+    cifar = (3, 32, 32)
+    assert build("resnet:20", 3072, 10, cifar).parameters_per_member() == resnet20
+    mobile = build("mobilenetv2", 3072, 10, cifar)
+    assert mobile.parameters_per_member() == 3_504_872 - 990 * 1280 - 990
+    for spec in ("resnet:8,8", "mobilenetv2:35", "bncnn:4,8"):
+        for image in (MNIST, cifar):
+            model = build(spec, image[0] * image[1] * image[2], 10, image)
+            assert model.input_shape == image and model.macs_per_image() > 0
+            assert any(n.endswith("running_var") for n in model.buffer_names())
+            params = model.init([1, 2])
+            assert len(params) == len(model.tensor_names())
+            logits = model.logits(params, torch.rand(3, image[0] * image[1] * image[2]))
+            assert logits.shape == (2, 3, 10)
+    for spec, says in (("resnet:9", "6n+2"), ("mobilenetv2:50,2", "one width"),
+                       ("resnet:8,4,2", "DEPTH[,WIDTH]")):  # fmt: skip
+        with pytest.raises(ConfigError, match=None) as exc:
+            build(spec, 784, 10, MNIST)
+        assert says in str(exc.value)
+
+
+def test_a_batchnorm_student_with_dropout_from_your_package_end_to_end(tmp_path, monkeypatch):
+    """`--student-arch bnnets:Student` (conv, BatchNorm, Dropout) with a `resnet:8` teacher, from
+    the command line: reproduce, resume, grow, report, diagnose, export (ONNX against eager), and
+    `kdbench.load` (a module in eval mode whose test error is the recorded one, running
+    statistics from the checkpoint)."""
+    from safetensors import safe_open
+
+    import kdbench as api
+    from kdbench.protocol.arrays import splits_of
+    from kdbench.runs.store import read_config
+    from tests.in_process import kdbench
+
+    (tmp_path / "bnnets.py").write_text(
+        "from torch import nn\n"
+        "class Student(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False),\n"
+        "                                      nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2))\n"
+        "        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(96, 10))\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.features(x))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "bn"
+    args = ["reproduce", "--dataset", "digits", "--teacher-arch", "resnet:8,4", "--student-arch",
+            "bnnets:Student", "--members", "2", "--epochs", "2", "--threads", "1", "--quiet",
+            "--no-latency", "--out", run]  # fmt: skip
+    assert kdbench(*args, "--repeats", "1").returncode == 0
+    first = (run / "records.jsonl").read_text()
+    assert kdbench(*args, "--repeats", "2").returncode == 0  # grown: repeat 0 kept as it was
+    assert (run / "records.jsonl").read_text().startswith(first)
+    records = (run / "records.jsonl").read_text()
+    assert kdbench(*args, "--repeats", "2").returncode == 0  # resumed: nothing retrained
+    assert (run / "records.jsonl").read_text() == records
+    with safe_open(str(run / "checkpoints" / "small_networks.safetensors"), "pt") as fh:
+        assert "features.1.running_mean" in fh.keys()  # noqa: SIM118 (not a dict)
+        assert fh.get_tensor("features.1.num_batches_tracked").shape == (2 * 3,)
+    for command in (["report", run, "--measure"], ["diagnose", run]):
+        proc = kdbench(*command)
+        assert proc.returncode == 0, proc.stderr
+    assert "| Student / ensemble member | bnnets:Student |" in (run / "report.md").read_text()
+    proc = kdbench("export", run, "--role", "student_from_teacher", "--repeat", "1", "--int8")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(next((run / "exports").rglob("*-r1.json")).read_text())
+    assert info["max_abs_diff_vs_torch"] < 1e-4
+    assert info["test_error_onnx"] == info["test_error_torch"]
+    splits = splits_of(read_config(run), run)
+    for line in records.splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "model" and rec["role"] in ("student_hard", "teacher"):
+            net = api.load(run, rec["role"], repeat=rec["repeat"])
+            assert not net.training and net.input_shape == (1, 8, 8)
+            with torch.no_grad():
+                x = splits.x_test.view(-1, *net.input_shape)
+                error = float((net(x).argmax(1) != splits.y_test).float().mean())
+            assert error == pytest.approx(rec["test_error"], abs=1e-6), rec["role"]
+    student = api.load(run, "student_hard", repeat=1)
+    assert float(student.features[1].running_var.sub(1).abs().max()) > 1e-3  # trained statistics

@@ -185,7 +185,8 @@ def test_dropout_member_does_not_depend_on_its_stack(small_splits):
 
 
 def test_dropout_forward_matches_masks_written_out():
-    from kdbench.engine.mlp import Dropout, stack_forward
+    from kdbench.engine.mlp import stack_forward
+    from kdbench.engine.streams import Dropout
 
     sizes = [20, 16, 12, 3]
     params = init_stack(sizes, [4, 5])
@@ -206,7 +207,8 @@ def test_backward_by_hand_is_bit_equal_to_autograd(rates):
     """`stack_backward` replaces autograd for the layers: same operations, same order, so the
     gradients must be equal bit for bit, dropout included (with the same masks)."""
     from kdbench.engine.losses import cross_entropy
-    from kdbench.engine.mlp import Dropout, Tape, stack_backward, stack_forward
+    from kdbench.engine.mlp import Tape, stack_backward, stack_forward
+    from kdbench.engine.streams import Dropout
 
     sizes = [20, 16, 12, 3]
     x = torch.rand(2, 8, 20)
@@ -249,7 +251,7 @@ def test_each_layer_is_yielded_after_its_weights_served_the_layer_below():
 
 
 def test_jitter_shifts_each_members_images_by_its_own_draw():
-    from kdbench.engine.mlp import Jitter
+    from kdbench.engine.streams import Jitter
 
     x = torch.rand(3, 4, 28 * 28)
     jitter = Jitter(2, [10, 11, 12])

@@ -8,46 +8,57 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench.engine.mlp import init_stack
+from kdbench.engine.mlp import MLP, init_stack
 from kdbench.runs import export, latency
 from kdbench.runs.resources import counts
 from tests.in_process import kdbench
 
 
+def _counts(sizes, members=1):
+    return counts(MLP(sizes).size(), members)
+
+
 def test_counts_for_the_papers_architectures():
-    teacher = counts([784, 500, 400, 300, 200, 100, 10])
+    teacher = _counts([784, 500, 400, 300, 200, 100, 10])
     # 784*500 + 500*400 + 400*300 + 300*200 + 200*100 + 100*10 = 793,000 weights
     assert teacher["macs"] == 793_000
     assert teacher["params"] == 793_000 + (500 + 400 + 300 + 200 + 100 + 10)
     assert teacher["bytes_float32"] == 4 * 794_510
-    student = counts([784, 100, 10])
+    student = _counts([784, 100, 10])
     assert (student["macs"], student["params"]) == (79_400, 79_510)
-    ensemble = counts([784, 100, 10], members=10)
+    ensemble = _counts([784, 100, 10], members=10)
     assert (ensemble["macs"], ensemble["params"]) == (794_000, 795_100)
     assert student["bytes_int8"] == 79_400 + 4 * 110 + 5 * 2
 
 
 def test_counts_of_any_family_agree_with_the_fully_connected_formula():
-    """`family_counts` (conv nets, your own modules) on an MLP built as a module gives the
-    hand-derived counts; on LeNet-5, its classic figures."""
+    """`StackModel.size` counted on the member module (conv nets, your own modules, BatchNorm)
+    on an MLP built as a module gives the hand-derived counts; on LeNet-5, its classic figures;
+    BatchNorm's scale and shift count as float32 parameters, its running statistics not."""
     from torch import nn
 
     from kdbench.engine.architectures import lenet5
     from kdbench.engine.modules import ModuleStack
-    from kdbench.runs.resources import family_counts
 
     def as_module():
         return nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))
 
-    model = ModuleStack(as_module, 784, 10)
-    members = [[p[0] for p in model.init([s])] for s in range(3)]
-    assert family_counts(model, members) == counts([784, 100, 10], members=3)
-    conv = ModuleStack(lambda: lenet5((1, 28, 28), 10), 784, 10)
-    got = family_counts(conv, [[p[0] for p in conv.init([0])]])
+    model = ModuleStack(as_module, (784,), 10)
+    assert counts(model.size(), 3) == _counts([784, 100, 10], members=3)
+    conv = ModuleStack(lambda: lenet5((1, 28, 28), 10), (1, 28, 28), 10)
+    got = counts(conv.size())
     assert got["params"] == 61_706
     # conv1 28x28x6 x 25, conv2 10x10x16 x 150, dense 400x120 + 120x84 + 84x10
     assert got["macs"] == 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert got["bytes_int8"] == 61_706 - 236 + 4 * 236 + 5 * 5  # 236 biases, 5 weight tensors
+
+    def with_bn():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(),
+                             nn.Linear(4 * 26 * 26, 10))  # fmt: skip
+
+    bn = counts(ModuleStack(with_bn, (1, 28, 28), 10).size())
+    assert bn["params"] == 36 + 8 + 2704 * 10 + 10  # conv, BN scale and shift, dense
+    assert bn["bytes_int8"] == 36 + 27_040 + 4 * (8 + 10) + 5 * 2
 
 
 @pytest.mark.parametrize("k", [1, 3], ids=["one", "ensemble"])
@@ -58,14 +69,15 @@ def test_a_conv_net_in_onnx_equals_pytorch_and_is_timed(k, tmp_path):
     stacked = family.init(list(range(k)))
     members = [[p[m] for p in stacked] for m in range(k)]
     x = torch.rand(64, 784)
-    path = export.write_onnx(members, tmp_path / "m.onnx", family=family)
-    got = export.run(export.session(path), x.numpy())
+    path = export.write_onnx(members, tmp_path / "m.onnx", family)
+    got = export.run(export.session(path), x.view(64, 1, 28, 28).numpy())  # images [N, C, H, W]
     want = export.reference_outputs(members, x, family)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
     if k == 1:  # the eager forward is the module's own, and the timer runs both engines
         with torch.no_grad():
-            torch.testing.assert_close(torch.as_tensor(want), family.member(stacked, 0)(x))
-        measured = latency.measure(members, x, family=family)
+            ref = family.member(stacked, 0)(x.view(64, 1, 28, 28))
+            torch.testing.assert_close(torch.as_tensor(want), ref)
+        measured = latency.measure(members, x, family)
         assert measured["torch_b1"]["median_us"] > 0 and measured["onnx_b256"]["median_us"] > 0
 
 
@@ -78,10 +90,12 @@ def _members(sizes, k):
     "sizes, k", [([784, 500, 400, 300, 200, 100, 10], 1), ([784, 100, 10], 1), ([784, 100, 10], 4)]
 )
 def test_onnx_equals_pytorch_on_random_inputs(sizes, k, tmp_path):
-    members = _members(sizes, k)
+    members, model = _members(sizes, k), MLP(sizes)
     x = torch.rand(64, 784)
-    got = export.run(export.session(export.write_onnx(members, tmp_path / "m.onnx")), x.numpy())
-    np.testing.assert_allclose(got, export.reference_outputs(members, x), atol=1e-5, rtol=1e-4)
+    path = export.write_onnx(members, tmp_path / "m.onnx", model)
+    got = export.run(export.session(path), x.numpy())
+    want = export.reference_outputs(members, x, model)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("role", ["student_from_ensemble", "ensemble", "teacher"])

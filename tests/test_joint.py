@@ -7,13 +7,15 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from kdbench.config import TrainConfig
 from kdbench.engine import trainer as engine
 from kdbench.engine.losses import PaperKD, error_rate
-from kdbench.engine.mlp import init_stack, member_module, select, stack_logits
+from kdbench.engine.mlp import Copies, init_stack, member_module, stack_logits
 from kdbench.engine.objectives import Distillation
-from kdbench.engine.teachers import Copies, TrainedTeachers
+from kdbench.engine.stack_model import select
+from kdbench.engine.teachers import TrainedTeachers
 from tests.oracle import train_joint_alone
 
 SIZES = [784, 32, 10]
@@ -102,7 +104,9 @@ def test_joint_conv_copies_equal_one_adam_over_student_and_teachers(small_splits
     for m, (family, upstream, final, k) in enumerate(
         [(conv_t, teacher, finals[0], 1), (conv_e, members, finals[1], 2)]
     ):
-        mine = [family.member(upstream, j) for j in range(k)]
+        # the members take images; the oracle feeds its teachers the dataset's flat rows
+        mine = [nn.Sequential(nn.Unflatten(1, (1, 28, 28)), family.member(upstream, j))
+                for j in range(k)]  # fmt: skip
         student, epochs = train_joint_alone(
             init, m, shuffles[m], mine, small_splits, lr=cfg.learning_rate, eps=cfg.adam_eps,
             batch=64, epochs=6, patience=1, temperature=T, alpha=ALPHA,
@@ -110,7 +114,7 @@ def test_joint_conv_copies_equal_one_adam_over_student_and_teachers(small_splits
         assert result.epochs[m] == epochs
         _close(member_module(result.params, m), student, atol=1e-3)
         for j, theirs in enumerate(mine):
-            _close(family.member(final, j), theirs, atol=1e-3)
+            _close(family.member(final, j), theirs[1], atol=1e-3)
 
 
 def test_joint_study_keeps_upstream_rows_and_pairs_students(small_splits):

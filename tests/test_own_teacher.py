@@ -13,7 +13,7 @@ from torch import nn
 
 import kdbench
 from kdbench.data import datasets as data
-from kdbench.engine.mlp import init_stack
+from kdbench.engine.mlp import MLP, init_stack
 from kdbench.errors import ConfigError, DataError, RunFolderError
 from kdbench.runs import export, store
 
@@ -100,7 +100,8 @@ def test_onnx_and_logits_files_give_the_module_teachers_study(digits, trained, t
     """The three forms of one teacher agree, with --train-limit applied to the logits files."""
     run = trained["frozen"]
     teacher = kdbench.load(run, "teacher")
-    onnx_path = export.write_onnx(store.load_members(run, "teacher", 0), tmp_path / "t.onnx")
+    members = store.load_members(run, "teacher", 0)
+    onnx_path = export.write_onnx(members, tmp_path / "t.onnx", MLP([64, 32, 10]))
     with torch.no_grad():
         z_train = teacher(torch.from_numpy(digits["train_images"]))
         z_test = teacher(torch.from_numpy(digits["test_images"]))
@@ -159,7 +160,7 @@ def test_bad_teachers_are_one_clear_error(digits, tmp_path):
     with pytest.raises(DataError, match=r"lacks tensor\(s\) \['test'\]"):
         study(tmp_path / "half.safetensors")
     mnist_sized = [[p[0] for p in init_stack([784, 8, 10], [0])]]  # an MNIST model on digits
-    export.write_onnx(mnist_sized, tmp_path / "wide.onnx")
+    export.write_onnx(mnist_sized, tmp_path / "wide.onnx", MLP([784, 8, 10]))
     with pytest.raises(DataError, match=r"takes input 'images' of shape \['batch', 784\]"):
         study(tmp_path / "wide.onnx")
     (tmp_path / "t.onnx").write_bytes(b"not onnx")

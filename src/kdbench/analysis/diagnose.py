@@ -24,12 +24,10 @@ from kdbench.analysis.teacher_findings import weak_teacher
 from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import ARRAYS, Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
-from kdbench.engine.mlp import MLP
-from kdbench.engine.stack_model import StackModel
 from kdbench.errors import KdbenchError, RunFolderError
 from kdbench.records import Record
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
-from kdbench.runs.checks import other_family
+from kdbench.runs.checks import stack_model
 from kdbench.runs.store import (
     DIAGNOSIS,
     TEACHER_LOGITS,
@@ -199,17 +197,8 @@ def _teacher_test_logits(run_dir: Path, cfg: Config, x: torch.Tensor, repeats: l
     if stack is None:
         return None
     params, recs = stack
-    model = _model(cfg, StackName.TEACHERS, params)
+    model = stack_model(cfg, StackName.TEACHERS)
     return model.logits(params, x), {r.repeat: i for i, r in enumerate(recs)}
-
-
-def _model(cfg: Config, name: StackName, params) -> StackModel:
-    """The architecture of a stack read back: the configuration's, or the fully connected net
-    its weights make."""
-    family = other_family(cfg, name)
-    if family is not None:
-        return family
-    return MLP([params[0].shape[1], *(w.shape[2] for w in params[0::2])])
 
 
 def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dict | None:
@@ -226,8 +215,8 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
     if teachers is None:
         return None
     t_logits, teacher = teachers
-    s_logits = _model(cfg, StackName.SMALL_NETWORKS, s_params).logits(s_params, x)
-    d_logits = _model(cfg, StackName.DISTILLED, d_params).logits(d_params, x)
+    s_logits = stack_model(cfg, StackName.SMALL_NETWORKS).logits(s_params, x)
+    d_logits = stack_model(cfg, StackName.DISTILLED).logits(d_params, x)
     members = [i for i, r in enumerate(s_recs) if r.role == Role.ENSEMBLE]
     hard = {r.repeat: i for i, r in enumerate(s_recs) if r.role == Role.STUDENT_HARD}
     by_repeat = {

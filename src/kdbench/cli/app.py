@@ -176,12 +176,12 @@ def _read_run_config(run_dir: Path) -> dict:
 
 
 def _family(run_config: dict, role: str):
-    """The architecture of `role`'s models when it is not a fully connected net, else None."""
+    """The architecture of `role`'s models, built for reading."""
     from kdbench.config import Config
     from kdbench.roles import STACK_OF_ROLE, Role
-    from kdbench.runs.checks import other_family
+    from kdbench.runs.checks import stack_model
 
-    return other_family(Config.from_dict(run_config["config"]), STACK_OF_ROLE[Role(role)])
+    return stack_model(Config.from_dict(run_config["config"]), STACK_OF_ROLE[Role(role)])
 
 
 def _test_set(run_config: dict, run_dir: Path):
@@ -315,7 +315,7 @@ def export_model(
         members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first
         family = _family(run_config, role)
         splits = _test_set(run_config, run_dir)
-        info = export.export(run_dir, role, repeat, members, path, splits, int8, family)
+        info = export.export(run_dir, role, repeat, members, path, splits, family, int8)
         write_json(path.with_suffix(".json"), info)
     for key, value in info.items():  # error rates in percent, as every table shows them
         shown = f"{100 * value:.2f}%" if key.startswith("test_error") else value

@@ -88,7 +88,7 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None:
         return None
     p = layer.padding[0]
 
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         if p:
             x = F.pad(x, (0, 0, p, p, p, p))
         return _Conv.apply(x, params[at], None if bias is None else params[bias])
@@ -97,11 +97,11 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer | None:
 
 
 def _pool(k: int) -> Layer:
-    return lambda params, x, batch: _Pool.apply(x, k)
+    return lambda params, x, batch, training: _Pool.apply(x, k)
 
 
 def _unflatten(shape: tuple[int, ...]) -> Layer:
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         lanes = -batch % 8
         images = x.reshape(x.shape[0], batch, *shape).permute(0, 2, 3, 4, 1)
         return F.pad(images, (0, lanes)).contiguous()  # [M, C, H, W, Bp]
@@ -109,12 +109,16 @@ def _unflatten(shape: tuple[int, ...]) -> Layer:
     return run
 
 
-def _global_mean(params, x, batch):
+def _global_mean(params, x, batch, training):
     return x.mean((2, 3), keepdim=True)
 
 
-def _flatten(params, x, batch):  # [M, C, H, W, Bp] -> [M, B, C*H*W], nn.Flatten's order
+def _flatten(params, x, batch, training):  # [M, C, H, W, Bp] -> [M, B, C*H*W], nn.Flatten's order
     return x[..., :batch].permute(0, 4, 1, 2, 3).reshape(x.shape[0], batch, -1)
 
 
-DIRECT = Lowering(_conv, _pool, _unflatten, _global_mean, _flatten)
+def _real(x, batch):  # the padded lanes hold no input: BatchNorm's statistics leave them out
+    return x[..., :batch]
+
+
+DIRECT = Lowering(_conv, _pool, _unflatten, _global_mean, _flatten, _real)

@@ -10,6 +10,9 @@ strided view is slow. The same weights give the same function as the members' mo
 against `vmap` in `tests/test_modules.py`); summation order differs, so floats drift slightly.
 
 Only an `nn.Sequential` built of the layers below has a plan; anything else runs through vmap.
+BatchNorm runs here too: in training each member normalises with the statistics of its own
+minibatch (the real batch lanes only) and updates its own running statistics in place, as
+`nn.BatchNorm1d/2d` does; in evaluation it uses them.
 `plan` walks the net once and asks a `Lowering` for each layer: `IM2COL` here (any device), or
 `conv_direct.DIRECT` (compiled kernels, batch innermost; on the CPU where they build).
 """
@@ -23,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Layer = Callable[[list[torch.Tensor], torch.Tensor, int], torch.Tensor]  # (params, x, batch)
+# (params, x, batch, training) -> the layer's output
+Layer = Callable[[list[torch.Tensor], torch.Tensor, int, bool], torch.Tensor]
 
 
 class _Im2col(torch.autograd.Function):
@@ -60,7 +64,7 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer:
     k, s, p, g = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.groups
     out = layer.out_channels
 
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         if p:
             x = F.pad(x, (p, p, p, p))
         M, _, B, H, W = x.shape
@@ -79,7 +83,7 @@ def _conv(layer: nn.Conv2d, at: int, bias: int | None) -> Layer:
 def linear(at: int, bias: int | None) -> Layer:
     """A dense layer on `[M, B, features]`: the same in every lowering."""
 
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         weight = params[at].transpose(1, 2)
         if bias is not None:
             return torch.baddbmm(params[bias].unsqueeze(1), x, weight)
@@ -89,7 +93,7 @@ def linear(at: int, bias: int | None) -> Layer:
 
 
 def _pool(k: int) -> Layer:
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         M, C, B, H, W = x.shape
         y = F.max_pool2d(x.reshape(M * C, B, H, W), k)
         return y.view(M, C, B, *y.shape[-2:])
@@ -97,23 +101,59 @@ def _pool(k: int) -> Layer:
     return run
 
 
-def _global_mean(params, x, batch):
+def _global_mean(params, x, batch, training):
     return x.mean((3, 4), keepdim=True)
 
 
 def _unflatten(shape: tuple[int, ...]) -> Layer:
-    def run(params, x, batch):
+    def run(params, x, batch, training):
         return x.reshape(x.shape[0], x.shape[1], *shape).transpose(1, 2)  # [M, C, B, H, W]
 
     return run
 
 
-def _flatten(params, x, batch):
+def _flatten(params, x, batch, training):
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)  # [M, B, C*H*W]
 
 
-def relu(params, x, batch):
+def relu(params, x, batch, training):
     return F.relu(x)
+
+
+def batchnorm(layer: nn.modules.batchnorm._BatchNorm, at: tuple[int, ...], real, image: bool):
+    """BatchNorm of every member at once, per channel: on images `[M, C, ...]` (channels on
+    axis 1, whatever the layout) or dense `[M, B, F]`. `at`: the indices of weight, bias,
+    running mean, running variance and batch count in the stack's tensors; `real(x, batch)`:
+    the lanes of `x` that hold real inputs (a layout may pad the batch)."""
+    w, b, mean, var, count = at
+    eps, momentum = layer.eps, layer.momentum
+
+    def run(params, x, batch, training):
+        M = x.shape[0]
+        dims = tuple(range(2, x.dim())) if image else (1,)
+        shape = (M, -1, *[1] * (x.dim() - 2)) if image else (M, 1, -1)
+        if training:
+            used = real(x, batch)
+            v, mu = torch.var_mean(used, dim=dims, correction=0, keepdim=True)
+            with torch.no_grad():
+                n = used.numel() // (M * v[0].numel())
+                params[mean].mul_(1 - momentum).add_(mu.reshape(M, -1), alpha=momentum)
+                params[var].mul_(1 - momentum).add_(v.reshape(M, -1) * (n / (n - 1)),
+                                                    alpha=momentum)  # fmt: skip
+                params[count].add_(1)
+        else:
+            mu, v = params[mean].view(shape), params[var].view(shape)
+        scale = params[w].view(shape) * torch.rsqrt(v + eps)
+        return (x - mu) * scale + params[b].view(shape)
+
+    return run
+
+
+_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _all_lanes(x, batch):
+    return x
 
 
 @dataclass(frozen=True)
@@ -127,6 +167,7 @@ class Lowering:
     unflatten: Callable[[tuple[int, ...]], Layer]
     global_mean: Layer
     flatten: Layer
+    real: Callable[[torch.Tensor, int], torch.Tensor] = _all_lanes  # an image's real lanes
 
 
 # layout `[M, C, B, H, W]`, convolutions as im2col + `baddbmm`: any device, any conv
@@ -145,8 +186,11 @@ class Plan:
     layers: tuple[Layer, ...]
     dense: frozenset[int] = frozenset()
 
-    def run(self, params: list[torch.Tensor], x: torch.Tensor, dropout=None) -> torch.Tensor:
-        """Logits `[M, B, classes]` of the members on their own batches `[M, B, features]`.
+    def run(
+        self, params: list[torch.Tensor], x: torch.Tensor, dropout=None, training: bool = False
+    ) -> torch.Tensor:
+        """Logits `[M, B, classes]` of the members on their own batches `[M, B, ...]`;
+        `training`: BatchNorm on batch statistics (and updating its running ones).
         `dropout` (`mlp.Dropout`, each member's masks from its own generator): its input rate
         on the inputs, its hidden rate on the input of every dense layer after the first layer,
         as Hinton et al. drop a conv net's pixels and its fully connected units."""
@@ -156,22 +200,38 @@ class Plan:
         for i, layer in enumerate(self.layers):
             if dropout is not None and i in self.dense:
                 x = dropout(x, 1)
-            x = layer(params, x, batch)
+            x = layer(params, x, batch, training)
         return x
 
 
-def plan(base: nn.Module, names: list[str], lowering: Lowering = IM2COL) -> Plan | None:
-    """The fast path of `base` (parameters in the order of `names`) in `lowering`, or None where
-    it has a layer this lowering does not run (vmap, or another lowering, then runs it)."""
+def plan(
+    base: nn.Module, names: list[str], input_shape: tuple[int, ...], lowering: Lowering = IM2COL
+) -> Plan | None:
+    """The fast path of `base` (its tensors in the order of `names`; one input shaped
+    `input_shape`) in `lowering`, or None where it has a layer this lowering does not run (vmap,
+    or another lowering, then runs it)."""
     if not isinstance(base, nn.Sequential):
         return None
     index = {n: i for i, n in enumerate(names)}
     layers: list[Layer] = []
     dense: set[int] = set()
-    image = weighted = False  # whether activations are images [M, C, B, H, W] at this point
+    image = len(input_shape) == 3  # whether activations are images [M, C, B, H, W] here
+    if image:
+        layers.append(lowering.unflatten(tuple(input_shape)))
+    elif len(input_shape) != 1:
+        return None
+    weighted = False
     for name, layer in base.named_children():
         weight, bias = index.get(f"{name}.weight"), index.get(f"{name}.bias")
-        if isinstance(layer, nn.Unflatten) and layer.dim == 1 and len(layer.unflattened_size) == 3:
+        norm = [index.get(f"{name}.{t}") for t in _NORM]
+        if isinstance(layer, nn.Identity):
+            continue
+        if (
+            isinstance(layer, nn.Unflatten)
+            and not image
+            and layer.dim == 1
+            and len(layer.unflattened_size) == 3
+        ):
             layers.append(lowering.unflatten(tuple(layer.unflattened_size)))
             image = True
         elif (
@@ -207,6 +267,12 @@ def plan(base: nn.Module, names: list[str], lowering: Lowering = IM2COL) -> Plan
             layers.append(lowering.pool(k))
         elif isinstance(layer, nn.ReLU):
             layers.append(relu)
+        elif (
+            isinstance(layer, nn.BatchNorm2d if image else nn.BatchNorm1d)
+            and None not in norm
+            and layer.momentum is not None
+        ):
+            layers.append(batchnorm(layer, tuple(norm), lowering.real, image))
         elif isinstance(layer, nn.AdaptiveAvgPool2d) and image and layer.output_size in (1, (1, 1)):
             layers.append(lowering.global_mean)
         elif isinstance(layer, nn.Flatten) and image and layer.start_dim == 1 == -layer.end_dim:

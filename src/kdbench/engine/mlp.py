@@ -3,6 +3,8 @@
 A stack holds M networks as batched weights (`W[M, in, out]`, `b[M, 1, out]`) so that one
 `baddbmm` advances every member at once; each member keeps its own initialisation.
 `member_module` turns one member back into a plain `nn.Sequential` (what `kdbench.load` returns).
+Dropout and jitter for it live in `streams`; the stack helpers every family shares in
+`stack_model`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
-from kdbench.engine.stack_model import Params, StackModel  # Params: [W0, b0, W1, b1, ...]
+from kdbench.engine.stack_model import Params, Size, StackModel  # Params: [W0, b0, W1, ...]
+from kdbench.engine.teachers import StackedCopies
+
+if TYPE_CHECKING:
+    from kdbench.engine.streams import Dropout
 
 
 def layer_sizes(n_in: int, hidden: Sequence[int], n_out: int) -> list[int]:
@@ -37,66 +45,6 @@ def init_stack(sizes: Sequence[int], seeds: Sequence[int], device: str | torch.d
             layers += [w, torch.zeros(1, fan_out)]
         per_member.append(layers)
     return [torch.stack(ts).to(device) for ts in zip(*per_member, strict=True)]
-
-
-class Dropout:
-    """Training-time dropout for a stack, one generator per member: a member's masks, like its
-    shuffling, depend only on its own seed, never on the stack it shares. Inverted dropout
-    (kept units scaled by 1 / (1 - rate)), so evaluation needs no change. The masks of the last
-    forward pass are kept for `backward`."""
-
-    def __init__(self, input_rate: float, hidden_rate: float, seeds: Sequence[int]):
-        self.rates = (float(input_rate), float(hidden_rate))
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.active = list(range(len(seeds)))  # member ids of the stack's rows, in order
-        self.kept: dict[int, torch.Tensor] = {}  # layer -> keep mask of the last forward pass
-
-    def rate(self, layer: int) -> float:
-        return self.rates[0] if layer == 0 else self.rates[1]
-
-    def __call__(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        rate = self.rate(layer)
-        if rate == 0:
-            return h
-        shape = h.shape[1:]
-        noise = torch.stack([torch.rand(shape, generator=self.generators[m]) for m in self.active])
-        keep = noise.to(h.device) >= rate
-        self.kept[layer] = keep
-        return h * keep / (1 - rate)
-
-    def backward(self, grad: torch.Tensor, layer: int) -> torch.Tensor:
-        """The gradient through layer `layer`'s dropout (autograd's order of operations)."""
-        rate = self.rate(layer)
-        return grad if rate == 0 else grad / (1 - rate) * self.kept[layer]
-
-
-class Jitter:
-    """Training images shifted by up to `pixels` in each direction (zeros shifted in), one
-    shift per member and step, drawn from the member's own generator: a member's shifts, like
-    its shuffling, never depend on the stack it shares. Inputs are flattened `side` x `side`
-    images."""
-
-    def __init__(self, pixels: int, seeds: Sequence[int], side: int = 28):
-        self.pixels, self.side = int(pixels), side
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.active = list(range(len(seeds)))
-
-    def shifts(self) -> list[tuple[int, int]]:
-        j = self.pixels
-        return [
-            tuple(int(v) for v in torch.randint(-j, j + 1, (2,), generator=self.generators[m]))
-            for m in self.active
-        ]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` `[M, B, side * side]` -> the same images shifted, member m by its (dy, dx)."""
-        j, n = self.pixels, self.side
-        padded = torch.nn.functional.pad(x.view(*x.shape[:2], n, n), (j, j, j, j))
-        out = [
-            padded[m, :, j - dy : j - dy + n, j - dx : j - dx + n]
-            for m, (dy, dx) in enumerate(self.shifts())
-        ]
-        return torch.stack(out).reshape(x.shape)
 
 
 @dataclass
@@ -158,6 +106,7 @@ class MLP(StackModel):
 
     def __init__(self, sizes: Sequence[int]):
         self.sizes = list(sizes)
+        self.input_shape = (self.sizes[0],)
 
     def __repr__(self) -> str:
         return f"MLP({self.sizes})"
@@ -173,7 +122,7 @@ class MLP(StackModel):
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return stack_forward(params, x)
 
-    def step(self, params, adam, x, loss_of, dropout=None) -> torch.Tensor:
+    def step(self, params, adam, x, loss_of, dropout=None, noise=None) -> torch.Tensor:
         """Autograd differentiates only the loss (any head, any soft targets); the layers are
         differentiated by `stack_backward` and each is updated as its gradient lands."""
         tape = Tape()
@@ -186,7 +135,7 @@ class MLP(StackModel):
         return loss.detach()
 
     def member(self, params: Params, m: int) -> nn.Sequential:
-        return member_module(params, m)
+        return member_module(params, m).eval()
 
     def hidden_weights(self, params: Params) -> list[torch.Tensor]:
         # weights are stored [M, in, out]: a unit's incoming weights are a column
@@ -197,33 +146,88 @@ class MLP(StackModel):
             f"layer{i}.{kind}" for i in range(len(self.sizes) - 1) for kind in ("weight", "bias")
         ]
 
+    def size(self) -> Size:
+        weights = self.macs_per_image()
+        return Size(weights + sum(self.sizes[1:]), weights, weights, len(self.sizes) - 1)
+
     def parameters_per_member(self) -> int:
-        return sum(a * b + b for a, b in itertools.pairwise(self.sizes))
+        return self.size().params
 
     def macs_per_image(self) -> int:
         return sum(a * b for a, b in itertools.pairwise(self.sizes))
+
+    def counted_by_hand(self) -> tuple[int, int]:
+        """Counted by hand, as torch counts them (`tests/test_costs.py` checks that they agree):
+        `FlopCounterMode`'s first use imports torch._dynamo, 3 s per process, which a small study
+        would spend on this alone. A step: the forward pass, the weights' gradients, and the
+        inputs' gradients of every layer but the first."""
+        forward = self.macs_per_image()
+        return forward, 3 * forward - self.sizes[0] * self.sizes[1]
+
+    def onnx(self, members, opset: int):
+        """MatMul, Add and Relu written from the weights, which ONNX Runtime's dynamic
+        quantisation turns to int8 (the exporter's Gemm it leaves float32)."""
+        return _onnx(members, opset)
+
+    def copies(self, params, owners, per_owner, lr, eps) -> Copies:
+        return Copies(params, owners, per_owner, lr, eps)
+
+
+def _onnx(members, opset: int):
+    """The fully connected members' ONNX graph, written from the weights: input `images`
+    `[N, features]` -> `logits` (one network) or `probs` (an ensemble's mean softmax); it maps
+    one to one onto `stack_forward`."""
+    import onnx  # loads slowly: only when a model is exported
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    outputs = []
+    for k, params in enumerate(members):
+        h = "images"
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            w = params[2 * i].detach().cpu().numpy().astype(np.float32)
+            b = params[2 * i + 1].detach().cpu().numpy().reshape(-1).astype(np.float32)
+            wn, bn = f"m{k}.layer{i}.weight", f"m{k}.layer{i}.bias"
+            inits += [numpy_helper.from_array(w, wn), numpy_helper.from_array(b, bn)]
+            mm, out = f"m{k}.h{i}.mm", f"m{k}.h{i}"
+            nodes += [
+                helper.make_node("MatMul", [h, wn], [mm]),
+                helper.make_node("Add", [mm, bn], [out]),
+            ]
+            h = out
+            if i < n_layers - 1:
+                nodes.append(helper.make_node("Relu", [h], [f"{h}.relu"]))
+                h = f"{h}.relu"
+        outputs.append(h)
+    n_in, n_out = members[0][0].shape[0], members[0][-1].shape[-1]
+    if len(members) == 1:
+        nodes.append(helper.make_node("Identity", [outputs[0]], ["logits"]))
+        out_name = "logits"
+    else:
+        probs = []
+        for k, o in enumerate(outputs):
+            nodes.append(helper.make_node("Softmax", [o], [f"m{k}.probs"], axis=1))
+            probs.append(f"m{k}.probs")
+        nodes.append(helper.make_node("Mean", probs, ["probs"]))
+        out_name = "probs"
+    graph = helper.make_graph(
+        nodes,
+        "kdbench",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", n_out])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
 
 
 @torch.no_grad()
 def stack_logits(params: Params, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """`[M, N, classes]` logits on shared inputs, in chunks to bound memory."""
     return torch.cat([stack_forward(params, x[i : i + chunk]) for i in range(0, len(x), chunk)], 1)
-
-
-def stack_size(params: Params) -> int:
-    return params[0].shape[0]
-
-
-def select(params: Params, index: torch.Tensor) -> Params:
-    """The members at `index`, as a smaller stack."""
-    return [p.index_select(0, index) for p in params]
-
-
-def copy_rows(dest: Params, src: Params, rows: torch.Tensor, slots: torch.Tensor) -> None:
-    """`dest[slots] = src[rows]` for every tensor: the members at stack rows `rows` into their
-    own slots of a full-size stack (finished members, restore-best snapshots)."""
-    for d, s in zip(dest, src, strict=True):
-        d.index_copy_(0, slots, s.index_select(0, rows))
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -238,10 +242,36 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
 def member_module(params: Params, m: int) -> nn.Sequential:
     """Member m of a stack as an ordinary `nn.Sequential` with the same weights."""
     sizes = [params[0].shape[1]] + [params[i].shape[2] for i in range(0, len(params), 2)]
-    net = mlp(sizes)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init: the caller's state stays
+        net = mlp(sizes)
     linears = [layer for layer in net if isinstance(layer, nn.Linear)]
     with torch.no_grad():
         for i, lin in enumerate(linears):
             lin.weight.copy_(params[2 * i][m].T)
             lin.bias.copy_(params[2 * i + 1][m, 0])
     return net
+
+
+@dataclass
+class Copies(StackedCopies):
+    """Fully connected copies: one `baddbmm` per layer for all of them, backward by hand."""
+
+    tape: Tape | None = field(default=None, init=False)
+    logits: torch.Tensor | None = field(default=None, init=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tape = Tape()
+        self.logits = stack_forward(self.params, x, None, self.tape).requires_grad_()
+        return self.logits
+
+    def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
+        return stack_logits(self.params, x_val)
+
+    def step(self) -> None:
+        self.adam.count_step()
+        for layer, grad_w, grad_b in stack_backward(self.params, self.tape, self.logits.grad):
+            self.adam.update(self.params, layer, (grad_w, grad_b))
+        self.tape = self.logits = None
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return stack_logits(self.final, x)

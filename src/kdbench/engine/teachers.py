@@ -22,17 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdbench.engine.mlp import (
-    MLP,
-    Params,
-    Tape,
-    copy_rows,
-    stack_backward,
-    stack_forward,
-    stack_logits,
-)
 from kdbench.engine.optim import Adam
-from kdbench.engine.stack_model import StackModel
+from kdbench.engine.stack_model import Params, StackModel, copy_rows
 
 # teacher logits [K, M, ..., C] and a temperature per member -> targets [M, ..., C]
 TargetFn = Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]
@@ -120,7 +111,7 @@ class CopyStack(ABC):
 
 
 @dataclass
-class _StackedCopies(CopyStack):
+class StackedCopies(CopyStack):
     """Copies of kdbench's own teachers as one stack with one fused Adam. `params` are
     consumed: trained in place; a retired copy's weights go to `final`."""
 
@@ -147,32 +138,7 @@ class _StackedCopies(CopyStack):
 
 
 @dataclass
-class Copies(_StackedCopies):
-    """Fully connected copies: one `baddbmm` per layer for all of them, backward by hand."""
-
-    tape: Tape | None = field(default=None, init=False)
-    logits: torch.Tensor | None = field(default=None, init=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.tape = Tape()
-        self.logits = stack_forward(self.params, x, None, self.tape).requires_grad_()
-        return self.logits
-
-    def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
-        return stack_logits(self.params, x_val)
-
-    def step(self) -> None:
-        self.adam.count_step()
-        for layer, grad_w, grad_b in stack_backward(self.params, self.tape, self.logits.grad):
-            self.adam.update(self.params, layer, (grad_w, grad_b))
-        self.tape = self.logits = None
-
-    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return stack_logits(self.final, x)
-
-
-@dataclass
-class FamilyCopies(_StackedCopies):
+class FamilyCopies(StackedCopies):
     """Copies of teachers of any other family (a conv net, your own module), run by the
     family's own forward; autograd carries the students' loss to the copies' weights (the
     students' backward pass fills them)."""
@@ -181,8 +147,9 @@ class FamilyCopies(_StackedCopies):
     leaves: list[torch.Tensor] | None = field(default=None, init=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.leaves = [p.detach().requires_grad_() for p in self.params]
-        return self.model.forward(self.leaves, x)
+        n = len(self.model.trainable(self.params))  # buffers follow, and take no gradient
+        self.leaves = [p.detach().requires_grad_() for p in self.params[:n]]
+        return self.model.forward(self.leaves + self.params[n:], x)
 
     def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
         return self.model.logits(self.params, x_val)
@@ -193,7 +160,7 @@ class FamilyCopies(_StackedCopies):
             for leaf in self.leaves
         ]
         self.adam.count_step()
-        self.adam.update_all(self.params, grads)
+        self.adam.update_all(self.model.trainable(self.params), grads)
         self.leaves = None
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,11 +170,10 @@ class FamilyCopies(_StackedCopies):
 def copies_of(
     model: StackModel, params: Params, owners: list[int], per_owner: int, lr: float, eps: float
 ) -> CopyStack:
-    """Copies of `model`'s teachers (`params`, consumed): the fully connected family's own
-    hand-differentiated stack, or any other family's through autograd."""
-    if isinstance(model, MLP):
-        return Copies(params, owners, per_owner, lr, eps)
-    return FamilyCopies(params, owners, per_owner, lr, eps, model=model)
+    """Copies of `model`'s teachers (`params`, consumed): the family's own copies where it has
+    them (the fully connected family differentiates its own by hand), else through autograd."""
+    own = model.copies(params, owners, per_owner, lr, eps)
+    return own if own is not None else FamilyCopies(params, owners, per_owner, lr, eps, model=model)
 
 
 class ModuleCopies(CopyStack):

@@ -24,11 +24,12 @@ import torch
 from kdbench.config import TrainConfig
 from kdbench.data.datasets import Splits
 from kdbench.engine.losses import error_rate
-from kdbench.engine.mlp import MLP, Dropout, Jitter, copy_rows
+from kdbench.engine.mlp import MLP
 from kdbench.engine.objectives import Batch, HardLabels, Objective
 from kdbench.engine.optim import Adam
-from kdbench.engine.stack_model import Params, StackModel
+from kdbench.engine.stack_model import Params, StackModel, copy_rows
 from kdbench.engine.stopping import EarlyStopping, EpochLog
+from kdbench.engine.streams import Dropout, Jitter, Noise
 
 # progress(stack name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
@@ -83,8 +84,9 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _stream_seeds(stack: Stack, stream: int) -> list[int]:
-    """Each member's own seed for random stream `stream` (1 dropout, 2 jitter), derived from
-    its shuffle seed, so the stream never depends on the stack it shares."""
+    """Each member's own seed for random stream `stream` (1 dropout, 2 jitter, 3 randomness
+    inside the model), derived from its shuffle seed, so the stream never depends on the stack
+    it shares."""
     return [
         int(np.random.SeedSequence([int(s), stream]).generate_state(1)[0])
         for s in stack.shuffle_seeds
@@ -97,6 +99,10 @@ def _dropout(stack: Stack) -> Dropout | None:
 
 def _jitter(stack: Stack) -> Jitter | None:
     return Jitter(stack.jitter, _stream_seeds(stack, 2)) if stack.jitter else None
+
+
+def _noise(stack: Stack) -> Noise | None:
+    return Noise(_stream_seeds(stack, 3)) if stack.model.random else None
 
 
 def _validate(
@@ -162,11 +168,11 @@ def train(
     params = model.init(stack.init_seeds, device)
     final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
-    adam = Adam(params, cfg.learning_rate, cfg.adam_eps)
+    adam = Adam(model.trainable(params), cfg.learning_rate, cfg.adam_eps)
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
-    dropout, jitter = _dropout(stack), _jitter(stack)
+    dropout, jitter, noise = _dropout(stack), _jitter(stack), _noise(stack)
     streams = {"shuffle": shuffles}
-    for name, stream in (("dropout", dropout), ("jitter", jitter)):
+    for name, stream in (("dropout", dropout), ("jitter", jitter), ("noise", noise)):
         if stream is not None:
             streams[name] = stream.generators
     n_train, batch = len(splits.x_train), cfg.batch_size
@@ -196,7 +202,7 @@ def train(
 
     for epoch in range(first_epoch, last_epoch + 1):
         ids = active.tolist()
-        for stream in (dropout, jitter):
+        for stream in (dropout, jitter, noise):
             if stream is not None:
                 stream.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=shuffles[i]) for i in ids])
@@ -207,7 +213,7 @@ def train(
             index = perms[:, s * batch : (s + 1) * batch]
             x = _gather(splits.x_train, index)
             b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
-            loss = model.step(params, adam, b.x, partial(objective.loss, batch=b), dropout)
+            loss = model.step(params, adam, b.x, partial(objective.loss, batch=b), dropout, noise)
             if stack.max_norm is not None:
                 model.max_norm_(params, stack.max_norm)
             objective.after_step()

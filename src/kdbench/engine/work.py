@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import StackModel
 
 _BATCH = 4  # counts scale with the batch; per input they do not depend on it
@@ -42,21 +41,16 @@ def _macs(fn) -> int:
 
 def pass_cost(model: StackModel, n_features: int) -> PassCost:
     """The MACs per input of `model`'s forward pass and training step (count once per stack:
-    every member has the same shape). The fully connected family is counted by hand, as
-    `counted` counts it (`tests/test_costs.py` checks that they agree): `FlopCounterMode`'s first
-    use imports torch._dynamo, 3 s per process, which a small study would spend on this alone."""
-    if isinstance(model, MLP):
-        forward = model.macs_per_image()
-        # the weights' gradients, and the inputs' gradients of every layer but the first
-        first = model.sizes[0] * model.sizes[1]
-        return PassCost(forward, 3 * forward - first)
-    return counted(model, n_features)
+    every member has the same shape): the family's own count where it keeps one
+    (`StackModel.counted_by_hand`), else `counted`."""
+    own = model.counted_by_hand()
+    return PassCost(*own) if own is not None else counted(model, n_features)
 
 
 def counted(model: StackModel, n_features: int) -> PassCost:
     """`pass_cost` of any family, counted by torch on one member module."""
     member = model.member(model.init([0]), 0).float()
-    x = torch.randn(_BATCH, n_features)
+    x = torch.randn(_BATCH, *model.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         forward = _macs(lambda: member(x))
 

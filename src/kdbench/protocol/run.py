@@ -26,7 +26,7 @@ from kdbench.data import datasets as data
 from kdbench.engine import native
 from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
-from kdbench.engine.modules import Factory, ModuleStack, dropout_refused
+from kdbench.engine.modules import Factory, dropout_refused
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
 from kdbench.progress import Bar, StackPlan, with_progress
@@ -87,11 +87,14 @@ def _check(cfg: Config) -> None:
 
 def _check_models(cfg: Config, splits: data.Splits) -> None:
     """The architectures against the data (a bad name or a conv net the images do not fit is
-    one line), and the teacher's dropout against what its family can drop."""
-    models = of_config(cfg, splits.n_features, splits.n_classes)
+    one line), and the teacher's dropout against what its family can drop; then what they
+    train with is built (the record of which conv path ran comes from it)."""
+    models = of_config(cfg, splits.n_features, splits.n_classes, compiled=cfg.device == "cpu")
     dropout = cfg.model.teacher_dropout or cfg.model.teacher_input_dropout
-    if dropout and isinstance(models.teacher, ModuleStack) and models.teacher.plan is None:
+    if dropout and not models.teacher.droppable:
         raise ConfigError(dropout_refused(models.teacher))
+    models.teacher.prepare()
+    models.student.prepare()
 
 
 def _prepare_device(cfg: Config) -> str | None:

@@ -16,8 +16,7 @@ from kdbench.config import TrainConfig
 from kdbench.engine import trainer as engine
 from kdbench.engine.losses import error_rate
 from kdbench.engine.meter import Meter
-from kdbench.engine.mlp import Params, select
-from kdbench.engine.stack_model import StackModel
+from kdbench.engine.stack_model import Params, StackModel, select
 from kdbench.protocol import costs
 from kdbench.records import MODEL, Record
 from kdbench.roles import Role, StackName

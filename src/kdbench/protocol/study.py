@@ -74,7 +74,7 @@ def upstream(
     p = cfg.protocol
     repeats, members = range(p.repeats), p.members
     n_in, n_out = splits.n_features, splits.n_classes
-    models = of_config(cfg, n_in, n_out)
+    models = of_config(cfg, n_in, n_out, compiled=True)
 
     # 1. teachers (none to train when you bring your own)
     if own is not None:

@@ -17,7 +17,7 @@ from kdbench.config import Config
 from kdbench.data.datasets import Splits
 from kdbench.engine.architectures import RoleModels
 from kdbench.engine.losses import DistillationLoss, error_rate
-from kdbench.engine.mlp import Params, select
+from kdbench.engine.stack_model import Params, select
 from kdbench.engine.teachers import (
     CachedTeachers,
     CopyStack,

@@ -15,9 +15,9 @@ import torch
 
 from kdbench.config import Config
 from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
-from kdbench.engine.architectures import build, for_role
-from kdbench.engine.mlp import MLP, Params
-from kdbench.engine.stack_model import StackModel
+from kdbench.engine.architectures import for_role
+from kdbench.engine.mlp import MLP
+from kdbench.engine.stack_model import Params, StackModel
 from kdbench.errors import RunFolderError
 from kdbench.records import Record
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
@@ -85,36 +85,28 @@ class Stamps:
 
 
 def tensor_names(n_tensors: int) -> list[str]:
-    """Checkpoint keys of a fully connected stack of `n_tensors` tensors."""
+    """Checkpoint keys of a fully connected stack of `n_tensors` tensors: how a folder without
+    config.json (nothing names its architecture) is read."""
     return MLP([0] * (n_tensors // 2 + 1)).tensor_names()
 
 
-def other_family(cfg: Config, name: StackName) -> StackModel | None:
-    """The model of stack `name` when the configuration names an architecture other than a
-    fully connected net (only built-in datasets have the image shape such a net needs); None
-    for a fully connected stack, whose checkpoints read and check as they always have."""
-    arch = cfg.model.teacher_arch if name == StackName.TEACHERS else cfg.model.student_arch
-    if arch is None or arch.startswith("mlp:"):
-        return None
-    d = cfg.data
+def stack_model(cfg: Config, name: StackName) -> StackModel:
+    """The model of stack `name` as the run's configuration names it, built for reading (no
+    compiled kernels): what every reader of its checkpoints goes through."""
+    m, d = cfg.model, cfg.data
+    arch, hidden = (
+        (m.teacher_arch, m.teacher_hidden)
+        if name == StackName.TEACHERS
+        else (m.student_arch, m.student_hidden)
+    )
     features = FEATURES.get(d.dataset, d.arrays_features)
     classes = CLASSES.get(d.dataset, d.arrays_classes)
     if features is None or classes is None:
         raise RunFolderError(
-            f"this run's {name} is {arch} on your own arrays, and config.json lacks their width"
-            " and class count (data.arrays_features, data.arrays_classes); rerun the study"
+            f"this run's {name} was trained on your own arrays, and config.json lacks their"
+            " width and class count (data.arrays_features, data.arrays_classes); rerun the study"
         )
-    return build(arch, features, classes, IMAGES.get(d.dataset))
-
-
-def _hidden(cfg: Config, name: StackName) -> tuple[int, ...]:
-    """The hidden sizes of a fully connected stack (`mlp:H1,H2` or the hidden-size setting)."""
-    teacher = name == StackName.TEACHERS
-    m = cfg.model
-    arch, hidden = (
-        (m.teacher_arch, m.teacher_hidden) if teacher else (m.student_arch, m.student_hidden)
-    )
-    return tuple(for_role(arch, hidden, 0, 0, None).sizes[1:-1])
+    return for_role(arch, hidden, features, classes, IMAGES.get(d.dataset))
 
 
 def verify_stack(
@@ -123,15 +115,35 @@ def verify_stack(
     name: StackName,
     cfg: Config | None,
     path: Path,
-    family: StackModel | None = None,
+    model: StackModel | None = None,
 ) -> None:
-    """A checkpoint is used only if it is whole and this run's: float32 and finite, one member
-    per record, layer shapes chained and as the run's configuration implies, and its records
-    made under the settings config.json states. `family`: `other_family(cfg, name)`, which the
-    reader has already built to name the tensors."""
-    if family is not None:
-        _verify_family(params, records, family, cfg, path)
+    """A checkpoint is used only if it is whole and this run's: one member per record, each
+    tensor shaped and typed as the configuration's architecture makes it, floats finite, and its
+    records made under the settings config.json states. `model`: `stack_model(cfg, name)`,
+    which the reader has already built to name the tensors (None: a folder without
+    config.json, whose fully connected layers are only checked to chain)."""
+    if model is None or cfg is None:
+        _verify_chain(params, records, path)
         return
+    want = model.init([0])
+    for tensor, got, ref in zip(model.tensor_names(), params, want, strict=True):
+        if got.shape[0] != len(records) or got.shape[1:] != ref.shape[1:]:
+            raise RunFolderError(
+                f"{path} tensor {tensor} has shape {list(got.shape)}, but config.json implies"
+                f" [{len(records)}, {', '.join(map(str, ref.shape[1:]))}]: the checkpoint does"
+                f" not belong to this run; {FIX}"
+            )
+        if got.dtype != ref.dtype:
+            raise RunFolderError(f"{path} tensor {tensor} is {got.dtype}, not {ref.dtype}; {FIX}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise RunFolderError(f"{path} tensor {tensor} holds NaN or infinite weights; {FIX}")
+    stamps = Stamps.of(cfg)
+    for r in records:
+        stamps.check(r, str(path))
+
+
+def _verify_chain(params: Params, records: list[Record], path: Path) -> None:
+    """What a fully connected checkpoint says of itself: float32, finite, layers chained."""
     if not params or len(params) % 2:
         raise RunFolderError(f"{path} holds no complete layers; {FIX}")
     members = len(records)
@@ -149,38 +161,3 @@ def verify_stack(
             raise RunFolderError(f"{path} layer {i // 2} is {w.dtype}, not float32; {FIX}")
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise RunFolderError(f"{path} layer {i // 2} holds NaN or infinite weights; {FIX}")
-    if cfg is None:  # a folder without config.json: only what the checkpoint says of itself
-        return
-    stamps = Stamps.of(cfg)
-    for r in records:
-        stamps.check(r, str(path))
-    hidden = _hidden(cfg, name)
-    got = [params[0].shape[1], *(w.shape[2] for w in params[0::2])]
-    n_in = FEATURES.get(cfg.data.dataset, got[0])  # your arrays: any width
-    n_out = CLASSES.get(cfg.data.dataset, got[-1])
-    want = [n_in, *hidden, n_out]
-    if got != want:
-        raise RunFolderError(
-            f"{path} holds networks of sizes {got}, but config.json implies {want}: the"
-            f" checkpoint does not belong to this run; {FIX}"
-        )
-
-
-def _verify_family(
-    params: Params, records: list[Record], family: StackModel, cfg: Config, path: Path
-) -> None:
-    """`verify_stack` for a family other than the fully connected one: each tensor shaped as
-    the configuration's architecture makes it, one member per record, float32, finite."""
-    want = family.init([0])
-    for name, got, ref in zip(family.tensor_names(), params, want, strict=True):
-        if got.shape[0] != len(records) or got.shape[1:] != ref.shape[1:]:
-            raise RunFolderError(
-                f"{path} tensor {name} has shape {list(got.shape)}, but config.json implies"
-                f" [{len(records)}, {', '.join(map(str, ref.shape[1:]))}]: the checkpoint does"
-                f" not belong to this run; {FIX}"
-            )
-        if got.dtype != torch.float32 or not torch.isfinite(got).all():
-            raise RunFolderError(f"{path} tensor {name} is not finite float32; {FIX}")
-    stamps = Stamps.of(cfg)
-    for r in records:
-        stamps.check(r, str(path))

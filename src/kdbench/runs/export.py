@@ -1,10 +1,11 @@
 """Export trained models to ONNX (float32, and int8 by ONNX Runtime's dynamic quantisation).
 
-A fully connected net's graph is written from the weights directly — MatMul, Add, Relu; an
-ensemble averages its members' softmax outputs — so it maps one to one onto
-`mlp.stack_forward`. Any other family (a conv net, your own module) is exported from its
-members as `nn.Module`s by `torch.onnx.export`. Either way the file is checked against eager
-PyTorch on the test set before it is reported.
+Every family is exported from its members as eval-mode `nn.Module`s (BatchNorm with its running
+statistics) by `torch.onnx.export`, unless it writes its own graph (`StackModel.onnx`: the fully
+connected family writes MatMul, Add, Relu, which ONNX Runtime's dynamic quantisation turns to
+int8, where the exporter's Gemm would stay float32). An ensemble averages its members' softmax
+outputs. Either way the file is checked against eager PyTorch on the test set before it is
+reported. The input `images` is shaped as the members take it: `[N, C, H, W]` for images.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import torch
 from torch import nn
 
 from kdbench.data.datasets import preprocessing
-from kdbench.engine.losses import ensemble_probs
-from kdbench.engine.mlp import stack_forward
 from kdbench.engine.modules import Ensemble
 from kdbench.engine.stack_model import StackModel
 from kdbench.runs.resources import time_per_image
@@ -49,7 +48,7 @@ def _module_onnx(members: Members, family: StackModel):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
-            module, (torch.zeros(1, family.n_features),), buf, dynamo=False,
+            module, (torch.zeros(1, *family.input_shape),), buf, dynamo=False,
             input_names=["images"], output_names=[output], opset_version=OPSET,
             dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
         )  # fmt: skip
@@ -58,76 +57,23 @@ def _module_onnx(members: Members, family: StackModel):
     return model
 
 
-def onnx_model(members: Members, family: StackModel | None = None):
-    """ONNX graph: input `images` [N, features] -> `logits` (one network) or `probs` (ensemble).
-    `family`: the members' architecture when it is not a fully connected net."""
-    if family is not None:
-        return _module_onnx(members, family)
-    import onnx  # loads slowly: only when a model is exported
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits = [], []
-    outputs = []
-    for k, params in enumerate(members):
-        h = "images"
-        n_layers = len(params) // 2
-        for i in range(n_layers):
-            w = params[2 * i].detach().cpu().numpy().astype(np.float32)
-            b = params[2 * i + 1].detach().cpu().numpy().reshape(-1).astype(np.float32)
-            wn, bn = f"m{k}.layer{i}.weight", f"m{k}.layer{i}.bias"
-            inits += [numpy_helper.from_array(w, wn), numpy_helper.from_array(b, bn)]
-            mm, out = f"m{k}.h{i}.mm", f"m{k}.h{i}"
-            nodes += [
-                helper.make_node("MatMul", [h, wn], [mm]),
-                helper.make_node("Add", [mm, bn], [out]),
-            ]
-            h = out
-            if i < n_layers - 1:
-                nodes.append(helper.make_node("Relu", [h], [f"{h}.relu"]))
-                h = f"{h}.relu"
-        outputs.append(h)
-    n_in, n_out = members[0][0].shape[0], members[0][-1].shape[-1]
-    if len(members) == 1:
-        nodes.append(helper.make_node("Identity", [outputs[0]], ["logits"]))
-        out_name = "logits"
-    else:
-        probs = []
-        for k, o in enumerate(outputs):
-            nodes.append(helper.make_node("Softmax", [o], [f"m{k}.probs"], axis=1))
-            probs.append(f"m{k}.probs")
-        nodes.append(helper.make_node("Mean", probs, ["probs"]))
-        out_name = "probs"
-    graph = helper.make_graph(
-        nodes,
-        "kdbench",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", n_in])],
-        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", n_out])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    return model
+def onnx_model(members: Members, family: StackModel):
+    """ONNX graph: input `images` `[N, *input_shape]` -> `logits` (one network) or `probs`
+    (an ensemble: the mean of its members' softmax). The family's own graph where it writes one
+    (`StackModel.onnx`), else `torch.onnx.export` of its member modules."""
+    own = family.onnx(members, OPSET)
+    return own if own is not None else _module_onnx(members, family)
 
 
-def reference_outputs(
-    members: Members, x: torch.Tensor, family: StackModel | None = None
-) -> np.ndarray:
-    """What the ONNX graph must produce, computed in eager PyTorch."""
+def reference_outputs(members: Members, x: torch.Tensor, family: StackModel) -> np.ndarray:
+    """What the ONNX graph must produce, computed in eager PyTorch on inputs shaped as the
+    members take them."""
     with torch.no_grad():
-        if family is not None:
-            return as_module(members, family)(x).numpy()
-        logits = [stack_forward([p.unsqueeze(0) for p in m], x)[0] for m in members]
-        if len(members) == 1:
-            return logits[0].numpy()
-        return ensemble_probs(torch.stack(logits)).numpy()
+        return as_module(members, family)(x.reshape(len(x), *family.input_shape)).numpy()
 
 
 def write_onnx(
-    members: Members,
-    path: Path,
-    metadata: dict[str, str] | None = None,
-    family: StackModel | None = None,
+    members: Members, path: Path, family: StackModel, metadata: dict[str, str] | None = None
 ) -> Path:
     """The ONNX file; `metadata` goes into its `metadata_props` (what a deployment needs to
     know: preprocessing, classes, role, error, configuration hash)."""
@@ -157,7 +103,7 @@ def model_card(facts: dict) -> str:
         "",
         f"- **File**: `{facts['file']}` (ONNX opset {OPSET}, {facts['bytes']:,} bytes,"
         f" {facts['params']:,} parameters)",
-        f"- **Input**: `images`, float32 `[N, {facts['features']}]`: {facts['preprocessing']}",
+        f"- **Input**: `images`, float32 `[N, {facts['input']}]`: {facts['preprocessing']}",
         f"- **Output**: {facts['output']} over {facts['classes']} classes",
         f"- **Test error**: {facts['test_error_pct']}% for this model; its row's mean"
         f" {facts['row_mean_pct']}%{spread}",
@@ -220,15 +166,15 @@ def export(
     members: Members,
     path: Path,
     splits,
+    family: StackModel,
     int8: bool = False,
-    family: StackModel | None = None,
 ) -> dict:
-    """One model of a run (`members`, from `load_members`; `family`, its architecture when not
-    fully connected) to ONNX with its metadata and MODEL_CARD.md beside it, checked against
-    eager PyTorch on the test set. Returns what was measured."""
+    """One model of a run (`members`, from `load_members`; `family`, its architecture) to ONNX
+    with its metadata and MODEL_CARD.md beside it, checked against eager PyTorch on the test
+    set. Returns what was measured."""
 
     run_config = read_run_config(run_dir)
-    x, y = splits.x_test, splits.y_test.numpy()
+    x, y = splits.x_test.reshape(len(splits.x_test), *family.input_shape), splits.y_test.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = onnx_model(members, family)  # built once: a module's export traces it
     _save(graph, path)
@@ -244,9 +190,9 @@ def export(
         "repeat": repeat,
         "file": path.name,
         "bytes": 0,
-        "params": sum(int(p.numel()) for m in members for p in m),
-        "features": int(x.shape[1]),
-        "classes": int(members[0][-1].shape[-1]),
+        "params": family.size().params * len(members),
+        "input": ", ".join(map(str, family.input_shape)),
+        "classes": int(got.shape[1]),
         "preprocessing": preprocessing(read_config(run_dir).data.dataset),
         "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
         "test_error_pct": f"{100 * error:.2f}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdbench.config import Config
-from kdbench.engine.mlp import Params
+from kdbench.engine.stack_model import Params
 from kdbench.engine.trainer import Snapshot
 from kdbench.records import Record
 from kdbench.roles import UPSTREAM, StackName

@@ -20,12 +20,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from kdbench.config import Config
-from kdbench.engine.mlp import Params
+from kdbench.engine.stack_model import Params
 from kdbench.engine.trainer import Snapshot
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
-from kdbench.runs.checks import FIX, Stamps, other_family, tensor_names, verify_stack
+from kdbench.runs.checks import FIX, Stamps, stack_model, tensor_names, verify_stack
 from kdbench.settings import config_diff
 from kdbench.summary import Summary, Timing
 
@@ -294,11 +294,11 @@ class RunStore:
         return Path(folder) / "checkpoints" / f"{StackName(name).file}.safetensors"
 
     def save_stack(self, name: StackName, params: Params, records: list[Record]) -> None:
-        """One safetensors file per stack: `layer{i}.weight [M, in, out]`, `layer{i}.bias
-        [M, 1, out]`, and the stack's records (which member is which) in the metadata. The
-        stack's snapshot, if any, is removed: the finished stack supersedes it."""
-        family = other_family(self.config, name)
-        names = family.tensor_names() if family is not None else tensor_names(len(params))
+        """One safetensors file per stack: each tensor under its model's name (weights and
+        buffers, members on the first axis), and the stack's records (which member is which) in
+        the metadata. The stack's snapshot, if any, is removed: the finished stack supersedes
+        it."""
+        names = stack_model(self.config, name).tensor_names()
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         stamped = [self.stamps.stamp(r) for r in records]
         _save(self.checkpoint_path(self.folder, name), tensors, {"records": dumps(stamped)})
@@ -354,7 +354,7 @@ class RunStore:
             return None
 
         cfg = read_config(folder) if (Path(folder) / CONFIG).is_file() else None
-        family = other_family(cfg, name) if cfg is not None else None
+        model = stack_model(cfg, name) if cfg is not None else None
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
@@ -364,19 +364,26 @@ class RunStore:
                         " rerun the study into a new --out to export or measure it"
                     )
                 records = loads(meta["records"])
-                if family is not None:
-                    names = family.tensor_names()
-                else:
+                if model is not None:
+                    names = model.tensor_names()
+                    missing = sorted(set(names) - set(fh.keys()))
+                    if missing:
+                        raise RunFolderError(
+                            f"{path} lacks tensors {', '.join(missing[:3])} of the architecture"
+                            f" config.json names: the checkpoint does not belong to this run;"
+                            f" {FIX}"
+                        )
+                else:  # no config.json: fully connected layers, named by their count
                     n_layers = len([k for k in fh.keys() if k.endswith(".weight")])  # noqa: SIM118
                     names = tensor_names(2 * n_layers)
                 params = [fh.get_tensor(n) for n in names]
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunFolderError(f"{path} is damaged ({exc}); {FIX}") from None
         except RunFolderError as exc:
-            if "older kdbench" in str(exc):
+            if "older kdbench" in str(exc) or "does not belong" in str(exc):
                 raise
             raise RunFolderError(f"{path} holds damaged records ({exc}); {FIX}") from None
-        verify_stack(params, records, name, cfg, path, family)
+        verify_stack(params, records, name, cfg, path, model)
         return params, records
 
 
