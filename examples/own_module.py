@@ -42,5 +42,6 @@ subprocess.run(
 student = kdbench.load(folder, "student_from_ensemble", repeat=0)  # your TinyNet, eval mode
 splits = data.load("mnist")
 with torch.no_grad():
-    error = (student(splits.x_test).argmax(1) != splits.y_test).float().mean().item()
+    images = splits.x_test.view(-1, *student.input_shape)  # [N, 1, 28, 28]
+    error = (student(images).argmax(1) != splits.y_test).float().mean().item()
 print(f"{type(student).__name__} back from {folder}: {100 * error:.2f}% test error")

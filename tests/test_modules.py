@@ -439,3 +439,36 @@ def test_building_members_leaves_the_callers_random_state_alone():
     params = model.init([1, 2])
     model.member(params, 0)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("lowering", ["im2col", "compiled"])
+@pytest.mark.parametrize("batch", [16, 13])  # 13: the compiled path's padded batch lanes
+@pytest.mark.parametrize("factory", [_bn_cnn, _bn_dense], ids=["bncnn", "dense-bn"])
+def test_the_fast_paths_batchnorm_step_is_the_modules(factory, lowering, batch):
+    """One training forward and backward on the fast path against each member's module in train
+    mode: logits, gradients and the updated running statistics (the padded lanes of the compiled
+    layout left out of the statistics)."""
+    model = ModuleStack(factory, IMAGE, 10, compiled=lowering == "compiled")
+    if lowering == "compiled":
+        _need_kernels()
+        if model.direct is None:  # a dense net has no convolution to compile
+            assert factory is _bn_dense
+            return
+    plan = model.plan if lowering == "im2col" else model.direct
+    params = model.init([1, 2, 3])
+    n = len(model.trainable(params))
+    members = [model.member(params, m).train() for m in range(3)]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, batch, 784, generator=gen)
+    y = torch.randint(0, 10, (3, batch), generator=gen)
+    leaves = [p.detach().requires_grad_() for p in params[:n]]
+    logits = plan.run(leaves + params[n:], x, None, True)
+    F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="sum").backward()
+    for m, net in enumerate(members):
+        ref = net(x[m].view(-1, *IMAGE))
+        F.cross_entropy(ref, y[m], reduction="sum").backward()
+        torch.testing.assert_close(logits[m], ref, atol=1e-5, rtol=1e-5)
+        for leaf, p in zip(leaves, net.parameters(), strict=True):
+            torch.testing.assert_close(leaf.grad[m], p.grad, atol=1e-4, rtol=1e-4)
+        for stacked, own in zip(params[n:], net.buffers(), strict=True):
+            torch.testing.assert_close(stacked[m], own, atol=1e-6, rtol=1e-5)

@@ -78,7 +78,7 @@ def dscnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
     """A depthwise-separable conv net in the MLPerf Tiny (DS-CNN) style: a 3x3 conv with C1
     filters and stride 2, then per further Ci a depthwise 3x3 conv and a pointwise 1x1 conv with
     Ci filters (padded to keep the size, ReLU after each), then global average pooling and one
-    dense head. Without the reference's BatchNorm, which a stack cannot keep per member."""
+    dense head. Without the reference's BatchNorm (kept so, as its runs were trained)."""
     c, h, w = image
     if h < 3 or w < 3:
         raise ConfigError(f"dscnn needs images of at least 3x3 (got {h}x{w}); use mlp:…")

@@ -120,31 +120,39 @@ def relu(params, x, batch, training):
     return F.relu(x)
 
 
+def relu_(params, x, batch, training):
+    """ReLU in place, after a layer whose output nothing else reads (its backward keeps its
+    inputs, not its output): one activation less to allocate and write."""
+    return F.relu_(x)
+
+
 def batchnorm(layer: nn.modules.batchnorm._BatchNorm, at: tuple[int, ...], real, image: bool):
-    """BatchNorm of every member at once, per channel: on images `[M, C, ...]` (channels on
-    axis 1, whatever the layout) or dense `[M, B, F]`. `at`: the indices of weight, bias,
-    running mean, running variance and batch count in the stack's tensors; `real(x, batch)`:
-    the lanes of `x` that hold real inputs (a layout may pad the batch)."""
+    """BatchNorm of every member at once as one `F.batch_norm` over M x C channels: on images
+    `[M, C, ...]` (channels on axis 1, whatever the layout) or dense `[M, B, F]`. `at`: the
+    indices of weight, bias, running mean, running variance and batch count in the stack's
+    tensors (the running statistics are updated in place through views of them); `real(x,
+    batch)`: the lanes of `x` that hold real inputs (a layout may pad the batch; the padded
+    lanes come back as zeros)."""
     w, b, mean, var, count = at
     eps, momentum = layer.eps, layer.momentum
 
     def run(params, x, batch, training):
         M = x.shape[0]
-        dims = tuple(range(2, x.dim())) if image else (1,)
-        shape = (M, -1, *[1] * (x.dim() - 2)) if image else (M, 1, -1)
+        used = real(x, batch) if image else x
+        if image:  # [1, M*C, rest]: statistics per member and channel over the rest
+            flat = used.reshape(1, M * x.shape[1], -1)
+        else:  # [B, M*F]: per member and feature over the batch
+            flat = used.transpose(0, 1).reshape(used.shape[1], -1)
+        y = F.batch_norm(flat, params[mean].view(-1), params[var].view(-1),
+                         params[w].reshape(-1), params[b].reshape(-1), training, momentum,
+                         eps)  # fmt: skip
         if training:
-            used = real(x, batch)
-            v, mu = torch.var_mean(used, dim=dims, correction=0, keepdim=True)
             with torch.no_grad():
-                n = used.numel() // (M * v[0].numel())
-                params[mean].mul_(1 - momentum).add_(mu.reshape(M, -1), alpha=momentum)
-                params[var].mul_(1 - momentum).add_(v.reshape(M, -1) * (n / (n - 1)),
-                                                    alpha=momentum)  # fmt: skip
                 params[count].add_(1)
-        else:
-            mu, v = params[mean].view(shape), params[var].view(shape)
-        scale = params[w].view(shape) * torch.rsqrt(v + eps)
-        return (x - mu) * scale + params[b].view(shape)
+        if not image:
+            return y.view(used.shape[1], M, -1).transpose(0, 1)
+        y = y.view(used.shape)
+        return y if used.shape == x.shape else F.pad(y, (0, x.shape[-1] - used.shape[-1]))
 
     return run
 
@@ -216,8 +224,10 @@ def plan(
     layers: list[Layer] = []
     dense: set[int] = set()
     image = len(input_shape) == 3  # whether activations are images [M, C, B, H, W] here
+    first = None  # the layer that makes the inputs' layout: its output may be the caller's
     if image:
-        layers.append(lowering.unflatten(tuple(input_shape)))
+        first = lowering.unflatten(tuple(input_shape))
+        layers.append(first)
     elif len(input_shape) != 1:
         return None
     weighted = False
@@ -232,7 +242,8 @@ def plan(
             and layer.dim == 1
             and len(layer.unflattened_size) == 3
         ):
-            layers.append(lowering.unflatten(tuple(layer.unflattened_size)))
+            first = lowering.unflatten(tuple(layer.unflattened_size))
+            layers.append(first)
             image = True
         elif (
             isinstance(layer, nn.Conv2d)
@@ -266,7 +277,8 @@ def plan(
             k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
             layers.append(lowering.pool(k))
         elif isinstance(layer, nn.ReLU):
-            layers.append(relu)
+            owned = layers and layers[-1] not in (first, relu, relu_)
+            layers.append(relu_ if owned else relu)
         elif (
             isinstance(layer, nn.BatchNorm2d if image else nn.BatchNorm1d)
             and None not in norm

@@ -189,12 +189,17 @@ class ModuleCopies(CopyStack):
         self.optims = [torch.optim.Adam(m.parameters(), lr=lr, eps=eps) for m in self.live]
         self._init_rows()
 
+    def _shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows `[N, features]` as the module takes them: `[N, *input_shape]` where it says."""
+        shape = getattr(self.final[0], "input_shape", None)
+        return x if shape is None else x.reshape(len(x), *shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x[i]) for i, m in enumerate(self.live)])
+        return torch.stack([m(self._shaped(x[i])) for i, m in enumerate(self.live)])
 
     def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.stack([m(x_val) for m in self.live])
+            return torch.stack([m(self._shaped(x_val)) for m in self.live])
 
     def step(self) -> None:
         for opt in self.optims:
@@ -208,7 +213,7 @@ class ModuleCopies(CopyStack):
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.stack([m(x) for m in self.final])
+            return torch.stack([m(self._shaped(x)) for m in self.final])
 
 
 @dataclass

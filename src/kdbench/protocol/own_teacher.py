@@ -8,8 +8,11 @@ this one model, the same in every repeat. With `teacher_updates = joint` an `nn.
 is copied for each student and trained along with it (`teachers.ModuleCopies`); an ONNX file or
 logits have no weights to train, so `config.validate` refuses that combination.
 
-Inputs are what kdbench's own models take: `[N, features]` float32, prepared as `kdbench.load`
-documents (MNIST: 784 pixels divided by 255). Logits files hold one row per image, in the
+Inputs are the dataset's rows, `[N, features]` float32, prepared as `kdbench.load` documents
+(MNIST: 784 pixels divided by 255), shaped as one input of the teacher where it says so: a
+module with an `input_shape` attribute (every model `kdbench.load` returns has one: `(1, 28,
+28)` for a conv net) gets `[N, *input_shape]`; an ONNX file whose input has rank 4 and fixed
+channels, height and width gets images `[N, C, H, W]`. Logits files hold one row per image, in the
 dataset's order: `.safetensors` with tensors `train` (every training image, before kdbench holds
 out its validation tail) and `test`; or one `.npy` array, the training rows followed by the test
 rows. kdbench applies the run's `--train-limit` and validation split to them.
@@ -174,6 +177,9 @@ class OwnTeacher:
         was_training = module.training
         module.eval()
         at = next(module.parameters(), torch.empty(0)).device  # yours stays where you put it
+        shape = getattr(module, "input_shape", None)  # kdbench.load's models say theirs
+        if shape is not None and int(np.prod(shape)) == x.shape[1]:
+            x = x.reshape(len(x), *shape)
         try:
             with torch.no_grad():
                 parts = [module(x[i : i + _BATCH].to(at)) for i in range(0, len(x), _BATCH)]
@@ -197,6 +203,9 @@ class OwnTeacher:
             raise DataError(f"cannot load {self.setting} as an ONNX model: {first}") from None
         inp = sess.get_inputs()[0]
         width = inp.shape[1] if len(inp.shape) == 2 else -1  # a name or None: any width
+        image = inp.shape[1:] if len(inp.shape) == 4 else None
+        if image is not None and all(isinstance(v, int) for v in image):
+            width = int(np.prod(image))  # images [N, C, H, W]: fed the rows reshaped
         if isinstance(width, int) and width != x.shape[1]:
             raise DataError(
                 f"{self.setting} takes input '{inp.name}' of shape {inp.shape}; kdbench gives"
@@ -211,6 +220,8 @@ class OwnTeacher:
         fixed = isinstance(inp.shape[0], int) and inp.shape[0] > 0
         batch = inp.shape[0] if fixed else _BATCH
         xs = x.cpu().numpy().astype(dtype)
+        if image is not None and all(isinstance(v, int) for v in image):
+            xs = xs.reshape(len(xs), *image)
         out = []
         for i in range(0, len(xs), batch):
             chunk = xs[i : i + batch]
