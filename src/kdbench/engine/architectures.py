@@ -94,18 +94,19 @@ def dscnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
 
 
 def bncnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
-    """`cnn` with BatchNorm: blocks of a padded 3x3 conv with Ci filters (no bias), BatchNorm,
-    ReLU and 2x2 max-pool, then one dense head. The sequential BN net of the conv fast path."""
+    """`cnn` with BatchNorm: blocks of an unpadded 3x3 conv with Ci filters (no bias: BatchNorm's
+    shift replaces it), BatchNorm, ReLU and 2x2 max-pool, then one dense head. The sequential BN
+    net of the conv fast path."""
     c, h, w = image
     layers: list[nn.Module] = []
     for out in channels:
-        layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(),
+        layers += [nn.Conv2d(c, out, 3, bias=False), nn.BatchNorm2d(out), nn.ReLU(),
                    nn.MaxPool2d(2)]  # fmt: skip
-        c, h, w = out, h // 2, w // 2
+        c, h, w = out, (h - 2) // 2, (w - 2) // 2
     if h < 1 or w < 1:
         raise ConfigError(
-            f"bncnn:{','.join(map(str, channels))} pools {image[1]}x{image[2]} images to nothing"
-            " (each block halves them); use fewer blocks"
+            f"bncnn:{','.join(map(str, channels))} shrinks {image[1]}x{image[2]} images to"
+            " nothing (each block: 3x3 conv, then 2x2 pool); use fewer blocks"
         )
     return _keras_init(nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * w, n_classes)))
 
