@@ -58,20 +58,31 @@ def lenet5(image: Image, n_classes: int) -> nn.Module:
     ))  # fmt: skip
 
 
-def cnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
+def cnn(
+    channels: tuple[int, ...], image: Image, n_classes: int, batchnorm: bool = False
+) -> nn.Module:
     """Blocks of an unpadded 3x3 conv with Ci filters, ReLU and 2x2 max-pool (Keras' defaults),
-    then one dense head: the microcontroller-sized conv family."""
+    then one dense head: the microcontroller-sized conv family. `batchnorm` (`bncnn`): each conv
+    without bias, followed by BatchNorm (whose shift replaces the bias)."""
     c, h, w = image
     layers: list[nn.Module] = [nn.Identity()]  # where inputs were unflattened once
     for out in channels:
-        layers += [nn.Conv2d(c, out, 3), nn.ReLU(), nn.MaxPool2d(2)]
+        conv = nn.Conv2d(c, out, 3, bias=not batchnorm)
+        layers += [conv, nn.BatchNorm2d(out)] if batchnorm else [conv]
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
         c, h, w = out, (h - 2) // 2, (w - 2) // 2
     if h < 1 or w < 1:
         raise ConfigError(
-            f"cnn:{','.join(map(str, channels))} shrinks {image[1]}x{image[2]} images to nothing"
-            " (each block: 3x3 conv, then 2x2 pool); use fewer blocks"
+            f"{'bncnn' if batchnorm else 'cnn'}:{','.join(map(str, channels))} shrinks"
+            f" {image[1]}x{image[2]} images to nothing (each block: 3x3 conv, then 2x2 pool);"
+            " use fewer blocks"
         )
     return _keras_init(nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * w, n_classes)))
+
+
+def bncnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
+    """`cnn` with BatchNorm: the sequential BN net of the conv fast path."""
+    return cnn(channels, image, n_classes, batchnorm=True)
 
 
 def dscnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
@@ -91,24 +102,6 @@ def dscnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
         c = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
     return _keras_init(nn.Sequential(*layers))
-
-
-def bncnn(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
-    """`cnn` with BatchNorm: blocks of an unpadded 3x3 conv with Ci filters (no bias: BatchNorm's
-    shift replaces it), BatchNorm, ReLU and 2x2 max-pool, then one dense head. The sequential BN
-    net of the conv fast path."""
-    c, h, w = image
-    layers: list[nn.Module] = []
-    for out in channels:
-        layers += [nn.Conv2d(c, out, 3, bias=False), nn.BatchNorm2d(out), nn.ReLU(),
-                   nn.MaxPool2d(2)]  # fmt: skip
-        c, h, w = out, (h - 2) // 2, (w - 2) // 2
-    if h < 1 or w < 1:
-        raise ConfigError(
-            f"bncnn:{','.join(map(str, channels))} shrinks {image[1]}x{image[2]} images to"
-            " nothing (each block: 3x3 conv, then 2x2 pool); use fewer blocks"
-        )
-    return _keras_init(nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * w, n_classes)))
 
 
 class _Basic(nn.Module):
