@@ -45,6 +45,12 @@ class DataConfig:
     # when the folder is read back (the built-in datasets know theirs)
     arrays_features: int | None = None
     arrays_classes: int | None = None
+    # your arrays' image shape (channels, height, width), when they are images (--data)
+    arrays_image: tuple[int, ...] | None = None
+    # your data as a .npz of arrays or an image folder (`data.files`); read once, kept in the
+    # run folder like arrays from Python, and checked by their fingerprint on a resume
+    data: str | None = None
+    image_size: int | None = None  # an image folder's images resized to S x S
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,14 @@ def _one_of(value: Any, choices: Sequence[str], what: str, fix: str = "") -> Non
 
 
 def _validate_data(data: DataConfig) -> None:
+    if data.image_size is not None:
+        _positive_int(data.image_size, "image size", "--image-size")
+        if data.data is None:
+            raise ConfigError("--image-size resizes the images of --data FOLDER; give --data")
+    if data.data is not None and data.dataset not in ("mnist", "arrays"):
+        raise ConfigError(
+            f"--data {data.data} is the dataset; drop --dataset {data.dataset} (or --data)"
+        )
     if data.train_limit is not None:
         _positive_int(data.train_limit, "train limit", "--train-limit")
     split = data.validation_split

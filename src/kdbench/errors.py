@@ -31,6 +31,12 @@ class DataError(KdbenchError):
     exit_code = 1
 
 
+class UserDataError(DataError):
+    """Your own data (`--data`) unusable as given: a usage error, fixed in the file you give."""
+
+    exit_code = 2
+
+
 class RunFolderError(KdbenchError):
     """A run folder that cannot be used: unwritable, or holding another configuration."""
 

@@ -61,6 +61,12 @@ FLAGS: dict[str, Flag] = {
     for f in (
         Flag("dataset", "mnist (bundled), fashion-mnist, kmnist, digits, cifar10 (downloaded)."),
         Flag("data_dir", "Folder with the four IDX files."),
+        Flag(
+            "data",
+            "Your data: a .npz (x_train, y_train, x_test, y_test; images [N,H,W] or [N,H,W,C])"
+            " or an image folder (train/<class>/*.png, test/<class>/*.png).",
+        ),
+        Flag("image_size", "Resize an image folder's images to S x S."),
         Flag("train_limit", "Use the first N training images."),
         Flag("validation_split", "Held-out tail of the training set."),
         Flag("teacher_hidden", "Teacher hidden sizes, dash-separated."),
@@ -166,7 +172,8 @@ PresetName = Annotated[
 
 
 # set by kdbench (from your arrays and your teacher) and by --preset
-NOT_FLAGS = ("fingerprint", "arrays_features", "arrays_classes", "own_teacher_sha256", "preset")
+NOT_FLAGS = ("fingerprint", "arrays_features", "arrays_classes", "arrays_image",
+             "own_teacher_sha256", "preset")  # fmt: skip
 
 
 def _field_types() -> dict[str, Any]:

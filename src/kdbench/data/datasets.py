@@ -73,6 +73,14 @@ PIXEL_SCALE = 255.0  # IDX images: uint8 pixels to [0, 1]
 DIGITS_SCALE = 16.0  # scikit-learn's digits: 0-16 to [0, 1]
 
 
+def image_of(dataset: str, arrays_image=None) -> tuple[int, int, int] | None:
+    """The shape (channels, height, width) of one image of `dataset` (your arrays: the shape
+    `--data` recorded), or None for rows that are not images."""
+    if dataset in IMAGES:
+        return IMAGES[dataset]
+    return tuple(arrays_image) if dataset == ARRAYS and arrays_image else None  # type: ignore[return-value]
+
+
 def preprocessing(dataset: str) -> str:
     """How inputs must be prepared for a model trained on `dataset`, in words."""
     if dataset == ARRAYS:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kdbench.config import Config
-from kdbench.data.datasets import IMAGES
+from kdbench.data.datasets import image_of
 from kdbench.engine.mlp import MLP
 from kdbench.engine.modules import ModuleStack
 from kdbench.engine.stack_model import StackModel
@@ -347,7 +347,7 @@ class RoleModels:
 def of_config(cfg: Config, n_features: int, n_classes: int, compiled: bool = False) -> RoleModels:
     """The models a configuration names, for data of `n_features` inputs and `n_classes`
     (`compiled`: for training, see `build`)."""
-    image = IMAGES.get(cfg.data.dataset)
+    image = image_of(cfg.data.dataset, cfg.data.arrays_image)
     m = cfg.model
     return RoleModels(
         for_role(m.teacher_arch, m.teacher_hidden, n_features, n_classes, image, compiled),

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from kdbench.config import Config
-from kdbench.data.datasets import CLASSES, FEATURES, IMAGES
+from kdbench.data.datasets import CLASSES, FEATURES, image_of
 from kdbench.engine.architectures import for_role
 from kdbench.engine.mlp import MLP
 from kdbench.engine.stack_model import Params, StackModel
@@ -106,7 +106,7 @@ def stack_model(cfg: Config, name: StackName) -> StackModel:
             f"this run's {name} was trained on your own arrays, and config.json lacks their"
             " width and class count (data.arrays_features, data.arrays_classes); rerun the study"
         )
-    return for_role(arch, hidden, features, classes, IMAGES.get(d.dataset))
+    return for_role(arch, hidden, features, classes, image_of(d.dataset, d.arrays_image))
 
 
 def verify_stack(
