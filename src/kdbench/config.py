@@ -16,6 +16,8 @@ from typing import Any
 
 from kdbench.errors import ConfigError, did_you_mean
 
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "cosine", "step")
 MONITORS = ("val_loss", "val_error", "train_loss")
 KD_MONITORS = ("combined", "hard")
 TEACHER_UPDATES = ("frozen", "joint")
@@ -96,6 +98,14 @@ class TrainConfig:
     teacher_max_epochs: int | None = None
     teacher_monitor: str | None = None
     teacher_lr_decay: float | None = None  # the teachers' lr is multiplied by this every epoch
+    # your recipe (every model): the optimiser, its settings, and the learning-rate schedule
+    optimizer: str = "adam"  # or "sgd"
+    momentum: float = 0.9  # SGD's momentum (0: none)
+    nesterov: bool = False  # SGD: Nesterov momentum
+    weight_decay: float = 0.0  # L2 weight decay added to the gradient (Adam or SGD)
+    lr_schedule: str = "none"  # per epoch: "cosine" (to 0 over the epoch cap) or "step"
+    lr_step: int = 30  # "step": the lr times lr_gamma every this many epochs
+    lr_gamma: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -357,7 +367,27 @@ def _validate_train(train: TrainConfig) -> None:
             _positive_int(value, what, "--" + what.replace(" ", "-"))
     if train.teacher_monitor is not None:
         _one_of(train.teacher_monitor, MONITORS, "teacher monitor", "; fix --teacher-monitor")
+    _one_of(train.optimizer, OPTIMIZERS, "optimizer", "; fix --optimizer")
+    _one_of(train.lr_schedule, SCHEDULES, "lr schedule", "; fix --lr-schedule")
+    for value, what, low in ((train.momentum, "momentum", 0.0),
+                             (train.weight_decay, "weight decay", 0.0)):  # fmt: skip
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+            raise ConfigError(
+                f"{what} must be a number >= 0 (got {value!r}); fix --{what.replace(' ', '-')}"
+            )
+    if not isinstance(train.nesterov, bool):
+        raise ConfigError(f"nesterov must be true or false (got {train.nesterov!r})")
+    if train.nesterov and (train.optimizer != "sgd" or train.momentum == 0):
+        raise ConfigError("--nesterov needs --optimizer sgd with --momentum > 0")
+    _positive_int(train.lr_step, "lr step", "--lr-step")
+    gamma = train.lr_gamma
+    if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
+        raise ConfigError(f"lr gamma must be in (0, 1] (got {gamma!r}); fix --lr-gamma")
     decay = train.teacher_lr_decay
+    if decay is not None and train.lr_schedule != "none":
+        raise ConfigError(
+            "--teacher-lr-decay and --lr-schedule both set the teachers' learning rate; keep one"
+        )
     if decay is not None and not (isinstance(decay, (int, float)) and 0 < decay <= 1):
         raise ConfigError(
             f"teacher lr decay must be in (0, 1] (got {decay!r}); fix --teacher-lr-decay"

@@ -23,10 +23,10 @@ import torch
 
 from kdbench.config import TrainConfig
 from kdbench.data.datasets import Splits
+from kdbench.engine import optim
 from kdbench.engine.losses import error_rate
 from kdbench.engine.mlp import MLP
 from kdbench.engine.objectives import Batch, HardLabels, Objective
-from kdbench.engine.optim import Adam
 from kdbench.engine.stack_model import Params, StackModel, copy_rows
 from kdbench.engine.stopping import EarlyStopping, EpochLog
 from kdbench.engine.streams import Dropout, Jitter, Noise
@@ -129,16 +129,17 @@ class Snapshot:
 SNAPSHOT_SECONDS = 600.0  # the longest a long stack's training is at risk between snapshots
 
 
-def _snapshot(epoch, params, final, best, adam, active, streams, stopping, seconds) -> Snapshot:
-    tensors = {"active": active.clone(), "adam.steps": adam.steps.detach().cpu().reshape(1)}
-    for group, values in (("params", params), ("final", final), ("best", best or []),
-                          ("adam.avg", adam.exp_avg), ("adam.sq", adam.exp_avg_sq)):  # fmt: skip
+def _snapshot(epoch, params, final, best, opt, active, streams, stopping, seconds) -> Snapshot:
+    # "adam.steps": the step count's name from before there were other optimisers
+    tensors = {"active": active.clone(), "adam.steps": opt.steps.detach().cpu().reshape(1)}
+    groups = [("params", params), ("final", final), ("best", best or []), *opt.state().items()]
+    for group, values in groups:
         tensors.update({f"{group}.{i}": v.detach().cpu() for i, v in enumerate(values)})
     for name, gens in streams.items():
         tensors.update({f"rng.{name}.{m}": g.get_state() for m, g in enumerate(gens)})
     tensors["stopping.best_value"] = stopping.best_value.clone()
     tensors["stopping.wait"] = stopping.wait.clone()
-    state = {"epoch": epoch, "lr": adam.lr, "best_epoch": stopping.best_epoch,
+    state = {"epoch": epoch, "lr": opt.lr, "best_epoch": stopping.best_epoch,
              "epochs": stopping.epochs, "diverged": stopping.diverged,
              "history": stopping.history, "seconds": seconds}  # fmt: skip
     return Snapshot(tensors, state)
@@ -168,7 +169,8 @@ def train(
     params = model.init(stack.init_seeds, device)
     final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
-    adam = Adam(model.trainable(params), cfg.learning_rate, cfg.adam_eps)
+    adam = optim.make(cfg.optimizer, model.trainable(params), cfg.learning_rate, cfg.adam_eps,
+                      cfg.momentum, cfg.nesterov, cfg.weight_decay)  # fmt: skip
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
     dropout, jitter, noise = _dropout(stack), _jitter(stack), _noise(stack)
     streams = {"shuffle": shuffles}
@@ -188,8 +190,8 @@ def train(
         active = t["active"].clone()
         params, final = _group(t, "params", device), _group(t, "final", device)
         best = _group(t, "best", device) if best is not None else None
-        adam.exp_avg, adam.exp_avg_sq = _group(t, "adam.avg", device), _group(t, "adam.sq", device)
-        adam.steps = t["adam.steps"].reshape(()).to(device).clone()
+        adam.load_state({name: _group(t, name, device) for name in adam.state()})
+        adam.set_steps(t["adam.steps"].reshape(()).to(device).clone())
         adam.lr = st["lr"]
         for name, gens in streams.items():
             for m, g in enumerate(gens):
@@ -201,6 +203,10 @@ def train(
         start -= st.get("seconds", 0.0)  # the stack's time before it was cut short counts too
 
     for epoch in range(first_epoch, last_epoch + 1):
+        if cfg.lr_schedule != "none":  # the same for every member: all are at this epoch
+            adam.lr = cfg.learning_rate * optim.schedule_factor(
+                cfg.lr_schedule, epoch, last_epoch, cfg.lr_step, cfg.lr_gamma
+            )
         ids = active.tolist()
         for stream in (dropout, jitter, noise):
             if stream is not None:
