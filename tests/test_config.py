@@ -68,6 +68,6 @@ def test_every_setting_is_one_flag_whose_help_shows_the_config_default():
     out = " ".join(out.split())  # plain help wraps its columns
     for flag in FLAGS.values():
         assert flag.name in out
-    assert "Adam learning rate. [default: 0.001]" in out
+    assert "Learning rate (Adam's or SGD's). [default: 0.001]" in out
     assert f"[default: {default_of('temperature'):g}]" in out
     assert dataclasses.fields(Config)  # the defaults above are read from here
