@@ -113,5 +113,5 @@ def test_a_recipe_resumes_from_a_snapshot_to_the_same_floats(small_splits, monke
 )
 def test_bad_recipes_are_one_line(over, says):
     with pytest.raises(ConfigError) as exc:
-        Config().with_overrides(**over).validate()
+        Config().with_overrides(**over)  # every Config is validated when made
     assert says in str(exc.value) and "\n" not in str(exc.value)
