@@ -6,10 +6,8 @@ other file is written to a temporary name and renamed, so a crash never leaves a
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +15,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from kdbench.config import Config
 from kdbench.engine.stack_model import Params
@@ -25,6 +22,14 @@ from kdbench.engine.trainer import Snapshot
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.records import Record, dumps, loads
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
+from kdbench.runs.atomic import (  # noqa: F401 (re-exported: what other modules write with)
+    atomic_write,
+    link,
+    read_derived,
+    save_tensors,
+    write_derived,
+    write_json,
+)
 from kdbench.runs.checks import FIX, Stamps, stack_model, tensor_names, verify_stack
 from kdbench.settings import config_diff
 from kdbench.summary import Summary, Timing
@@ -43,52 +48,6 @@ def _normalise(obj: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to the rest of a team
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def write_derived(path: Path, tensors: dict[str, torch.Tensor], source_sha256: str) -> None:
-    """A file derived from something the configuration names by hash (your teacher's logits,
-    your arrays), with that hash in its metadata so it is never used for another source."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, save(tensors, metadata={"source_sha256": source_sha256}))
-
-
-def read_derived(
-    path: Path, source_sha256: str, device: str = "cpu", legacy_ok: bool = False
-) -> dict | None:
-    """The tensors of a derived file made from `source_sha256`; None when the file is missing,
-    damaged or made from another source (the caller recomputes and rewrites it). A file from
-    before sources were recorded (no hash in it) counts only with `legacy_ok`: where the run's
-    config.json already names this same source."""
-    if not path.is_file() or path.is_symlink():
-        return None
-    try:
-        with safe_open(str(path), framework="pt", device=device) as fh:
-            recorded = (fh.metadata() or {}).get("source_sha256")
-            if recorded != source_sha256 and not (recorded is None and legacy_ok):
-                return None
-            return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-    except (OSError, SafetensorError):
-        return None
 
 
 def write_summary(folder: Path, summary: Summary) -> None:
@@ -177,22 +136,6 @@ def read_run_config(folder: Path) -> dict[str, Any]:
 def read_config(folder: Path) -> Config:
     """The resolved configuration of a run folder (settings added since read as defaults)."""
     return Config.from_dict(read_run_config(folder)["config"])
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """A safetensors file written whole or not at all: a temporary name, fsynced, renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover, or a symlink planted there: never written through
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-    except SafetensorError as exc:  # safetensors reports a full disk as its own error
-        tmp.unlink(missing_ok=True)
-        code = errno.ENOSPC if "No space" in str(exc) else errno.EIO
-        raise OSError(code, f"cannot write the checkpoint ({exc})", str(path)) from None
-    os.chmod(tmp, 0o644)  # safetensors creates 0600; a run folder is read by a team
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 _BEGUN_HERE: set[Path] = set()  # run folders this process started (wrote their config.json)
@@ -301,7 +244,7 @@ class RunStore:
         names = stack_model(self.config, name).tensor_names()
         tensors = {n: p.detach().cpu().contiguous() for n, p in zip(names, params, strict=True)}
         stamped = [self.stamps.stamp(r) for r in records]
-        _save(self.checkpoint_path(self.folder, name), tensors, {"records": dumps(stamped)})
+        save_tensors(self.checkpoint_path(self.folder, name), tensors, {"records": dumps(stamped)})
         self.snapshot_path(self.folder, name).unlink(missing_ok=True)
 
     @staticmethod
@@ -323,7 +266,7 @@ class RunStore:
         settings it was made under; replaced atomically, so a kill leaves the last whole one."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in snap.tensors.items()}
         meta = {"state": json.dumps(snap.state), "config_sha256": self.stamps.for_stack(name)}
-        _save(self.snapshot_path(self.folder, name), tensors, meta)
+        save_tensors(self.snapshot_path(self.folder, name), tensors, meta)
 
     def load_snapshot(self, name: StackName) -> Snapshot | None:
         """The stack's last snapshot, or None; one from other settings or damaged is refused."""
@@ -408,15 +351,3 @@ def load_members(run_dir: Path, role: str, repeat: int) -> list[list[torch.Tenso
         repeats = sorted({r.repeat for r in records if r.role == role})
         raise ConfigError(f"no {role} for repeat {repeat} in {run_dir}; repeats there: {repeats}")
     return [[p[i] for p in params] for i in picks]
-
-
-def link(src: Path, dst: Path) -> None:
-    """dst becomes the same file as src: a hard link (no extra disk), else an atomic copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
