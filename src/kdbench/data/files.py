@@ -152,8 +152,8 @@ def _folder(root: Path, size: int | None) -> tuple[dict[str, np.ndarray], Image]
     from PIL import Image as PIL  # loads slowly: only for a folder
     from PIL import UnidentifiedImageError
 
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir()) if (
-        root / "train").is_dir() else []  # fmt: skip
+    train = root / "train"
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir()) if train.is_dir() else []
     if not classes:
         raise DataError(
             f"{root} has no train/<class>/ folders; lay images out as train/<class>/*.png and"

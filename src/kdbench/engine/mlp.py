@@ -13,17 +13,14 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdbench.engine.stack_model import Params, Size, StackModel  # Params: [W0, b0, W1, ...]
+from kdbench.engine.streams import Dropout
 from kdbench.engine.teachers import StackedCopies
-
-if TYPE_CHECKING:
-    from kdbench.engine.streams import Dropout
 
 
 def layer_sizes(n_in: int, hidden: Sequence[int], n_out: int) -> list[int]:
@@ -122,16 +119,16 @@ class MLP(StackModel):
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return stack_forward(params, x)
 
-    def step(self, params, adam, x, loss_of, dropout=None, noise=None) -> torch.Tensor:
+    def step(self, params, opt, x, loss_of, dropout=None, noise=None) -> torch.Tensor:
         """Autograd differentiates only the loss (any head, any soft targets); the layers are
         differentiated by `stack_backward` and each is updated as its gradient lands."""
         tape = Tape()
         logits = stack_forward(params, x, dropout, tape).requires_grad_()
         loss = loss_of(logits)
         loss.sum().backward()
-        adam.count_step()
+        opt.count_step()
         for layer, grad_w, grad_b in stack_backward(params, tape, logits.grad, dropout):
-            adam.update(params, layer, (grad_w, grad_b))
+            opt.update(params, layer, (grad_w, grad_b))
         return loss.detach()
 
     def member(self, params: Params, m: int) -> nn.Sequential:
@@ -149,9 +146,6 @@ class MLP(StackModel):
     def size(self) -> Size:
         weights = self.macs_per_image()
         return Size(weights + sum(self.sizes[1:]), weights, weights, len(self.sizes) - 1)
-
-    def parameters_per_member(self) -> int:
-        return self.size().params
 
     def macs_per_image(self) -> int:
         return sum(a * b for a, b in itertools.pairwise(self.sizes))

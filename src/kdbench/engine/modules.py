@@ -148,6 +148,7 @@ class ModuleStack(StackModel):
         self._macs = flops.get_total_flops() // 2  # a multiply-accumulate is two flops
         self.names = [n for n, _ in template.named_parameters()]
         self.buffers = [n for n, b in template.named_buffers()]
+        self._tensors = self.names + self.buffers  # the stack's tensors, in `Params` order
         self._base = copy.deepcopy(template).to("meta")  # the architecture, without weights
         self.dropout_shapes = {}  # each dropout layer's keep mask per input (its own draws)
         for n, mod in list(self._base.named_modules()):
@@ -158,9 +159,10 @@ class ModuleStack(StackModel):
                     s if type(mod) is nn.Dropout else s[:1] + (1,) * (len(s) - 1),
                 )
                 self._base.set_submodule(n, _MemberDropout(mod.p).to("meta"))
-        every = self.names + self.buffers
         # the conv fast path, where it applies (not with dropout inside: vmap draws it)
-        self.plan = None if self.dropout_shapes else plan(self._base, every, self.input_shape)
+        self.plan = (
+            None if self.dropout_shapes else plan(self._base, self._tensors, self.input_shape)
+        )
         convs = any(isinstance(m, nn.Conv2d) for m in self._base.modules())
         self._wants_direct = compiled and self.plan is not None and convs
         self._direct: Plan | None = None
@@ -200,8 +202,7 @@ class ModuleStack(StackModel):
         build (asked once, on first use)."""
         if self._wants_direct and not self._decided:
             ok = native.kernels() is not None
-            every = self.names + self.buffers
-            self._direct = plan(self._base, every, self.input_shape, DIRECT) if ok else None
+            self._direct = plan(self._base, self._tensors, self.input_shape, DIRECT) if ok else None
             self._decided = True
         return self._direct
 
@@ -211,10 +212,8 @@ class ModuleStack(StackModel):
     def _fast(self, x: torch.Tensor) -> Plan | None:
         """The fast path for inputs `x`: the compiled one for float32 on the CPU, else the
         im2col plan (None: vmap)."""
-        if self._wants_direct and x.device.type == "cpu" and x.dtype == torch.float32:
-            direct = self.direct
-            if direct is not None:
-                return direct
+        if x.device.type == "cpu" and x.dtype == torch.float32 and self.direct is not None:
+            return self.direct
         return self.plan
 
     def _run(self, params: Params, x: torch.Tensor, training: bool, dropout=None, noise=None):
@@ -229,7 +228,7 @@ class ModuleStack(StackModel):
             return fast.run(params, x, dropout, training)
         x = x.reshape(*x.shape[: 1 if shared else 2], *self.input_shape)
         keep = self._masks(noise, x.shape[1], x.device) if training and noise else {}
-        names = self.names + self.buffers + [f"{n}.keep" for n in keep]
+        names = self._tensors + [f"{n}.keep" for n in keep]
         self._base.train(training)
 
         def one(member_tensors, xi):
@@ -249,18 +248,18 @@ class ModuleStack(StackModel):
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self._run(params, x, training=False)
 
-    def step(self, params, adam, x, loss_of, dropout=None, noise=None) -> torch.Tensor:
+    def step(self, params, opt, x, loss_of, dropout=None, noise=None) -> torch.Tensor:
         if dropout is not None and self.plan is None:
             raise ConfigError(dropout_refused(self))
-        n = len(self.names)
+        n = len(self.names)  # the trainable tensors; the buffers follow
         leaves = [p.detach().requires_grad_() for p in params[:n]]
         loss = loss_of(self._run(leaves + params[n:], x, True, dropout, noise))
         # backward, not autograd.grad: teachers trained along (`teachers.FamilyCopies`) get
         # their gradients from the same pass
         loss.sum().backward()
-        adam.count_step()
+        opt.count_step()
         # the fused kernel walks gradient and weight alike: vmap's may come transposed
-        adam.update_all(params[:n], [leaf.grad.contiguous() for leaf in leaves])
+        opt.update_all(params[:n], [leaf.grad.contiguous() for leaf in leaves])
         return loss.detach()
 
     @torch.no_grad()
@@ -271,7 +270,7 @@ class ModuleStack(StackModel):
 
     def member(self, params: Params, m: int) -> nn.Module:
         module = self._build(0)
-        tensors = dict(zip(self.names + self.buffers, params, strict=True))
+        tensors = dict(zip(self._tensors, params, strict=True))
         with torch.no_grad():
             for name, t in [*module.named_parameters(), *module.named_buffers()]:
                 if name in tensors:
@@ -279,12 +278,15 @@ class ModuleStack(StackModel):
         return module.to(params[0].device).eval()
 
     def tensor_names(self) -> list[str]:
-        return self.names + self.buffers
+        return list(self._tensors)
 
     def hidden_weights(self, params: Params) -> list[torch.Tensor]:
         # conv and dense weights are [M, out, in, ...]; the last one is the output layer's
-        weights = [p for p in params[: len(self.names)] if p.dim() >= 3]
+        weights = [p for p in self.trainable(params) if p.dim() >= 3]
         return weights[:-1]
+
+    def parameters_per_member(self) -> int:
+        return sum(p.numel() for p in self._base.parameters())  # shapes only: no member built
 
     def macs_per_image(self) -> int:
         return int(self._macs)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from kdbench.config import TrainConfig
 from kdbench.engine.stack_model import Params
 
 
@@ -143,12 +144,11 @@ class SGD(StackOptimizer):
             self.buffers = state["sgd.momentum"]
 
 
-def make(name: str, params: Params, lr: float, eps: float, momentum: float, nesterov: bool,
-         weight_decay: float) -> StackOptimizer:  # fmt: skip
-    """The optimiser `name` ("adam" or "sgd") over `params`."""
-    if name == "sgd":
-        return SGD(params, lr, momentum, nesterov, weight_decay)
-    return Adam(params, lr, eps, weight_decay=weight_decay)
+def make(train: TrainConfig, params: Params) -> StackOptimizer:
+    """The optimiser the training settings name (`optimizer`, its settings) over `params`."""
+    if train.optimizer == "sgd":
+        return SGD(params, train.learning_rate, train.momentum, train.nesterov, train.weight_decay)
+    return Adam(params, train.learning_rate, train.adam_eps, weight_decay=train.weight_decay)
 
 
 def schedule_factor(schedule: str, epoch: int, last_epoch: int, step: int, gamma: float) -> float:

@@ -63,16 +63,17 @@ class StackModel(ABC):
     def step(
         self,
         params: Params,
-        adam,
+        opt,
         x: torch.Tensor,
         loss_of: Callable[[torch.Tensor], torch.Tensor],
         dropout=None,
         noise=None,
     ) -> torch.Tensor:
         """One training step of every member on its own batch `x`; updates the trainable
-        tensors through `adam` and the buffers in place (each member its own), and returns the
-        per-member loss `[M]`. `dropout`: the engine's dropout (`streams.Dropout`); `noise`:
-        each member's own random stream for randomness inside the model (`streams.Noise`)."""
+        tensors through `opt` (an `optim.StackOptimizer`) and the buffers in place (each member
+        its own), and returns the per-member loss `[M]`. `dropout`: the engine's dropout
+        (`streams.Dropout`); `noise`: each member's own random stream for randomness inside the
+        model (`streams.Noise`)."""
 
     @abstractmethod
     def member(self, params: Params, m: int) -> nn.Module:

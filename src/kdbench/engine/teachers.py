@@ -29,6 +29,13 @@ from kdbench.engine.stack_model import Params, StackModel, copy_rows
 TargetFn = Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]
 
 
+def shaped_for(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Rows `[N, features]` as a teacher module takes them: `[N, *module.input_shape]` where it
+    names one (every model `kdbench.load` returns does), else as they are."""
+    shape = getattr(module, "input_shape", None)
+    return x if shape is None else x.reshape(len(x), *shape)
+
+
 class Teachers(ABC):
     """The targets of each member of a distilled stack, for training batches and validation."""
 
@@ -190,9 +197,7 @@ class ModuleCopies(CopyStack):
         self._init_rows()
 
     def _shaped(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows `[N, features]` as the module takes them: `[N, *input_shape]` where it says."""
-        shape = getattr(self.final[0], "input_shape", None)
-        return x if shape is None else x.reshape(len(x), *shape)
+        return shaped_for(self.final[0], x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(self._shaped(x[i])) for i, m in enumerate(self.live)])

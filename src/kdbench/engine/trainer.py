@@ -169,8 +169,7 @@ def train(
     params = model.init(stack.init_seeds, device)
     final = [p.clone() for p in params]  # each member's weights when it stopped
     best = [p.clone() for p in params] if cfg.restore_best else None
-    adam = optim.make(cfg.optimizer, model.trainable(params), cfg.learning_rate, cfg.adam_eps,
-                      cfg.momentum, cfg.nesterov, cfg.weight_decay)  # fmt: skip
+    opt = optim.make(cfg, model.trainable(params))
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
     dropout, jitter, noise = _dropout(stack), _jitter(stack), _noise(stack)
     streams = {"shuffle": shuffles}
@@ -190,9 +189,9 @@ def train(
         active = t["active"].clone()
         params, final = _group(t, "params", device), _group(t, "final", device)
         best = _group(t, "best", device) if best is not None else None
-        adam.load_state({name: _group(t, name, device) for name in adam.state()})
-        adam.set_steps(t["adam.steps"].reshape(()).to(device).clone())
-        adam.lr = st["lr"]
+        opt.load_state({name: _group(t, name, device) for name in opt.state()})
+        opt.set_steps(t["adam.steps"].reshape(()).to(device).clone())
+        opt.lr = st["lr"]
         for name, gens in streams.items():
             for m, g in enumerate(gens):
                 g.set_state(t[f"rng.{name}.{m}"])
@@ -204,7 +203,7 @@ def train(
 
     for epoch in range(first_epoch, last_epoch + 1):
         if cfg.lr_schedule != "none":  # the same for every member: all are at this epoch
-            adam.lr = cfg.learning_rate * optim.schedule_factor(
+            opt.lr = cfg.learning_rate * optim.schedule_factor(
                 cfg.lr_schedule, epoch, last_epoch, cfg.lr_step, cfg.lr_gamma
             )
         ids = active.tolist()
@@ -219,7 +218,7 @@ def train(
             index = perms[:, s * batch : (s + 1) * batch]
             x = _gather(splits.x_train, index)
             b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
-            loss = model.step(params, adam, b.x, partial(objective.loss, batch=b), dropout, noise)
+            loss = model.step(params, opt, b.x, partial(objective.loss, batch=b), dropout, noise)
             if stack.max_norm is not None:
                 model.max_norm_(params, stack.max_norm)
             objective.after_step()
@@ -229,7 +228,7 @@ def train(
                 last_call = time.perf_counter()
 
         if stack.lr_decay is not None:
-            adam.lr *= stack.lr_decay
+            opt.lr *= stack.lr_decay
         log = EpochLog((loss_sum / n_train).cpu(), *_validate(model, params, splits, objective))
         decision = stopping.update(epoch, active, log)
         if best is not None and bool(decision.improved.any()):
@@ -246,10 +245,10 @@ def train(
             if len(active) == 0:
                 break
             params = [p.index_select(0, keep.to(device)) for p in params]
-            adam.keep(keep.to(device))
+            opt.keep(keep.to(device))
         if snapshot is not None and time.perf_counter() - last_snapshot >= SNAPSHOT_SECONDS:
             spent = time.perf_counter() - start
-            snapshot(_snapshot(epoch, params, final, best, adam, active, streams, stopping, spent))
+            snapshot(_snapshot(epoch, params, final, best, opt, active, streams, stopping, spent))
             last_snapshot = time.perf_counter()
 
     if best is not None:

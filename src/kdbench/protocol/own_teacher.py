@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from kdbench.data.datasets import Splits, split_rows
+from kdbench.engine.teachers import shaped_for
 from kdbench.errors import ConfigError, DataError
 
 MODULE_PREFIX = "module:"  # the config value of an nn.Module teacher: module:<class name>
@@ -177,12 +178,10 @@ class OwnTeacher:
         was_training = module.training
         module.eval()
         at = next(module.parameters(), torch.empty(0)).device  # yours stays where you put it
-        shape = getattr(module, "input_shape", None)  # kdbench.load's models say theirs
-        if shape is not None and int(np.prod(shape)) == x.shape[1]:
-            x = x.reshape(len(x), *shape)
         try:
             with torch.no_grad():
-                parts = [module(x[i : i + _BATCH].to(at)) for i in range(0, len(x), _BATCH)]
+                parts = [module(shaped_for(module, x[i : i + _BATCH].to(at)))
+                         for i in range(0, len(x), _BATCH)]  # fmt: skip
                 return torch.cat(parts).to(x.device)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
