@@ -1,13 +1,15 @@
-"""Your training recipe: SGD (momentum, Nesterov, weight decay), Adam with weight decay, and the
-cosine and step learning-rate schedules, each member against the same net trained alone with
-`torch.optim.SGD`/`Adam` and `torch.optim.lr_scheduler` (written out here, same seeds and batch
-order); snapshots resume to the same floats; bad settings are one line."""
+"""Your training recipe: SGD (momentum, Nesterov, weight decay), Adam with weight decay, the
+cosine and step learning-rate schedules and crop/flip augmentation, each member against the same
+net trained alone with `torch.optim.SGD`/`Adam`, `torch.optim.lr_scheduler` and crops and flips
+written out here image by image (same seeds and batch order); snapshots resume to the same
+floats; bad settings are one line."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,12 +27,29 @@ RECIPES = {
                               lr_gamma=0.5, learning_rate=0.05),
     "sgd-plain": dict(optimizer="sgd", momentum=0.0, learning_rate=0.1),
     "adam-wd-cosine": dict(weight_decay=1e-3, lr_schedule="cosine", learning_rate=3e-3),
+    "sgd-cosine-crop-flip": dict(optimizer="sgd", lr_schedule="cosine", learning_rate=0.05,
+                                 augment="crop,flip", crop_padding=3),
+    "adam-crop": dict(augment="crop", crop_padding=2),
+    "adam-flip": dict(augment="flip"),
 }  # fmt: skip
+
+
+def _augmented(x, u, pad: int, flip: bool, side: int = 28):
+    """Image by image: zero-pad, crop at (row u0, column u1) of the 2 * pad + 1 places, mirror
+    if u2 < 1/2. `u`: the member's three uniforms per image."""
+    out = []
+    for img, (a, b, c) in zip(x.view(-1, 1, side, side), u.tolist(), strict=True):
+        padded = F.pad(img, (pad, pad, pad, pad))
+        dy, dx = min(int(a * (2 * pad + 1)), 2 * pad), min(int(b * (2 * pad + 1)), 2 * pad)
+        crop = padded[:, dy : dy + side, dx : dx + side]
+        out.append(torch.flip(crop, dims=[2]) if flip and c < 0.5 else crop)
+    return torch.stack(out).reshape(x.shape)
 
 
 def _alone(model, seed, shuffle, splits, cfg: TrainConfig):
     """The plain way: the member as a module, torch's optimiser and scheduler, stepped per
-    epoch; train mode for steps."""
+    epoch; train mode for steps; augmentation from its own generator (stream 4 of its shuffle
+    seed)."""
     net = model.member(model.init([seed]), 0).train()
     shape = model.input_shape
     if cfg.optimizer == "sgd":
@@ -47,12 +66,20 @@ def _alone(model, seed, shuffle, splits, cfg: TrainConfig):
     else:
         sched = None
     gen = torch.Generator().manual_seed(shuffle)
+    stream = int(np.random.SeedSequence([shuffle, 4]).generate_state(1)[0])
+    aug = torch.Generator().manual_seed(stream)
+    kinds = (cfg.augment or "").split(",")
     n = len(splits.x_train)
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            loss = F.cross_entropy(net(splits.x_train[idx].view(-1, *shape)), splits.y_train[idx])
+            x = splits.x_train[idx]
+            if cfg.augment:
+                u = torch.rand((len(idx), 3), generator=aug, dtype=torch.float32)
+                pad = cfg.crop_padding if "crop" in kinds else 0
+                x = _augmented(x, u, pad, "flip" in kinds)
+            loss = F.cross_entropy(net(x.view(-1, *shape)), splits.y_train[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -75,6 +102,7 @@ def test_each_member_equals_the_recipe_run_alone(small_splits, recipe, arch):
             small_splits,
             **{k: getattr(small_splits, k).double() for k in ("x_train", "x_val", "x_test")},
         )
+    small_splits = dataclasses.replace(small_splits, image=(1, 28, 28))
     seeds, shuffles = [3, 5], [13, 21]
     result = engine.train(engine.Stack("r", model, seeds, shuffles), small_splits, cfg)
     for m in range(2):
@@ -86,7 +114,9 @@ def test_each_member_equals_the_recipe_run_alone(small_splits, recipe, arch):
 
 
 def test_a_recipe_resumes_from_a_snapshot_to_the_same_floats(small_splits, monkeypatch):
-    cfg = dataclasses.replace(TrainConfig(), epochs=3, **RECIPES["sgd-nesterov-wd-cosine"])
+    cfg = dataclasses.replace(TrainConfig(), epochs=3, **RECIPES["sgd-nesterov-wd-cosine"],
+                              augment="crop,flip")  # fmt: skip
+    small_splits = dataclasses.replace(small_splits, image=(1, 28, 28))
     model = build("mlp:32", 784, 10, None)
     whole = engine.train(engine.Stack("r", model, [1, 2], [3, 4]), small_splits, cfg)
     snaps = []
@@ -94,6 +124,7 @@ def test_a_recipe_resumes_from_a_snapshot_to_the_same_floats(small_splits, monke
     engine.train(engine.Stack("r", model, [1, 2], [3, 4]), small_splits, cfg,
                  snapshot=lambda s: snaps.append(copy.deepcopy(s)))  # fmt: skip
     assert any(k.startswith("sgd.momentum.") for k in snaps[0].tensors)
+    assert any(k.startswith("rng.augment.") for k in snaps[0].tensors)
     resumed = engine.train(engine.Stack("r", model, [1, 2], [3, 4]), small_splits, cfg,
                            resume=snaps[0])  # fmt: skip
     for a, b in zip(whole.params, resumed.params, strict=True):
@@ -109,9 +140,48 @@ def test_a_recipe_resumes_from_a_snapshot_to_the_same_floats(small_splits, monke
         (dict(nesterov=True), "--nesterov needs --optimizer sgd"),
         (dict(lr_gamma=0.0), "lr gamma must be in (0, 1]"),
         (dict(teacher_lr_decay=0.9, lr_schedule="cosine"), "keep one"),
+        (dict(augment="rotate"), "augmentation must be one of crop, flip"),
+        (dict(augment=","), "--augment needs crop, flip or crop,flip"),
+        (dict(augment="crop", crop_padding=0), "crop padding must be a whole number"),
     ],
 )
 def test_bad_recipes_are_one_line(over, says):
     with pytest.raises(ConfigError) as exc:
         Config().with_overrides(**over)  # every Config is validated when made
     assert says in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_augmentation_changes_training_and_each_member_keeps_its_own_stream(small_splits):
+    """Crops and flips change what a member learns (not a no-op), and a member's augmentation
+    does not depend on the stack it shares: alone or beside two others, the same weights."""
+    splits = dataclasses.replace(small_splits, image=(1, 28, 28))
+    cfg = dataclasses.replace(TrainConfig(), epochs=2, augment="crop,flip")
+    model = build("mlp:32", 784, 10, None)
+    plain = engine.train(engine.Stack("r", model, [3], [13]), splits,
+                         dataclasses.replace(cfg, augment=None))  # fmt: skip
+    alone = engine.train(engine.Stack("r", model, [3], [13]), splits, cfg)
+    shared = engine.train(engine.Stack("r", model, [7, 3, 9], [1, 13, 2]), splits, cfg)
+    assert not torch.allclose(plain.params[0], alone.params[0], atol=1e-3)
+    for a, b in zip(alone.params, shared.params, strict=True):
+        torch.testing.assert_close(a[0], b[1], atol=2e-5, rtol=1e-4)
+
+
+def test_augmenting_rows_that_are_not_images_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from kdbench.cli.app import app
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rows.npz"
+    np.savez(path, x_train=rng.random((300, 12), dtype=np.float32),
+             y_train=np.arange(300) % 3, x_test=rng.random((60, 12), dtype=np.float32),
+             y_test=np.arange(60) % 3)  # fmt: skip
+    out = tmp_path / "run"
+    got = CliRunner().invoke(
+        app, ["reproduce", "--data", str(path), "--augment", "flip", "--out", str(out),
+              "--repeats", "2", "--members", "2", "--epochs", "1", "--quiet"],
+    )  # fmt: skip
+    assert got.exit_code == 2, got.output
+    lines = [ln for ln in got.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--augment crops and flips images" in lines[0], got.output
+    assert not out.exists()

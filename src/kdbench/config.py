@@ -16,6 +16,7 @@ from typing import Any
 
 from kdbench.errors import ConfigError
 from kdbench.sections import (  # noqa: F401 (re-exported: the settings' vocabulary)
+    AUGMENTS,
     CONTROLS,
     DEVICES,
     ENSEMBLE_TARGETS,
@@ -34,6 +35,7 @@ from kdbench.sections import (  # noqa: F401 (re-exported: the settings' vocabul
     ModelConfig,
     ProtocolConfig,
     TrainConfig,
+    augments_of,
     controls_of,
     teacher_schedule,
 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
+AUGMENTS = ("crop", "flip")  # `--augment`: random crop with padding, horizontal flip
 MONITORS = ("val_loss", "val_error", "train_loss")
 KD_MONITORS = ("combined", "hard")
 TEACHER_UPDATES = ("frozen", "joint")
@@ -100,6 +101,17 @@ class TrainConfig:
     lr_schedule: str = "none"  # per epoch: "cosine" (to 0 over the epoch cap) or "step"
     lr_step: int = 30  # "step": the lr times lr_gamma every this many epochs
     lr_gamma: float = 0.1
+    # training images augmented, every model, each member its own stream: "crop" (padded by
+    # crop_padding zeros, then cropped back to size at a random place), "flip" (mirrored left to
+    # right with probability 1/2), or both ("crop,flip"); None: none (the paper's)
+    augment: str | None = None
+    crop_padding: int = 4  # the CIFAR convention
+
+
+def augments_of(train: TrainConfig) -> tuple[str, ...]:
+    """The run's augmentations, in AUGMENTS order, each once."""
+    given = {a.strip() for a in (train.augment or "").split(",") if a.strip()}
+    return tuple(a for a in AUGMENTS if a in given)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.sections import (
+    AUGMENTS,
     CONTROLS,
     DEVICES,
     ENSEMBLE_TARGETS,
@@ -163,6 +164,20 @@ def _validate_train(train: TrainConfig) -> None:
     gamma = train.lr_gamma
     if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
         raise ConfigError(f"lr gamma must be in (0, 1] (got {gamma!r}); fix --lr-gamma")
+    if train.augment is not None:
+        if not isinstance(train.augment, str):
+            raise ConfigError(f"augment must be a name like crop,flip (got {train.augment!r})")
+        given = [a.strip() for a in train.augment.split(",") if a.strip()]
+        for name in given:
+            _one_of(name, AUGMENTS, "augmentation", "; fix --augment")
+        if not given:
+            raise ConfigError("--augment needs crop, flip or crop,flip")
+    pad = train.crop_padding
+    if isinstance(pad, bool) or not isinstance(pad, int) or not (1 <= pad <= 64):
+        raise ConfigError(
+            f"crop padding must be a whole number of pixels in [1, 64] (got {pad!r});"
+            " fix --crop-padding"
+        )
     decay = train.teacher_lr_decay
     if decay is not None and train.lr_schedule != "none":
         raise ConfigError(

@@ -24,7 +24,7 @@ from kdbench.analysis.stats import (
     summarize,
 )
 from kdbench.analysis.verdict import sentence
-from kdbench.config import Config, TrainConfig, teacher_schedule
+from kdbench.config import Config, TrainConfig, augments_of, teacher_schedule
 from kdbench.records import Record, row_errors
 from kdbench.roles import CONTROL_ROLES, ROWS, label
 from kdbench.runs.store import atomic_write, write_summary
@@ -212,6 +212,32 @@ def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:
     ]
 
 
+def optimiser(t: TrainConfig) -> str:
+    """The optimiser and its settings, in words (every model's)."""
+    if t.optimizer == "sgd":
+        kind = "SGD" + (f", momentum {t.momentum:g}" if t.momentum else "")
+        kind += " (Nesterov)" if t.nesterov else ""
+    else:
+        kind = f"Adam (eps {t.adam_eps:g})"
+    decay = f", weight decay {t.weight_decay:g}" if t.weight_decay else ""
+    return f"{kind}, lr {t.learning_rate:g}{decay}, batch {t.batch_size}"
+
+
+def _recipe_rows(t: TrainConfig) -> list[tuple[str, str]]:
+    """Every model's recipe: optimiser, learning-rate schedule, augmentation."""
+    rows = [("Optimiser", optimiser(t))]
+    if t.lr_schedule == "cosine":
+        rows.append(("Learning-rate schedule", "cosine, to 0 over the epoch cap"))
+    elif t.lr_schedule == "step":
+        rows.append(("Learning-rate schedule", f"x{t.lr_gamma:g} every {t.lr_step} epochs"))
+    kinds = augments_of(t)
+    if kinds:
+        parts = [f"random crop (padding {t.crop_padding})" if k == "crop" else
+                 "horizontal flip" for k in kinds]  # fmt: skip
+        rows.append(("Augmentation (every model)", " and ".join(parts)))
+    return rows
+
+
 def _teacher_rows(m: dict, train: TrainConfig) -> list[tuple[str, str]]:
     """The teachers' own schedule and regularisation, where they differ from everyone's."""
     rows = []
@@ -261,10 +287,7 @@ def config_table(cfg: dict) -> str:
         ("Teacher", teacher_name(m)),
         ("Student / ensemble member", student_name(m)),
         ("Repeats × members", f"{p['repeats']} × {p['members']}"),
-        (
-            "Optimiser",
-            f"Adam lr {t['learning_rate']}, eps {t['adam_eps']}, batch {t['batch_size']}",
-        ),
+        *_recipe_rows(Config.from_dict(cfg).train),
         *_stopping_rows(t, k),
         ("Temperature T, alpha (hard-label weight)", f"{k['temperature']}, {k['alpha']}"),
         (

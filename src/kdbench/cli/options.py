@@ -114,6 +114,13 @@ FLAGS: dict[str, Flag] = {
         ),
         Flag("lr_step", "--lr-schedule step: multiply the lr by --lr-gamma every N epochs."),
         Flag("lr_gamma", "--lr-schedule step: the factor."),
+        Flag(
+            "augment",
+            "Training images of every model augmented: crop (padded, cropped back at a random"
+            " place), flip (mirrored left-right at random) or crop,flip; each member its own"
+            " stream. Images only.",
+        ),
+        Flag("crop_padding", "--augment crop: zeros padded on each side before the crop."),
         Flag("batch_size", "Minibatch size."),
         Flag("epochs", "Train exactly E epochs, no early stopping."),
         Flag("patience", "Early-stopping patience in epochs."),

@@ -200,6 +200,7 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    image: tuple[int, int, int] | None = None  # (channels, height, width) of a row, if images
 
     @property
     def n_features(self) -> int:
@@ -207,7 +208,7 @@ class Splits:
 
     def to(self, device: str | torch.device) -> Splits:
         moved = {k: getattr(self, k).to(device) for k in _TENSORS}
-        return Splits(**moved, n_classes=self.n_classes)
+        return Splits(**moved, n_classes=self.n_classes, image=self.image)
 
 
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")

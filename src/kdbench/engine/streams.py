@@ -6,6 +6,7 @@ which members have already left it: `active` lists the member ids of the stack's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -83,3 +84,42 @@ class Jitter(Streams):
             for m, (dy, dx) in enumerate(self.shifts())
         ]
         return torch.stack(out).reshape(x.shape)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What `Augment` does to a training image of shape `image` (channels, height, width):
+    `crop` zeros padded on each side, then a random crop back to size (0: no crop); `flip`:
+    mirrored left to right with probability 1/2."""
+
+    image: tuple[int, int, int]
+    crop: int = 0
+    flip: bool = False
+
+
+class Augment(Streams):
+    """Random crops and flips, one per image, drawn from each member's own generator (three
+    uniforms per image: row offset, column offset, flip), so a member's augmentation, like its
+    shuffling, never depends on the stack it shares. One gather per axis does crop and flip."""
+
+    def __init__(self, spec: Augmentation, seeds: Sequence[int]):
+        super().__init__(seeds)
+        self.spec = spec
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` `[M, B, *]` (rows of `spec.image` images) -> the same images augmented."""
+        (c, h, w), p = self.spec.image, self.spec.crop
+        m, b = x.shape[:2]
+        u = self.rand((b, 3)).to(x.device)  # [M, B, 3]
+        img = x.reshape(m, b, c, h, w)
+        if p:
+            img = torch.nn.functional.pad(img, (p, p, p, p))
+        dy = (u[..., 0] * (2 * p + 1)).long().clamp_(max=2 * p)  # [M, B]
+        dx = (u[..., 1] * (2 * p + 1)).long().clamp_(max=2 * p)
+        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        cols = dx[..., None] + xs  # [M, B, W]
+        if self.spec.flip:
+            cols = torch.where((u[..., 2] < 0.5)[..., None], dx[..., None] + (w - 1 - xs), cols)
+        rows = (dy[..., None] + ys)[:, :, None, :, None].expand(m, b, c, h, img.shape[-1])
+        out = img.gather(3, rows).gather(4, cols[:, :, None, None, :].expand(m, b, c, h, w))
+        return out.reshape(x.shape)

@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from kdbench.config import TrainConfig
+from kdbench.config import TrainConfig, augments_of
 from kdbench.data.datasets import Splits
 from kdbench.engine import optim
 from kdbench.engine.losses import error_rate
@@ -29,7 +29,7 @@ from kdbench.engine.mlp import MLP
 from kdbench.engine.objectives import Batch, HardLabels, Objective
 from kdbench.engine.stack_model import Params, StackModel, copy_rows
 from kdbench.engine.stopping import EarlyStopping, EpochLog
-from kdbench.engine.streams import Dropout, Jitter, Noise
+from kdbench.engine.streams import Augment, Augmentation, Dropout, Jitter, Noise
 
 # progress(stack name, epoch, last epoch, step, steps per epoch, active members)
 Progress = Callable[[str, int, int, int, int, int], None]
@@ -85,8 +85,8 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _stream_seeds(stack: Stack, stream: int) -> list[int]:
     """Each member's own seed for random stream `stream` (1 dropout, 2 jitter, 3 randomness
-    inside the model), derived from its shuffle seed, so the stream never depends on the stack
-    it shares."""
+    inside the model, 4 augmentation), derived from its shuffle seed, so the stream never
+    depends on the stack it shares."""
     return [
         int(np.random.SeedSequence([int(s), stream]).generate_state(1)[0])
         for s in stack.shuffle_seeds
@@ -103,6 +103,18 @@ def _jitter(stack: Stack) -> Jitter | None:
 
 def _noise(stack: Stack) -> Noise | None:
     return Noise(_stream_seeds(stack, 3)) if stack.model.random else None
+
+
+def _augment(stack: Stack, cfg: TrainConfig, splits: Splits) -> Augment | None:
+    """The recipe's crops and flips (`--augment`), for every stack whatever its role."""
+    kinds = augments_of(cfg)
+    if not kinds:
+        return None
+    if splits.image is None:
+        raise ValueError("augmentation crops and flips images; these rows are not images")
+    crop = cfg.crop_padding if "crop" in kinds else 0
+    spec = Augmentation(splits.image, crop, "flip" in kinds)
+    return Augment(spec, _stream_seeds(stack, 4))
 
 
 def _validate(
@@ -172,8 +184,10 @@ def train(
     opt = optim.make(cfg, model.trainable(params))
     shuffles = [torch.Generator().manual_seed(int(s)) for s in stack.shuffle_seeds]
     dropout, jitter, noise = _dropout(stack), _jitter(stack), _noise(stack)
+    augment = _augment(stack, cfg, splits)
     streams = {"shuffle": shuffles}
-    for name, stream in (("dropout", dropout), ("jitter", jitter), ("noise", noise)):
+    named = (("dropout", dropout), ("jitter", jitter), ("noise", noise), ("augment", augment))
+    for name, stream in named:
         if stream is not None:
             streams[name] = stream.generators
     n_train, batch = len(splits.x_train), cfg.batch_size
@@ -207,7 +221,7 @@ def train(
                 cfg.lr_schedule, epoch, last_epoch, cfg.lr_step, cfg.lr_gamma
             )
         ids = active.tolist()
-        for stream in (dropout, jitter, noise):
+        for _, stream in named:
             if stream is not None:
                 stream.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=shuffles[i]) for i in ids])
@@ -217,7 +231,9 @@ def train(
         for s in range(steps):
             index = perms[:, s * batch : (s + 1) * batch]
             x = _gather(splits.x_train, index)
-            b = Batch(x if jitter is None else jitter(x), _gather(splits.y_train, index), index)
+            for change in (jitter, augment):  # the teachers' jitter, then everyone's crops
+                x = x if change is None else change(x)
+            b = Batch(x, _gather(splits.y_train, index), index)
             loss = model.step(params, opt, b.x, partial(objective.loss, batch=b), dropout, noise)
             if stack.max_norm is not None:
                 model.max_norm_(params, stack.max_norm)

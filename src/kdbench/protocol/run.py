@@ -160,7 +160,15 @@ def study(
 def _splits(cfg: Config, arrays: dict) -> data.Splits:
     """The configuration's data (on the CPU), with the batch size checked against it."""
     d = cfg.data
-    splits = data.split_arrays(arrays, d.validation_split, d.train_limit)
+    image = data.image_of(d.dataset, d.arrays_image)
+    splits = dataclasses.replace(
+        data.split_arrays(arrays, d.validation_split, d.train_limit), image=image
+    )
+    if cfg.train.augment is not None and image is None:
+        raise ConfigError(
+            f"--augment crops and flips images, but {d.dataset}'s rows are not images"
+            " (give images with --data, or drop --augment)"
+        )
     if cfg.model.teacher_jitter and splits.n_features != 28 * 28:
         raise ConfigError(
             f"--teacher-jitter shifts 28x28 images, but {d.dataset} has {splits.n_features}"
