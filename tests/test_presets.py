@@ -41,6 +41,22 @@ EXPECTED["hinton-strong"] = {
 EXPECTED["controls"] = {("distill", "controls"): "smoothing,smoothing-matched,self"}
 EXPECTED["conv-teacher"] = {**EXPECTED["controls"], ("model", "teacher_arch"): "lenet5"}
 EXPECTED["conv"] = {**EXPECTED["conv-teacher"], ("model", "student_arch"): "cnn:4,8"}
+EXPECTED["deploy"] = {
+    ("model", "teacher_arch"): "resnet:8,8",
+    ("model", "student_arch"): "mbv2:8,16,32",
+    ("train", "optimizer"): "sgd",
+    ("train", "learning_rate"): 0.05,
+    ("train", "nesterov"): True,
+    ("train", "weight_decay"): 5e-4,
+    ("train", "lr_schedule"): "cosine",
+    ("train", "epochs"): 15,
+    ("train", "augment"): "crop,flip",
+    ("train", "crop_padding"): 3,
+    ("distill", "temperature"): 4.0,
+    ("distill", "controls"): "smoothing,self",
+    ("protocol", "members"): 5,
+    ("data", "train_limit"): 10000,
+}
 
 
 def _changed(cfg: Config) -> dict:

@@ -74,14 +74,14 @@ FLAGS: dict[str, Flag] = {
         Flag(
             "teacher_arch",
             "Teacher architecture: mlp:H1,H2 | lenet5 | cnn:C1,C2 | bncnn:C1,C2 | dscnn:C1,C2 |"
-            " resnet:DEPTH[,WIDTH] | mobilenetv2[:PERCENT] | package.module:Factory (default: an"
-            " MLP of --teacher-hidden).",
+            " resnet:DEPTH[,WIDTH] | mobilenetv2[:PERCENT] | mbv2:C1,C2 |"
+            " package.module:Factory (default: an MLP of --teacher-hidden).",
         ),
         Flag(
             "student_arch",
             "Student and ensemble-member architecture: mlp:H1,H2 | lenet5 | cnn:C1,C2 |"
             " bncnn:C1,C2 | dscnn:C1,C2 | resnet:DEPTH[,WIDTH] | mobilenetv2[:PERCENT] |"
-            " package.module:Factory (default: an MLP of --student-hidden).",
+            " mbv2:C1,C2 | package.module:Factory (default: an MLP of --student-hidden).",
         ),
         Flag("head", "What T divides: 'logits' or 'softmax' probabilities."),
         Flag("teacher_dropout", "Teacher hidden-layer dropout rate."),

@@ -204,6 +204,25 @@ def mobilenetv2(percent: int, image: Image, n_classes: int) -> nn.Module:
     return _keras_init(nn.Sequential(*layers))
 
 
+def mbv2(channels: tuple[int, ...], image: Image, n_classes: int) -> nn.Module:
+    """A MobileNetV2-style net for microcontrollers: a 3x3 conv-BN-ReLU6 stem with C1 filters
+    and stride 2, then per further Ci one inverted residual block (expansion 6; the first 1, as
+    in MobileNetV2) with stride 2 where the width grows, global average pooling and one dense
+    head. MobileNetV2's blocks at a depth and width a 2-core study can afford."""
+    first, *rest = channels
+    layers: list[nn.Module] = [
+        nn.Conv2d(image[0], first, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(first),
+        nn.ReLU6(),
+    ]
+    c = first
+    for i, out in enumerate(rest):
+        layers.append(_Inverted(c, out, 2 if out > c else 1, 1 if i == 0 else 6))
+        c = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
+    return _keras_init(nn.Sequential(*layers))
+
+
 def _numbers(name: str, text: str) -> tuple[int, ...]:
     if not re.fullmatch(r"\d+(,\d+)*", text) or any(int(v) < 1 for v in text.split(",")):
         raise ConfigError(
@@ -213,7 +232,7 @@ def _numbers(name: str, text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-NAMES = ("mlp", "lenet5", "cnn", "bncnn", "dscnn", "resnet", "mobilenetv2")
+NAMES = ("mlp", "lenet5", "cnn", "bncnn", "dscnn", "resnet", "mobilenetv2", "mbv2")
 PYTHON = "python:"  # a factory given from Python that no other process can import
 _GIVEN: dict[str, Callable[[], nn.Module]] = {}  # those factories, in this process
 
@@ -269,7 +288,7 @@ def build(
         raise ConfigError(
             f"unknown architecture '{spec}'{did_you_mean(name, NAMES)}; use mlp:H1,H2,…,"
             " lenet5, cnn:C1,C2,…, bncnn:C1,C2,…, dscnn:C1,C2,…, resnet:DEPTH[,WIDTH],"
-            " mobilenetv2[:PERCENT] or your own as package.module:Factory"
+            " mobilenetv2[:PERCENT], mbv2:C1,C2,… or your own as package.module:Factory"
         )
     if name == "mlp":
         return MLP([n_features, *_numbers(name, args), n_classes])
@@ -297,7 +316,7 @@ def _factory(name: str, sep: str, args: str, image: Image, n_classes: int) -> _F
         if more:
             raise ConfigError("architecture mobilenetv2 takes one width in percent, e.g. :50")
         return _Factory(mobilenetv2, percent, image, n_classes)
-    fn = {"cnn": cnn, "bncnn": bncnn, "dscnn": dscnn}[name]
+    fn = {"cnn": cnn, "bncnn": bncnn, "dscnn": dscnn, "mbv2": mbv2}[name]
     return _Factory(fn, _numbers(name, args), image, n_classes)
 
 
