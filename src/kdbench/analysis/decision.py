@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench.analysis.report import student_name, teacher_name
+from kdbench.analysis.report import named, student_name, teacher_name
 from kdbench.config import Config
 from kdbench.errors import RunFolderError
 from kdbench.roles import Role
@@ -89,11 +89,6 @@ def _over_grid(effect: Effect | None, tested: dict) -> Effect | None:
                   effect.cost_vs_hard, effect.amortised_vs_hard)  # fmt: skip
 
 
-def _named(arch: str) -> str:
-    """An MLP's hidden sizes as the MLP they are (`100` -> `MLP 100`)."""
-    return f"MLP {arch}" if arch[:1].isdigit() else arch
-
-
 def _epochs(n: int) -> str:
     return f"{n} epoch{'' if n == 1 else 's'}"
 
@@ -104,7 +99,7 @@ def _teacher(cfg: Config) -> str:
     m, t = cfg.model, cfg.train
     if m.own_teacher:
         return "your own"
-    parts = [_named(teacher_name(cfg.to_dict()["model"]))]
+    parts = [named(teacher_name(cfg.to_dict()["model"]))]
     if t.teacher_epochs is not None:
         parts.append(_epochs(t.teacher_epochs))
     elif t.epochs is not None:
@@ -133,7 +128,7 @@ def _situation(folder: Path, root: Path, shown: str, grid: dict | None = None) -
         source=shown,
         link=f"{folder}/report.md",
         data=data,
-        student=_named(student_name(cfg.to_dict()["model"])),
+        student=named(student_name(cfg.to_dict()["model"])),
         teacher=_teacher(cfg),
         hard_pct=rows[Role.STUDENT_HARD].mean_pct,
         teacher_pct=rows[Role.TEACHER].mean_pct,

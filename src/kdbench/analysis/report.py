@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from kdbench.analysis import costs
+from kdbench.analysis import answer, costs
 from kdbench.analysis.comparisons import comparisons_markdown, verdicts_markdown
 from kdbench.analysis.diagnose import markdown as diagnose_markdown
 from kdbench.analysis.figures import cost_figure, figure, tradeoff_figure
@@ -267,6 +267,17 @@ def student_name(m: dict) -> str:
     return m.get("student_arch") or "-".join(map(str, m["student_hidden"]))
 
 
+def named(arch: str) -> str:
+    """An MLP's hidden sizes as the MLP they are (`100` -> `MLP 100`)."""
+    return f"MLP {arch}" if arch[:1].isdigit() else arch
+
+
+def answer_line(summary: Summary, cfg: dict) -> str:
+    """The report's first line: what to do with this student (`analysis.answer`), or ''."""
+    a = answer.answer(summary, named(student_name(cfg["model"])))
+    return "" if a is None else answer.markdown(a) + "\n\n"
+
+
 def teacher_name(m: dict) -> str:
     """Your own teacher by its file (and SHA-256), else the architecture kdbench trained."""
     if m.get("own_teacher"):
@@ -359,7 +370,7 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
         )
     return f"""# {heading} — hard labels vs knowledge distillation
 
-{status} {time_line}
+{answer_line(summary, cfg)}{status} {time_line}
 {diverged}
 ## Table 1 — {title}
 

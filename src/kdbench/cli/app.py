@@ -87,11 +87,14 @@ def reproduce(
     )
 
     start = time.perf_counter()
-    folder, _ = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
+    folder, summary = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
     if not quiet:
         sys.stderr.write((folder / "table.md").read_text())
     tracked(track, folder, experiment)
     print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
+    from kdbench.analysis.report import answer_line
+
+    print(answer_line(summary, cfg.to_dict()).replace("**", "").strip())
 
 
 config_app = typer.Typer(help="Settings as a file: print them, to edit and pass to --config.")

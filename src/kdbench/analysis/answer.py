@@ -1,0 +1,156 @@
+"""The answer a run gives, in the report's first lines: for this student, which way of training
+it to use, by how much it beats hard labels (with the Holm-adjusted interval the verdicts use),
+and what it costs. Read from the summary alone, so a re-rendered report says the same.
+
+The rule: among the strategies the run trained (distillation from the teacher or the ensemble,
+and its controls), those significantly better than hard labels (Holm-adjusted paired t-test,
+as the verdicts) are candidates; the one with the largest mean gain is the answer, and the other
+candidates are named with their gain and cost, so a cheaper one that gets most of the gain is in
+sight. With none, the answer is hard labels, and the closest strategy is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdbench.analysis.costs import STRATEGIES
+from kdbench.roles import Role
+from kdbench.summary import Summary
+
+MIN_PAIRS = 3  # fewer paired repeats cannot support an answer (the verdicts' rule)
+
+ADVICE = {  # a strategy as the thing to do
+    "from_teacher": "distil it from the teacher",
+    "from_ensemble": "distil it from the ensemble",
+    "smoothing": "train it on hard labels with label smoothing",
+    "smoothing_matched": "train it on hard labels with label smoothing (matched to KD's targets)",
+    "self_distillation": "distil it from its own hard-label twin (self-distillation)",
+    "teacher_regularisation": "train it on hard labels with the teacher's regularisation",
+}
+SHORT = {"from_teacher": "from the teacher", "from_ensemble": "from the ensemble",
+         "smoothing": "label smoothing", "smoothing_matched": "matched label smoothing",
+         "self_distillation": "self-distillation",
+         "teacher_regularisation": "the teacher's regularisation"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Option:
+    """One strategy against hard labels: mean paired difference (pp; negative = fewer errors),
+    its Holm-adjusted 95% CI, whether it is significant, and its training compute against hard
+    labels (and amortised, where its teacher or ensemble already exists)."""
+
+    strategy: str
+    error_pct: float
+    diff_pp: float
+    ci95_pp: tuple[float, float] | None
+    significant: bool
+    pairs: int
+    cost_vs_hard: float | None
+    amortised_vs_hard: float | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to do (`best` None: hard labels), the other significantly better options, and the
+    closest option when none is better."""
+
+    student: str
+    hard_pct: float
+    best: Option | None
+    others: tuple[Option, ...]
+    closest: Option | None
+    pairs: int
+
+
+def options(summary: Summary) -> list[Option]:
+    """Every strategy the run trained, against hard labels."""
+    out = []
+    for name, role, _ in STRATEGIES:
+        if role == Role.STUDENT_HARD or role not in summary.rows:
+            continue
+        try:
+            c = summary.comparison(role, Role.STUDENT_HARD)
+        except StopIteration:
+            continue
+        if c.mean_diff_pp is None:
+            continue
+        ci = c.ci95_holm_pp or c.ci95_pp
+        cost = summary.costs.strategy(name) if summary.costs else None
+        out.append(
+            Option(
+                strategy=name,
+                error_pct=summary.rows[role].mean_pct,
+                diff_pp=c.mean_diff_pp,
+                ci95_pp=tuple(ci) if ci else None,
+                significant=(
+                    c.p_holm is not None and c.p_holm < summary.significance and c.n >= MIN_PAIRS
+                ),
+                pairs=c.n,
+                cost_vs_hard=cost.macs_vs_hard if cost else None,
+                amortised_vs_hard=cost.amortised_vs_hard if cost else None,
+            )
+        )
+    return out
+
+
+def answer(summary: Summary, student: str) -> Answer | None:
+    """The run's answer for `student` (its name), or None where the run has no hard-label row
+    or no strategy to weigh against it."""
+    hard = summary.rows.get(Role.STUDENT_HARD)
+    opts = options(summary)
+    if hard is None or not opts:
+        return None
+    better = sorted((o for o in opts if o.significant and o.diff_pp < 0), key=lambda o: o.diff_pp)
+    closest = None if better else min(opts, key=lambda o: o.diff_pp)
+    pairs = min(o.pairs for o in opts)
+    return Answer(student, hard.mean_pct, better[0] if better else None, tuple(better[1:]),
+                  closest, pairs)  # fmt: skip
+
+
+def _ci(o: Option) -> str:
+    return "" if o.ci95_pp is None else f", 95% CI {o.ci95_pp[0]:+.2f} to {o.ci95_pp[1]:+.2f}"
+
+
+def _cost(o: Option) -> str:
+    if o.cost_vs_hard is None:
+        return ""
+    text = f"{o.cost_vs_hard:.2g}× the hard-label student's training compute"
+    before = {"from_teacher": "teacher", "from_ensemble": "ensemble"}.get(o.strategy)
+    if o.amortised_vs_hard is not None and before is not None:
+        text += f" ({o.amortised_vs_hard:.2g}× once the {before} exists)"
+    return text
+
+
+def markdown(a: Answer) -> str:
+    """The report's first lines."""
+    head = f"**Answer for {a.student}:** "
+    if a.pairs < MIN_PAIRS:
+        return (
+            head + f"not yet: {a.pairs} paired repeat{'s' if a.pairs != 1 else ''} cannot tell"
+            f" a strategy from hard labels; run at least 5 (--repeats)."
+        )
+    if a.best is None:
+        c = a.closest
+        assert c is not None
+        return (
+            head + f"train it on hard labels ({a.hard_pct:.2f}% test error). No way of"
+            f" distilling or regularising it beat them at p < 0.05 (Holm) over {a.pairs} paired"
+            f" repeats; the best of them, {SHORT[c.strategy]}, differs by {c.diff_pp:+.2f} pp"
+            f"{_ci(c)}."
+        )
+    b = a.best
+    cost = _cost(b)
+    text = (
+        head + f"{ADVICE[b.strategy]}: {b.error_pct:.2f}% test error against {a.hard_pct:.2f}%"
+        f" on hard labels, {b.diff_pp:+.2f} pp ({b.pairs} paired repeats{_ci(b)}, Holm-adjusted)"
+        + (f", at {cost}." if cost else ".")
+    )
+    if a.others:
+        parts = [
+            f"{SHORT[o.strategy]} ({o.diff_pp:+.2f} pp"
+            + (f", {o.cost_vs_hard:.2g}×" if o.cost_vs_hard is not None else "")
+            + ")"
+            for o in a.others
+        ]
+        text += " Also better than hard labels: " + ", ".join(parts) + "."
+    return text
