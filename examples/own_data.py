@@ -3,6 +3,8 @@
 python examples/own_data.py        # about a minute on 2 CPU cores
 """
 
+import os
+
 from sklearn.datasets import make_classification
 
 from kdbench import Config, study
@@ -16,6 +18,8 @@ x_train, y_train, x_test, y_test = x[:3000], y[:3000], x[3000:], y[3000:]
 cfg = Config().with_overrides(
     repeats=3, members=5, teacher_hidden=(128, 64), student_hidden=(16,), temperature=4.0
 )
+if os.environ.get("KDBENCH_EXAMPLE") == "short":  # CI runs every example: the same steps, smaller
+    cfg = cfg.with_overrides(repeats=2, members=2, epochs=1)
 folder, summary = study(x_train, y_train, x_test, y_test, cfg, out="runs/own-data")
 for row, values in summary["rows"].items():
     print(f"{row:<24} {values['mean_pct']:.2f}% test error")

@@ -23,6 +23,8 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/own-module")
 cfg = kdbench.preset("paper").with_overrides(
     repeats=2, members=3, train_limit=5000, max_epochs=20, teacher_arch="lenet5"
 )
+if os.environ.get("KDBENCH_EXAMPLE") == "short":  # CI runs every example: the same steps, smaller
+    cfg = cfg.with_overrides(members=2, train_limit=1000, epochs=1)
 # `student=` takes the factory; config.json names it by its import string, tiny_nets:TinyNet
 folder, summary = kdbench.reproduce(cfg, out, student=TinyNet)
 for row, values in summary["rows"].items():

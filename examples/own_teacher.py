@@ -8,6 +8,8 @@ against the hard-label student and the ensemble, and hands the distilled student
 python examples/own_teacher.py        # about three minutes on 2 CPU cores
 """
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,9 +19,11 @@ from kdbench.data import datasets as data
 
 # The data kdbench's models see: MNIST flattened to 784 values in [0, 1] (`student.preprocessing`
 # says the same). Your teacher takes those rows; reshape inside it as it needs.
+SHORT = os.environ.get("KDBENCH_EXAMPLE") == "short"  # CI runs every example: the same, smaller
+N = 1000 if SHORT else 10000
 arrays = data.load_arrays("mnist")
-x = torch.from_numpy(arrays["train_images"][:10000].reshape(-1, 784).astype(np.float32) / 255)
-y = torch.from_numpy(arrays["train_labels"][:10000].astype(np.int64))
+x = torch.from_numpy(arrays["train_images"][:N].reshape(-1, 784).astype(np.float32) / 255)
+y = torch.from_numpy(arrays["train_labels"][:N].astype(np.int64))
 
 
 class SmallCNN(nn.Module):
@@ -38,7 +42,9 @@ class SmallCNN(nn.Module):
 torch.manual_seed(0)
 teacher = SmallCNN()
 opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-for _epoch in range(2):  # the first 10,000 training images: kdbench's own runs see the same ones
+for _epoch in range(
+    1 if SHORT else 2
+):  # the first 10,000 training images: kdbench's own runs see the same ones
     for i in torch.randperm(len(x)).split(64):
         opt.zero_grad()
         nn.functional.cross_entropy(teacher(x[i]), y[i]).backward()
@@ -47,7 +53,9 @@ for _epoch in range(2):  # the first 10,000 training images: kdbench's own runs 
 # The study, with your teacher in the teacher's row (not retrained; its logits are computed once
 # and kept in the run folder). A file works too: `teacher="teacher.onnx"`, or its logits as
 # .safetensors / .npy, or `kdbench reproduce --teacher teacher.onnx` on the command line.
-cfg = kdbench.Config().with_overrides(repeats=3, members=5, train_limit=10000, temperature=4.0)
+cfg = kdbench.Config().with_overrides(repeats=3, members=5, train_limit=N, temperature=4.0)
+if SHORT:
+    cfg = cfg.with_overrides(repeats=2, members=2, epochs=1)
 folder, summary = kdbench.reproduce(cfg, "runs/own-teacher", teacher=teacher)
 for row, values in summary["rows"].items():
     print(f"{row:<24} {values['mean_pct']:.2f}% test error")
