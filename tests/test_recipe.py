@@ -185,3 +185,22 @@ def test_augmenting_rows_that_are_not_images_is_one_line(tmp_path):
     lines = [ln for ln in got.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--augment crops and flips images" in lines[0], got.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("image", "pad", "flip"),
+    [((1, 28, 28), 3, True), ((3, 32, 32), 4, True), ((1, 8, 8), 2, False), ((2, 5, 7), 6, True)],
+)
+def test_the_compiled_crops_equal_torchs_gathers(image, pad, flip):
+    """The CPU kernel (`direct_conv.cpp: crop_flip`) and the torch path other devices take move
+    the same pixels: equal floats, padding wider than the image included."""
+    from kdbench.engine import native
+    from kdbench.engine.streams import Augment, Augmentation
+
+    if native.kernels() is None:
+        pytest.skip("no C++ compiler here: only the torch path runs")
+    spec = Augmentation(image, pad, flip)
+    kernel, torch_path = Augment(spec, [1, 2, 3]), Augment(spec, [1, 2, 3])
+    x = torch.rand(3, 40, int(np.prod(image)), generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        assert torch.equal(kernel(x), torch_path.gathered(x, torch_path.rand((40, 3))))

@@ -1,5 +1,6 @@
-"""The conv fast path's compiled kernels (`direct_conv.cpp`): built once per machine with the
-system's C++ compiler, cached, and loaded with ctypes.
+"""The conv fast path's compiled kernels (`direct_conv.cpp`), and the crops and flips of
+`--augment`: built once per machine with the system's C++ compiler, cached, and loaded with
+ctypes.
 
 Why compiled: a convolution of a few channels is memory-bound as im2col + batched matmul (the
 columns are copied out and read back); a direct kernel with the batch innermost reads each input
@@ -85,8 +86,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.conv_weight_grad.argtypes = [p, p, p] + [i] * 8
     lib.pool_forward.argtypes = [p, p, p] + [i] * 7
     lib.pool_backward.argtypes = [p, p, p] + [i] * 7
+    lib.crop_flip.argtypes = [p, p, p] + [i] * 7
     for f in (lib.conv_forward, lib.conv_input_grad, lib.conv_weight_grad, lib.pool_forward,
-              lib.pool_backward):  # fmt: skip
+              lib.pool_backward, lib.crop_flip):  # fmt: skip
         f.restype = None
 
 
@@ -112,8 +114,8 @@ def kernels() -> ctypes.CDLL | None:
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _state = f"im2col (compiled kernels unavailable: {exc})"
             print(
-                f"kdbench: conv nets train on the slower im2col path: {exc}; install a C++"
-                " compiler (e.g. apt-get install g++) for the compiled kernels",
+                f"kdbench: conv nets (and --augment) take the slower path: {exc}; install a"
+                " C++ compiler (e.g. apt-get install g++) for the compiled kernels",
                 file=sys.stderr,
             )
             return None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kdbench.engine import native
+
 
 class Streams:
     """One generator per member; `active`: the member ids of the stack's rows, in order."""
@@ -100,22 +102,36 @@ class Augmentation:
 class Augment(Streams):
     """Random crops and flips, one per image, drawn from each member's own generator (three
     uniforms per image: row offset, column offset, flip), so a member's augmentation, like its
-    shuffling, never depends on the stack it shares. One gather per axis does crop and flip."""
+    shuffling, never depends on the stack it shares."""
 
     def __init__(self, spec: Augmentation, seeds: Sequence[int]):
         super().__init__(seeds)
         self.spec = spec
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` `[M, B, *]` (rows of `spec.image` images) -> the same images augmented."""
+        """`x` `[M, B, *]` (rows of `spec.image` images) -> the same images augmented: by the
+        compiled kernel on the CPU (a copy per image row), else by torch's gathers (the same
+        floats: both only move pixels)."""
+        u = self.rand((x.shape[1], 3))  # [M, B, 3]: row offset, column offset, flip
+        lib = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        if lib is None:
+            return self.gathered(x, u)
+        (c, h, w), src = self.spec.image, x.contiguous()
+        out = torch.empty_like(src)
+        lib.crop_flip(src.data_ptr(), out.data_ptr(), u.data_ptr(), x.shape[0] * x.shape[1],
+                      c, h, w, self.spec.crop, int(self.spec.flip), native.threads())  # fmt: skip
+        return out
+
+    def gathered(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The augmentation by torch (any device): pad, then one gather per axis."""
         (c, h, w), p = self.spec.image, self.spec.crop
         m, b = x.shape[:2]
-        u = self.rand((b, 3)).to(x.device)  # [M, B, 3]
+        u = u.to(x.device)
+        dy = (u[..., 0] * (2 * p + 1)).long().clamp_(max=2 * p)  # [M, B]
+        dx = (u[..., 1] * (2 * p + 1)).long().clamp_(max=2 * p)
         img = x.reshape(m, b, c, h, w)
         if p:
             img = torch.nn.functional.pad(img, (p, p, p, p))
-        dy = (u[..., 0] * (2 * p + 1)).long().clamp_(max=2 * p)  # [M, B]
-        dx = (u[..., 1] * (2 * p + 1)).long().clamp_(max=2 * p)
         ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         cols = dx[..., None] + xs  # [M, B, W]
         if self.spec.flip:
