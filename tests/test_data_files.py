@@ -129,3 +129,41 @@ def test_bad_data_is_one_line_exit_2_and_nothing_written(digits, tmp_path, make,
     proc = kdbench("reproduce", "--data", data, *SMALL, "--out", out)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_sweep_and_explain_read_data_once_and_keep_it_in_every_folder(digits, tmp_path):
+    """`--data` for a sweep over your recipe (`--grid optimizer=adam,sgd`, augment none or
+    crop+flip) and for explain: every point's and variant's folder holds the arrays and names
+    them by one fingerprint, and reads back without the file."""
+    x, y = digits
+    data = _npz(tmp_path / "digits.npz", x, y)
+    quick = ["--student-arch", "bncnn:4", "--teacher-arch", "mlp:16", "--repeats", "2",
+             "--members", "2", "--epochs", "1", "--threads", "1", "--quiet"]  # fmt: skip
+    out = tmp_path / "sweep"
+    proc = kdbench("sweep", "--data", data, *quick, "--grid", "optimizer=adam,sgd",
+                   "--grid", "augment=none,crop+flip", "--out", out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert sorted(p["label"] for p in points) == [
+        "optimizer=adam_augment=None", "optimizer=adam_augment=crop+flip",
+        "optimizer=sgd_augment=None", "optimizer=sgd_augment=crop+flip",
+    ]  # fmt: skip
+    prints = set()
+    for p in points:
+        cfg = json.loads((out / p["folder"] / "config.json").read_text())["config"]
+        assert (out / p["folder"] / "data.safetensors").is_file()
+        assert cfg["data"]["arrays_image"] == [1, 8, 8]
+        assert (cfg["train"]["optimizer"], cfg["train"]["augment"]) == (
+            p["point"]["optimizer"], p["point"]["augment"])  # fmt: skip
+        prints.add(cfg["data"]["fingerprint"])
+    assert len(prints) == 1
+    data.unlink()  # the folders are complete without the file
+    assert kdbench("report", out / points[0]["folder"]).returncode == 0
+    _npz(data, x, y)
+    ex = tmp_path / "explain"
+    proc = kdbench("explain", "--data", data, *quick, "--variant", "paper",
+                   "--variant", "restore-best", "--out", ex)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for name in ("paper", "restore-best"):
+        cfg = json.loads((ex / name / "config.json").read_text())["config"]
+        assert cfg["data"]["fingerprint"] in prints and (ex / name / "data.safetensors").is_file()

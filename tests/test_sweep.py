@@ -34,6 +34,8 @@ def test_grid_parsing_types_and_errors():
         "student_hidden": [(100,), (50, 50)],
         "restore_best": [True],
     }
+    recipe = sweep.parse_grid(["optimizer=adam,sgd", "augment=none,crop,crop+flip"])
+    assert recipe == {"optimizer": ["adam", "sgd"], "augment": [None, "crop", "crop+flip"]}
     for bad, msg in [
         (["colour=1"], "not a setting"),
         (["temperature=hot"], "cannot read"),

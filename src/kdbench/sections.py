@@ -103,14 +103,20 @@ class TrainConfig:
     lr_gamma: float = 0.1
     # training images augmented, every model, each member its own stream: "crop" (padded by
     # crop_padding zeros, then cropped back to size at a random place), "flip" (mirrored left to
-    # right with probability 1/2), or both ("crop,flip"); None: none (the paper's)
+    # right with probability 1/2), or both ("crop,flip" or "crop+flip"); None: none (the paper's)
     augment: str | None = None
     crop_padding: int = 4  # the CIFAR convention
 
 
+def augment_names(augment: str | None) -> list[str]:
+    """The names in an `augment` setting: `crop,flip` or `crop+flip` (a sweep's grid splits its
+    values at commas: `--grid augment=none,crop,crop+flip`)."""
+    return [a.strip() for a in (augment or "").replace("+", ",").split(",") if a.strip()]
+
+
 def augments_of(train: TrainConfig) -> tuple[str, ...]:
     """The run's augmentations, in AUGMENTS order, each once."""
-    given = {a.strip() for a in (train.augment or "").split(",") if a.strip()}
+    given = set(augment_names(train.augment))
     return tuple(a for a in AUGMENTS if a in given)
 
 

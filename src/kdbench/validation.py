@@ -25,6 +25,7 @@ from kdbench.sections import (
     DistillConfig,
     ModelConfig,
     TrainConfig,
+    augment_names,
     controls_of,
 )
 
@@ -167,7 +168,7 @@ def _validate_train(train: TrainConfig) -> None:
     if train.augment is not None:
         if not isinstance(train.augment, str):
             raise ConfigError(f"augment must be a name like crop,flip (got {train.augment!r})")
-        given = [a.strip() for a in train.augment.split(",") if a.strip()]
+        given = augment_names(train.augment)
         for name in given:
             _one_of(name, AUGMENTS, "augmentation", "; fix --augment")
         if not given:

@@ -23,7 +23,7 @@ from kdbench.config import MAX_STACK
 
 
 @friendly
-@settings_options(only=(*SHARED, "teacher_arch", "student_arch", "threads"))
+@settings_options(only=(*SHARED, "data", "image_size", "teacher_arch", "student_arch", "threads"))
 def explain(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
@@ -54,6 +54,7 @@ def explain(
     from kdbench.cli.config_file import resolve_with
     from kdbench.protocol.presets import VARIANTS
     from kdbench.sweeps import explain as ex
+    from kdbench.sweeps.api import with_data_file
 
     folders = list(runs or [])
     names = list(variant or ([] if folders else VARIANTS))
@@ -62,6 +63,7 @@ def explain(
         {name: resolve_with(config, None, overrides, name) for name in names}
     )
     if configs:
+        configs = with_data_file(configs, out)
         done = with_progress(
             quiet or executor != "local",
             lambda bar: ex.run_variants(configs, out, executor, address, bar, reuse),
@@ -72,7 +74,16 @@ def explain(
 
 @friendly
 @settings_options(
-    only=(*SHARED, "teacher_hidden", "student_hidden", "teacher_arch", "student_arch", "threads")
+    only=(
+        *SHARED,
+        "data",
+        "image_size",
+        "teacher_hidden",
+        "student_hidden",
+        "teacher_arch",
+        "student_arch",
+        "threads",
+    )
 )
 def sweep(
     overrides: dict,
@@ -116,15 +127,15 @@ def sweep(
     """The study over a grid of settings; teachers and ensembles are shared between points."""
     from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
+    from kdbench.sweeps import api
     from kdbench.sweeps import sweep as sw
 
     base = resolve_with(config, preset, overrides)
     parsed, extra = sw.parse_grid(grid), sw.parse_points(point or [])
     sw.points(base, parsed, extra=extra)  # every point validates before anything trains
     tracking.check(track)
-    with_progress(
-        quiet or executor != "local",
-        lambda bar: sw.run(base, parsed, out, executor, address, bar, reuse, max_stack, extra),
-    )
+    api.sweep(base, parsed, out, executor=executor, address=address,
+              progress=not (quiet or executor != "local"), reuse=reuse, max_stack=max_stack,
+              points=extra)  # fmt: skip
     tracked(track, out, experiment)
     print(out / "sweep.md")

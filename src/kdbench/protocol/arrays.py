@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from kdbench.config import Config
 from kdbench.data import datasets as data
+from kdbench.data import files
 from kdbench.errors import ConfigError, RunFolderError
 from kdbench.runs import guard
 from kdbench.runs.store import write_derived
@@ -54,6 +55,15 @@ def with_arrays(cfg: Config, x_train, y_train, x_test, y_test) -> tuple[Config, 
         dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
     )
     return cfg, arrays
+
+
+def data_file(cfg: Config) -> tuple[Config, dict]:
+    """`--data PATH` read (`data.files`), checked and fingerprinted as your arrays are; the
+    images' shape goes into the configuration."""
+    found, image = files.read(cfg.data.data, cfg.data.image_size)
+    cfg, arrays = with_arrays(cfg, found["x_train"], found["y_train"], found["x_test"],
+                              found["y_test"])  # fmt: skip
+    return cfg.with_overrides(arrays_image=image), arrays
 
 
 def keep_arrays(folders: list[Path], arrays: dict, fingerprint: str) -> None:

@@ -23,7 +23,6 @@ from torch import nn
 from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
-from kdbench.data import files
 from kdbench.engine import native
 from kdbench.engine.architectures import of_config, setting_of
 from kdbench.engine.losses import loss_class
@@ -32,7 +31,7 @@ from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
 from kdbench.progress import Bar, StackPlan, with_progress
 from kdbench.protocol import busy
-from kdbench.protocol.arrays import arrays_of, keep_in, with_arrays
+from kdbench.protocol.arrays import arrays_of, data_file, keep_in, with_arrays
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
@@ -268,15 +267,6 @@ def _factories(cfg: Config, teacher, student) -> tuple[Config, TeacherLike | Non
     return cfg, teacher
 
 
-def _data_file(cfg: Config) -> tuple[Config, dict]:
-    """`--data PATH` read (`data.files`), checked and fingerprinted as your arrays are; the
-    images' shape goes into the configuration."""
-    found, image = files.read(cfg.data.data, cfg.data.image_size)
-    cfg, arrays = with_arrays(cfg, found["x_train"], found["y_train"], found["x_test"],
-                              found["y_test"])  # fmt: skip
-    return cfg.with_overrides(arrays_image=image), arrays
-
-
 def _shaped(cfg: Config, splits: data.Splits) -> Config:
     """On your arrays, their shape in the configuration: what rebuilds your architecture when
     the folder is read."""
@@ -293,8 +283,8 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
         cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)
         if shared is not None:
             raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
-    if cfg.data.data is not None and arrays is None:
-        cfg, arrays = _data_file(cfg)
+    if cfg.data.data is not None and arrays is None and cfg.data.fingerprint is None:
+        cfg, arrays = data_file(cfg)  # (a sweep's point has them in its folder: fingerprinted)
     _check(cfg)
     source = arrays_of(cfg, arrays, Path(out) if out is not None else None)
     splits = _splits(cfg, source)

@@ -13,7 +13,7 @@ from typing import Any
 
 from kdbench.config import MAX_STACK, Config
 from kdbench.progress import with_progress
-from kdbench.protocol.arrays import keep_arrays, with_arrays
+from kdbench.protocol.arrays import data_file, keep_arrays, with_arrays
 from kdbench.protocol.presets import VARIANTS, resolve
 from kdbench.runs import guard
 from kdbench.sweeps import explain as ex
@@ -38,19 +38,38 @@ def sweep(
     """The study over `grid` ({"temperature": [2, 5], "alpha": [0.1, 0.5]}) and the extra
     `points` ([{"teacher_arch": "lenet5", "teacher_epochs": 10}]) from `config`, into `out`
     (resumable; a finished sweep grows by new points); `arrays`: your (x_train, y_train,
-    x_test, y_test) instead of the configured dataset. Returns sweep.json's content; sweep.md
-    and the figures are in `out`."""
+    x_test, y_test) instead of the configured dataset (or `data=` a file, in `config`).
+    Returns sweep.json's content; sweep.md and the figures are in `out`."""
     cfg, out = config or Config(), Path(out)
     grid = {k: list(v) for k, v in grid.items()}
     extra = [dict(p) for p in points or []]
+    kept = None
     if arrays is not None:
         cfg, kept = with_arrays(cfg, *arrays)
+    elif cfg.data.data is not None:  # --data: read once, kept in every point's folder
+        cfg, kept = data_file(cfg)
+    if kept is not None:
         plan = sw.points(cfg, grid, out, extra)  # every point validates before anything is written
         with guard.claim(out):
             keep_arrays([p.folder for p in plan], kept, cfg.data.fingerprint)
     reuse_run = Path(reuse) if reuse else None
     return with_progress(not progress, lambda bar: sw.run(
         cfg, grid, out, executor, address, bar, reuse_run, max_stack, extra))  # fmt: skip
+
+
+def with_data_file(configs: dict[str, Config], out: Path) -> dict[str, Config]:
+    """Variants on `--data PATH`: the file read once, its arrays kept in every variant's folder
+    before anything trains, each configuration naming them by their fingerprint."""
+    first = next(iter(configs.values()), None)
+    if first is None or first.data.data is None:
+        return configs
+    named, kept = data_file(first)
+    d = named.data
+    same = {"dataset": d.dataset, "data_dir": None, "fingerprint": d.fingerprint,
+            "arrays_image": d.arrays_image}  # fmt: skip
+    with guard.claim(Path(out)):
+        keep_arrays([Path(out) / name for name in configs], kept, d.fingerprint)
+    return {name: cfg.with_overrides(**same) for name, cfg in configs.items()}
 
 
 def explain(
@@ -66,8 +85,9 @@ def explain(
     **settings: Any,
 ) -> Path:
     """The paper's study under each preset in `variants` (default: paper and its variants), at
-    the same `settings` (flat, as `Config.with_overrides` takes them: repeats=2, ...), and the
-    finished run folders in `runs`, compared in `out`. Returns the path of explain.md."""
+    the same `settings` (flat, as `Config.with_overrides` takes them: repeats=2, ...;
+    data="mine.npz" for a file), and the finished run folders in `runs`, compared in `out`.
+    Returns the path of explain.md."""
     out = Path(out)
     folders = [Path(r) for r in runs or []]
     names = list(variants or ([] if folders else VARIANTS))
@@ -81,6 +101,8 @@ def explain(
         if kept is not None:
             with guard.claim(out):
                 keep_arrays([out / name for name in configs], kept, settings["fingerprint"])
+        else:
+            configs = with_data_file(configs, out)
         reuse_run = Path(reuse) if reuse else None
         done = with_progress(not progress, lambda bar: ex.run_variants(
             configs, out, executor, address, bar, reuse_run))  # fmt: skip

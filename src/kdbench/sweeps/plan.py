@@ -47,6 +47,8 @@ def _parse_value(name: str, text: str, kind: str) -> Any:
     if name in ARCHITECTURES:
         return text
     base = kind.split("|")[0].strip()
+    if "None" in kind and text.lower() == "none":  # an optional setting left unset
+        return None
     try:
         if base == "bool":
             if text.lower() not in ("true", "false"):

@@ -50,7 +50,7 @@ def markdown(result: dict) -> str:
     head += " Δ teacher-KD (pp) | Δ ensemble-KD (pp) |"
     lines = [head, "|" + " --- |" * (len(keys) + 5)]
     for p in result["points"]:
-        vals = [str(p["point"].get(k, "base")) for k in keys]
+        vals = [str(p["point"].get(k, "base")).replace("None", "none") for k in keys]
         rows = p["rows"]
         cells = [
             _cell(rows["student_from_teacher"]),
