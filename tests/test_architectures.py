@@ -309,7 +309,15 @@ def test_the_deployable_built_ins_have_their_papers_sizes():
     assert build("resnet:20", 3072, 10, cifar).parameters_per_member() == resnet20
     mobile = build("mobilenetv2", 3072, 10, cifar)
     assert mobile.parameters_per_member() == 3_504_872 - 990 * 1280 - 990
-    for spec in ("resnet:8,8", "mobilenetv2:35", "bncnn:4,8"):
+    # mbv2:8,16,32: stem 3x3 1->8 + BN; block t=1 8->16 (dw 8, BN, project 8->16, BN); block
+    # t=6 16->32 (expand 16->96, BN, dw 96, BN, project 96->32, BN); head 32->10
+    stem = 9 * 8 + 16
+    block1 = 8 * 9 + 16 + 8 * 16 + 32
+    block2 = 16 * 96 + 192 + 96 * 9 + 192 + 96 * 32 + 64
+    assert build("mbv2:8,16,32", 784, 10, MNIST).parameters_per_member() == (
+        stem + block1 + block2 + 32 * 10 + 10
+    )
+    for spec in ("resnet:8,8", "mobilenetv2:35", "bncnn:4,8", "mbv2:8,16,32"):
         for image in (MNIST, cifar):
             model = build(spec, image[0] * image[1] * image[2], 10, image)
             assert model.input_shape == image and model.macs_per_image() > 0

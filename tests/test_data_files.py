@@ -167,3 +167,56 @@ def test_sweep_and_explain_read_data_once_and_keep_it_in_every_folder(digits, tm
     for name in ("paper", "restore-best"):
         cfg = json.loads((ex / name / "config.json").read_text())["config"]
         assert cfg["data"]["fingerprint"] in prints and (ex / name / "data.safetensors").is_file()
+
+
+def test_your_own_validation_set_is_the_one_early_stopping_watches(digits, tmp_path):
+    """x_val/y_val in the .npz: training on all of x_train, validating on yours (the records'
+    validation errors are errors on x_val), and the report says so; one without the other, or
+    a label outside the training classes, is one line and exit 2 with nothing written."""
+    x, y = digits
+    data = _npz(tmp_path / "val.npz", x, y, x_train=x[:1200], y_train=y[:1200],
+                x_val=x[1200:1400], y_val=y[1200:1400])  # fmt: skip
+    run = tmp_path / "run"
+    proc = kdbench("reproduce", "--data", data, "--student-arch", "bncnn:4", "--teacher-hidden",
+                   "16", *SMALL, "--out", run)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((run / "config.json").read_text())["config"]["data"]
+    assert cfg["validation_rows"] == 200
+    assert "yours (x_val, y_val: 200 examples)" in (run / "report.md").read_text()
+    import kdbench as api
+
+    student = api.load(run, "student_hard")
+    pixels = torch.from_numpy(x[1200:1400].astype(np.float32) / 255).view(-1, 1, 8, 8)
+    with torch.no_grad():
+        error = float((student(pixels).argmax(1).numpy() != y[1200:1400]).mean())
+    rec = next(json.loads(r) for r in (run / "records.jsonl").read_text().splitlines()
+               if '"student_hard"' in r)  # fmt: skip
+    assert error == pytest.approx(rec["val_error"], abs=1e-6)
+    for over, says in [
+        (dict(x_val=x[:10]), "has x_val but no y_val"),
+        (dict(x_val=x[:10], y_val=np.full(10, 12)), "validation label(s) [12]"),
+        (dict(x_test=x[:0], y_test=y[:0]), "x_test is empty"),
+    ]:
+        bad = _npz(tmp_path / "bad.npz", x, y, **over)
+        out = tmp_path / "bad-run"
+        proc = kdbench("reproduce", "--data", bad, *SMALL, "--out", out)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_python_api_takes_your_validation_set_too(digits, tmp_path):
+    import kdbench as api
+
+    x, y = digits
+    x = x.reshape(len(x), -1).astype(np.float32) / 16
+    cfg = api.Config().with_overrides(repeats=1, members=2, epochs=1, student_hidden=(8,),
+                                      teacher_hidden=(16,), threads=1)  # fmt: skip
+    folder, _ = api.study(x[:1200], y[:1200], x[1400:], y[1400:], cfg, out=tmp_path / "run",
+                          progress=False, measure_latency=False, x_val=x[1200:1400],
+                          y_val=y[1200:1400])  # fmt: skip
+    data = json.loads((folder / "config.json").read_text())["config"]["data"]
+    assert data["validation_rows"] == 200
+    with pytest.raises(Exception, match="give both x_val and y_val"):
+        api.study(x[:1200], y[:1200], x[1400:], y[1400:], cfg, out=tmp_path / "bad",
+                  progress=False, x_val=x[1200:1400])  # fmt: skip
+    assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ from torch import nn
 from kdbench.config import TrainConfig
 from kdbench.engine import native
 from kdbench.engine import trainer as engine
-from kdbench.engine.architectures import bncnn, cnn, dscnn, lenet5, resnet
+from kdbench.engine.architectures import bncnn, cnn, dscnn, lenet5, mbv2, resnet
 from kdbench.engine.modules import ModuleStack
 from kdbench.errors import ConfigError
 from tests.oracle import _fit
@@ -290,6 +290,11 @@ def _bn_resnet() -> nn.Module:
     return resnet(8, 2, IMAGE, 10)
 
 
+def _bn_mbv2() -> nn.Module:
+    """mbv2:4,8,8: a strided and a residual inverted block (depthwise groups, ReLU6): vmap."""
+    return mbv2((4, 8, 8), IMAGE, 10)
+
+
 def _in_double(splits):
     return dataclasses.replace(
         splits, **{k: getattr(splits, k).double() for k in ("x_train", "x_val", "x_test")}
@@ -306,8 +311,9 @@ def _double(factory):
 @pytest.mark.parametrize(
     ("factory", "path"),
     [(_bn_cnn, "im2col"), (_bn_cnn, "compiled"), (_bn_dense, "im2col"),
-     (_double(_bn_resnet), "vmap")],
-    ids=["bncnn-im2col", "bncnn-compiled", "dense-bn", "resnet-vmap-float64"],
+     (_double(_bn_resnet), "vmap"), (_double(_bn_mbv2), "vmap")],
+    ids=["bncnn-im2col", "bncnn-compiled", "dense-bn", "resnet-vmap-float64",
+         "mbv2-vmap-float64"],
 )  # fmt: skip
 def test_batchnorm_members_equal_modules_trained_alone(small_splits, factory, path):
     """The oracle for buffers: every member equals the same module trained alone (train mode

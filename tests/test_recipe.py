@@ -141,6 +141,8 @@ def test_a_recipe_resumes_from_a_snapshot_to_the_same_floats(small_splits, monke
         (dict(lr_gamma=0.0), "lr gamma must be in (0, 1]"),
         (dict(teacher_lr_decay=0.9, lr_schedule="cosine"), "keep one"),
         (dict(augment="rotate"), "augmentation must be one of crop, flip"),
+        (dict(teacher_updates="joint", optimizer="sgd"), "trains the teachers' copies with Adam"),
+        (dict(teacher_updates="joint", lr_schedule="cosine"), "--teacher-updates frozen"),
         (dict(augment=","), "--augment needs crop, flip or crop,flip"),
         (dict(augment="crop", crop_padding=0), "crop padding must be a whole number"),
     ],

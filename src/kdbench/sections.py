@@ -48,6 +48,9 @@ class DataConfig:
     # run folder like arrays from Python, and checked by their fingerprint on a resume
     data: str | None = None
     image_size: int | None = None  # an image folder's images resized to S x S
+    # your own validation set's size (x_val, y_val in your arrays); None: the last
+    # validation_split of the training set is held out
+    validation_rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,15 @@ def validate(cfg: Any) -> None:  # a `config.Config` (which imports this module)
             raise ConfigError(
                 f"{flags}: kdbench does not train your own teacher (--teacher); drop them"
             )
+    t = cfg.train
+    if cfg.distill.teacher_updates == "joint" and (
+        t.optimizer != "adam" or t.lr_schedule != "none" or t.weight_decay
+    ):
+        raise ConfigError(
+            "--teacher-updates joint trains the teachers' copies with Adam at a fixed learning"
+            " rate (the paper's Keras code); drop --optimizer sgd, --lr-schedule and"
+            " --weight-decay, or use --teacher-updates frozen"
+        )
     _positive_int(cfg.protocol.repeats, "repeats", "--repeats")
     _positive_int(cfg.protocol.members, "members", "--members")
     seed = cfg.protocol.seed

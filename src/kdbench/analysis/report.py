@@ -294,7 +294,11 @@ def config_table(cfg: dict) -> str:
             f"{d['dataset']}"
             + (f", first {d['train_limit']} training images" if d["train_limit"] else ""),
         ),
-        ("Validation split", f"last {d['validation_split']:.0%} of the training images"),
+        (
+            ("Validation set", f"yours (x_val, y_val: {d['validation_rows']} examples)")
+            if d.get("validation_rows")
+            else ("Validation split", f"last {d['validation_split']:.0%} of the training images")
+        ),
         ("Teacher", teacher_name(m)),
         ("Student / ensemble member", student_name(m)),
         ("Repeats × members", f"{p['repeats']} × {p['members']}"),

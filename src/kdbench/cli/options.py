@@ -190,7 +190,7 @@ PresetName = Annotated[
 
 # set by kdbench (from your arrays and your teacher) and by --preset
 NOT_FLAGS = ("fingerprint", "arrays_features", "arrays_classes", "arrays_image",
-             "own_teacher_sha256", "preset")  # fmt: skip
+             "validation_rows", "own_teacher_sha256", "preset")  # fmt: skip
 
 
 def _field_types() -> dict[str, Any]:

@@ -262,9 +262,18 @@ def split(
     y_test: np.ndarray,
     validation_split: float = 0.1,
     train_limit: int | None = None,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
 ) -> Splits:
-    """Hold out the last `validation_split` of the (limited) training set, as Keras does."""
-    train_rows, val_rows = split_rows(len(x_train), validation_split, train_limit)
+    """Hold out the last `validation_split` of the (limited) training set, as Keras does; or,
+    given your own validation set (`x_val`, `y_val`), train on the whole (limited) training
+    set and validate on yours."""
+    if x_val is None:
+        train_rows, val_rows = split_rows(len(x_train), validation_split, train_limit)
+        x_val, y_val = x_train[val_rows], y_train[val_rows]
+    else:
+        train_rows = slice(0, len(x_train) if train_limit is None else train_limit)
+    x_train, y_train = x_train[train_rows], y_train[train_rows]
 
     def feats(x: np.ndarray) -> torch.Tensor:
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
@@ -275,12 +284,12 @@ def split(
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64).copy())
 
-    n_classes = int(max(y_train[: val_rows.stop].max(), y_test.max())) + 1
+    n_classes = int(max(y_train.max(), y_val.max(), y_test.max())) + 1
     return Splits(
-        x_train=feats(x_train[train_rows]),
-        y_train=labels(y_train[train_rows]),
-        x_val=feats(x_train[val_rows]),
-        y_val=labels(y_train[val_rows]),
+        x_train=feats(x_train),
+        y_train=labels(y_train),
+        x_val=feats(x_val),
+        y_val=labels(y_val),
         x_test=feats(x_test),
         y_test=labels(y_test),
         n_classes=n_classes,
@@ -305,12 +314,18 @@ def _numpy(a, what: str) -> np.ndarray:
         raise DataError(f"{what} is not an array; pass a NumPy array or a torch tensor") from None
 
 
-def check_arrays(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
+def check_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None) -> dict[str, np.ndarray]:
     """Your own data for the study (NumPy arrays or torch tensors): features `[N, ...]` (flattened,
-    used as given: scale them yourself), integer labels 0..C-1. Returns the four arrays, ready
+    used as given: scale them yourself), integer labels 0..C-1, and optionally your own
+    validation set (else the tail of the training set is held out). Returns the arrays, ready
     for `split`, or raises DataError naming what is wrong."""
+    if (x_val is None) != (y_val is None):
+        raise DataError("give both x_val and y_val (your validation set), or neither")
     out = {}
-    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+    parts = [("train", x_train, y_train), ("test", x_test, y_test)]
+    if x_val is not None:
+        parts.append(("val", x_val, y_val))
+    for part, x, y in parts:
         xs, ys = _numpy(x, f"x_{part}"), _numpy(y, f"y_{part}")
         if xs.ndim < 2 or len(xs) == 0:
             raise DataError(f"x_{part} must have shape [examples, features...] (got {xs.shape})")
@@ -329,11 +344,15 @@ def check_arrays(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
             raise DataError(f"y_{part} has negative labels; use class labels 0..C-1")
         out[f"{part}_images"] = xs.reshape(len(xs), -1).astype(np.float32)
         out[f"{part}_labels"] = ys.astype(np.int64)
-    if out["train_images"].shape[1] != out["test_images"].shape[1]:
-        raise DataError(
-            f"x_train has {out['train_images'].shape[1]} features but x_test"
-            f" {out['test_images'].shape[1]}; they must match"
-        )
+    for part in ("test", "val"):
+        if (
+            f"{part}_images" in out
+            and out[f"{part}_images"].shape[1] != out["train_images"].shape[1]
+        ):
+            raise DataError(
+                f"x_train has {out['train_images'].shape[1]} features but x_{part}"
+                f" {out[f'{part}_images'].shape[1]}; they must match"
+            )
     if len(np.unique(out["train_labels"])) < 2:
         raise DataError("y_train has fewer than two classes; the study needs at least two")
     return out
@@ -350,6 +369,8 @@ def fingerprint(arrays: dict[str, np.ndarray]) -> str:
 
 
 def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_limit) -> Splits:
+    """The arrays' splits: your own validation set where the arrays carry one (`val_images`),
+    else the tail of the training set."""
     return split(
         arrays["train_images"],
         arrays["train_labels"],
@@ -357,4 +378,6 @@ def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_l
         arrays["test_labels"],
         validation_split,
         train_limit,
+        arrays.get("val_images"),
+        arrays.get("val_labels"),
     )

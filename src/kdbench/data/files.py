@@ -61,7 +61,15 @@ def _npz(path: Path) -> tuple[dict[str, np.ndarray], Image | None]:
                     f"{path} lacks array(s) {', '.join(missing)}; a .npz needs x_train, y_train,"
                     " x_test and y_test"
                 )
-            raw = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            if ("x_val" in names) != ("y_val" in names):
+                given, lacking = ("x_val", "y_val") if "x_val" in names else ("y_val", "x_val")
+                raise DataError(
+                    f"{path} has {given} but no {lacking}; give both (your validation set) or"
+                    " neither (the last --validation-split of x_train)"
+                )
+            wanted = [k for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+                      if k in names]  # fmt: skip
+            raw = {k: npz[k] for k in wanted}
     except DataError:
         raise
     except ValueError as exc:  # an object array: numpy refuses to unpickle it
@@ -73,26 +81,29 @@ def _npz(path: Path) -> tuple[dict[str, np.ndarray], Image | None]:
         raise DataError(f"{path} is not a readable .npz ({exc})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc})") from None
-    shapes = {raw["x_train"].shape[1:], raw["x_test"].shape[1:]}
-    if len(shapes) != 1:
-        raise DataError(
-            f"{path}: x_train rows are {raw['x_train'].shape[1:]} but x_test rows"
-            f" {raw['x_test'].shape[1:]}; they must match"
-        )
-    (row,) = shapes
+    parts = [p for p in (*PARTS, "val") if f"x_{p}" in raw]
+    for part in parts[1:]:
+        if raw[f"x_{part}"].shape[1:] != raw["x_train"].shape[1:]:
+            raise DataError(
+                f"{path}: x_train rows are {raw['x_train'].shape[1:]} but x_{part} rows"
+                f" {raw[f'x_{part}'].shape[1:]}; they must match"
+            )
+    row = raw["x_train"].shape[1:]
     image: Image | None = None
     if len(row) == 2:  # [N, H, W]
         image = (1, *row)
     elif len(row) == 3:  # [N, H, W, C]
         image = (row[2], row[0], row[1])
     out = {}
-    for part in PARTS:
+    for part in parts:
         x = raw[f"x_{part}"]
         if x.dtype.kind not in "uif" or x.ndim < 2:
             raise DataError(
                 f"{path}: x_{part} must be numbers shaped [N, H, W], [N, H, W, C] or"
                 f" [N, features] (got {x.dtype} {list(x.shape)})"
             )
+        if len(x) == 0:
+            raise DataError(f"{path}: x_{part} is empty; give at least one example")
         if x.ndim == 4:
             x = np.moveaxis(x, 3, 1)  # channel-first, as a conv net takes it
         out[f"x_{part}"] = _scaled(x, f"{path}: x_{part}").reshape(len(x), -1)
@@ -134,6 +145,15 @@ def _check_labels(arrays: dict[str, np.ndarray], path: Path) -> None:
             f"{path}: training labels run to {present[-1]} but class(es) {absent[:5]} have no"
             " training example; number the classes 0..C-1"
         )
+    if "y_val" in arrays:
+        if len(arrays["y_val"]) == 0:
+            raise DataError(f"{path}: the validation set (x_val) is empty")
+        outside = np.setdiff1d(np.unique(arrays["y_val"]), present)
+        if len(outside):
+            raise DataError(
+                f"{path}: validation label(s) {outside[:5].tolist()} are not among the training"
+                " classes; number the classes 0..C-1 alike in every set"
+            )
     outside = np.setdiff1d(np.unique(test), present)
     if len(outside):
         raise DataError(

@@ -47,14 +47,15 @@ def arrays_in(cfg: Config, folder: Path) -> dict:
     return arrays
 
 
-def with_arrays(cfg: Config, x_train, y_train, x_test, y_test) -> tuple[Config, dict]:
-    """Your four arrays, checked, and the configuration that names them (dataset 'arrays',
-    their fingerprint)."""
-    arrays = data.check_arrays(x_train, y_train, x_test, y_test)
-    cfg = cfg.with_overrides(
-        dataset=data.ARRAYS, data_dir=None, fingerprint=data.fingerprint(arrays)
-    )
-    return cfg, arrays
+def with_arrays(
+    cfg: Config, x_train, y_train, x_test, y_test, x_val=None, y_val=None
+) -> tuple[Config, dict]:
+    """Your arrays (and your own validation set, if any), checked, and the configuration that
+    names them (dataset 'arrays', their fingerprint, the validation set's size)."""
+    arrays = data.check_arrays(x_train, y_train, x_test, y_test, x_val, y_val)
+    given = len(arrays["val_images"]) if "val_images" in arrays else None
+    named = {"dataset": data.ARRAYS, "data_dir": None, "fingerprint": data.fingerprint(arrays)}
+    return cfg.with_overrides(**named, validation_rows=given), arrays
 
 
 def data_file(cfg: Config) -> tuple[Config, dict]:
@@ -62,7 +63,7 @@ def data_file(cfg: Config) -> tuple[Config, dict]:
     images' shape goes into the configuration."""
     found, image = files.read(cfg.data.data, cfg.data.image_size)
     cfg, arrays = with_arrays(cfg, found["x_train"], found["y_train"], found["x_test"],
-                              found["y_test"])  # fmt: skip
+                              found["y_test"], found.get("x_val"), found.get("y_val"))  # fmt: skip
     return cfg.with_overrides(arrays_image=image), arrays
 
 

@@ -32,7 +32,7 @@ from kdbench.errors import ConfigError
 from kdbench.progress import Bar, StackPlan, with_progress
 from kdbench.protocol import busy
 from kdbench.protocol.arrays import arrays_of, data_file, keep_in, with_arrays
-from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
+from kdbench.protocol.own_teacher import OwnTeacher, TeacherKind, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
 from kdbench.runs import guard, latency
@@ -145,13 +145,16 @@ def study(
     measure_latency: bool = True,
     teacher: TeacherLike | Factory | None = None,
     student: Factory | None = None,
+    x_val=None,
+    y_val=None,
 ) -> tuple[Path, dict]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
-    features (flattened; scale them yourself). The validation split is the tail of the training
-    arrays, as for the built-in datasets. `teacher`, `student`, `measure_latency` (on by
-    default, as for `reproduce` and the CLI): as for `reproduce`. Returns (run folder,
-    summary)."""
-    cfg, arrays = with_arrays(config or Config(), x_train, y_train, x_test, y_test)
+    features (flattened; scale them yourself). The validation set is yours (`x_val`, `y_val`)
+    or, without one, the tail of the training arrays, as for the built-in datasets. `teacher`,
+    `student`, `measure_latency` (on by default, as for `reproduce` and the CLI): as for
+    `reproduce`. Returns (run folder, summary)."""
+    cfg, arrays = with_arrays(config or Config(), x_train, y_train, x_test, y_test, x_val,
+                              y_val)  # fmt: skip
     return reproduce(cfg, out, progress, measure_latency, arrays=arrays, teacher=teacher,
                      student=student)  # fmt: skip
 
@@ -306,6 +309,11 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
             own_logits = TeacherLogits(**kept)
         else:
             d = cfg.data
+            if d.validation_rows is not None and own.kind == TeacherKind.LOGITS:
+                raise ConfigError(
+                    f"your teacher's logits ({own.setting}) align with x_train and x_test, and"
+                    " your data has its own x_val; give the teacher as .onnx, or drop x_val"
+                )
             n_images = len(source["train_images"])
             own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
     kept_logits = kept is not None

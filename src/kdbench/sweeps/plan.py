@@ -135,7 +135,8 @@ def parse_points(items: list[str]) -> list[dict[str, Any]]:
 
 
 # the data and your own teacher are fixed for a whole sweep
-_NOT_SWEPT = ("dataset", "data_dir", "fingerprint", "own_teacher", "own_teacher_sha256")
+_NOT_SWEPT = ("dataset", "data_dir", "fingerprint", "validation_rows", "own_teacher",
+              "own_teacher_sha256", "data", "image_size")  # fmt: skip
 
 
 def _label(point: dict[str, Any]) -> str:
