@@ -1,4 +1,4 @@
-"""A stand-in for your image data, made offline: the first 6,000 training and 2,000 test images
+"""A stand-in for your image data, made offline: the first 3,000 training and 1,000 test images
 of the MNIST kdbench bundles, saved as you would save yours (`x_train` `[N, H, W]` uint8,
 `y_train`, `x_test`, `y_test`; `[N, H, W, C]` for colour) in one .npz.
 
@@ -13,7 +13,7 @@ import numpy as np
 from kdbench.data import datasets as data
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/images.npz")
-n_train, n_test = (int(v) for v in sys.argv[2:4]) if len(sys.argv) > 3 else (6000, 2000)
+n_train, n_test = (int(v) for v in sys.argv[2:4]) if len(sys.argv) > 3 else (3000, 1000)
 a = data.load_arrays("mnist")
 out.parent.mkdir(parents=True, exist_ok=True)
 np.savez_compressed(

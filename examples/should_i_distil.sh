@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs/should-i-distil}"
-sizes="6000 2000" extra=""
+sizes="3000 1000" extra=""
 if [ "${KDBENCH_EXAMPLE:-}" = short ]; then  # CI runs every example: the same steps, smaller
   sizes="600 200" extra="--repeats 2 --members 2 --epochs 1"
 fi
@@ -19,7 +19,7 @@ python "$here/make_images.py" "$out.npz" $sizes
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python -m kdbench reproduce \
   --data "$out.npz" \
   --student-arch tiny_nets:TinyNet --teacher-arch tiny_nets:Teacher \
-  --optimizer sgd --lr 0.05 --nesterov --weight-decay 5e-4 --lr-schedule cosine --epochs 15 \
+  --optimizer sgd --lr 0.05 --nesterov --weight-decay 5e-4 --lr-schedule cosine --epochs 10 \
   --augment crop --crop-padding 2 --temperature 4 --controls smoothing \
   --repeats 10 --members 5 --quiet --out "$out" $extra
 head -n 3 "$out/report.md"

@@ -72,6 +72,20 @@ def _drop_last_layer(tensors):
     return {k: v for k, v in tensors.items() if not k.startswith(f"layer{last}.")}
 
 
+def _duplicated_line(folder: Path) -> None:
+    """The first record twice (its stamp intact): counted twice if read as it stands."""
+    path = folder / "records.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([lines[0], lines[0], *lines[1:]]))
+
+
+def _foreign_repeat(folder: Path) -> None:
+    """A record of a repeat the run does not have (repeat 7 of 2), its stamp intact."""
+    path = folder / "records.jsonl"
+    first = json.loads(path.read_text().splitlines()[0])
+    path.write_text(path.read_text() + json.dumps({**first, "repeat": 7}) + "\n")
+
+
 def _records_line(text: bytes) -> Callable[[Path], None]:
     def damage(folder: Path) -> None:
         path = folder / "records.jsonl"
@@ -243,6 +257,8 @@ CASES = [
             ),
         )
     ),
+    Case("records-line-twice", _tampered(_duplicated_line), 2, "repeats the record of line 1"),
+    Case("records-foreign-repeat", _tampered(_foreign_repeat), 2, "repeat 7, member 0, which"),
     Case(
         "config-dataset-edited",
         _tampered(lambda run: _edit_config(run, "data", "dataset", "mnist")),

@@ -1,5 +1,5 @@
-"""The Ray executor gives the local executor's numbers, for MLP grid points and for conv nets
-built in Ray's worker processes. Its own file, so the suite's workers share the sweep tests."""
+"""The Ray executor gives the local executor's numbers, for MLP grid points, for conv nets
+built in Ray's worker processes, and for the deploy preset's nets and recipe. Its own file, so the suite's workers share the sweep tests."""
 
 from __future__ import annotations
 
@@ -20,11 +20,18 @@ def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local_sweep):
                      epochs=1, threads=1)  # fmt: skip
     archs = sweep.parse_grid(["student_arch=mlp:8,cnn:4"])
     sweep.run(digits, archs, tmp_path / "archs-local")
+    # and the deploy preset (BN ResNet teacher, MobileNetV2-style students, SGD + cosine, crops
+    # and flips drawn in the workers, controls), over the optimiser
+    deploy = resolve("deploy", dataset="digits", repeats=2, members=2, epochs=1, threads=1)
+    recipe = sweep.parse_grid(["optimizer=adam,sgd"])
+    sweep.run(deploy, recipe, tmp_path / "deploy-local")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         sweep.run(base, grid, tmp_path / "ray", executor="ray")
         sweep.run(digits, archs, tmp_path / "archs-ray", executor="ray")
+        sweep.run(deploy, recipe, tmp_path / "deploy-ray", executor="ray")
     finally:
         ray.shutdown()
     assert sweep_numbers(tmp_path / "ray") == sweep_numbers(local_sweep)
     assert sweep_numbers(tmp_path / "archs-ray") == sweep_numbers(tmp_path / "archs-local")
+    assert sweep_numbers(tmp_path / "deploy-ray") == sweep_numbers(tmp_path / "deploy-local")

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench.analysis.report import named, student_name, teacher_name
+from kdbench.analysis.report import named, recipe_short, student_name, teacher_name
 from kdbench.config import Config
 from kdbench.errors import RunFolderError
 from kdbench.roles import Role
@@ -128,7 +128,8 @@ def _situation(folder: Path, root: Path, shown: str, grid: dict | None = None) -
         source=shown,
         link=f"{folder}/report.md",
         data=data,
-        student=named(student_name(cfg.to_dict()["model"])),
+        student=named(student_name(cfg.to_dict()["model"]))
+        + (f" ({recipe_short(cfg.train)})" if recipe_short(cfg.train) else ""),
         teacher=_teacher(cfg),
         hard_pct=rows[Role.STUDENT_HARD].mean_pct,
         teacher_pct=rows[Role.TEACHER].mean_pct,

@@ -223,6 +223,17 @@ def optimiser(t: TrainConfig) -> str:
     return f"{kind}, lr {t.learning_rate:g}{decay}, batch {t.batch_size}"
 
 
+def recipe_short(t: TrainConfig) -> str:
+    """The recipe in a few words where it is not the paper's (Adam, no schedule, no
+    augmentation); '' where it is."""
+    parts = ["SGD"] if t.optimizer == "sgd" else []
+    if t.lr_schedule != "none":
+        parts.append(t.lr_schedule)
+    if augments_of(t):
+        parts.append("+".join(augments_of(t)))
+    return ", ".join(parts)
+
+
 def _recipe_rows(t: TrainConfig) -> list[tuple[str, str]]:
     """Every model's recipe: optimiser, learning-rate schedule, augmentation."""
     rows = [("Optimiser", optimiser(t))]

@@ -89,8 +89,10 @@ def read_records(folder: Path) -> list[Record]:
     except OSError as exc:
         raise RunFolderError(f"cannot read {path} ({exc.strerror})") from None
     lines.pop()  # after the last newline: nothing, or a line a crash cut short
-    stamps = Stamps.of(read_config(folder)) if (Path(folder) / CONFIG).is_file() else None
-    out = []
+    cfg = read_config(folder) if (Path(folder) / CONFIG).is_file() else None
+    stamps = Stamps.of(cfg) if cfg is not None else None
+    out: list[Record] = []
+    seen: dict[tuple, int] = {}  # each record's key -> its line
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -107,6 +109,22 @@ def read_records(folder: Path) -> list[Record]:
             ) from None
         if stamps is not None:
             stamps.check(record, where)
+        if record.key in seen:  # the one writer never repeats a record: an edited file
+            raise RunFolderError(
+                f"{where} repeats the record of line {seen[record.key]} ({record.role}, repeat"
+                f" {record.repeat}, member {record.member}); it would be counted twice: remove"
+                " one, or restore the file"
+            )
+        seen[record.key] = number
+        member = record.member or 0  # an ensemble's record has none
+        if cfg is not None and not (
+            0 <= record.repeat < cfg.protocol.repeats and 0 <= member < cfg.protocol.members
+        ):
+            raise RunFolderError(
+                f"{where} is a record of repeat {record.repeat}, member {record.member}, which"
+                f" this run ({cfg.protocol.repeats} repeats of {cfg.protocol.members} members)"
+                " does not have; restore the file"
+            )
         out.append(record)
     return out
 
