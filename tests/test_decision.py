@@ -63,3 +63,22 @@ def test_bad_folders_and_readmes_are_one_clear_error(tmp_path):
     with pytest.raises(RunFolderError, match="has no"):
         decision.update_readme(readme)
     assert readme.read_text().endswith("no end\n"), "nothing written on an error"
+
+
+def test_an_unclosed_marker_before_a_closed_one_deletes_nothing(tmp_path):
+    """An unclosed block followed by a closed one: its table would swallow the text between
+    (and the second marker); refused, the README untouched. A stray end marker too."""
+    readme = tmp_path / "README.md"
+    text = (
+        "intro\n<!-- kdbench decide a -->\nkeep this paragraph\n"
+        "<!-- kdbench decide b -->\nold\n<!-- /kdbench decide -->\nend\n"
+    )
+    readme.write_text(text)
+    with pytest.raises(RunFolderError, match="line 2: this decision-table marker has no"):
+        decision.update_readme(readme)
+    readme.write_text(text.replace("<!-- kdbench decide a -->\n", ""))
+    stray = readme.read_text() + "<!-- /kdbench decide -->\n"
+    readme.write_text(stray)
+    with pytest.raises(RunFolderError, match="1 '<!-- kdbench decide …-->' marker"):
+        decision.update_readme(readme)
+    assert readme.read_text() == stray

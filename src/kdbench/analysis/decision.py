@@ -208,10 +208,23 @@ def update_readme(readme: Path) -> int:
     readme = Path(readme)
     text = readme.read_text()
     out, count, at = [], 0, 0
-    for m in BEGIN.finditer(text):
+    begins = list(BEGIN.finditer(text))
+    for i, m in enumerate(begins):  # every block closed before the next begins
         end = text.find(END, m.end())
-        if end < 0:
-            raise RunFolderError(f"{readme}: a decision-table block has no {END!r} after it")
+        following = begins[i + 1].start() if i + 1 < len(begins) else len(text)
+        if end < 0 or end > following:
+            line = text.count("\n", 0, m.start()) + 1
+            raise RunFolderError(
+                f"{readme} line {line}: this decision-table marker has no {END!r} before the"
+                " next one; close it, nothing was changed"
+            )
+    if text.count(END) != len(begins):
+        raise RunFolderError(
+            f"{readme} has {len(begins)} '<!-- kdbench decide …-->' marker(s) but"
+            f" {text.count(END)} {END!r}; pair each marker with its end, nothing was changed"
+        )
+    for m in begins:
+        end = text.find(END, m.end())
         body = table([Path(f) for f in m.group("folders").split()], readme.parent)
         out += [text[at : m.end()], "\n", body, "\n"]
         at, count = end, count + 1
