@@ -74,6 +74,9 @@ def test_a_finished_runs_config_json_redoes_it(tmp_path):
         ("[distill]\nalpha = 1.5\n", "alpha must be in [0, 1]"),
         ("[distill\n", "is not valid TOML"),
         ('preset = "hintn"\n', "did you mean hinton"),
+        ("[protocol]\nrepeats = 1000000000\n", "repeats must be at most 1000"),
+        ("[protocol]\nmembers = 1000000000\n", "members must be at most 1000"),
+        ("[protocol]\nrepeats = " + "[" * 5000 + "]" * 5000 + "\n", "bad.toml"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_it_and_nothing_is_written(tmp_path, text, message):
@@ -85,6 +88,14 @@ def test_a_bad_file_is_one_line_naming_it_and_nothing_is_written(tmp_path, text,
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "bad.toml" in proc.stderr
     assert not out.exists()
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin.toml"
+    path.write_bytes("[data]\ndataset = 'caf\u00e9'\n".encode("latin-1"))
+    proc = kdbench("reproduce", "--config", path, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 2 and "is not UTF-8 text" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_missing_config_file_is_one_line(tmp_path):

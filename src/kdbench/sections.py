@@ -28,6 +28,9 @@ HEADS = ("logits", "softmax")
 TOP_LEVEL = ("device", "threads", "preset")
 MAX_STACK = 240  # a sweep's distilled students trained as one stack (12 points of 10 repeats)
 
+# the most repeats and members a run may ask for: its records, and its stacks' weights, are held
+# in memory (10 each is the paper's; a thousand is far beyond any study, far below exhausting it)
+MAX_REPEATS = MAX_MEMBERS = 1000
 MAX_TEMPERATURE = 1e4  # far beyond any study (Hinton used up to 20), far below an overflow
 
 

@@ -15,6 +15,8 @@ from kdbench.sections import (
     ENSEMBLE_TARGETS,
     HEADS,
     KD_MONITORS,
+    MAX_MEMBERS,
+    MAX_REPEATS,
     MAX_TEMPERATURE,
     MONITORS,
     OPTIMIZERS,
@@ -68,6 +70,13 @@ def validate(cfg: Any) -> None:  # a `config.Config` (which imports this module)
         )
     _positive_int(cfg.protocol.repeats, "repeats", "--repeats")
     _positive_int(cfg.protocol.members, "members", "--members")
+    for value, what, most in ((cfg.protocol.repeats, "repeats", MAX_REPEATS),
+                              (cfg.protocol.members, "members", MAX_MEMBERS)):  # fmt: skip
+        if value > most:
+            raise ConfigError(
+                f"{what} must be at most {most} (got {value}): every model is held in memory;"
+                f" fix --{what}"
+            )
     seed = cfg.protocol.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a whole number >= 0 (got {seed!r}); fix --seed")

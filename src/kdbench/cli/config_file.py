@@ -28,9 +28,11 @@ SECTIONS = ("data", "model", "train", "distill", "protocol")
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}; give a readable file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not UTF-8 text; save it as UTF-8") from None
     try:
         if path.suffix == ".json":
             raw = json.loads(text)
@@ -40,6 +42,8 @@ def _read(path: Path) -> dict[str, Any]:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         kind = "JSON" if path.suffix == ".json" else "TOML"
         raise ConfigError(f"{path} is not valid {kind} ({exc}); fix the file") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to be settings; fix the file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections ({', '.join(SECTIONS)})")
     return raw
