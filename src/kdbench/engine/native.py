@@ -13,6 +13,7 @@ install time. Where there is no compiler, or `KDBENCH_NATIVE=0`, the im2col path
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import os
 import platform
@@ -49,33 +50,76 @@ def _cache() -> Path:
     return Path(root) / "kdbench" / "native"
 
 
+def _private(folder: Path) -> Path:
+    """`folder`, made if missing (mode 0700), refused unless this user owns it and nobody else
+    may write to it or to the folders above it up to the cache root: a library another user
+    could plant there would run as this user."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for part in (folder, folder.parent):
+        st = part.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise RuntimeError(
+                f"{part} is not this user's alone (owner {st.st_uid}, mode"
+                f" {oct(st.st_mode & 0o777)}); set XDG_CACHE_HOME to a private folder"
+            )
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """Whether `target` is the library this process's kdbench built: its SHA-256 as recorded
+    beside it when it was built (a planted, truncated or foreign file is rebuilt)."""
+    record = target.with_suffix(".sha256")
+    try:
+        return target.is_file() and record.read_text().strip() == _sha256(target)
+    except OSError:
+        return False
+
+
 def _compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
 def _build(compiler: str) -> tuple[Path, str]:
-    """The cached library for this source, compiler and CPU; built (atomically) if missing."""
-    version = subprocess.run(
+    """The cached library for this source, compiler and CPU: built if missing or not the one
+    recorded (atomically, under a lock, in a folder only this user can write), verified
+    before it is loaded."""
+    lines = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.splitlines()[0]
+    ).stdout.splitlines()
+    version = lines[0].strip() if lines and lines[0].strip() else Path(compiler).name
     key = hashlib.sha256(
         "\0".join([SOURCE.read_text(), *FLAGS, version, _cpu()]).encode()
     ).hexdigest()[:16]
-    target = _cache() / f"direct_conv-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            done = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", tmp],
-                capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
-            if done.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {done.stderr.strip().splitlines()[-1:]}")
-            os.replace(tmp, target)  # concurrent builders each write their own file
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    folder = _private(_cache())
+    target = folder / f"direct_conv-{key}.so"
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it
+        if not _verified(target):
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+            try:
+                done = subprocess.run(
+                    [compiler, *FLAGS, str(SOURCE), "-o", tmp],
+                    capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    last = done.stderr.strip().splitlines()[-1:] or ["no message"]
+                    raise RuntimeError(f"{compiler} failed: {last[0]}")
+                digest = _sha256(Path(tmp))
+                os.replace(tmp, target)
+                record = target.with_suffix(".sha256")
+                fd, tmp_record = tempfile.mkstemp(dir=folder)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(digest)
+                os.replace(tmp_record, record)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        if not _verified(target):  # changed between build and load: never load it
+            raise RuntimeError(f"{target} does not match the library kdbench built")
     return target, version
 
 
