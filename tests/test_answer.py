@@ -45,6 +45,12 @@ def test_each_committed_run_answers_by_the_rule(folder):
     assert text.startswith("**Answer for the student:** ") and "\n" not in text
     if want is None:
         assert got.best is None and "train it on hard labels" in text
+        for name, role, _ in STRATEGIES:  # each significantly worse strategy is named
+            if role == Role.STUDENT_HARD or role not in summary.rows:
+                continue
+            c = summary.comparison(role, Role.STUDENT_HARD)
+            if c.p_holm is not None and c.p_holm < 0.05 and c.n >= 3 and c.mean_diff_pp > 0:
+                assert f"{answer.SHORT[name]} ({c.mean_diff_pp:+.2f} pp)" in text
         return
     name, c = want
     assert got.best.strategy == name
@@ -60,6 +66,12 @@ def test_each_committed_run_answers_by_the_rule(folder):
 def test_paper_mnist_says_distil_from_the_ensemble():
     text = answer.markdown(answer.answer(read_summary(RESULTS / "paper-mnist"), "MLP 100"))
     assert "distil it from the ensemble" in text
+
+
+def test_conv_fashion_mnist_says_hard_labels_and_that_the_teacher_hurts():
+    text = answer.markdown(answer.answer(read_summary(RESULTS / "conv-fashion-mnist"), "cnn"))
+    assert "train it on hard labels" in text
+    assert "Significantly worse than hard labels: from the teacher (+2.79 pp)" in text
 
 
 def test_too_few_pairs_is_not_yet_an_answer():

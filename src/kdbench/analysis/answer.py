@@ -60,6 +60,7 @@ class Answer:
     others: tuple[Option, ...]
     closest: Option | None
     pairs: int
+    worse: tuple[Option, ...] = ()  # significantly worse than hard labels
 
 
 def options(summary: Summary) -> list[Option]:
@@ -102,9 +103,10 @@ def answer(summary: Summary, student: str) -> Answer | None:
         return None
     better = sorted((o for o in opts if o.significant and o.diff_pp < 0), key=lambda o: o.diff_pp)
     closest = None if better else min(opts, key=lambda o: o.diff_pp)
+    worse = tuple(o for o in opts if o.significant and o.diff_pp > 0)
     pairs = min(o.pairs for o in opts)
     return Answer(student, hard.mean_pct, better[0] if better else None, tuple(better[1:]),
-                  closest, pairs)  # fmt: skip
+                  closest, pairs, worse)  # fmt: skip
 
 
 def _ci(o: Option) -> str:
@@ -132,12 +134,16 @@ def markdown(a: Answer) -> str:
     if a.best is None:
         c = a.closest
         assert c is not None
-        return (
+        text = (
             head + f"train it on hard labels ({a.hard_pct:.2f}% test error). No way of"
             f" distilling or regularising it beat them at p < 0.05 (Holm) over {a.pairs} paired"
             f" repeats; the best of them, {SHORT[c.strategy]}, differs by {c.diff_pp:+.2f} pp"
             f"{_ci(c)}."
         )
+        if a.worse:
+            parts = [f"{SHORT[o.strategy]} ({o.diff_pp:+.2f} pp)" for o in a.worse]
+            text += " Significantly worse than hard labels: " + ", ".join(parts) + "."
+        return text
     b = a.best
     cost = _cost(b)
     text = (
