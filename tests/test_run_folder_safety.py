@@ -302,6 +302,8 @@ def test_two_writers_one_folder(tmp_path):
     try:
         reader = kdbench("report", out)
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        (out / ".kdbench.lock").unlink()  # the lock is the folder's, not this file's
+        third = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         still_running = first.poll() is None
     finally:
         os.kill(first.pid, signal.SIGKILL)
@@ -310,6 +312,7 @@ def test_two_writers_one_folder(tmp_path):
     assert second.returncode == 2, second.stderr
     assert f"being written by process {first.pid} (kdbench reproduce)" in second.stderr
     assert reader.returncode == 2 and "being written" in reader.stderr
+    assert third.returncode == 2 and "is being written by" in third.stderr, third.stderr
     lines = (out / "records.jsonl").read_text().splitlines()
     keys = [(r["kind"], r["role"], r["repeat"], r["member"]) for r in map(json.loads, lines)]
     assert len(keys) == len(set(keys))  # one writer: no model twice

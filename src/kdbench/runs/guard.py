@@ -1,9 +1,11 @@
 """Who may write a folder: one kdbench process at a time, and only into a folder that is kdbench's.
 
-A writer (`claim`) holds an advisory lock (`fcntl.flock` on `.kdbench.lock`) for as long as it
-works; the kernel drops it when the process dies, however it dies, so a killed run never leaves
-a stale lock. A second writer is refused, naming the process that holds it; a reader (`unclaimed`)
-refuses a folder that is being written, instead of reporting half a run as a result.
+A writer (`claim`) holds an advisory lock (`fcntl.flock`) on the folder itself for as long as it
+works (a lock on a file in it would be lost with the file: deleting it let a second writer in);
+`.kdbench.lock` only says who holds it. The kernel drops the lock when the process dies, however
+it dies, so a killed run never leaves a stale lock. A second writer is refused, naming the
+process that holds it; a reader (`unclaimed`) refuses a folder that is being written, instead of
+reporting half a run as a result.
 
 Before anything is written, `claim` refuses: an empty path or the filesystem root; a path that is
 a file; a non-empty folder kdbench did not make (someone else's files are never overwritten); a
@@ -120,7 +122,7 @@ def claim(folder: Path) -> Iterator[Path]:
     _check_own(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         raise RunFolderError(
             f"cannot write to run folder {folder} ({exc.strerror}); kdbench writes only"
@@ -135,8 +137,18 @@ def claim(folder: Path) -> Iterator[Path]:
             " or use another --out"
         ) from None
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} ({_program()})".encode())
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            who = os.open(folder / LOCK, flags, 0o644)
+        except OSError as exc:
+            raise RunFolderError(
+                f"cannot write to run folder {folder} ({exc.strerror}); kdbench writes only"
+                " where it may: choose another --out (or copy the run somewhere writable)"
+            ) from None
+        try:
+            os.write(who, f"{os.getpid()} ({_program()})".encode())
+        finally:
+            os.close(who)
         marker = folder / MARKER
         if not marker.exists():
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
@@ -156,10 +168,10 @@ def unclaimed(folder: Path) -> None:
     """For a reader: refuse a folder another process is writing right now."""
     folder = Path(folder)
     lock = folder / LOCK
-    if folder.resolve() in _held or not lock.is_file() or lock.is_symlink():
+    if folder.resolve() in _held or not folder.is_dir() or folder.is_symlink():
         return
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return
     try:
