@@ -209,3 +209,60 @@ def test_cifar10_downloads_verified_all_files_or_none(http_folder, tmp_path, mon
     (cached / "test_batch.bin").write_bytes(b"\x00" * 100)  # a damaged batch: one clear line
     with pytest.raises(DataError, match="not a CIFAR-10 batch"):
         data.load("cifar10")
+
+
+def _kmnist_folder(folder, train_labels=None, test_labels=None, side=28):
+    """kmnist's four IDX files (it has no pinned hash for unpacked files): what --data-dir gets."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    _idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (50, side, side)))
+    _idx(folder / "train-labels-idx1-ubyte.gz",
+         np.arange(50) % 10 if train_labels is None else train_labels)  # fmt: skip
+    _idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, side, side)))
+    _idx(folder / "t10k-labels-idx1-ubyte.gz",
+         np.arange(20) % 10 if test_labels is None else test_labels)  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("over", "says"),
+    [
+        (dict(train_labels=np.r_[np.arange(49) % 10, 255]), "train labels run from 0 to 255"),
+        (dict(test_labels=np.r_[np.arange(19) % 10, 42]), "test labels run from 0 to 42"),
+        (dict(side=2), "train images are [2, 2], not 28x28"),
+    ],
+)
+def test_idx_files_from_a_data_dir_are_checked_at_the_door(tmp_path, over, says):
+    folder = _kmnist_folder(tmp_path / "idx", **over)
+    out = tmp_path / "run"
+    proc = kdbench("reproduce", "--dataset", "kmnist", "--data-dir", folder, "--repeats", "1",
+                   "--members", "2", "--epochs", "1", "--quiet", "--out", out)  # fmt: skip
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_an_idx_header_whose_dimensions_overflow_is_refused():
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">III", 2**31, 2**31, 2**31)
+    with pytest.raises(DataError, match="truncated or padded"):
+        data.parse_idx(header + b"\0" * 16, "huge")
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda a: a.update(y_train=np.r_[a["y_train"][:-1], 10**6]), "have no training example"),
+        (lambda a: a.update(x_train=np.full((200, 4), 1e300)), "beyond float32's range"),
+        (lambda a: a.update(y_test=np.r_[a["y_test"][:-1], 7]), "y_test label(s) [7]"),
+    ],
+)
+def test_your_arrays_are_checked_at_the_door(tmp_path, change, says):
+    rng = np.random.default_rng(1)
+    arrays = dict(x_train=rng.random((200, 4)), y_train=np.arange(200) % 3,
+                  x_test=rng.random((50, 4)), y_test=np.arange(50) % 3)  # fmt: skip
+    change(arrays)
+    with pytest.raises(DataError, match=None) as exc:
+        study(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+              Config().with_overrides(repeats=1, members=2, epochs=1), out=tmp_path / "run",
+              progress=False)  # fmt: skip
+    assert says in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "run").exists()

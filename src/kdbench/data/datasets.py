@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from kdbench.data import cifar, sources
-from kdbench.errors import ConfigError, DataError
+from kdbench.errors import ConfigError, DataError, UserDataError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -137,7 +138,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name} has a truncated IDX header; replace the file")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(data) != expected:
         raise DataError(
             f"{name} is truncated or padded: {len(data)} bytes, header says {expected}; replace it"
@@ -237,7 +238,31 @@ def load_arrays(name: str = "mnist", data_dir: str | None = None) -> dict[str, n
             raise DataError(
                 f"{name} {part} set has {n_img} images but {n_lab} labels; the files do not match"
             )
+        _check_idx(name, part, arrays[f"{part}_images"], arrays[f"{part}_labels"])
     return arrays
+
+
+def _check_idx(name: str, part: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """What the study assumes of an IDX dataset (files from --data-dir need not be the
+    pinned ones): its image size, finite pixels, labels 0..classes-1."""
+    size = IMAGES[name][1:]
+    if images.ndim != 3 or images.shape[1:] != size:
+        raise UserDataError(
+            f"{name} {part} images are {list(images.shape[1:])}, not {size[0]}x{size[1]}; give"
+            f" {name}'s own IDX files"
+        )
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise UserDataError(f"{name} {part} images hold NaN or infinite pixels; replace the file")
+    n = CLASSES[name]
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise UserDataError(
+            f"{name} {part} labels are not whole numbers; give {name}'s labels file"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= n):
+        raise UserDataError(
+            f"{name} {part} labels run from {labels.min()} to {labels.max()}, outside its"
+            f" {n} classes (0..{n - 1}); give {name}'s own labels file"
+        )
 
 
 def split_rows(n: int, validation_split: float, train_limit: int | None) -> tuple[slice, slice]:
@@ -342,7 +367,14 @@ def check_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None) -> di
             raise DataError(f"y_{part} must hold integer class labels 0..C-1")
         if ys.min() < 0:
             raise DataError(f"y_{part} has negative labels; use class labels 0..C-1")
-        out[f"{part}_images"] = xs.reshape(len(xs), -1).astype(np.float32)
+        with np.errstate(over="ignore"):
+            as32 = xs.reshape(len(xs), -1).astype(np.float32)
+        if not np.isfinite(as32).all():
+            raise DataError(
+                f"x_{part} has values beyond float32's range (about 3.4e38), which the models"
+                " compute in; scale them"
+            )
+        out[f"{part}_images"] = as32
         out[f"{part}_labels"] = ys.astype(np.int64)
     for part in ("test", "val"):
         if (
@@ -353,8 +385,23 @@ def check_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None) -> di
                 f"x_train has {out['train_images'].shape[1]} features but x_{part}"
                 f" {out[f'{part}_images'].shape[1]}; they must match"
             )
-    if len(np.unique(out["train_labels"])) < 2:
+    present = np.unique(out["train_labels"])
+    if len(present) < 2:
         raise DataError("y_train has fewer than two classes; the study needs at least two")
+    if len(present) != present[-1] + 1:  # one stray label would make a class per number
+        absent = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))
+        raise DataError(
+            f"y_train's labels run to {present[-1]} but class(es) {absent[:5]} have no training"
+            f" example ({len(absent)} in all); number the classes 0..C-1"
+        )
+    for part in ("test", "val"):
+        if f"{part}_labels" in out:
+            outside = np.setdiff1d(np.unique(out[f"{part}_labels"]), present)
+            if len(outside):
+                raise DataError(
+                    f"y_{part} label(s) {outside[:5].tolist()} are not among the training"
+                    " classes; number the classes 0..C-1 alike in every set"
+                )
     return out
 
 
