@@ -25,6 +25,11 @@ class ConfigError(KdbenchError):
     exit_code = 2
 
 
+class UntrustedCode(ConfigError):
+    """A run folder names code (an architecture's import string) the user has not consented
+    to import: `--trust-code` / `trust_code=True`."""
+
+
 class DataError(KdbenchError):
     """Dataset files that are missing, corrupt or do not match their checksums."""
 

@@ -24,7 +24,7 @@ from kdbench.analysis.teacher_findings import weak_teacher
 from kdbench.config import Config, teacher_schedule
 from kdbench.data.datasets import ARRAYS, Splits
 from kdbench.engine.losses import ensemble_probs, kl_soft, loss_class
-from kdbench.errors import KdbenchError, RunFolderError
+from kdbench.errors import KdbenchError, RunFolderError, UntrustedCode
 from kdbench.records import Record
 from kdbench.roles import DISTILLED_ROLES, Role, StackName
 from kdbench.runs.checks import stack_model
@@ -318,6 +318,8 @@ def diagnose(run_dir: Path, records: list[Record], cfg: Config, splits: Splits |
     else:
         try:
             stats = soft_targets_and_fidelity(Path(run_dir), cfg, splits)
+        except UntrustedCode as exc:  # the models are code the user has not let us import
+            note = f"soft-target and fidelity checks skipped: {exc}"
         except (KdbenchError, OSError) as exc:  # old-format or unreadable: say so, keep the rest
             note = f"checkpoints unreadable ({exc}): soft-target and fidelity checks skipped"
         if stats is None and note is None:

@@ -29,7 +29,7 @@ from kdbench.cli.options import (
     with_progress,
 )
 from kdbench.cli.options import friendly as _friendly
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, KdbenchError
 
 app = typer.Typer(
     add_completion=False,
@@ -165,6 +165,32 @@ def presets() -> None:
         print(f"{p.name:<20} {p.summary}\n{'':<20} {changes}")
 
 
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Import the architecture the run folder names as package.module:Factory (code:"
+        " review it first). Without it, what needs that code is skipped or refused.",
+    ),
+]
+
+
+def _trusted(run_dir: Path, trust_code: bool) -> None:
+    """With --trust-code, consent to the code the folder names (and a sweep's or explain's)."""
+    if not trust_code:
+        return
+    from kdbench.engine.architectures import trust
+    from kdbench.runs.store import read_config
+
+    configs = [p.parent for p in Path(run_dir).glob("**/config.json")]
+    for folder in configs:
+        try:
+            m = read_config(folder).model
+        except KdbenchError:
+            continue
+        trust(m.teacher_arch, m.student_arch)
+
+
 def _read_run_config(run_dir: Path) -> dict:
     """A study folder's config.json; a sweep folder is refused, saying where to look."""
     from kdbench.errors import RunFolderError
@@ -216,12 +242,14 @@ def report(
     measure: Annotated[
         bool, typer.Option("--measure", help="(Re)measure size and latency from checkpoints.")
     ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Re-render summary, table, figure and report from records.jsonl, without training; on a
     sweep or explain folder, every run in it and then its table and figures."""
     from kdbench.sweeps import explain as ex
     from kdbench.sweeps import sweep
 
+    _trusted(run_dir, trust_code)
     if (run_dir / sweep.SWEEP_CONFIG).is_file():
         for folder in sweep.point_folders(run_dir):
             _report_run(folder, measure)
@@ -266,7 +294,9 @@ def _report_run(run_dir: Path, measure: bool) -> Path:
 
 @app.command()
 @_friendly
-def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+def diagnose(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")], trust_code: TrustCode = False
+) -> None:
     """Check a run for the known pitfalls of distillation, each with the flag that tests it."""
     from kdbench.analysis import diagnose as diag
     from kdbench.errors import RunFolderError
@@ -274,6 +304,7 @@ def diagnose(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> 
     from kdbench.runs.store import read_records
 
     run_config = _read_run_config(run_dir)
+    _trusted(run_dir, trust_code)
     with guard.claim(run_dir):  # it writes diagnose.json: one writer
         records = read_records(run_dir)
         if not records:
@@ -303,6 +334,7 @@ def export_model(
             help="Output file (default RUN_DIR/exports/ROLE-rREPEAT/; MODEL_CARD.md beside it)."
         ),
     ] = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Export one model to ONNX (metadata, MODEL_CARD.md beside it), checked against PyTorch."""
     from kdbench.runs import export, guard
@@ -311,6 +343,7 @@ def export_model(
     if fmt != "onnx":
         raise ConfigError(f"unknown export format '{fmt}'; only onnx is supported")
     run_config = _read_run_config(run_dir)
+    _trusted(run_dir, trust_code)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
     inside = path.resolve().is_relative_to(run_dir.resolve())
     # into the run folder: as its one writer; elsewhere: only if nobody is writing the run

@@ -14,9 +14,11 @@ function here, its name in `NAMES` and its branch in `_factory`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,7 +28,7 @@ from kdbench.data.datasets import image_of
 from kdbench.engine.mlp import MLP
 from kdbench.engine.modules import ModuleStack
 from kdbench.engine.stack_model import StackModel
-from kdbench.errors import ConfigError, did_you_mean
+from kdbench.errors import ConfigError, UntrustedCode, did_you_mean
 
 Image = tuple[int, int, int]  # (channels, height, width)
 
@@ -235,6 +237,25 @@ def _numbers(name: str, text: str) -> tuple[int, ...]:
 NAMES = ("mlp", "lenet5", "cnn", "bncnn", "dscnn", "resnet", "mobilenetv2", "mbv2")
 PYTHON = "python:"  # a factory given from Python that no other process can import
 _GIVEN: dict[str, Callable[[], nn.Module]] = {}  # those factories, in this process
+# import strings this process may import: the architectures the user named to train, or a run
+# folder's when the user said so (--trust-code, trust_code=True). A folder someone sends you
+# names code; reading it (report, diagnose, decide) must not run it.
+_TRUSTED: set[str] = set()
+
+
+def trust(*specs: str | None) -> None:
+    """Consent to import these architecture settings (the built-ins need none)."""
+    _TRUSTED.update(s for s in specs if s)
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The kdbench run folder `path` lies in (its marker or its records beside config.json)."""
+    for parent in path.parents:
+        if (parent / ".kdbench").exists() or (
+            (parent / "config.json").is_file() and (parent / "records.jsonl").exists()
+        ):
+            return parent
+    return None
 
 
 def setting_of(factory: Callable[[], nn.Module]) -> str:
@@ -325,6 +346,23 @@ def imported(spec: str) -> Callable[[], nn.Module]:
     Hydra's convention): a class or function that returns a fresh nn.Module taking the dataset's
     inputs. It is imported again wherever the run folder is read, so it must stay importable."""
     module_name, _, attr = spec.partition(":")
+    if spec not in _TRUSTED:
+        raise UntrustedCode(
+            f"architecture '{spec}' is code ({module_name}), named by a run folder: kdbench"
+            " imports it only when you say so; review it, then pass --trust-code"
+            " (trust_code=True in Python)"
+        )
+    try:  # where it would come from, found without running it
+        found = importlib.util.find_spec(module_name.split(".")[0])
+    except (ImportError, ValueError):
+        found = None
+    origin = Path(found.origin).resolve() if found is not None and found.origin else None
+    inside = _run_folder_of(origin) if origin is not None else None
+    if inside is not None:
+        raise ConfigError(
+            f"architecture '{spec}': {origin} lies inside the run folder {inside}, and kdbench"
+            " never imports code from a run folder; install the module or move it out"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

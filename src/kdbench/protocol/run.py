@@ -24,7 +24,7 @@ from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
 from kdbench.engine import native
-from kdbench.engine.architectures import of_config, setting_of
+from kdbench.engine.architectures import of_config, setting_of, trust
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, dropout_refused
 from kdbench.engine.trainer import Progress
@@ -281,6 +281,7 @@ def _shaped(cfg: Config, splits: data.Splits) -> Config:
 def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     """`reproduce` with its progress callback (or None) in place."""
     start = time.perf_counter()
+    trust(cfg.model.teacher_arch, cfg.model.student_arch)  # the user's own, named to train
     own = _own_teacher(cfg, teacher)
     if own is not None:
         cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)

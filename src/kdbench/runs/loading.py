@@ -17,7 +17,7 @@ from torch import nn
 
 from kdbench.config import Config
 from kdbench.data.datasets import preprocessing
-from kdbench.engine.architectures import NAMES, give
+from kdbench.engine.architectures import NAMES, give, trust
 from kdbench.engine.modules import Ensemble, Factory
 from kdbench.errors import ConfigError
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
@@ -44,11 +44,14 @@ def load(
     repeat: int = 0,
     member: int | None = None,
     module: Factory | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """The model of `role` (a row of Table 1) from repeat `repeat`, in eval mode. For the
     ensemble, `member` picks one member; without it you get the whole `Ensemble`. `module`:
     the factory your own architecture was trained with, where the run names it
-    `python:<name>` (one another process cannot import); built-ins rebuild from their name."""
+    `python:<name>` (one another process cannot import); built-ins rebuild from their name.
+    `trust_code`: import the architecture the run folder names as `package.module:Factory`
+    (code: review it first); without it such a folder is refused, naming the module."""
     run_dir = Path(run_dir)
     guard.unclaimed(run_dir)  # a run being written has no final models yet
     cfg = read_config(run_dir)
@@ -56,6 +59,8 @@ def load(
         raise ConfigError(f"unknown role '{role}'; choose one of {', '.join(Role)}")
     if module is not None:
         _give(cfg, role, module)
+    if trust_code:
+        trust(cfg.model.teacher_arch, cfg.model.student_arch)
     members = load_members(run_dir, role, repeat)  # each tensor checked against the model
     model_of = stack_model(cfg, STACK_OF_ROLE[Role(role)])
     modules = [model_of.member([p.unsqueeze(0) for p in params], 0) for params in members]

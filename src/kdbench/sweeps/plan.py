@@ -16,7 +16,7 @@ from typing import Any
 
 from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes
 from kdbench.data.datasets import CLASSES, FEATURES
-from kdbench.engine.architectures import of_config
+from kdbench.engine.architectures import of_config, trust
 from kdbench.engine.losses import loss_class
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM, StackName
@@ -184,6 +184,7 @@ def points(
     for overrides in [*product, *extra]:
         cfg = base.with_overrides(**overrides)  # an impossible setting fails here, before any
         loss_class(cfg.distill.loss)  # point trains, as an unknown loss does
+        trust(cfg.model.teacher_arch, cfg.model.student_arch)  # named by the user, to train
         d = cfg.data.dataset
         if d in FEATURES:  # and an architecture that does not parse or fit the images
             of_config(cfg, FEATURES[d], CLASSES[d])
