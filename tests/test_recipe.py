@@ -206,3 +206,36 @@ def test_the_compiled_crops_equal_torchs_gathers(image, pad, flip):
     x = torch.rand(3, 40, int(np.prod(image)), generator=torch.Generator().manual_seed(0))
     for _ in range(5):
         assert torch.equal(kernel(x), torch_path.gathered(x, torch_path.rand((40, 3))))
+
+
+def test_frozen_teachers_see_each_students_own_augmented_images(small_splits):
+    """With --augment, a student's soft targets are its teachers' outputs on the very crops and
+    flips it trains on (consistent views): `FrozenCopies` in `TrainedTeachers` against each
+    member module in eval mode on that student's batch, the ensemble's targets the mean of the
+    members' softened probabilities (written out); students retiring drop their rows."""
+    from kdbench.engine.losses import PaperKD
+    from kdbench.engine.streams import Augment, Augmentation
+    from kdbench.engine.teachers import FrozenCopies, TrainedTeachers
+
+    image, temperature, k = (1, 28, 28), 4.0, 2
+    model = ModuleStack(lambda: bncnn((4,), image, 10), image, 10)
+    params = model.init([1, 2, 3, 4])  # two students' ensembles of two
+    for p in params:  # running statistics away from their start, so eval mode matters
+        p.add_(0.1 * torch.randn_like(p)) if p.is_floating_point() else None
+    teachers = TrainedTeachers([FrozenCopies(model, params, [0, 1], k)],
+                               PaperKD(head="logits", ensemble="probs").targets,
+                               temperature)  # fmt: skip
+    teachers.begin_epoch(torch.arange(2))
+    batch = small_splits.x_train[:32].expand(2, -1, -1)
+    x = Augment(Augmentation(image, 3, True), [5, 6])(batch)  # each student its own crops
+    assert not torch.equal(x[0], x[1])
+    got = teachers.train_targets(x, torch.zeros(2, 32, dtype=torch.long))
+    for s in range(2):
+        with torch.no_grad():
+            probs = [F.softmax(model.member(params, s * k + j).eval()(x[s].view(-1, *image))
+                               / temperature, dim=1) for j in range(k)]  # fmt: skip
+        torch.testing.assert_close(got[s], sum(probs) / k)
+    teachers.retire(torch.tensor([True, False]))
+    teachers.begin_epoch(torch.tensor([1]))
+    again = teachers.train_targets(x[1:], torch.zeros(1, 32, dtype=torch.long))
+    torch.testing.assert_close(again[0], got[1])

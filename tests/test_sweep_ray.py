@@ -1,5 +1,6 @@
 """The Ray executor gives the local executor's numbers, for MLP grid points, for conv nets
-built in Ray's worker processes, and for the deploy preset's nets and recipe. Its own file, so the suite's workers share the sweep tests."""
+built in Ray's worker processes, and for the deploy preset's nets and recipe. Its own file, so
+the suite's workers share the sweep tests."""
 
 from __future__ import annotations
 

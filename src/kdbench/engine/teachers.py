@@ -3,6 +3,11 @@
 `CachedTeachers`: the teachers are fixed, so their targets are computed once for the whole
 training and validation sets and looked up per batch (the default, `teacher_updates = frozen`).
 
+`FrozenCopies` in `TrainedTeachers`: frozen teachers run on each step's images as their students
+see them, when the recipe augments the images (`--augment`): a student then matches its
+teacher's view of the same crop and flip ("consistent" distillation, Beyer et al. 2022), which
+cached targets of the clean image cannot give.
+
 `TrainedTeachers`: what the paper's Keras code does (`teacher_updates = joint`). Its distiller
 holds the teachers as attributes of one `keras.Model`, so the default `train_step`
 differentiates the loss with respect to the teachers' weights too, and the same Adam moves
@@ -219,6 +224,38 @@ class ModuleCopies(CopyStack):
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.stack([m(self._shaped(x)) for m in self.final])
+
+
+@dataclass
+class FrozenCopies(CopyStack):
+    """Teachers that never train, run (eval mode, no gradient) on each row's batch: the
+    consistent views of augmented training. `params`: `per_owner` rows per owner."""
+
+    model: StackModel
+    params: Params
+    owners: list[int]
+    per_owner: int
+
+    def __post_init__(self) -> None:
+        self._init_rows()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.forward(self.params, x)
+
+    def val_logits(self, x_val: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.logits(self.params, x_val)
+
+    def step(self) -> None:
+        pass  # frozen
+
+    def _drop(self, done: torch.Tensor) -> None:
+        keep = (~done).nonzero().squeeze(1).to(self.params[0].device)
+        self.params = [p.index_select(0, keep) for p in self.params]
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("frozen teachers are the upstream models themselves")
 
 
 @dataclass

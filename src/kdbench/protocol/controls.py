@@ -21,13 +21,13 @@ import dataclasses
 
 import torch
 
-from kdbench.config import Config, controls_of
+from kdbench.config import Config, augments_of, controls_of
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.losses import loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation, SmoothedLabels
-from kdbench.engine.teachers import CachedTeachers
+from kdbench.engine.teachers import CachedTeachers, FrozenCopies, Teachers, TrainedTeachers
 from kdbench.engine.work import pass_cost
 from kdbench.protocol import costs
 from kdbench.protocol.stacks import (
@@ -97,8 +97,14 @@ def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation
         logits = up.models.student.logits(up.hard, x)  # [R, N, C]
         return loss.targets(logits.unsqueeze(0), temperature)  # [R, N, C]
 
-    teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
-                              torch.arange(up.repeats))  # fmt: skip
+    teachers: Teachers
+    if augments_of(cfg.train):  # the hard-label student run on each step's augmented images
+        owners = list(range(up.repeats))
+        copies = FrozenCopies(up.models.student, up.hard, owners, 1)
+        teachers = TrainedTeachers([copies], loss.targets, temperature)
+    else:
+        teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
+                                  torch.arange(up.repeats))  # fmt: skip
     return Distillation(loss, teachers, temperature=temperature, alpha=cfg.distill.alpha,
                         monitor=cfg.distill.kd_monitor, members=up.repeats)  # fmt: skip
 
@@ -138,8 +144,13 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
             stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective)
             res = engine.train(stack, splits, cfg.train, progress)
         train = costs.training_macs(student, splits, res.epochs)
-        target = [costs.frozen_target_macs(pass_cost(student, splits.n_features), splits, 1)]
-        shares = costs.apportion(meter.result, meter.result.seconds, train, target * up.repeats)
+        cost = pass_cost(student, splits.n_features)
+        target = (
+            [costs.viewed_target_macs(cost, splits, 1, e) for e in res.epochs]
+            if augments_of(cfg.train)
+            else [costs.frozen_target_macs(cost, splits, 1)] * up.repeats
+        )
+        shares = costs.apportion(meter.result, meter.result.seconds, train, target)
         roles = [role] * up.repeats
         seed = cfg.protocol.seed
         return res.params, record_stack(student, res, coords, roles, seed, splits, shares)

@@ -49,6 +49,13 @@ def frozen_target_macs(teacher: PassCost, splits: Splits, teachers: int) -> int:
     return teachers * (n_train + n_val) * teacher.forward
 
 
+def viewed_target_macs(teacher: PassCost, splits: Splits, teachers: int, epochs: int) -> int:
+    """Frozen teachers run on each step's augmented images for one student's `epochs`: a
+    forward pass over the training inputs per epoch, and over the validation inputs."""
+    _, n_train, n_val = sizes(splits)
+    return teachers * epochs * (n_train + n_val) * teacher.forward
+
+
 def joint_target_macs(teacher: PassCost, splits: Splits, teachers: int, epochs: int) -> int:
     """Teachers trained along with one student for its `epochs`: each copy's training."""
     _, n_train, n_val = sizes(splits)

@@ -24,7 +24,6 @@ from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation
-from kdbench.engine.teachers import TrainedTeachers
 from kdbench.protocol import costs
 from kdbench.protocol.controls import train_controls
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
@@ -45,6 +44,8 @@ from kdbench.protocol.targets import (
     copies_test_error,
     one_or_each,
     trained_teachers,
+    viewed,
+    viewed_teachers,
 )
 from kdbench.records import ENSEMBLE, MODEL, Record
 from kdbench.roles import Role, StackName
@@ -155,6 +156,8 @@ def _distillation(cfgs: list[Config], splits: Splits, up: Upstream) -> Distillat
     plan = Plan.of(cfgs, up.repeats)
     if first.distill.teacher_updates == "joint":
         teachers = trained_teachers(first, up, plan, loss)
+    elif viewed(first, up):
+        teachers = viewed_teachers(up, plan, loss)
     else:
         teachers = cached_teachers(cfgs, splits, up, loss)
     return Distillation(
@@ -210,7 +213,7 @@ def distil(
     shares = costs.apportion(meter.result, meter.result.seconds, train, target)
     copies = (
         copies_test_error(teachers, splits, objective.members)
-        if isinstance(teachers, TrainedTeachers)
+        if first.distill.teacher_updates == "joint"
         else None
     )
     n_rows = len(coords)
@@ -232,6 +235,7 @@ def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> 
     """Per distilled member, the MACs its teachers ran for it (`protocol.costs`); None for
     your own teacher, whose passes kdbench cannot count."""
     joint = cfg.distill.teacher_updates == "joint"
+    views = viewed(cfg, up)
     source = {False: (up.models.student, up.per_ensemble)}  # one count per shape, not per member
     if up.own is None:
         source[True] = (up.models.teacher, 1)
@@ -243,11 +247,12 @@ def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> 
             out.append(None)
             continue
         c, n = cost[from_teacher]
-        out.append(
-            costs.joint_target_macs(c, splits, n, e)
-            if joint
-            else costs.frozen_target_macs(c, splits, n)
-        )
+        if joint:
+            out.append(costs.joint_target_macs(c, splits, n, e))
+        elif views:
+            out.append(costs.viewed_target_macs(c, splits, n, e))
+        else:
+            out.append(costs.frozen_target_macs(c, splits, n))
     return out
 
 

@@ -2,8 +2,9 @@
 
 `Upstream` is what stacks 1 and 2 hand over (each repeat's teacher, or your own teacher's
 logits, and the ensemble members); `Plan` says which member of a distilled stack distils from
-which teacher at which temperature and alpha; `cached_teachers` and `trained_teachers` build the
-`teachers.Teachers` that serve its targets (frozen, or trained along).
+which teacher at which temperature and alpha; `cached_teachers`, `viewed_teachers` and
+`trained_teachers` build the `teachers.Teachers` that serve its targets (frozen and cached; frozen
+and run on each step's augmented images; or trained along).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.config import Config
+from kdbench.config import Config, augments_of
 from kdbench.data.datasets import Splits
 from kdbench.engine.architectures import RoleModels
 from kdbench.engine.losses import DistillationLoss, error_rate
@@ -21,6 +22,7 @@ from kdbench.engine.stack_model import Params, select
 from kdbench.engine.teachers import (
     CachedTeachers,
     CopyStack,
+    FrozenCopies,
     ModuleCopies,
     TrainedTeachers,
     copies_of,
@@ -141,25 +143,48 @@ def cached_teachers(cfgs, splits, up, loss: DistillationLoss) -> CachedTeachers:
 
 def trained_teachers(cfg, up: Upstream, plan: Plan, loss: DistillationLoss):
     """Teachers trained along: each student's own copies of its teacher or ensemble members."""
+    adam = (cfg.train.learning_rate, cfg.train.adam_eps)
+
+    def copies(model, params, owners, per_owner) -> CopyStack:
+        return copies_of(model, params, owners, per_owner, *adam)
+
+    own = None
+    if up.own is not None:  # config.validate allows joint with a module teacher only
+        owners_t = [m for m, t in enumerate(plan.from_teacher) if t]
+        own = ModuleCopies(up.own.module, owners_t, *adam, up.members[0].device)
+    return _per_student(up, plan, loss, copies, own)
+
+
+def viewed(cfg: Config, up: Upstream) -> bool:
+    """Whether frozen teachers run on each step's images: the recipe augments them, and the
+    teachers are kdbench's models (your own teacher's logits are of the clean images)."""
+    return bool(augments_of(cfg.train)) and up.own is None
+
+
+def viewed_teachers(up: Upstream, plan: Plan, loss: DistillationLoss) -> TrainedTeachers:
+    """Frozen teachers run on each step's augmented images, as their students see them."""
+    return _per_student(up, plan, loss, FrozenCopies, None)
+
+
+def _per_student(up, plan: Plan, loss, copies, own: CopyStack | None) -> TrainedTeachers:
+    """Each student's own rows of its teacher or of its ensemble's members, made by `copies`
+    (model, params, owners, rows per owner); `own`: your teacher's copies instead."""
     k = up.per_ensemble
     owners_t = [m for m, t in enumerate(plan.from_teacher) if t]
     owners_e = [m for m, t in enumerate(plan.from_teacher) if not t]
     device = up.members[0].device
-    adam = (cfg.train.learning_rate, cfg.train.adam_eps)
-    if up.own is not None:  # config.validate allows joint with a module teacher only
-        teacher_copies: CopyStack = ModuleCopies(up.own.module, owners_t, *adam, device)
+    if own is not None:
+        teacher_copies = own
     else:
         teacher_rows = torch.tensor([plan.repeats[m] for m in owners_t], device=device)
-        teacher_copies = copies_of(
-            up.models.teacher, select(up.teachers, teacher_rows), owners_t, 1, *adam
-        )
+        teacher_copies = copies(up.models.teacher, select(up.teachers, teacher_rows), owners_t, 1)
     member_rows = torch.tensor(
         [plan.repeats[m] * k + j for m in owners_e for j in range(k)], device=device
     )
     return TrainedTeachers(
         copies=[
             teacher_copies,
-            copies_of(up.models.student, select(up.members, member_rows), owners_e, k, *adam),
+            copies(up.models.student, select(up.members, member_rows), owners_e, k),
         ],
         targets=loss.targets,
         temperature=one_or_each(plan.temps),
