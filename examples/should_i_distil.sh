@@ -3,7 +3,7 @@
 # your recipe (SGD, cosine schedule, random crops). The report's first line is the answer: which
 # way to train your student, by how much it beats hard labels (with its interval), at what cost.
 #
-#   bash examples/should_i_distil.sh        # about 10 minutes on 2 CPU cores
+#   bash examples/should_i_distil.sh        # about 5 minutes on 2 CPU cores
 #
 # Yours instead: save your images as an .npz (or a folder train/<class>/*.png, test/<class>/…),
 # point --student-arch/--teacher-arch at your factories (package.module:Factory, importable:
