@@ -154,3 +154,34 @@ def test_a_tracker_failing_after_the_run_is_one_line_and_track_sends_it_later(
     assert result.exit_code == 0, result.output
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     assert _runs(finished)
+
+
+def test_a_quote_in_the_folder_path_and_a_folder_being_written(tmp_path, monkeypatch, finished):
+    """A path holding a quote used to break MLflow's search filter (each `track` then made a
+    new run); a folder another process is writing is refused, not sent half-done."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "it's here" / "run"
+    shutil.copytree(finished, folder)
+    store = tmp_path / "store"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(store))
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["track", str(folder), "--experiment", "quoted"])
+        assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(store.resolve().as_uri())
+    runs = mlflow.search_runs(experiment_names=["quoted"], output_format="list")
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+        " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["track", str(folder), "--experiment", "quoted"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2 and "is being written" in result.output, result.output

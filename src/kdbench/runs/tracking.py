@@ -19,6 +19,7 @@ failure is one line naming the fix, and `kdbench track RUN_DIR` sends it later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -103,8 +104,9 @@ def log(tracker: str, folder: Path, experiment: str | None = None) -> str:
     """A finished run or sweep folder to `tracker` (checked by `check`), any failure of the
     tracker one line (`send`); returns what it made: an MLflow run id, or a TensorBoard
     folder."""
-    from kdbench.runs import tensorboard
+    from kdbench.runs import guard, tensorboard
 
+    guard.unclaimed(Path(folder))  # a run being written (or grown) is not final: not sent
     sweep = (Path(folder) / "sweep-config.json").is_file()
     if tracker == "tensorboard":
         fn = tensorboard.log_sweep if sweep else tensorboard.log_study
@@ -140,10 +142,23 @@ def send(log, folder: Path, tracker: str = "mlflow") -> str:
         ) from None
 
 
+# a tracking server that does not answer: MLflow's defaults wait 120 s a request and retry 7
+# times with backoff (minutes of silence); yours, where set, win
+TIMEOUTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+
+
 def _client():
     from mlflow.tracking import MlflowClient  # optional extra: imported only when tracking
 
+    for name, value in TIMEOUTS.items():
+        os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=where())
+
+
+def _folder_id(folder: Path) -> str:
+    """A tag value naming the folder that needs no quoting in a search filter (a path may hold
+    quotes: "it's" broke the filter string)."""
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
 
 
 def _experiment(client, folder: Path, name: str | None = None) -> str:
@@ -155,7 +170,7 @@ def _experiment(client, folder: Path, name: str | None = None) -> str:
 def _existing(client, experiment: str, folder: Path, parent: str | None):
     """The run this folder was logged to before (as a study, or as a sweep's point), if any."""
     runs = client.search_runs(
-        [experiment], filter_string=f"tags.`kdbench.folder` = '{folder.resolve()}'"
+        [experiment], filter_string=f"tags.`kdbench.folder_id` = '{_folder_id(folder)}'"
     )
     for run in runs:
         if run.data.tags.get("mlflow.parentRunId") == parent:
@@ -166,7 +181,7 @@ def _existing(client, experiment: str, folder: Path, parent: str | None):
 def _open_run(client, experiment: str, folder: Path, parent: str | None = None):
     """(run id, params already logged, child runs by name) of the folder's run: the one logged
     before, or a new one."""
-    tags = {"kdbench.folder": str(folder.resolve())}
+    tags = {"kdbench.folder": str(folder.resolve()), "kdbench.folder_id": _folder_id(folder)}
     if parent is not None:
         tags["mlflow.parentRunId"] = parent
     run = _existing(client, experiment, folder, parent)
