@@ -369,6 +369,12 @@ def imported(spec: str) -> Callable[[], nn.Module]:
         raise ConfigError(
             f"architecture '{spec}': cannot import {module_name} ({exc}); put it on PYTHONPATH"
         ) from None
+    except Exception as exc:  # a syntax error, a relative name, the module's own failure
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(
+            f"architecture '{spec}': importing {module_name} raised {type(exc).__name__}:"
+            f" {first[:200]}; fix the module (an absolute name: package.module:Factory)"
+        ) from None
     factory = getattr(module, attr, None) if attr else None
     if not callable(factory):
         raise ConfigError(

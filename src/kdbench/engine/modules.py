@@ -115,6 +115,11 @@ class ModuleStack(StackModel):
         self.n_features = math.prod(self.input_shape)
         template = self._build(0).eval()
         where = f"the factory {_name(factory)}"
+        if self._build(1) is template:  # each member must be its own module
+            raise ConfigError(
+                f"{where} returns the same module on every call, so every member would share"
+                " one set of weights; return a new nn.Module from each call (pass the class)"
+            )
         seen: dict[str, tuple[int, ...]] = {}  # each dropout layer's input shape, per input
 
         def record(name):
@@ -145,6 +150,18 @@ class ModuleStack(StackModel):
                 f"{where} gives outputs of shape {got} for one input; it must give"
                 f" [N, {n_classes}] logits (one per class)"
             )
+        try:  # and a batch of more than one: a view(1, -1) mistake shows only here
+            with torch.no_grad():
+                two = template(torch.ones(2, *self.input_shape, dtype=dtype))
+            bad = not isinstance(two, torch.Tensor) or tuple(two.shape) != (2, n_classes)
+            got = list(two.shape) if isinstance(two, torch.Tensor) else type(two).__name__
+        except Exception as exc:
+            bad, got = True, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if bad:
+            raise ConfigError(
+                f"{where} works on one input but not on a batch of two ({got}); its forward"
+                f" must take [N, {shape}] and give [N, {n_classes}]"
+            )
         self._macs = flops.get_total_flops() // 2  # a multiply-accumulate is two flops
         self.names = [n for n, _ in template.named_parameters()]
         self.buffers = [n for n, b in template.named_buffers()]
@@ -172,10 +189,18 @@ class ModuleStack(StackModel):
         return f"ModuleStack({_name(self.factory)})"
 
     def _build(self, seed: int) -> nn.Module:
+        where = f"the factory {_name(self.factory)}"
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays its own
             torch.manual_seed(int(seed))
-            module = self.factory()
-        check_module(module, f"the factory {_name(self.factory)}")
+            try:
+                module = self.factory()
+            except Exception as exc:  # your constructor's failure: one line, not a traceback
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise ConfigError(
+                    f"{where} raised {type(exc).__name__}: {first[:200]}; it must build an"
+                    " nn.Module when called with no arguments"
+                ) from None
+        check_module(module, where)
         return module
 
     def init(self, seeds, device="cpu") -> Params:

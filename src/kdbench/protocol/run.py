@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,12 @@ from torch import nn
 from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
-from kdbench.engine import native
+from kdbench.engine import native, optim
 from kdbench.engine.architectures import of_config, setting_of, trust
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, dropout_refused
+from kdbench.engine.objectives import Batch, HardLabels
+from kdbench.engine.streams import Noise
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
 from kdbench.progress import Bar, StackPlan, with_progress
@@ -95,6 +98,39 @@ def _check_models(cfg: Config, splits: data.Splits) -> None:
         raise ConfigError(dropout_refused(models.teacher))
     models.teacher.prepare()
     models.student.prepare()
+    for model, what, arch in ((models.teacher, "teacher", cfg.model.teacher_arch),
+                              (models.student, "student", cfg.model.student_arch)):  # fmt: skip
+        if arch is not None:  # the built-in families are tested; yours are tried here
+            _probe(model, cfg, splits, f"{what} architecture {arch}")
+
+
+def _probe(model, cfg: Config, splits: data.Splits, what: str) -> None:
+    """What a stack needs of a model, tried on two members and two images before anything is
+    written, so it fails in one line here and not mid-run: float32 weights, and one training
+    step of the members side by side (torch.func.vmap traces your forward)."""
+    params = model.init([0, 1])
+    for name, p in zip(model.tensor_names(), params, strict=True):
+        if p.is_floating_point() and p.dtype != torch.float32:
+            raise ConfigError(
+                f"the {what} has {name} in {p.dtype}; kdbench trains float32 (as the data"
+                " is): build the module in float32"
+            )
+    x = splits.x_train[:2].unsqueeze(0).expand(2, -1, -1).contiguous()
+    y = splits.y_train[:2].unsqueeze(0).expand(2, -1).contiguous()
+    batch = Batch(x, y, torch.zeros(2, 2, dtype=torch.long))
+    opt = optim.make(cfg.train, model.trainable(params))
+    noise = Noise([0, 1]) if model.random else None
+    try:
+        model.step(params, opt, x, partial(HardLabels().loss, batch=batch), None, noise)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(
+            f"the {what} fails when kdbench trains members side by side ({type(exc).__name__}:"
+            f" {first[:160]}); avoid .item(), Python branches on tensor values and in-place"
+            " changes of its input in forward"
+        ) from None
 
 
 def _prepare_device(cfg: Config) -> str | None:
