@@ -79,6 +79,21 @@ def _duplicated_line(folder: Path) -> None:
     path.write_bytes(b"\n".join([lines[0], lines[0], *lines[1:]]))
 
 
+def _foreign_with_config(run, tmp):
+    """Another tool's folder that happens to hold a config.json, and its own temporary file."""
+    other = tmp / "model"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "bert", "hidden_size": 768}')
+    (other / ".build.tmp").write_text("theirs")
+    return [*RUN, "--out", other]
+
+
+def _symlinked_exports(run, tmp):
+    (tmp / "elsewhere").mkdir()
+    (run / "exports").symlink_to(tmp / "elsewhere")
+    return ["export", run, "--role", "student_hard"]
+
+
 def _foreign_repeat(folder: Path) -> None:
     """A record of a repeat the run does not have (repeat 7 of 2), its stamp intact."""
     path = folder / "records.jsonl"
@@ -157,6 +172,8 @@ CASES = [
         "does not belong to this run",
     ),
     Case("foreign-folder", _foreign, 2, "holds files kdbench did not write"),
+    Case("foreign-config-json", _foreign_with_config, 2, "holds files kdbench did not write"),
+    Case("symlinked-exports", _symlinked_exports, 2, "exports is a symlink"),
     Case("empty-out", lambda run, tmp: [*RUN, "--out", ""], 2, "--out is empty"),
     Case("root-out", lambda run, tmp: [*RUN, "--out", "/"], 2, "filesystem root"),
     Case("symlinked-records", _symlinked("records.jsonl"), 2, "is a symlink"),
@@ -281,7 +298,13 @@ def test_catalogue(case, tiny_run, tmp_path):
         assert sorted(p.name for p in (tmp_path / "theirs").iterdir()) == [
             "figure.png", "report.md", "summary.json"
         ]  # fmt: skip
-    if case.name.startswith("symlinked"):
+    if case.name == "foreign-config-json":  # refused, and nothing of theirs touched
+        assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+            ".build.tmp", "config.json"
+        ]  # fmt: skip
+    if case.name == "symlinked-exports":
+        assert not list((tmp_path / "elsewhere").iterdir())
+    elif case.name.startswith("symlinked"):
         assert (tmp_path / "outside.txt").read_text() == "keep me"
     if case.name.startswith(("grid", "hidden", "temperature", "adam")):
         assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written

@@ -345,7 +345,9 @@ def export_model(
     run_config = _read_run_config(run_dir)
     _trusted(run_dir, trust_code)
     path = out or run_dir / "exports" / f"{role}-r{repeat}" / f"{role}-r{repeat}.onnx"
-    inside = path.resolve().is_relative_to(run_dir.resolve())
+    inside = path.absolute().is_relative_to(run_dir.absolute())
+    if inside:
+        guard.no_links_inside(run_dir.absolute(), path.absolute())
     # into the run folder: as its one writer; elsewhere: only if nobody is writing the run
     with guard.claim(run_dir) if inside else contextlib.nullcontext(guard.unclaimed(run_dir)):
         members = load_members(run_dir, role, repeat)  # a wrong role or repeat fails first

@@ -74,13 +74,34 @@ def check(folder: Path) -> Path:
     return folder
 
 
+def _kdbench_config(path: Path) -> bool:
+    """Whether `path` is a config.json kdbench wrote (its settings under "config"), not another
+    tool's file of that name (a model folder's config.json, say)."""
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(raw, dict)
+        and isinstance(raw.get("config"), dict)
+        and ("protocol" in raw["config"])
+    )
+
+
 def _check_own(folder: Path) -> None:
     """A non-empty folder must be one kdbench made; one holding a symlink is refused."""
     if not folder.is_dir():
         return
     entries = list(folder.iterdir())
     names = {e.name for e in entries}
-    if entries and MARKER not in names and not names & set(OWN_FILES):
+    ours = (
+        MARKER in names
+        or bool(names & (set(OWN_FILES) - {"config.json"}))
+        or ("config.json" in names and _kdbench_config(folder / "config.json"))
+    )
+    if entries and not ours:
         shown = ", ".join(sorted(names)[:4]) + (", …" if len(names) > 4 else "")
         raise RunFolderError(
             f"{folder} holds files kdbench did not write ({shown}); give an empty or new --out"
@@ -95,6 +116,20 @@ def _check_own(folder: Path) -> None:
                         f"{entry} is a symlink: a write through it would land outside the run"
                         " folder; remove it and resume"
                     )
+
+
+def no_links_inside(folder: Path, path: Path) -> None:
+    """Refuse to write `path` inside `folder` through a symlink (a folder or the file itself):
+    the write would land outside the run folder."""
+    folder = Path(folder)
+    for part in [Path(path), *Path(path).parents]:
+        if part == folder or part in folder.parents:
+            break
+        if part.is_symlink():
+            raise RunFolderError(
+                f"{part} is a symlink: a write through it would land outside the run folder;"
+                " remove it, or give --out outside the run folder"
+            )
 
 
 def _remove_leftovers(folder: Path) -> None:
