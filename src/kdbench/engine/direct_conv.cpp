@@ -231,16 +231,17 @@ void pool_backward(const float *g, const uint8_t *at, float *din, int M, int C, 
   }
 }
 
-// random crops and flips (`streams.Augment`): images [R, C, H, W], three uniforms per image in `u`
+// random crops and flips (`streams.Augment`): images [R, C, H, W] (row r of `in`, or row rows[r]: the
+// batch gathered from the training set in the same pass), three uniforms per image in `u`
 // [R, 3] (row offset, column offset, flip); dy = min(int(u0 * (2 pad + 1)), 2 pad), dx alike, mirrored
 // if `flips` and u2 < 1/2 (float32 arithmetic, as torch computes them in `Augment.gathered`);
 // out[r, c, y, x] = in[r, c, y + dy - pad, (mirrored ? W - 1 - x : x) + dx - pad], zero outside the
 // image: the crop of the zero-padded image at (dy, dx), then mirrored
-void crop_flip(const float *in, float *out, const float *u, int R, int C, int H, int W, int pad, int flips,
-               int threads) {
+void crop_flip(const float *in, const int64_t *rows, float *out, const float *u, int R, int C, int H, int W,
+               int pad, int flips, int threads) {
   const float places = (float)(2 * pad + 1);
   // threads only pay for themselves on large batches (a step's batch is ~1 MB: one is faster)
-#pragma omp parallel for num_threads(threads) schedule(static) if ((long)R * C * H * W > (1L << 22))
+#pragma omp parallel for num_threads(threads) schedule(static) if ((long)R * C * H * W > (1L << 16))
   for (long r = 0; r < R; r++) {
     const int dy = (int)(u[3 * r] * places), dx = (int)(u[3 * r + 1] * places);
     const int oy = (dy < 2 * pad ? dy : 2 * pad) - pad, ox = (dx < 2 * pad ? dx : 2 * pad) - pad;
@@ -249,7 +250,8 @@ void crop_flip(const float *in, float *out, const float *u, int R, int C, int H,
     const int x0 = mirrored ? (ox > 0 ? ox : 0) : (ox < 0 ? -ox : 0);
     const int x1 = mirrored ? (ox < 0 ? W + ox : W) : (ox > 0 ? W - ox : W);
     for (int c = 0; c < C; c++) {
-      const float *src = in + (r * C + c) * (long)H * W;
+      const long from = rows ? (long)rows[r] : r;  // the image's row of `in` (a gathered batch)
+      const float *src = in + (from * C + c) * (long)H * W;
       float *dst = out + (r * C + c) * (long)H * W;
       for (int y = 0; y < H; y++) {
         float *d = dst + (long)y * W;

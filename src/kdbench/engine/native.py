@@ -130,7 +130,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.conv_weight_grad.argtypes = [p, p, p] + [i] * 8
     lib.pool_forward.argtypes = [p, p, p] + [i] * 7
     lib.pool_backward.argtypes = [p, p, p] + [i] * 7
-    lib.crop_flip.argtypes = [p, p, p] + [i] * 7
+    lib.crop_flip.argtypes = [p, p, p, p] + [i] * 7
     for f in (lib.conv_forward, lib.conv_input_grad, lib.conv_weight_grad, lib.pool_forward,
               lib.pool_backward, lib.crop_flip):  # fmt: skip
         f.restype = None

@@ -112,14 +112,25 @@ class Augment(Streams):
         """`x` `[M, B, *]` (rows of `spec.image` images) -> the same images augmented: by the
         compiled kernel on the CPU (a copy per image row), else by torch's gathers (the same
         floats: both only move pixels)."""
-        u = self.rand((x.shape[1], 3))  # [M, B, 3]: row offset, column offset, flip
-        lib = native.kernels() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        return self.take(x.reshape(-1, x.shape[-1]), None, x.shape[:2])
+
+    def take(self, data: torch.Tensor, index: torch.Tensor | None, shape=None) -> torch.Tensor:
+        """Rows `index` `[M, B]` of `data` `[N, *]`, augmented, `[M, B, *]`: on the CPU one pass
+        of the kernel gathers and augments (no gathered copy made first); `index` None: `data`
+        is the batch itself, of `shape` (M, B)."""
+        m, b = index.shape if index is not None else shape
+        u = self.rand((b, 3))  # [M, B, 3]: row offset, column offset, flip
+        cpu = data.device.type == "cpu" and data.dtype == torch.float32
+        lib = native.kernels() if cpu else None
         if lib is None:
+            x = data.reshape(m, b, -1) if index is None else data[index]
             return self.gathered(x, u)
-        (c, h, w), src = self.spec.image, x.contiguous()
-        out = torch.empty_like(src)
-        lib.crop_flip(src.data_ptr(), out.data_ptr(), u.data_ptr(), x.shape[0] * x.shape[1],
-                      c, h, w, self.spec.crop, int(self.spec.flip), native.threads())  # fmt: skip
+        (c, h, w), src = self.spec.image, data.contiguous()
+        out = torch.empty(m, b, src.shape[-1], dtype=src.dtype)
+        rows = None if index is None else index.reshape(-1).contiguous().to(torch.int64)
+        lib.crop_flip(src.data_ptr(), None if rows is None else rows.data_ptr(), out.data_ptr(),
+                      u.data_ptr(), m * b, c, h, w, self.spec.crop, int(self.spec.flip),
+                      native.threads())  # fmt: skip
         return out
 
     def gathered(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

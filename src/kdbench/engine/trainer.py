@@ -230,9 +230,12 @@ def train(
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             index = perms[:, s * batch : (s + 1) * batch]
-            x = _gather(splits.x_train, index)
-            for change in (jitter, augment):  # the teachers' jitter, then everyone's crops
-                x = x if change is None else change(x)
+            if augment is not None and jitter is None:  # gathered and augmented in one pass
+                x = augment.take(splits.x_train, index)
+            else:
+                x = _gather(splits.x_train, index)
+                for change in (jitter, augment):  # the teachers' jitter, then everyone's crops
+                    x = x if change is None else change(x)
             b = Batch(x, _gather(splits.y_train, index), index)
             loss = model.step(params, opt, b.x, partial(objective.loss, batch=b), dropout, noise)
             if stack.max_norm is not None:
