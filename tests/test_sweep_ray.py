@@ -22,9 +22,9 @@ def test_ray_executor_gives_the_localsweep_numbers(tmp_path, local_sweep):
     archs = sweep.parse_grid(["student_arch=mlp:8,cnn:4"])
     sweep.run(digits, archs, tmp_path / "archs-local")
     # and the deploy preset (BN ResNet teacher, MobileNetV2-style students, SGD + cosine, crops
-    # and flips drawn in the workers, controls), over the optimiser
+    # and flips drawn in the workers, controls), over the augmentation
     deploy = resolve("deploy", dataset="digits", repeats=2, members=2, epochs=1, threads=1)
-    recipe = sweep.parse_grid(["optimizer=adam,sgd"])
+    recipe = sweep.parse_grid(["augment=crop,crop+flip"])
     sweep.run(deploy, recipe, tmp_path / "deploy-local")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -184,4 +184,5 @@ def test_a_quote_in_the_folder_path_and_a_folder_being_written(tmp_path, monkeyp
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert result.exit_code == 2 and "is being written" in result.output, result.output
