@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.engine import architectures
+from kdbench.engine import own_code
 from kdbench.errors import ConfigError, UntrustedCode
 from tests.in_process import kdbench
 
@@ -47,7 +47,7 @@ def sent_run(tmp_path, monkeypatch):
     assert (
         kdbench("reproduce", *TINY, "--student-arch", "marknet:Net", "--out", run).returncode == 0
     )
-    monkeypatch.setattr(architectures, "_TRUSTED", set())
+    monkeypatch.setattr(own_code, "_TRUSTED", set())
     sys.modules.pop("marknet", None)
     mark.unlink()
     return run, mark

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench.analysis.report import named, recipe_short, student_name, teacher_name
+from kdbench.analysis.configuration import named, recipe_short, student_name, teacher_name
 from kdbench.config import Config
 from kdbench.errors import RunFolderError
 from kdbench.roles import Role

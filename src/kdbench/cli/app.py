@@ -179,7 +179,7 @@ def _trusted(run_dir: Path, trust_code: bool) -> None:
     """With --trust-code, consent to the code the folder names (and a sweep's or explain's)."""
     if not trust_code:
         return
-    from kdbench.engine.architectures import trust
+    from kdbench.engine.own_code import trust
     from kdbench.runs.store import read_config
 
     configs = [p.parent for p in Path(run_dir).glob("**/config.json")]

@@ -13,12 +13,9 @@ function here, its name in `NAMES` and its branch in `_factory`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,8 +24,9 @@ from kdbench.config import Config
 from kdbench.data.datasets import image_of
 from kdbench.engine.mlp import MLP
 from kdbench.engine.modules import ModuleStack
+from kdbench.engine.own_code import PYTHON, given, imported
 from kdbench.engine.stack_model import StackModel
-from kdbench.errors import ConfigError, UntrustedCode, did_you_mean
+from kdbench.errors import ConfigError, did_you_mean
 
 Image = tuple[int, int, int]  # (channels, height, width)
 
@@ -235,55 +233,6 @@ def _numbers(name: str, text: str) -> tuple[int, ...]:
 
 
 NAMES = ("mlp", "lenet5", "cnn", "bncnn", "dscnn", "resnet", "mobilenetv2", "mbv2")
-PYTHON = "python:"  # a factory given from Python that no other process can import
-_GIVEN: dict[str, Callable[[], nn.Module]] = {}  # those factories, in this process
-# import strings this process may import: the architectures the user named to train, or a run
-# folder's when the user said so (--trust-code, trust_code=True). A folder someone sends you
-# names code; reading it (report, diagnose, decide) must not run it.
-_TRUSTED: set[str] = set()
-
-
-def trust(*specs: str | None) -> None:
-    """Consent to import these architecture settings (the built-ins need none)."""
-    _TRUSTED.update(s for s in specs if s)
-
-
-def _run_folder_of(path: Path) -> Path | None:
-    """The kdbench run folder `path` lies in (its marker or its records beside config.json)."""
-    for parent in path.parents:
-        if (parent / ".kdbench").exists() or (
-            (parent / "config.json").is_file() and (parent / "records.jsonl").exists()
-        ):
-            return parent
-    return None
-
-
-def setting_of(factory: Callable[[], nn.Module]) -> str:
-    """The architecture setting that names `factory` in config.json: its import string where
-    another process can import it back (then every command reads the folder), else
-    `python:<name>`, which needs the factory given again where the folder is read
-    (`kdbench.load(..., module=Factory)`, `study(..., student=Factory)` to resume)."""
-    if not callable(factory) or isinstance(factory, nn.Module):
-        raise ConfigError(
-            f"an architecture from Python must be a factory (a class or function returning a"
-            f" fresh nn.Module), got {type(factory).__name__}; pass the class, not an instance"
-        )
-    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
-    if module and module != "__main__" and name.isidentifier():
-        try:
-            if getattr(importlib.import_module(module), name, None) is factory:
-                return f"{module}:{name}"
-        except ImportError:
-            pass
-    setting = PYTHON + getattr(factory, "__name__", type(factory).__name__)
-    give(setting, factory)
-    return setting
-
-
-def give(setting: str, factory: Callable[[], nn.Module]) -> None:
-    """Make `setting` (an import string or `python:<name>`) build with `factory` in this
-    process."""
-    _GIVEN[setting] = factory
 
 
 def build(
@@ -294,8 +243,9 @@ def build(
     `compiled`: a conv net may build the CPU's compiled kernels (training only: reading a run
     folder never builds native code)."""
     shape = image if image is not None else (n_features,)
-    if spec in _GIVEN:
-        return ModuleStack(_GIVEN[spec], shape, n_classes, compiled)
+    factory = given(spec)
+    if factory is not None:
+        return ModuleStack(factory, shape, n_classes, compiled)
     if spec.startswith(PYTHON):
         raise ConfigError(
             f"architecture '{spec}' was given from Python and cannot be imported here: pass the"
@@ -339,49 +289,6 @@ def _factory(name: str, sep: str, args: str, image: Image, n_classes: int) -> _F
         return _Factory(mobilenetv2, percent, image, n_classes)
     fn = {"cnn": cnn, "bncnn": bncnn, "dscnn": dscnn, "mbv2": mbv2}[name]
     return _Factory(fn, _numbers(name, args), image, n_classes)
-
-
-def imported(spec: str) -> Callable[[], nn.Module]:
-    """Your own architecture from an import string, `package.module:Factory` (uvicorn's and
-    Hydra's convention): a class or function that returns a fresh nn.Module taking the dataset's
-    inputs. It is imported again wherever the run folder is read, so it must stay importable."""
-    module_name, _, attr = spec.partition(":")
-    if spec not in _TRUSTED:
-        raise UntrustedCode(
-            f"architecture '{spec}' is code ({module_name}), named by a run folder: kdbench"
-            " imports it only when you say so; review it, then pass --trust-code"
-            " (trust_code=True in Python)"
-        )
-    try:  # where it would come from, found without running it
-        found = importlib.util.find_spec(module_name.split(".")[0])
-    except (ImportError, ValueError):
-        found = None
-    origin = Path(found.origin).resolve() if found is not None and found.origin else None
-    inside = _run_folder_of(origin) if origin is not None else None
-    if inside is not None:
-        raise ConfigError(
-            f"architecture '{spec}': {origin} lies inside the run folder {inside}, and kdbench"
-            " never imports code from a run folder; install the module or move it out"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"architecture '{spec}': cannot import {module_name} ({exc}); put it on PYTHONPATH"
-        ) from None
-    except Exception as exc:  # a syntax error, a relative name, the module's own failure
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ConfigError(
-            f"architecture '{spec}': importing {module_name} raised {type(exc).__name__}:"
-            f" {first[:200]}; fix the module (an absolute name: package.module:Factory)"
-        ) from None
-    factory = getattr(module, attr, None) if attr else None
-    if not callable(factory):
-        raise ConfigError(
-            f"architecture '{spec}': {module_name} has no callable {attr or '(name after :)'};"
-            " write package.module:Factory"
-        )
-    return factory
 
 
 def for_role(

@@ -25,10 +25,11 @@ from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config, controls_of
 from kdbench.data import datasets as data
 from kdbench.engine import native, optim
-from kdbench.engine.architectures import of_config, setting_of, trust
+from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, dropout_refused
 from kdbench.engine.objectives import Batch, HardLabels
+from kdbench.engine.own_code import setting_of, trust
 from kdbench.engine.streams import Noise
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError

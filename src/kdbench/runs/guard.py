@@ -140,6 +140,13 @@ def _remove_leftovers(folder: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
+def _unwritable(folder: Path, exc: OSError) -> RunFolderError:
+    return RunFolderError(
+        f"cannot write to run folder {folder} ({exc.strerror}); kdbench writes only where it"
+        " may: choose another --out (or copy the run somewhere writable)"
+    )
+
+
 @contextlib.contextmanager
 def claim(folder: Path) -> Iterator[Path]:
     """Hold `folder` for writing: checked, created, locked, its leftovers removed. Claims of the
@@ -159,10 +166,7 @@ def claim(folder: Path) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise RunFolderError(
-            f"cannot write to run folder {folder} ({exc.strerror}); kdbench writes only"
-            " where it may: choose another --out (or copy the run somewhere writable)"
-        ) from None
+        raise _unwritable(folder, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -176,10 +180,7 @@ def claim(folder: Path) -> Iterator[Path]:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
             who = os.open(folder / LOCK, flags, 0o644)
         except OSError as exc:
-            raise RunFolderError(
-                f"cannot write to run folder {folder} ({exc.strerror}); kdbench writes only"
-                " where it may: choose another --out (or copy the run somewhere writable)"
-            ) from None
+            raise _unwritable(folder, exc) from None
         try:
             os.write(who, f"{os.getpid()} ({_program()})".encode())
         finally:

@@ -17,8 +17,9 @@ from torch import nn
 
 from kdbench.config import Config
 from kdbench.data.datasets import preprocessing
-from kdbench.engine.architectures import NAMES, give, trust
+from kdbench.engine.architectures import NAMES
 from kdbench.engine.modules import Ensemble, Factory
+from kdbench.engine.own_code import give, trust
 from kdbench.errors import ConfigError
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
 from kdbench.runs import guard

@@ -16,8 +16,9 @@ from typing import Any
 
 from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes
 from kdbench.data.datasets import CLASSES, FEATURES
-from kdbench.engine.architectures import of_config, trust
+from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
+from kdbench.engine.own_code import trust
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM, StackName
 from kdbench.runs import guard
