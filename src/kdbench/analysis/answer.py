@@ -63,35 +63,37 @@ class Answer:
     worse: tuple[Option, ...] = ()  # significantly worse than hard labels
 
 
+def versus_hard(summary: Summary, role: str, strategy: str | None = None) -> Option | None:
+    """Row `role` against the hard-label student: its paired difference, the Holm-adjusted
+    interval and whether it is significant (the verdicts' rule), and, for a `strategy` of the
+    cost table, its training compute; None where the run has no such comparison."""
+    if role not in summary.rows:
+        return None
+    try:
+        c = summary.comparison(role, Role.STUDENT_HARD)
+    except StopIteration:  # a row this run did not train (a control it had no flag for)
+        return None
+    if c.mean_diff_pp is None:
+        return None
+    ci = c.ci95_holm_pp or c.ci95_pp
+    cost = summary.costs.strategy(strategy) if summary.costs and strategy else None
+    return Option(
+        strategy=strategy or str(role),
+        error_pct=summary.rows[role].mean_pct,
+        diff_pp=c.mean_diff_pp,
+        ci95_pp=tuple(ci) if ci else None,
+        significant=c.p_holm is not None and c.p_holm < summary.significance and c.n >= MIN_PAIRS,
+        pairs=c.n,
+        cost_vs_hard=cost.macs_vs_hard if cost else None,
+        amortised_vs_hard=cost.amortised_vs_hard if cost else None,
+    )
+
+
 def options(summary: Summary) -> list[Option]:
     """Every strategy the run trained, against hard labels."""
-    out = []
-    for name, role, _ in STRATEGIES:
-        if role == Role.STUDENT_HARD or role not in summary.rows:
-            continue
-        try:
-            c = summary.comparison(role, Role.STUDENT_HARD)
-        except StopIteration:
-            continue
-        if c.mean_diff_pp is None:
-            continue
-        ci = c.ci95_holm_pp or c.ci95_pp
-        cost = summary.costs.strategy(name) if summary.costs else None
-        out.append(
-            Option(
-                strategy=name,
-                error_pct=summary.rows[role].mean_pct,
-                diff_pp=c.mean_diff_pp,
-                ci95_pp=tuple(ci) if ci else None,
-                significant=(
-                    c.p_holm is not None and c.p_holm < summary.significance and c.n >= MIN_PAIRS
-                ),
-                pairs=c.n,
-                cost_vs_hard=cost.macs_vs_hard if cost else None,
-                amortised_vs_hard=cost.amortised_vs_hard if cost else None,
-            )
-        )
-    return out
+    found = [versus_hard(summary, role, name) for name, role, _ in STRATEGIES
+             if role != Role.STUDENT_HARD]  # fmt: skip
+    return [o for o in found if o is not None]
 
 
 def answer(summary: Summary, student: str) -> Answer | None:

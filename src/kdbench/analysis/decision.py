@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdbench.analysis import answer
 from kdbench.analysis.configuration import named, recipe_short, student_name, teacher_name
 from kdbench.config import Config
 from kdbench.errors import RunFolderError
@@ -63,21 +64,10 @@ class Situation:
 
 
 def _effect(summary: Summary, role: str, strategy: str | None = None) -> Effect | None:
-    try:
-        c = summary.comparison(role, Role.STUDENT_HARD)
-    except StopIteration:  # a row this run did not train (a control it had no flag for)
+    o = answer.versus_hard(summary, role, strategy)
+    if o is None:
         return None
-    if c.mean_diff_pp is None:
-        return None
-    ci = c.ci95_holm_pp or c.ci95_pp
-    cost = summary.costs.strategy(strategy) if summary.costs and strategy else None
-    return Effect(
-        c.mean_diff_pp,
-        tuple(ci) if ci else None,
-        c.p_holm is not None and c.p_holm < summary.significance and c.n >= 3,
-        cost.macs_vs_hard if cost else None,
-        cost.amortised_vs_hard if cost else None,
-    )
+    return Effect(o.diff_pp, o.ci95_pp, o.significant, o.cost_vs_hard, o.amortised_vs_hard)
 
 
 def _over_grid(effect: Effect | None, tested: dict) -> Effect | None:
