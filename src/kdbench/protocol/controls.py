@@ -21,7 +21,7 @@ import dataclasses
 
 import torch
 
-from kdbench.config import Config, augments_of, controls_of
+from kdbench.config import Config, controls_of
 from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.losses import loss_class
@@ -38,7 +38,7 @@ from kdbench.protocol.stacks import (
     record_stack,
     trained_or_loaded,
 )
-from kdbench.protocol.targets import Upstream
+from kdbench.protocol.targets import Upstream, viewed
 from kdbench.records import Record
 from kdbench.roles import CONTROL_ROLES, Role, StackName
 
@@ -98,7 +98,7 @@ def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation
         return loss.targets(logits.unsqueeze(0), temperature)  # [R, N, C]
 
     teachers: Teachers
-    if augments_of(cfg.train):  # the hard-label student run on each step's augmented images
+    if viewed(cfg, up):  # the hard-label student run on each step's augmented images
         owners = list(range(up.repeats))
         copies = FrozenCopies(up.models.student, up.hard, owners, 1)
         teachers = TrainedTeachers([copies], loss.targets, temperature)
@@ -147,7 +147,7 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
         cost = pass_cost(student, splits.n_features)
         target = (
             [costs.viewed_target_macs(cost, splits, 1, e) for e in res.epochs]
-            if augments_of(cfg.train)
+            if viewed(cfg, up)
             else [costs.frozen_target_macs(cost, splits, 1)] * up.repeats
         )
         shares = costs.apportion(meter.result, meter.result.seconds, train, target)
