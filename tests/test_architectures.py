@@ -233,7 +233,7 @@ def test_your_own_architecture_from_python(tmp_path, monkeypatch):
     resumes when they are given again, and `kdbench.load(..., module=)` hands a model back whose
     test error is the recorded one; without the factory, one line says how."""
     from kdbench import Config, load, study
-    from kdbench.engine import architectures
+    from kdbench.engine import own_code
     from tests.test_datasets import _blobs
 
     class Wide(nn.Module):  # the teacher
@@ -259,13 +259,13 @@ def test_your_own_architecture_from_python(tmp_path, monkeypatch):
     assert (saved["data"]["arrays_features"], saved["data"]["arrays_classes"]) == (20, 3)
     assert summary["rows"]["teacher"]["mean_pct"] < 30  # chance is 67%
     records = (folder / "records.jsonl").read_text()
-    monkeypatch.setattr(architectures, "_GIVEN", {})  # as in a new process
+    monkeypatch.setattr(own_code, "_GIVEN", {})  # as in a new process
     with pytest.raises(ConfigError, match=r"module=Wide"):
         load(folder, "teacher", repeat=1)
     study(x_train, y_train, x_test, y_test, cfg, out, progress=False, measure_latency=False,
           teacher=Wide, student=small)  # fmt: skip
     assert (folder / "records.jsonl").read_text() == records  # resumed: nothing retrained
-    monkeypatch.setattr(architectures, "_GIVEN", {})
+    monkeypatch.setattr(own_code, "_GIVEN", {})
     net = load(folder, "teacher", repeat=1, module=Wide)
     assert isinstance(net, Wide)
     rec = next(json.loads(line) for line in records.splitlines()
