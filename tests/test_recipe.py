@@ -76,6 +76,7 @@ def _alone(model, seed, shuffle, splits, cfg: TrainConfig):
             idx = perm[s : s + cfg.batch_size]
             x = splits.x_train[idx]
             if cfg.augment:
+                # drawn step by step: the engine draws an epoch at once, the same floats
                 u = torch.rand((len(idx), 3), generator=aug, dtype=torch.float32)
                 pad = cfg.crop_padding if "crop" in kinds else 0
                 x = _augmented(x, u, pad, "flip" in kinds)
@@ -204,8 +205,11 @@ def test_the_compiled_crops_equal_torchs_gathers(image, pad, flip):
     spec = Augmentation(image, pad, flip)
     kernel, torch_path = Augment(spec, [1, 2, 3]), Augment(spec, [1, 2, 3])
     x = torch.rand(3, 40, int(np.prod(image)), generator=torch.Generator().manual_seed(0))
-    for _ in range(5):
-        assert torch.equal(kernel(x), torch_path.gathered(x, torch_path.rand((40, 3))))
+    for _ in range(3):
+        kernel.begin_epoch(120), torch_path.begin_epoch(120)
+        for at in range(0, 120, 40):
+            u = torch_path.u[:, at : at + 40]
+            assert torch.equal(kernel(x, at), torch_path.gathered(x, u))
 
 
 def test_frozen_teachers_see_each_students_own_augmented_images(small_splits):
@@ -227,7 +231,9 @@ def test_frozen_teachers_see_each_students_own_augmented_images(small_splits):
                                temperature)  # fmt: skip
     teachers.begin_epoch(torch.arange(2))
     batch = small_splits.x_train[:32].expand(2, -1, -1)
-    x = Augment(Augmentation(image, 3, True), [5, 6])(batch)  # each student its own crops
+    augment = Augment(Augmentation(image, 3, True), [5, 6])
+    augment.begin_epoch(32)
+    x = augment(batch, 0)  # each student its own crops
     assert not torch.equal(x[0], x[1])
     got = teachers.train_targets(x, torch.zeros(2, 32, dtype=torch.long))
     for s in range(2):
@@ -239,3 +245,19 @@ def test_frozen_teachers_see_each_students_own_augmented_images(small_splits):
     teachers.begin_epoch(torch.tensor([1]))
     again = teachers.train_targets(x[1:], torch.zeros(1, 32, dtype=torch.long))
     torch.testing.assert_close(again[0], got[1])
+
+
+def test_an_epochs_uniforms_are_the_floats_drawn_step_by_step():
+    """`Augment.begin_epoch` draws an epoch's uniforms at once; a member's stream gives the
+    same floats, and ends in the same state, as a draw per step (runs made with per-step draws
+    reproduce, and a snapshot taken at an epoch's end resumes either way)."""
+    from kdbench.engine.streams import Augment, Augmentation
+
+    augment = Augment(Augmentation((1, 28, 28), 4, True), [7, 8])
+    augment.begin_epoch(100)
+    for m, seed in enumerate([7, 8]):
+        gen = torch.Generator().manual_seed(seed)
+        steps = torch.cat([torch.rand((min(32, 100 - at), 3), generator=gen)
+                           for at in range(0, 100, 32)])  # fmt: skip
+        assert torch.equal(augment.u[m], steps)
+        assert torch.equal(augment.generators[m].get_state(), gen.get_state())

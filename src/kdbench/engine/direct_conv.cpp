@@ -249,6 +249,10 @@ void crop_flip(const float *in, const int64_t *rows, float *out, const float *u,
     // the output columns [x0, x1) read inside the image; the rest are zero
     const int x0 = mirrored ? (ox > 0 ? ox : 0) : (ox < 0 ? -ox : 0);
     const int x1 = mirrored ? (ox < 0 ? W + ox : W) : (ox > 0 ? W - ox : W);
+    if (r + 1 < R) {  // the next image's rows are scattered over the training set: fetch them now
+      const char *next = (const char *)(in + (rows ? (long)rows[r + 1] : r + 1) * C * (long)H * W);
+      for (long k = 0; k < (long)C * H * W * (long)sizeof(float); k += 64) __builtin_prefetch(next + k);
+    }
     for (int c = 0; c < C; c++) {
       const long from = rows ? (long)rows[r] : r;  // the image's row of `in` (a gathered batch)
       const float *src = in + (from * C + c) * (long)H * W;

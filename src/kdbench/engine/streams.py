@@ -102,24 +102,37 @@ class Augmentation:
 class Augment(Streams):
     """Random crops and flips, one per image, drawn from each member's own generator (three
     uniforms per image: row offset, column offset, flip), so a member's augmentation, like its
-    shuffling, never depends on the stack it shares."""
+    shuffling, never depends on the stack it shares. The uniforms of a whole epoch are drawn at
+    its start (`begin_epoch`), one call per member: the k-th image a member sees in an epoch
+    uses its draws k; steps read their slice (`at`: the step's first position in the epoch).
+    Torch's CPU generator fills uniforms in order, so these are the floats that drawing step by
+    step gives (the oracle in tests/test_recipe.py draws per step; runs made before are equal)."""
 
     def __init__(self, spec: Augmentation, seeds: Sequence[int]):
         super().__init__(seeds)
         self.spec = spec
+        self.u = torch.empty(0, 0, 3)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` `[M, B, *]` (rows of `spec.image` images) -> the same images augmented: by the
-        compiled kernel on the CPU (a copy per image row), else by torch's gathers (the same
-        floats: both only move pixels)."""
-        return self.take(x.reshape(-1, x.shape[-1]), None, x.shape[:2])
+    def begin_epoch(self, n: int) -> None:
+        """Draws the uniforms of an epoch of `n` images for each active member: `[M, n, 3]`."""
+        self.u = self.rand((n, 3))
 
-    def take(self, data: torch.Tensor, index: torch.Tensor | None, shape=None) -> torch.Tensor:
-        """Rows `index` `[M, B]` of `data` `[N, *]`, augmented, `[M, B, *]`: on the CPU one pass
-        of the kernel gathers and augments (no gathered copy made first); `index` None: `data`
-        is the batch itself, of `shape` (M, B)."""
+    def __call__(self, x: torch.Tensor, at: int) -> torch.Tensor:
+        """`x` `[M, B, *]` (rows of `spec.image` images, positions `at` to `at + B` of the
+        epoch) -> the same images augmented: by the compiled kernel on the CPU (a copy per
+        image row), else by torch's gathers (the same floats: both only move pixels)."""
+        return self.take(x.reshape(-1, x.shape[-1]), None, at, x.shape[:2])
+
+    def take(self, data: torch.Tensor, index: torch.Tensor | None, at: int,
+             shape=None) -> torch.Tensor:  # fmt: skip
+        """Rows `index` `[M, B]` of `data` `[N, *]` (positions `at` to `at + B` of the epoch),
+        augmented, `[M, B, *]`: on the CPU one pass of the kernel gathers and augments (no
+        gathered copy made first); `index` None: `data` is the batch itself, of `shape` (M, B)."""
         m, b = index.shape if index is not None else shape
-        u = self.rand((b, 3))  # [M, B, 3]: row offset, column offset, flip
+        u = self.u[:, at : at + b].contiguous()  # [M, B, 3]: row offset, column offset, flip
+        if u.shape[:2] != (m, b):
+            raise RuntimeError(f"augmentation drew {tuple(u.shape[:2])} images, not {(m, b)}: "
+                               "call begin_epoch with the epoch's length first")  # fmt: skip
         cpu = data.device.type == "cpu" and data.dtype == torch.float32
         lib = native.kernels() if cpu else None
         if lib is None:

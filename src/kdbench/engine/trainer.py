@@ -226,16 +226,18 @@ def train(
                 stream.active = ids
         perms = torch.stack([torch.randperm(n_train, generator=shuffles[i]) for i in ids])
         perms = perms.to(device)
+        if augment is not None:
+            augment.begin_epoch(n_train)
         objective.begin_epoch(active.to(device))
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             index = perms[:, s * batch : (s + 1) * batch]
             if augment is not None and jitter is None:  # gathered and augmented in one pass
-                x = augment.take(splits.x_train, index)
+                x = augment.take(splits.x_train, index, s * batch)
             else:
                 x = _gather(splits.x_train, index)
-                for change in (jitter, augment):  # the teachers' jitter, then everyone's crops
-                    x = x if change is None else change(x)
+                x = x if jitter is None else jitter(x)  # the teachers' jitter, then any crops
+                x = x if augment is None else augment(x, s * batch)
             b = Batch(x, _gather(splits.y_train, index), index)
             loss = model.step(params, opt, b.x, partial(objective.loss, batch=b), dropout, noise)
             if stack.max_norm is not None:
