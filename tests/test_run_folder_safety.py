@@ -226,6 +226,12 @@ CASES = [
         2,
         "takes sizes like",
     ),
+    Case(  # 6 models of 7.5e9 parameters: refused by the memory rule before the folder is made
+        "hidden-beyond-memory",
+        lambda run, tmp: [*RUN, "--student-hidden", "100000000", "--out", tmp / "x"],
+        2,
+        "of memory and the machine has",
+    ),
     Case(
         "temperature-huge",
         lambda run, tmp: [*RUN, "--temperature", "1e300", "--out", tmp / "x"],

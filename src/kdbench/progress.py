@@ -24,12 +24,14 @@ err = Console(stderr=True)
 
 @dataclass(frozen=True)
 class StackPlan:
-    """One stack a study will train: its name, members, and multiply-adds per member per image
-    (the forward pass; backward and Adam scale with it)."""
+    """One stack a study will train: its name, members, multiply-adds per member per image
+    (the forward pass; backward and Adam scale with it) and trainable parameters per member
+    (what it holds in memory; 0: not counted)."""
 
     name: str
     members: int
     macs: int
+    params: int = 0
 
 
 class Bar:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kdbench.analysis import costs, diagnose, report
-from kdbench.config import Config, controls_of
+from kdbench.config import Config
 from kdbench.data import datasets as data
 from kdbench.engine import native, optim
 from kdbench.engine.architectures import of_config
@@ -33,8 +33,8 @@ from kdbench.engine.own_code import setting_of, trust
 from kdbench.engine.streams import Noise
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
-from kdbench.progress import Bar, StackPlan, with_progress
-from kdbench.protocol import busy
+from kdbench.progress import Bar, with_progress
+from kdbench.protocol import busy, memory, plans
 from kdbench.protocol.arrays import arrays_of, data_file, keep_in, with_arrays
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherKind, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
@@ -94,6 +94,7 @@ def _check_models(cfg: Config, splits: data.Splits) -> None:
     one line), and the teacher's dropout against what its family can drop; then what they
     train with is built (the record of which conv path ran comes from it)."""
     models = of_config(cfg, splits.n_features, splits.n_classes, compiled=cfg.device == "cpu")
+    memory.check(cfg, plans.stacks(cfg, models))
     dropout = cfg.model.teacher_dropout or cfg.model.teacher_input_dropout
     if dropout and not models.teacher.droppable:
         raise ConfigError(dropout_refused(models.teacher))
@@ -229,36 +230,6 @@ def _own_teacher(cfg: Config, teacher: TeacherLike | None) -> OwnTeacher | None:
     return None
 
 
-def _stack_plans(cfg: Config, splits: data.Splits, folder: Path) -> list[StackPlan]:
-    """What this study still has to train, for the progress bar's ETA: stacks already in the
-    folder (resume) and your own teacher cost nothing."""
-    p = cfg.protocol
-    models = of_config(cfg, splits.n_features, splits.n_classes)
-    teacher = {"macs": models.teacher.macs_per_image()}
-    student = {"macs": models.student.macs_per_image()}
-    distilled = student["macs"]
-    if cfg.distill.teacher_updates == "joint":  # each student's copies train along: on average
-        distilled += (teacher["macs"] + p.members * student["macs"]) // 2
-    plans = [
-        StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, teacher["macs"]),
-        StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), student["macs"]),
-        StackPlan(StackName.DISTILLED, 2 * p.repeats, distilled),
-    ]
-    chosen = controls_of(cfg.distill)
-    smoothing = len([c for c in chosen if c.startswith("smoothing")])
-    plans += [
-        StackPlan(StackName.CONTROLS, p.repeats * smoothing, student["macs"]),
-        StackPlan(StackName.SELF_DISTILLED, p.repeats * ("self" in chosen), student["macs"]),
-        StackPlan(StackName.REGULARISED, p.repeats * ("teacher-reg" in chosen), student["macs"]),
-    ]
-    plans = [s for s in plans if s.members or s.name == StackName.TEACHERS]
-    # a stack in the folder costs nothing, or only its added repeats' models (a grown run)
-    left = [dataclasses.replace(s, members=s.members - RunStore.stack_size(folder, s.name))
-            for s in plans]  # fmt: skip
-    return [s for s in left if s.members > 0 or (s.name == StackName.TEACHERS and not
-            RunStore.checkpoint_path(folder, s.name).is_file())]  # fmt: skip
-
-
 def _new_run_config(cfg: Config) -> dict:
     """What a new run's config.json holds: the resolved settings, the environment, when it
     started, and how every seed derives."""
@@ -392,7 +363,8 @@ def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shar
             write_derived(folder / TEACHER_LOGITS, ready.own_logits.as_dict(), own.sha256)
         given = (own, ready.own_logits)
     if isinstance(progress, Bar):
-        progress.plan(_stack_plans(cfg, splits, folder), cfg.train.epochs)
+        models = of_config(cfg, splits.n_features, splits.n_classes)
+        progress.plan(plans.left(plans.stacks(cfg, models), folder), cfg.train.epochs)
     records = run_study(cfg, on_device, store.append_record, progress, cache, given)
     measured = None
     if measure_latency:
