@@ -50,6 +50,12 @@ class Branchy(Net):
         return -self.dense(x.flatten(1))
 
 
+class Masked(Net):
+    def forward(self, x):  # which columns it keeps depends on the values: a data-dependent shape
+        kept = x.flatten(1)[:, x.flatten(1).amax(0) > 0]
+        return self.dense(torch.nn.functional.pad(kept, (0, 64 - kept.shape[1])))
+
+
 def Double():
     return Net().double()
 """
@@ -60,6 +66,7 @@ CASES = [
     ("probes:Pair", "gives outputs of shape tuple"),
     ("probes:OneAtATime", "works on one input but not on a batch of two"),
     ("probes:Branchy", "fails when kdbench trains members side by side"),
+    ("probes:Masked", "fails when kdbench trains members side by side"),
     ("probes:Double", "in torch.float64; kdbench trains float32"),
     ("broken:Net", "importing broken raised SyntaxError"),
     (".probes:Net", "importing .probes raised TypeError"),

@@ -186,3 +186,33 @@ def test_a_quote_in_the_folder_path_and_a_folder_being_written(tmp_path, monkeyp
         holder.wait()
         holder.stdout.close()
     assert result.exit_code == 2 and "is being written" in result.output, result.output
+
+
+def test_a_server_that_never_answers_is_one_line_within_the_timeout(monkeypatch, finished):
+    """A tracking server that accepts the connection and then says nothing: MLflow's own
+    defaults would wait 120 s a request, seven times; kdbench's (`tracking.TIMEOUTS`) bound it,
+    and a user's own setting wins. Here the user's 1 s and no retry: one line, in seconds."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # connections queue in the kernel; nothing ever reads or answers them
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        start = time.perf_counter()
+        result = CliRunner().invoke(app, ["track", str(finished)])
+        took = time.perf_counter() - start
+    finally:
+        server.close()
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "refused the run" in line and "is complete" in line
+    assert took < 15, took
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.setattr(tracking, "where", lambda: "http://127.0.0.1:9")  # not contacted
+    tracking._client()  # unset: kdbench's bounds, not MLflow's minutes
+    assert {k: __import__("os").environ[k] for k in tracking.TIMEOUTS} == tracking.TIMEOUTS
