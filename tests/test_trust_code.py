@@ -53,12 +53,13 @@ def sent_run(tmp_path, monkeypatch):
     return run, mark
 
 
-def test_reading_a_run_runs_none_of_its_code(sent_run):
+def test_reading_a_run_runs_none_of_its_code(sent_run, monkeypatch):
     run, mark = sent_run
-    for command in ("report", "diagnose"):
-        proc = kdbench(command, run)
+    monkeypatch.setenv("KDBENCH_TENSORBOARD_DIR", str(run.parent / "tb"))
+    for command in (["report"], ["diagnose"], ["decide"], ["track", "--to", "tensorboard"]):
+        proc = kdbench(command[0], run, *command[1:])
         assert proc.returncode == 0, proc.stderr
-        assert not mark.exists(), f"{command} imported the folder's code"
+        assert not mark.exists(), f"{command[0]} imported the folder's code"
     proc = kdbench("export", run, "--role", "student_hard", "--out", run.parent / "s.onnx")
     assert proc.returncode == 2 and "--trust-code" in proc.stderr and "marknet" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not mark.exists()
