@@ -33,10 +33,15 @@ def test_digits_loads_offline_with_a_fixed_split():
 
 
 def _idx(path, array):
-    dims = array.shape
-    header = struct.pack(">HBB", 0, 0x08, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+    """An IDX file: uint8 unless the array is int8 or float32 (IDX type codes 0x09, 0x0D)."""
+    dims, kind = (
+        array.shape,
+        {np.dtype(np.int8): (0x09, ">i1"), np.dtype(np.float32): (0x0D, ">f4")},
+    )
+    code, dtype = kind.get(array.dtype, (0x08, np.uint8))
+    header = struct.pack(">HBB", 0, code, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
     with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
+        fh.write(header + array.astype(dtype).tobytes())
 
 
 @pytest.fixture
@@ -211,11 +216,16 @@ def test_cifar10_downloads_verified_all_files_or_none(http_folder, tmp_path, mon
         data.load("cifar10")
 
 
-def _kmnist_folder(folder, train_labels=None, test_labels=None, side=28):
-    """kmnist's four IDX files (it has no pinned hash for unpacked files): what --data-dir gets."""
+def _kmnist_folder(folder, train_labels=None, test_labels=None, side=28, nan_pixel=False):
+    """kmnist's four IDX files (it has no pinned hash for unpacked files): what --data-dir gets;
+    `nan_pixel`: the training images as float32, one pixel NaN."""
     rng = np.random.default_rng(0)
     folder.mkdir()
-    _idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (50, side, side)))
+    train = rng.integers(0, 256, (50, side, side))
+    if nan_pixel:
+        train = train.astype(np.float32)
+        train[3, 4, 5] = np.nan
+    _idx(folder / "train-images-idx3-ubyte.gz", train)
     _idx(folder / "train-labels-idx1-ubyte.gz",
          np.arange(50) % 10 if train_labels is None else train_labels)  # fmt: skip
     _idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, side, side)))
@@ -230,6 +240,9 @@ def _kmnist_folder(folder, train_labels=None, test_labels=None, side=28):
         (dict(train_labels=np.r_[np.arange(49) % 10, 255]), "train labels run from 0 to 255"),
         (dict(test_labels=np.r_[np.arange(19) % 10, 42]), "test labels run from 0 to 42"),
         (dict(side=2), "train images are [2, 2], not 28x28"),
+        (dict(train_labels=np.r_[np.arange(49) % 10, -1].astype(np.int8)), "run from -1 to 9"),
+        (dict(train_labels=(np.arange(50) % 10).astype(np.float32)), "are not whole numbers"),
+        (dict(nan_pixel=True), "train images hold NaN or infinite pixels"),
     ],
 )
 def test_idx_files_from_a_data_dir_are_checked_at_the_door(tmp_path, over, says):
