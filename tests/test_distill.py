@@ -91,7 +91,7 @@ def test_softmax_head_applies_the_temperature_to_probabilities():
 def test_a_registered_toy_loss_trains_through_the_whole_study(monkeypatch, small_splits):
     """A new distillation loss is one class, one registry entry and one config value."""
     from kdbench.engine import losses as distill
-    from kdbench.engine.losses import DistillationLoss, cross_entropy
+    from kdbench.engine.losses import DistillationLoss
     from kdbench.protocol.presets import resolve
     from kdbench.protocol.study import run_study
 
@@ -102,10 +102,9 @@ def test_a_registered_toy_loss_trains_through_the_whole_study(monkeypatch, small
             calls["targets"] += 1
             return teacher_logits.mean(0)
 
-        def __call__(self, student_logits, labels, targets, temperature, alpha):
+        def soft(self, student_logits, labels, targets, temperature, epoch):
             calls["loss"] += 1
-            mse = ((student_logits - targets) ** 2).mean(-1).mean(-1)
-            return alpha * cross_entropy(student_logits, labels) + (1 - alpha) * mse
+            return ((student_logits - targets) ** 2).mean(-1).mean(-1)
 
     monkeypatch.setitem(distill.LOSSES, "mean-logits", MeanLogits)
     flags = dict(repeats=2, members=2, epochs=1, teacher_hidden=(32,), student_hidden=(16,))

@@ -32,6 +32,10 @@ def __getattr__(name: str):
         from kdbench.runs.loading import load
 
         return load
+    if name == "DistillationLoss":  # the base class of your own loss (--loss module:Class)
+        from kdbench.engine.losses import DistillationLoss
+
+        return DistillationLoss
     raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
 
 
@@ -39,6 +43,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "DistillationLoss",
     "KdbenchError",
     "RunFolderError",
     "__version__",

@@ -22,6 +22,7 @@ TEACHER_UPDATES = ("frozen", "joint")
 # `self`: distilled from the hard-label student (born-again); `teacher-reg`: hard labels with the
 # teacher's dropout and jitter
 CONTROLS = ("smoothing", "smoothing-matched", "self", "teacher-reg")
+STANDARDIZABLE = ("kd", "dkd")  # the losses `--logit-standardization` applies to
 ENSEMBLE_TARGETS = ("probs", "logits")
 DEVICES = ("cpu", "cuda")
 HEADS = ("logits", "softmax")
@@ -138,6 +139,13 @@ class DistillConfig:
     teacher_updates: str = "frozen"
     controls: str | None = None  # comma-separated names in CONTROLS; None: none (the paper's)
     smoothing: float = 0.1  # the `smoothing` control's label-smoothing epsilon
+    # the methods' own settings, at their papers' defaults (engine/losses.py cites them)
+    dkd_alpha: float = 1.0  # DKD: weight of the target-class term TCKD
+    dkd_beta: float = 8.0  # DKD: weight of the non-target term NCKD
+    dkd_warmup: int = 20  # DKD: epochs over which its term ramps up linearly (0: none)
+    dist_beta: float = 1.0  # DIST: weight of the inter-class relation
+    dist_gamma: float = 1.0  # DIST: weight of the intra-class relation
+    logit_standardization: bool = False  # kd, dkd: z-score both sides' logits (Sun et al.)
 
 
 def controls_of(distill: DistillConfig) -> tuple[str, ...]:

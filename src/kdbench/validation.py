@@ -21,6 +21,7 @@ from kdbench.sections import (
     MONITORS,
     OPTIMIZERS,
     SCHEDULES,
+    STANDARDIZABLE,
     TEACHER_SCHEDULE,
     TEACHER_UPDATES,
     DataConfig,
@@ -233,6 +234,7 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
             )
     if not isinstance(distill.loss, str) or not distill.loss:
         raise ConfigError(f"loss must be a name (got {distill.loss!r}); fix --loss")
+    _methods(distill, model)
     _controls(distill)
     if "teacher-reg" in controls_of(distill):
         if model.own_teacher is not None:
@@ -245,6 +247,32 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
                 "--controls teacher-reg copies the teacher's dropout and jitter, and this"
                 " teacher has neither; set --teacher-dropout/--teacher-jitter or drop teacher-reg"
             )
+
+
+def _methods(distill: DistillConfig, model: ModelConfig) -> None:
+    """The distillation methods' own settings (engine/losses.py): weights >= 0, a whole
+    number of warm-up epochs, standardization for kd and dkd on logits only."""
+    for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma"):
+        value = getattr(distill, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (ok and math.isfinite(value) and value >= 0):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{name.replace('_', ' ')} must be a number >= 0 (got {value!r});"
+                              f" fix {flag}")  # fmt: skip
+    warmup = distill.dkd_warmup
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"dkd warmup must be a whole number of epochs >= 0 (got {warmup!r});"
+                          " fix --dkd-warmup")  # fmt: skip
+    if distill.logit_standardization and distill.loss not in STANDARDIZABLE:
+        raise ConfigError(
+            f"--logit-standardization is for kd and dkd (Sun et al.), not --loss {distill.loss};"
+            " drop one"
+        )
+    if model.head != "logits" and distill.loss != "kd":
+        raise ConfigError(
+            f"--head {model.head} is the paper's kd on a softmax output; --loss {distill.loss}"
+            " reads logits: drop --head"
+        )
 
 
 def _controls(distill: DistillConfig) -> None:

@@ -230,8 +230,8 @@ def soft_targets_and_fidelity(run_dir: Path, cfg: Config, splits: Splits) -> dic
 
     # the targets the students were trained on: the configured loss's own, not a formula here
     loss = loss_class(cfg.distill.loss).from_config(cfg)
-    soft_teacher = loss.targets(t_logits.unsqueeze(0), temp)  # one teacher per repeat
-    soft_ensemble = torch.stack([loss.targets(z, temp) for z in by_repeat.values()])
+    soft_teacher = loss.probabilities(t_logits.unsqueeze(0), temp)  # one teacher per repeat
+    soft_ensemble = torch.stack([loss.probabilities(z, temp) for z in by_repeat.values()])
     references = {  # what each distilled student learnt from, per repeat
         Role.STUDENT_FROM_TEACHER: {r: torch.softmax(t_logits[i], -1) for r, i in teacher.items()},
         Role.STUDENT_FROM_ENSEMBLE: ensemble,

@@ -179,16 +179,16 @@ def _trusted(run_dir: Path, trust_code: bool) -> None:
     """With --trust-code, consent to the code the folder names (and a sweep's or explain's)."""
     if not trust_code:
         return
-    from kdbench.engine.own_code import trust
+    from kdbench.engine.own_code import code_settings, trust
     from kdbench.runs.store import read_config
 
     configs = [p.parent for p in Path(run_dir).glob("**/config.json")]
     for folder in configs:
         try:
-            m = read_config(folder).model
+            found = read_config(folder)
         except KdbenchError:
             continue
-        trust(m.teacher_arch, m.student_arch)
+        trust(*code_settings(found))
 
 
 def _read_run_config(run_dir: Path) -> dict:

@@ -136,7 +136,21 @@ FLAGS: dict[str, Flag] = {
         Flag("alpha", "Weight of the hard-label loss, in [0, 1]."),
         Flag("ensemble_targets", "Ensemble soft targets: mean of 'probs' or of 'logits'."),
         Flag("kd_monitor", "Distilled students stop on the 'combined' loss or the 'hard' CE."),
-        Flag("loss", "Distillation loss, a registered name."),
+        Flag(
+            "loss",
+            "Distillation loss: kd (Hinton; the paper's), dkd (decoupled KD), dist (relations),"
+            " mse (logit matching), or your own class as package.module:Class.",
+        ),
+        Flag("dkd_alpha", "DKD: weight of the target-class term (TCKD)."),
+        Flag("dkd_beta", "DKD: weight of the non-target term (NCKD)."),
+        Flag("dkd_warmup", "DKD: epochs over which its term ramps up (0: none)."),
+        Flag("dist_beta", "DIST: weight of the inter-class relation."),
+        Flag("dist_gamma", "DIST: weight of the intra-class relation."),
+        Flag(
+            "logit_standardization",
+            "kd, dkd: z-score both sides' logits before the temperature (Sun et al. 2024).",
+            off="--no-logit-standardization",
+        ),
         Flag(
             "teacher_updates",
             "'frozen': teachers fixed while students distil. 'joint': each student trains its"

@@ -32,8 +32,9 @@ class Objective(ABC):
 
     members: int | None = None  # how many members it is built for (None: any)
 
-    def begin_epoch(self, active: torch.Tensor) -> None:  # noqa: B027 (optional hook)
-        """`active`: ids of the members training this epoch (on the device), in row order."""
+    def begin_epoch(self, active: torch.Tensor, epoch: int = 1) -> None:  # noqa: B027
+        """`active`: ids of the members training this epoch (on the device), in row order;
+        `epoch`: which (from 1). An optional hook."""
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -75,7 +76,7 @@ class SmoothedLabels(HardLabels):
         self.epsilon = epsilon
         self._eps: float | torch.Tensor = epsilon
 
-    def begin_epoch(self, active):
+    def begin_epoch(self, active, epoch=1):
         self._eps = _pick(self.epsilon, active)
 
     def loss(self, logits, batch):
@@ -98,14 +99,16 @@ class Distillation(Objective):
     monitor: str = "combined"
     members: int | None = None
     _settings: tuple = field(default=(), init=False, repr=False)
+    _epoch: int = field(default=1, init=False, repr=False)
 
-    def begin_epoch(self, active):
+    def begin_epoch(self, active, epoch=1):
         self.teachers.begin_epoch(active)
         self._settings = (_pick(self.temperature, active), _pick(self.alpha, active))
+        self._epoch = epoch
 
     def loss(self, logits, batch):
         targets = self.teachers.train_targets(batch.x, batch.index)
-        return self.loss_fn(logits, batch.labels, targets, *self._settings)
+        return self.loss_fn(logits, batch.labels, targets, *self._settings, epoch=self._epoch)
 
     def validation_loss(self, logits, labels, x):
         if self.monitor == "hard":

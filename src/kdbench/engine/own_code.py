@@ -1,8 +1,8 @@
-"""Your own architecture as code: a factory given from Python (`give`, `setting_of`), one
-imported from its import string (`imported`), and the consent that import needs (`trust`). A
-run folder names code; reading it must not run any, so `imported` imports only what this
-process was told to (a training command's own settings, or `--trust-code`), and never a module
-lying inside a run folder."""
+"""Your own architecture (or distillation loss) as code: a factory given from Python (`give`,
+`setting_of`), one imported from its import string (`imported`), and the consent that import
+needs (`trust`). A run folder names code; reading it must not run any, so `imported` imports
+only what this process was told to (a training command's own settings, or `--trust-code`), and
+never a module lying inside a run folder."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ _TRUSTED: set[str] = set()
 
 
 def trust(*specs: str | None) -> None:
-    """Consent to import these architecture settings (the built-ins need none)."""
+    """Consent to import these architecture or loss settings (the built-ins need none)."""
     _TRUSTED.update(s for s in specs if s)
+
+
+def code_settings(cfg) -> tuple[str | None, ...]:
+    """The settings of a configuration that may name code: the two architectures and the
+    distillation loss (`package.module:Name`; a built-in name imports nothing)."""
+    return (cfg.model.teacher_arch, cfg.model.student_arch, cfg.distill.loss)
 
 
 def _run_folder_of(path: Path) -> Path | None:
@@ -71,14 +77,15 @@ def give(setting: str, factory: Callable[[], nn.Module]) -> None:
     _GIVEN[setting] = factory
 
 
-def imported(spec: str) -> Callable[[], nn.Module]:
-    """Your own architecture from an import string, `package.module:Factory` (uvicorn's and
-    Hydra's convention): a class or function that returns a fresh nn.Module taking the dataset's
-    inputs. It is imported again wherever the run folder is read, so it must stay importable."""
+def imported(spec: str, what: str = "architecture") -> Callable:
+    """Your own architecture (or, `what` = "loss", distillation loss) from an import string,
+    `package.module:Name` (uvicorn's and Hydra's convention): for an architecture a class or
+    function that returns a fresh nn.Module taking the dataset's inputs. It is imported again
+    wherever the run folder is read, so it must stay importable."""
     module_name, _, attr = spec.partition(":")
     if spec not in _TRUSTED:
         raise UntrustedCode(
-            f"architecture '{spec}' is code ({module_name}), named by a run folder: kdbench"
+            f"{what} '{spec}' is code ({module_name}), named by a run folder: kdbench"
             " imports it only when you say so; review it, then pass --trust-code"
             " (trust_code=True in Python)"
         )
@@ -90,25 +97,25 @@ def imported(spec: str) -> Callable[[], nn.Module]:
     inside = _run_folder_of(origin) if origin is not None else None
     if inside is not None:
         raise ConfigError(
-            f"architecture '{spec}': {origin} lies inside the run folder {inside}, and kdbench"
+            f"{what} '{spec}': {origin} lies inside the run folder {inside}, and kdbench"
             " never imports code from a run folder; install the module or move it out"
         )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"architecture '{spec}': cannot import {module_name} ({exc}); put it on PYTHONPATH"
+            f"{what} '{spec}': cannot import {module_name} ({exc}); put it on PYTHONPATH"
         ) from None
     except Exception as exc:  # a syntax error, a relative name, the module's own failure
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise ConfigError(
-            f"architecture '{spec}': importing {module_name} raised {type(exc).__name__}:"
+            f"{what} '{spec}': importing {module_name} raised {type(exc).__name__}:"
             f" {first[:200]}; fix the module (an absolute name: package.module:Factory)"
         ) from None
     factory = getattr(module, attr, None) if attr else None
     if not callable(factory):
         raise ConfigError(
-            f"architecture '{spec}': {module_name} has no callable {attr or '(name after :)'};"
-            " write package.module:Factory"
+            f"{what} '{spec}': {module_name} has no callable {attr or '(name after :)'};"
+            " write package.module:Name"
         )
     return factory

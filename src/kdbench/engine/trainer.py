@@ -228,7 +228,7 @@ def train(
         perms = perms.to(device)
         if augment is not None:
             augment.begin_epoch(n_train)
-        objective.begin_epoch(active.to(device))
+        objective.begin_epoch(active.to(device), epoch)
         loss_sum = torch.zeros(len(ids), device=device)
         for s in range(steps):
             index = perms[:, s * batch : (s + 1) * batch]

@@ -54,7 +54,7 @@ def matched_epsilon(cfg: Config, splits: Splits, up: Upstream) -> list[float]:
     classes = members.shape[-1]
     out = []
     for ensemble in members:
-        targets = loss.targets(ensemble, cfg.distill.temperature)  # [N, C]
+        targets = loss.probabilities(ensemble, cfg.distill.temperature)  # [N, C]
         right = targets.gather(-1, splits.y_train.view(-1, 1).to(targets.device)).mean()
         mass = (1 - cfg.distill.alpha) * float(1 - right)
         out.append(min(mass * classes / (classes - 1), MAX_EPSILON))

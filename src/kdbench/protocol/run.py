@@ -29,7 +29,7 @@ from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
 from kdbench.engine.modules import Factory, dropout_refused
 from kdbench.engine.objectives import Batch, HardLabels
-from kdbench.engine.own_code import setting_of, trust
+from kdbench.engine.own_code import code_settings, setting_of, trust
 from kdbench.engine.streams import Noise
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
@@ -289,7 +289,7 @@ def _shaped(cfg: Config, splits: data.Splits) -> Config:
 def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     """`reproduce` with its progress callback (or None) in place."""
     start = time.perf_counter()
-    trust(cfg.model.teacher_arch, cfg.model.student_arch)  # the user's own, named to train
+    trust(*code_settings(cfg))  # the user's own, named to train
     own = _own_teacher(cfg, teacher)
     if own is not None:
         cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)

@@ -19,7 +19,7 @@ from kdbench.config import Config
 from kdbench.data.datasets import preprocessing
 from kdbench.engine.architectures import NAMES
 from kdbench.engine.modules import Ensemble, Factory
-from kdbench.engine.own_code import give, trust
+from kdbench.engine.own_code import code_settings, give, trust
 from kdbench.errors import ConfigError
 from kdbench.roles import STACK_OF_ROLE, Role, StackName
 from kdbench.runs import guard
@@ -61,7 +61,7 @@ def load(
     if module is not None:
         _give(cfg, role, module)
     if trust_code:
-        trust(cfg.model.teacher_arch, cfg.model.student_arch)
+        trust(*code_settings(cfg))
     members = load_members(run_dir, role, repeat)  # each tensor checked against the model
     model_of = stack_model(cfg, STACK_OF_ROLE[Role(role)])
     modules = [model_of.member([p.unsqueeze(0) for p in params], 0) for params in members]

@@ -18,7 +18,7 @@ from kdbench.config import MAX_STACK, Config, flat_index, parse_sizes
 from kdbench.data.datasets import CLASSES, FEATURES
 from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import loss_class
-from kdbench.engine.own_code import trust
+from kdbench.engine.own_code import code_settings, trust
 from kdbench.errors import ConfigError, did_you_mean
 from kdbench.roles import UPSTREAM, StackName
 from kdbench.runs import guard
@@ -185,7 +185,7 @@ def points(
     for overrides in [*product, *extra]:
         cfg = base.with_overrides(**overrides)  # an impossible setting fails here, before any
         loss_class(cfg.distill.loss)  # point trains, as an unknown loss does
-        trust(cfg.model.teacher_arch, cfg.model.student_arch)  # named by the user, to train
+        trust(*code_settings(cfg))  # named by the user, to train
         d = cfg.data.dataset
         if d in FEATURES:  # and an architecture that does not parse or fit the images
             of_config(cfg, FEATURES[d], CLASSES[d])
@@ -210,13 +210,15 @@ def upstream_key(cfg: Config) -> str:
 
 def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWork]:
     """Which points train their distilled students as one stack: those sharing teachers and
-    what one distilled stack must share, in plan order, at most `max_stack` students (2 per
+    what one distilled stack must share (the loss with all its settings but T and alpha,
+    which may differ per member), in plan order, at most `max_stack` students (2 per
     repeat) a stack."""
     groups: dict[tuple, list[Point]] = {}
     per: dict[tuple, int] = {}
     for p in plan:
         k = p.config.distill
-        key = (p.shared, p.config.model.head, k.kd_monitor, k.loss, k.teacher_updates)
+        loss = repr(loss_class(k.loss).from_config(p.config))  # its name and its settings
+        key = (p.shared, p.config.model.head, k.kd_monitor, k.loss, loss, k.teacher_updates)
         groups.setdefault(key, []).append(p)
         per[key] = max(1, max_stack // (2 * p.config.protocol.repeats))
     return [
