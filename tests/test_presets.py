@@ -41,6 +41,7 @@ EXPECTED["hinton-strong"] = {
 EXPECTED["controls"] = {("distill", "controls"): "smoothing,smoothing-matched,self"}
 EXPECTED["conv-teacher"] = {**EXPECTED["controls"], ("model", "teacher_arch"): "lenet5"}
 EXPECTED["conv"] = {**EXPECTED["conv-teacher"], ("model", "student_arch"): "cnn:4,8"}
+EXPECTED["methods"] = {("distill", "controls"): "smoothing", ("distill", "dkd_warmup"): 2}
 EXPECTED["deploy"] = {
     ("model", "teacher_arch"): "resnet:8,8",
     ("model", "student_arch"): "mbv2:8,16,32",

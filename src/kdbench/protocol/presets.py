@@ -146,6 +146,13 @@ PRESETS: dict[str, Preset] = {
             " strong conv teacher help the paper's own student?",
             {"teacher_arch": "lenet5", "controls": _CONTROLS},
         ),
+        Preset(
+            "methods",
+            "The base of the methods study (`--grid loss=kd,dkd,dist,mse`): the paper's study"
+            " with the label-smoothing control to beat, and DKD's warm-up over 2 epochs, its"
+            " paper's share (20 of 240) of the ~20 epochs these students train.",
+            {"controls": "smoothing", "dkd_warmup": 2},
+        ),
     )
 }
 
