@@ -129,7 +129,8 @@ def loads(text: str) -> list[Record]:
 def row_errors(records: list[Record]) -> dict[Role, list[tuple[int, float]]]:
     """(repeat, test error) per table row; diverged models are left out (reported separately)."""
     rows: dict[Role, list[tuple[int, float]]] = {name: [] for name in ROWS}
-    rows |= {role: [] for role in CONTROL_ROLES.values() if any(r.role == role for r in records)}
+    extra = (*CONTROL_ROLES.values(), Role.ASSISTANT)  # rows only in runs that train them
+    rows |= {role: [] for role in extra if any(r.role == role for r in records)}
     for rec in records:
         if rec.role == Role.ENSEMBLE and rec.kind != ENSEMBLE:
             continue  # members are recorded, the row is the combined ensemble

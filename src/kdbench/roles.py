@@ -34,6 +34,9 @@ class Role(_Name):
     STUDENT_SMOOTH_MATCHED = "student_smooth_matched"
     STUDENT_SELF = "student_self"
     STUDENT_TEACHER_REG = "student_teacher_reg"
+    # a teacher assistant (`--assistant-arch`): distilled from the teacher; the student from
+    # the teacher then distils from it
+    ASSISTANT = "assistant"
 
 
 ROWS = tuple(Role)[:5]  # Table 1's rows, in its order
@@ -51,6 +54,10 @@ LABELS = {  # how tables and figures name the rows
     "student_smooth_matched": "Control: hard labels, smoothed as soft as KD's targets",
     "student_self": "Control: distilled from the hard-label student",
     "student_teacher_reg": "Control: hard labels with the teacher's dropout and jitter",
+    "assistant": (
+        "Teacher assistant (distilled from the large network; the student from the large"
+        " network distils from it)"
+    ),
 }
 
 
@@ -75,6 +82,7 @@ class StackName(_Name):
     CONTROLS = "controls"  # the label-smoothing controls (`--controls`)
     SELF_DISTILLED = "self-distilled students"  # the self-distillation control
     REGULARISED = "regularised students"  # the teacher's-regularisation control
+    ASSISTANTS = "teacher assistants"  # `--assistant-arch`: between the teachers and students
 
     @property
     def file(self) -> str:
@@ -89,6 +97,7 @@ _FILES = {
     StackName.CONTROLS: "controls",
     StackName.SELF_DISTILLED: "self_distilled",
     StackName.REGULARISED: "regularised",
+    StackName.ASSISTANTS: "assistants",
 }
 
 
@@ -102,5 +111,6 @@ STACK_OF_ROLE = {
     Role.STUDENT_SMOOTH_MATCHED: StackName.CONTROLS,
     Role.STUDENT_SELF: StackName.SELF_DISTILLED,
     Role.STUDENT_TEACHER_REG: StackName.REGULARISED,
+    Role.ASSISTANT: StackName.ASSISTANTS,
 }
 UPSTREAM = (StackName.TEACHERS, StackName.SMALL_NETWORKS)  # what distillation depends on

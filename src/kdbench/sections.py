@@ -146,6 +146,9 @@ class DistillConfig:
     dist_beta: float = 1.0  # DIST: weight of the inter-class relation
     dist_gamma: float = 1.0  # DIST: weight of the intra-class relation
     logit_standardization: bool = False  # kd, dkd: z-score both sides' logits (Sun et al.)
+    # a teacher assistant (Mirzadeh et al. 2020): an architecture distilled from the teacher,
+    # from which the student-from-teacher then distils; None: the student distils directly
+    assistant_arch: str | None = None
 
 
 def controls_of(distill: DistillConfig) -> tuple[str, ...]:

@@ -268,6 +268,17 @@ def _methods(distill: DistillConfig, model: ModelConfig) -> None:
             f"--logit-standardization is for kd and dkd (Sun et al.), not --loss {distill.loss};"
             " drop one"
         )
+    if distill.assistant_arch is not None:
+        if not isinstance(distill.assistant_arch, str) or not distill.assistant_arch:
+            raise ConfigError(
+                f"assistant arch must be an architecture (got {distill.assistant_arch!r}); fix"
+                " --assistant-arch"
+            )
+        if model.own_teacher is not None or distill.teacher_updates == "joint":
+            raise ConfigError(
+                "--assistant-arch distils an assistant from a frozen teacher kdbench trained;"
+                " drop it, or drop --teacher / --teacher-updates joint"
+            )
     if model.head != "logits" and distill.loss != "kd":
         raise ConfigError(
             f"--head {model.head} is the paper's kd on a softmax output; --loss {distill.loss}"

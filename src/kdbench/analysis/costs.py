@@ -24,7 +24,7 @@ OLD_RUN = "not recorded: this run was made before kdbench counted training costs
 
 STRATEGIES = (  # (name, deployable student, what it needs before the student, amortisable)
     ("hard_labels", Role.STUDENT_HARD, None),
-    ("from_teacher", Role.STUDENT_FROM_TEACHER, Role.TEACHER),
+    ("from_teacher", Role.STUDENT_FROM_TEACHER, Role.TEACHER),  # (+ its assistant, if any)
     ("from_ensemble", Role.STUDENT_FROM_ENSEMBLE, Role.ENSEMBLE),
     ("smoothing", Role.STUDENT_SMOOTH, None),  # controls, where the run has them
     ("smoothing_matched", Role.STUDENT_SMOOTH_MATCHED, None),
@@ -107,6 +107,10 @@ def build(records: list[Record], own_teacher: bool = False) -> Costs:
                     continue
                 macs, secs = macs + up, secs + up_s
                 energy += own(joules, before, rep) or 0.0
+                if before == Role.TEACHER and own(train, Role.ASSISTANT, rep) is not None:
+                    macs += student_total(Role.ASSISTANT, rep)  # the chain: teacher, assistant
+                    secs += own(seconds, Role.ASSISTANT, rep) or 0.0
+                    energy += own(joules, Role.ASSISTANT, rep) or 0.0
             full.append((macs, secs, energy))
         if before is not None and amortised and not full and note is None:
             note = (f"the {LABELS_OF_ROW[before]}'s own training was not recorded (trained"

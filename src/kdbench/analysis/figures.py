@@ -31,6 +31,7 @@ def figure(summary: Summary, folder: Path) -> None:
         "student_smooth_matched": "Control:\nmatched ε",
         "student_self": "Control:\nself-distilled",
         "student_teacher_reg": "Control:\nteacher's reg.",
+        "assistant": "Teacher\nassistant",
     }
     colour = {"teacher": "#4c72b0", "ensemble": "#4c72b0", "student_from_teacher": "#55a868",
               "student_from_ensemble": "#55a868", "student_hard": "#c44e52"}  # fmt: skip

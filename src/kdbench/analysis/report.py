@@ -26,7 +26,7 @@ from kdbench.analysis.stats import (
 )
 from kdbench.analysis.verdict import sentence
 from kdbench.records import Record, row_errors
-from kdbench.roles import CONTROL_ROLES, ROWS, label
+from kdbench.roles import CONTROL_ROLES, ROWS, Role, label
 from kdbench.runs.store import atomic_write, write_summary
 from kdbench.summary import Diverged, Row, Summary, Timing
 
@@ -132,7 +132,7 @@ def table_csv(records: list[Record]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    order = {role: i for i, role in enumerate((*ROWS, *CONTROL_ROLES.values()))}
+    order = {role: i for i, role in enumerate((*ROWS, *CONTROL_ROLES.values(), Role.ASSISTANT))}
     for r in sorted(records, key=lambda r: (order[r.role], r.repeat, r.kind, r.member or 0)):
         w.writerow([
             str(r.role), r.repeat, "" if r.member is None else r.member, r.kind,

@@ -141,6 +141,11 @@ FLAGS: dict[str, Flag] = {
             "Distillation loss: kd (Hinton; the paper's), dkd (decoupled KD), dist (relations),"
             " mse (logit matching), or your own class as package.module:Class.",
         ),
+        Flag(
+            "assistant_arch",
+            "A teacher assistant (Mirzadeh et al. 2020), an architecture as --student-arch:"
+            " distilled from the teacher; the student from the teacher then distils from it.",
+        ),
         Flag("dkd_alpha", "DKD: weight of the target-class term (TCKD)."),
         Flag("dkd_beta", "DKD: weight of the non-target term (NCKD)."),
         Flag("dkd_warmup", "DKD: epochs over which its term ramps up (0: none)."),

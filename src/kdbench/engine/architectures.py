@@ -308,20 +308,22 @@ def for_role(
 @dataclass(frozen=True)
 class RoleModels:
     """The stacks a study trains: its teachers, and its small networks (ensemble members and
-    every student)."""
+    every student); `assistant`: the teacher assistant, where the run has one."""
 
     teacher: StackModel
     student: StackModel
+    assistant: StackModel | None = None
 
 
 def of_config(cfg: Config, n_features: int, n_classes: int, compiled: bool = False) -> RoleModels:
     """The models a configuration names, for data of `n_features` inputs and `n_classes`
     (`compiled`: for training, see `build`)."""
     image = image_of(cfg.data.dataset, cfg.data.arrays_image)
-    m = cfg.model
+    m, a = cfg.model, cfg.distill.assistant_arch
     return RoleModels(
         for_role(m.teacher_arch, m.teacher_hidden, n_features, n_classes, image, compiled),
         for_role(m.student_arch, m.student_hidden, n_features, n_classes, image, compiled),
+        None if a is None else build(a, n_features, n_classes, image, compiled),
     )
 
 

@@ -29,9 +29,10 @@ def trust(*specs: str | None) -> None:
 
 
 def code_settings(cfg) -> tuple[str | None, ...]:
-    """The settings of a configuration that may name code: the two architectures and the
+    """The settings of a configuration that may name code: the architectures and the
     distillation loss (`package.module:Name`; a built-in name imports nothing)."""
-    return (cfg.model.teacher_arch, cfg.model.student_arch, cfg.distill.loss)
+    d = cfg.distill
+    return (cfg.model.teacher_arch, cfg.model.student_arch, d.assistant_arch, d.loss)
 
 
 def _run_folder_of(path: Path) -> Path | None:

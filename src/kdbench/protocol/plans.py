@@ -25,8 +25,13 @@ def stacks(cfg: Config, models: RoleModels) -> list[StackPlan]:
         distilled = (macs, student[1] + teacher[1] + p.members * student[1])
     chosen = controls_of(cfg.distill)
     smoothing = len([c for c in chosen if c.startswith("smoothing")])
+    assistant = (0, 0)
+    if cfg.distill.assistant_arch is not None:
+        a = models.assistant
+        assistant = (a.macs_per_image(), a.parameters_per_member())
     plans = [
         StackPlan(StackName.TEACHERS, 0 if cfg.model.own_teacher else p.repeats, *teacher),
+        StackPlan(StackName.ASSISTANTS, p.repeats * (assistant != (0, 0)), *assistant),
         StackPlan(StackName.SMALL_NETWORKS, p.repeats * (p.members + 1), *student),
         StackPlan(StackName.DISTILLED, 2 * p.repeats, *distilled),
         StackPlan(StackName.CONTROLS, p.repeats * smoothing, *student),

@@ -98,10 +98,13 @@ def _check_models(cfg: Config, splits: data.Splits) -> None:
     dropout = cfg.model.teacher_dropout or cfg.model.teacher_input_dropout
     if dropout and not models.teacher.droppable:
         raise ConfigError(dropout_refused(models.teacher))
-    models.teacher.prepare()
-    models.student.prepare()
+    for model in (models.teacher, models.student, models.assistant):
+        if model is not None:
+            model.prepare()
     for model, what, arch in ((models.teacher, "teacher", cfg.model.teacher_arch),
-                              (models.student, "student", cfg.model.student_arch)):  # fmt: skip
+                              (models.student, "student", cfg.model.student_arch),
+                              (models.assistant, "assistant", cfg.distill.assistant_arch),
+                              ):  # fmt: skip
         if arch is not None:  # the built-in families are tested; yours are tried here
             _probe(model, cfg, splits, f"{what} architecture {arch}")
 

@@ -24,7 +24,7 @@ from kdbench.roles import Role, StackName
 if TYPE_CHECKING:
     from kdbench.protocol.targets import Upstream
 
-_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3}  # the three students share seeds
+_SEED_ROLE = {"teacher": 1, "ensemble": 2, "student": 3, "assistant": 4}  # students share seeds
 
 RecordSink = Callable[[Record], None]
 Coord = tuple[int, str, int]  # (repeat, seed role, member)

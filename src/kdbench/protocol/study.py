@@ -25,6 +25,7 @@ from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation
 from kdbench.protocol import costs
+from kdbench.protocol.assistant import assisted
 from kdbench.protocol.controls import train_controls
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
 from kdbench.protocol.stacks import (
@@ -140,7 +141,7 @@ def _ensemble_records(
 def _check_shared(cfgs: list[Config]) -> None:
     """Configurations distilled as one stack differ only in what the students' loss weighs."""
     first = cfgs[0]
-    shared = ("loss", "kd_monitor", "teacher_updates")
+    shared = ("loss", "kd_monitor", "teacher_updates", "assistant_arch")
     for cfg in cfgs[1:]:
         if (cfg.data, cfg.model, cfg.train, cfg.protocol) != (
             first.data, first.model, first.train, first.protocol
@@ -187,13 +188,18 @@ def distil(
     """
     first = cfgs[0]
     _check_shared(cfgs)
+    assistants: list[Record] = []
+    if first.distill.assistant_arch is not None:  # the students from the teacher learn via it
+        if len(cfgs) != 1:
+            raise ValueError("a teacher assistant is each configuration's own: one per stack")
+        up, assistants = assisted(first, splits, up, caches[0], progress)
     name = StackName.DISTILLED
     both = [Role.STUDENT_FROM_TEACHER, Role.STUDENT_FROM_ENSEMBLE]
     keys = [(role, r, 0) for role in both for r in up.repeat_ids]
     held = [Held.of(c, name) for c in caches]
     got = [h.rows(keys) for h in held]
     if all(g is not None for g in got):
-        return [g[1] for g in got]
+        return [assistants + g[1] for g in got]
     # the repeats some configuration lacks (all in a new run; the added ones in a grown run)
     missing = sorted({r for h, g in zip(held, got, strict=True) if g is None
                       for r in h.missing_repeats(keys)})  # fmt: skip
@@ -217,7 +223,7 @@ def distil(
         else None
     )
     n_rows = len(coords)
-    out = []
+    out: list[list[Record]] = []
     for i, cache in enumerate(caches):
         if got[i] is not None:
             out.append(got[i][1])
@@ -228,7 +234,7 @@ def distil(
         recs = record_stack(student, part, coords, roles, first.protocol.seed, splits,
                             shares[rows], mine)  # fmt: skip
         out.append(saved(cache, name, held[i], part.params, recs, keys)[1])
-    return out
+    return [assistants + o for o in out] if assistants else out
 
 
 def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> list[int | None]:

@@ -97,6 +97,8 @@ def stack_model(cfg: Config, name: StackName) -> StackModel:
     arch, hidden = (
         (m.teacher_arch, m.teacher_hidden)
         if name == StackName.TEACHERS
+        else (cfg.distill.assistant_arch, ())
+        if name == StackName.ASSISTANTS
         else (m.student_arch, m.student_hidden)
     )
     features = FEATURES.get(d.dataset, d.arrays_features)

@@ -219,6 +219,8 @@ def distil_work(plan: list[Point], max_stack: int = MAX_STACK) -> list[DistilWor
         k = p.config.distill
         loss = repr(loss_class(k.loss).from_config(p.config))  # its name and its settings
         key = (p.shared, p.config.model.head, k.kd_monitor, k.loss, loss, k.teacher_updates)
+        if k.assistant_arch is not None:  # its own assistants: a stack of its own
+            key += (p.label,)
         groups.setdefault(key, []).append(p)
         per[key] = max(1, max_stack // (2 * p.config.protocol.repeats))
     return [
