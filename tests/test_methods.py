@@ -190,6 +190,17 @@ def test_a_sweep_over_the_methods_shares_its_teachers_and_trains_each(tmp_path):
         assert len(students) == 4, point.name  # two repeats, from the teacher and the ensemble
         errors[point.name] = tuple(r["test_error"] for r in students)
     assert len(errors) == 4 and len(set(errors.values())) == 4, errors
+    from kdbench.analysis import decision
+
+    (row,) = decision.situations([out])  # a methods sweep is one row: its best per column
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    for i, role in enumerate(("student_from_teacher", "student_from_ensemble")):
+        best = min(points, key=lambda p: p["kd_vs_hard"][role]["mean_diff_pp"])
+        assert row.effects[i].method == best["label"]
+        assert row.effects[i].diff_pp == pytest.approx(best["kd_vs_hard"][role]["mean_diff_pp"])
+        want = best["kd_vs_hard"][role]["ci95_holm_grid_pp"]
+        assert list(row.effects[i].ci95_pp) == pytest.approx(want)
+    assert "best of 4 methods" in decision.table([out])
 
 
 @pytest.mark.parametrize(

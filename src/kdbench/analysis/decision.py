@@ -10,6 +10,7 @@ teacher and ensemble columns over the whole sweep, as `sweep.md` adjusts them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Effect:
     significant: bool
     cost_vs_hard: float | None = None
     amortised_vs_hard: float | None = None
+    method: str | None = None  # a methods sweep's row: the point whose student this is
 
 
 @dataclass(frozen=True)
@@ -129,14 +131,45 @@ def _situation(folder: Path, root: Path, shown: str, grid: dict | None = None) -
     )
 
 
+# the settings of a methods sweep: its points share teachers, ensembles and hard-label students
+METHOD_SETTINGS = frozenset({"loss", "logit_standardization", "assistant_arch", "dkd_alpha",
+                             "dkd_beta", "dkd_warmup", "dist_beta", "dist_gamma"})  # fmt: skip
+
+
+def _is_methods_sweep(raw: dict) -> bool:
+    varied = set(raw["grid"]) | {k for p in raw["points"] for k in p["point"]}
+    return len(raw["points"]) > 1 and bool(varied) and varied <= METHOD_SETTINGS
+
+
+def _best_method(folder: Path, root: Path, raw: dict) -> Situation:
+    """A methods sweep as one row: the situation its points share, each distilled column its
+    best method (the lowest difference to hard labels, Holm-adjusted over the whole sweep)."""
+    rows = [_situation(folder / p["folder"], root, p["label"], p["kd_vs_hard"])
+            for p in raw["points"]]  # fmt: skip
+    effects = list(rows[0].effects)
+    for i in range(2):  # from the teacher, from the ensemble
+        found = [(s.effects[i], s.source) for s in rows if s.effects[i] is not None]
+        if found:
+            best, label = min(found, key=lambda f: f[0].diff_pp)
+            effects[i] = dataclasses.replace(best, method=label)
+    n = len(rows)
+    return dataclasses.replace(rows[0], source=f"{folder.name}: best of {n} methods",
+                               link=f"{folder}/sweep.md", effects=tuple(effects))  # fmt: skip
+
+
 def situations(folders: list[Path], root: Path = Path()) -> list[Situation]:
-    """A row per run folder, and per point of a sweep folder, in the order given; `folders`
-    relative to `root` (and linked so)."""
+    """A row per run folder, and per point of a sweep folder (a methods sweep: one row, its
+    best method per column), in the order given; `folders` relative to `root` (and linked
+    so)."""
     out = []
     for folder in map(Path, folders):
         sweep = root / folder / "sweep.json"
         if sweep.is_file():
-            for p in json.loads(sweep.read_text())["points"]:
+            raw = json.loads(sweep.read_text())
+            if _is_methods_sweep(raw):
+                out.append(_best_method(folder, root, raw))
+                continue
+            for p in raw["points"]:
                 out.append(_situation(folder / p["folder"], root,
                                       f"{folder.name}: {p['label']}", p["kd_vs_hard"]))  # fmt: skip
         elif (root / folder / "summary.json").is_file():
@@ -155,7 +188,8 @@ def _diff(e: Effect) -> str:
 def _cell(e: Effect | None) -> str:
     if e is None:
         return "–"
-    text = _diff(e)
+    method = e.method.removeprefix("loss=") if e.method else None
+    text = _diff(e) + (f" by {method}" if method else "")
     if e.ci95_pp:
         text += f" ({e.ci95_pp[0]:+.2f} to {e.ci95_pp[1]:+.2f})"
     if (e.cost_vs_hard, e.amortised_vs_hard) != (None, None):
@@ -188,7 +222,10 @@ def table(folders: list[Path], root: Path = Path()) -> str:
         " Holm-adjusted 95% CI in its run's family (a sweep point's over the whole sweep), * ="
         " Holm-significant at 0.05 with at least 3 repeats; then its training compute per"
         " deployable student relative to hard labels (counted MACs; in brackets when the teacher"
-        " or ensemble already exists). – = not run, or not recorded by that run.\n"
+        " or ensemble already exists). A methods sweep (points that differ only in the"
+        " distillation method) is one row: each distilled column its best method (by …), its"
+        " interval Holm-adjusted over the whole sweep. – = not run, or not recorded by that"
+        " run.\n"
     )
 
 
