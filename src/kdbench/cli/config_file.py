@@ -11,12 +11,16 @@ Errors name the file and the key, as one line.
 from __future__ import annotations
 
 import json
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package (a dependency there)
+    import tomli as tomllib
 
 from kdbench.cli.options import NOT_FLAGS, _field_types
 from kdbench.config import TOP_LEVEL, Config, flat, flat_index
