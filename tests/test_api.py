@@ -74,3 +74,28 @@ def test_study_measures_latency_by_default_as_reproduce_does(tmp_path):
     folder, summary = kdbench.study(*arrays, cfg, tmp_path / "r", progress=False)
     assert (folder / "resources.json").is_file()
     assert summary["resources"]["rows"]["student_hard"]["params"] > 0
+
+
+def test_the_entry_points_are_listed_named_alike_and_annotated_right(tmp_path):
+    """`dir(kdbench)` shows what `from kdbench import …` can take (they load on first use);
+    every entry point calls its configuration `config`; `study` returns what `reproduce` does;
+    the old `reproduce(cfg=…)` still works, with a DeprecationWarning."""
+    import inspect
+    import typing
+
+    from kdbench.summary import Summary
+
+    names = dir(kdbench)
+    for name in ("reproduce", "study", "sweep", "explain", "load", "DistillationLoss"):
+        assert name in names and getattr(kdbench, name) is not None
+    for fn in (kdbench.reproduce, kdbench.study, kdbench.sweep):
+        params = inspect.signature(fn).parameters
+        assert "config" in params, fn.__name__
+    for fn in (kdbench.reproduce, kdbench.study):
+        hints = typing.get_type_hints(fn)
+        assert typing.get_args(hints["return"])[1] is Summary, fn.__name__
+    taken = tmp_path / "a file"
+    taken.write_text("x")  # refused as a run folder: the call gets that far, then stops
+    cfg = kdbench.Config().with_overrides(dataset="digits", repeats=1, members=2)
+    with pytest.warns(DeprecationWarning, match="config="), pytest.raises(kdbench.KdbenchError):
+        kdbench.reproduce(cfg=cfg, out=taken, progress=False)

@@ -39,6 +39,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The entry points among the module's names (they load on first use, see above)."""
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "Config",
     "ConfigError",

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
@@ -188,7 +189,7 @@ def study(
     student: Factory | None = None,
     x_val=None,
     y_val=None,
-) -> tuple[Path, dict]:
+) -> tuple[Path, Summary]:
     """The same study on your own data: NumPy arrays or torch tensors, any number of classes and
     features (flattened; scale them yourself). The validation set is yours (`x_val`, `y_val`)
     or, without one, the tail of the training arrays, as for the built-in datasets. `teacher`,
@@ -246,7 +247,7 @@ def _new_run_config(cfg: Config) -> dict:
 
 
 def reproduce(
-    cfg: Config,
+    config: Config | None = None,
     out: str | Path | None = None,
     progress: Progress | bool | None = True,
     measure_latency: bool = True,
@@ -254,8 +255,12 @@ def reproduce(
     shared: Path | None = None,
     teacher: TeacherLike | Factory | None = None,
     student: Factory | None = None,
+    *,
+    cfg: Config | None = None,
 ) -> tuple[Path, Summary]:
-    """Run the paper's study with `cfg`; returns (run folder, summary). With `shared`, the
+    """Run the paper's study with `config` (None: the paper's); returns (run folder, summary).
+    `config` is the argument's name in every entry point (`cfg=`, its old name here, still
+    works, with a DeprecationWarning). With `shared`, the
     teachers and small networks are taken from (or left in) that folder (`kdbench sweep`).
     `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
     `teacher`: your own trained teacher instead of one kdbench trains (an `nn.Module`
@@ -263,7 +268,11 @@ def reproduce(
     `--teacher PATH` sets the same in `cfg`), or a factory (a class or function returning a
     fresh `nn.Module`) for the teachers kdbench trains. `student`: a factory for the ensemble
     members and students. kdbench seeds each member before calling a factory."""
-    cfg, teacher = _factories(cfg, teacher, student)
+    if cfg is not None:
+        warnings.warn("reproduce(cfg=...) is now reproduce(config=...)", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        config = cfg if config is None else config
+    cfg, teacher = _factories(config or Config(), teacher, student)
     if progress is True:
         return with_progress(False, lambda bar: _reproduce(
             cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip
