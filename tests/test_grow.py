@@ -114,3 +114,22 @@ def test_stamps_from_when_the_repeat_count_was_hashed_still_count():
     assert Stamps.of(ten).accepts(old, StackName.DISTILLED)
     other = _hashed_with_repeats(three.with_overrides(alpha=0.5))
     assert not Stamps.of(ten).accepts(other, StackName.DISTILLED)
+
+
+def test_grow_with_only_repeats_and_the_folder_as_the_base(tmp_path):
+    """`kdbench reproduce --repeats N --out RUN`: the folder's own settings are the base (no
+    flag retyped); a changed setting is refused, naming only it (never the repeat count)."""
+    from tests.in_process import kdbench
+
+    out = tmp_path / "run"
+    first = ["--dataset", "digits", "--members", "2", "--epochs", "1", "--teacher-hidden", "32",
+             "--student-hidden", "8", "--threads", "1", "--quiet", "--no-latency"]  # fmt: skip
+    assert kdbench("reproduce", *first, "--repeats", "2", "--out", out).returncode == 0
+    proc = kdbench("reproduce", "--repeats", "3", "--quiet", "--no-latency", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert {r["repeat"] for r in recs} == {0, 1, 2}
+    assert json.loads((out / "config.json").read_text())["config"]["data"]["dataset"] == "digits"
+    proc = kdbench("reproduce", "--repeats", "4", "--alpha", "0.5", "--quiet", "--out", out)
+    assert proc.returncode == 2 and "(distill.alpha)" in proc.stderr, proc.stderr
+    assert "repeats" not in proc.stderr.split("configuration")[1]

@@ -80,6 +80,8 @@ def reproduce(
     from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
 
+    if config is None and preset is None and out is not None and _is_run(out):
+        config = out / "config.json"  # resume or grow: the folder's settings, then the flags
     cfg = resolve_with(config, preset, overrides)
     tracking.check(track)
     from kdbench.protocol.run import (
@@ -95,6 +97,12 @@ def reproduce(
     from kdbench.analysis.report import answer_line
 
     print(answer_line(summary, cfg.to_dict()).replace("**", "").strip())
+
+
+def _is_run(folder: Path) -> bool:
+    """A kdbench run folder (its marker and its settings): `reproduce --out` it again with only
+    the flags that change (`--repeats N` grows it)."""
+    return (folder / ".kdbench").exists() and (folder / "config.json").is_file()
 
 
 config_app = typer.Typer(help="Settings as a file: print them, to edit and pass to --config.")

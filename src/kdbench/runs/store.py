@@ -182,10 +182,11 @@ class RunStore:
             diff = [d for d in config_diff(old, self.run_config["config"]) if d != "threads"]
             if diff == ["protocol.repeats"]:
                 self._grow(old["protocol"]["repeats"], self.run_config["config"])
-            elif diff:
+            elif diff:  # the repeat count may grow: only the others are the difference
                 raise RunFolderError(
                     f"{self.folder} holds a run with a different configuration"
-                    f" ({', '.join(diff)}); use a new --out to start fresh"
+                    f" ({', '.join(d for d in diff if d != 'protocol.repeats')}); use a new"
+                    " --out to start fresh"
                 )
             # resumed: an earlier process began it (not this one, as a sweep's distillation
             # begins its points and their reports then read them)
