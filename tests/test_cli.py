@@ -250,3 +250,30 @@ def test_cli_behaves_like_its_peers(tmp_path):
     assert "sweep.md" in proc.stderr
     proc = _run("report", str(sweep))  # report re-renders a finished sweep; this one is not
     assert proc.returncode == 2 and "not a finished sweep" in proc.stderr
+
+
+def test_results_go_to_stdout_and_json_is_json_only(tmp_path):
+    """`reproduce` prints its table, folder and answer on stdout (progress and notes on
+    stderr); `--json` prints summary.json and nothing else; `sweep` prints its table, or
+    sweep.json."""
+    import json
+
+    from tests.in_process import kdbench
+
+    small = ["--dataset", "digits", "--repeats", "2", "--members", "2", "--epochs", "1",
+             "--teacher-hidden", "32", "--student-hidden", "8", "--threads", "1",
+             "--quiet"]  # fmt: skip
+    out = tmp_path / "run"
+    proc = kdbench("reproduce", *small, "--no-latency", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("| Model | Measured mean")
+    assert lines[-2].startswith(f"{out}  (") and lines[-1].startswith("Answer for")
+    proc = kdbench("reproduce", "--repeats", "2", "--json", "--quiet", "--out", out)
+    assert json.loads(proc.stdout) == json.loads((out / "summary.json").read_text())
+    sweep = tmp_path / "sweep"
+    proc = kdbench("sweep", *small, "--grid", "temperature=2,4", "--out", sweep)
+    assert proc.returncode == 0, proc.stderr
+    assert "| temperature |" in proc.stdout and proc.stdout.strip().endswith("sweep.md")
+    proc = kdbench("sweep", *small, "--grid", "temperature=2,4", "--json", "--out", sweep)
+    assert json.loads(proc.stdout)["grid"] == {"temperature": [2.0, 4.0]}

@@ -21,9 +21,11 @@ from rich.markdown import Markdown
 from kdbench.cli.options import (
     ConfigFile,
     Experiment,
+    Json,
     PresetName,
     Quiet,
     Track,
+    result,
     settings_options,
     tracked,
     with_progress,
@@ -75,8 +77,11 @@ def reproduce(
     ] = True,
     track: Track = None,
     experiment: Experiment = None,
+    as_json: Json = False,
 ) -> None:
-    """Run the paper's study: teacher, ensemble, distilled students, hard-label student."""
+    """Run the paper's study: teacher, ensemble, distilled students, hard-label student. The
+    table, the folder and the answer go to stdout (--json: summary.json), progress to
+    stderr."""
     from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
 
@@ -90,13 +95,12 @@ def reproduce(
 
     start = time.perf_counter()
     folder, summary = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
-    if not quiet:
-        sys.stderr.write((folder / "table.md").read_text())
     tracked(track, folder, experiment)
-    print(f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}")
     from kdbench.analysis.report import answer_line
 
-    print(answer_line(summary, cfg.to_dict()).replace("**", "").strip())
+    where = f"{folder}  ({time.perf_counter() - start:.0f} s) → {folder / 'report.md'}"
+    answer = answer_line(summary, cfg.to_dict()).replace("**", "").strip()
+    result(folder / "summary.json", (folder / "table.md").read_text(), as_json, (where, answer))
 
 
 def _is_run(folder: Path) -> bool:

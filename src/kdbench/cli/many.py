@@ -12,9 +12,11 @@ from kdbench.cli.options import (
     SHARED,
     ConfigFile,
     Experiment,
+    Json,
     Quiet,
     Track,
     friendly,
+    result,
     settings_options,
     tracked,
     with_progress,
@@ -47,6 +49,7 @@ def explain(
     ] = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Run the paper's study under each preset (or read finished runs) and compare them.
     Variants that agree upstream of distillation train their teachers once. With --config,
@@ -69,7 +72,9 @@ def explain(
             lambda bar: ex.run_variants(configs, out, executor, address, bar, reuse),
         )
         folders += [v.folder for v in done]
-    print(ex.write(out, ex.collect(folders)))
+    written = ex.write(out, ex.collect(folders))
+    text = written.read_text().split("\n![", 1)[0]
+    result(Path(out) / ex.EXPLAIN, text, as_json, (str(written),))
 
 
 @friendly
@@ -123,8 +128,10 @@ def sweep(
     quiet: Quiet = False,
     track: Track = None,
     experiment: Experiment = None,
+    as_json: Json = False,
 ) -> None:
-    """The study over a grid of settings; teachers and ensembles are shared between points."""
+    """The study over a grid of settings; teachers and ensembles are shared between points.
+    Its table goes to stdout (--json: sweep.json)."""
     from kdbench.cli.config_file import resolve_with
     from kdbench.runs import tracking
     from kdbench.sweeps import api
@@ -138,4 +145,5 @@ def sweep(
               progress=not (quiet or executor != "local"), reuse=reuse, max_stack=max_stack,
               points=extra)  # fmt: skip
     tracked(track, out, experiment)
-    print(out / "sweep.md")
+    table = (out / "sweep.md").read_text().split("\n![", 1)[0]  # the table and its findings
+    result(out / "sweep.json", table, as_json, (str(out / "sweep.md"),))

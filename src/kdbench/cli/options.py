@@ -178,6 +178,24 @@ FLAGS: dict[str, Flag] = {
 }
 # options more than one command takes (their settings come from `settings_options`)
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result as JSON on stdout (its summary file), only."),
+]
+
+
+def result(folder_file: Path, markdown: str, as_json: bool, lines: tuple[str, ...] = ()) -> None:
+    """A command's result on stdout: its JSON file as it is (`--json`), else its table in
+    Markdown and the closing lines (where it is, what it says); progress and notes stay on
+    stderr."""
+    if as_json:
+        sys.stdout.write(folder_file.read_text())
+        return
+    sys.stdout.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    for line in lines:
+        print(line)
+
+
 Track = Annotated[
     str | None,
     typer.Option(
