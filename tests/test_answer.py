@@ -81,3 +81,23 @@ def test_too_few_pairs_is_not_yet_an_answer():
     )
     text = answer.markdown(answer.answer(few, "MLP 100"))
     assert "not yet: 2 paired repeats" in text and "distil" not in text
+
+
+@pytest.mark.parametrize(("d_z", "n"), [(0.5, 34), (0.8, 15), (1.0, 10), (0.3, 90)])
+def test_repeats_to_resolve_is_the_paired_t_tests_power(d_z, n):
+    """80% power at alpha 0.05, two-sided: G*Power's sample sizes for a paired t-test (0.5 ->
+    34, 0.8 -> 15), and a simulation of the test itself at n - 1 and n."""
+    import numpy as np
+    from scipy import stats
+
+    from kdbench.analysis.answer import repeats_to_resolve
+
+    assert repeats_to_resolve(d_z, 0.05) == n
+    assert repeats_to_resolve(-d_z, 0.05) == n  # a gain or a loss alike
+    rng = np.random.default_rng(1)
+    for size, side in ((n - 1, -1), (n, 1)):
+        x = rng.normal(d_z, 1.0, (40000, size))
+        t = x.mean(1) / (x.std(1, ddof=1) / np.sqrt(size))
+        power = float((np.abs(t) > stats.t.ppf(0.975, size - 1)).mean())
+        assert (power - 0.8) * side > -0.01  # below 80% at n - 1, at least 80% at n
+    assert repeats_to_resolve(None, 0.05) is None and repeats_to_resolve(0.01, 0.05) is None

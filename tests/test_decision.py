@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -82,3 +83,26 @@ def test_an_unclosed_marker_before_a_closed_one_deletes_nothing(tmp_path):
     with pytest.raises(RunFolderError, match="1 '<!-- kdbench decide …-->' marker"):
         decision.update_readme(readme)
     assert readme.read_text() == stray
+
+
+def test_each_row_says_what_to_do():
+    """The largest Holm-significant gain is the advice, with its cost; without one, hard
+    labels, the closest strategy and the repeats its difference would need."""
+    from kdbench.analysis.decision import Effect, Situation, decision
+
+    def row(*effects, repeats=10):
+        return Situation("r", "r/report.md", "mnist", "MLP 100", "MLP", 2.0, 1.5, None,
+                         repeats, tuple(effects))  # fmt: skip
+
+    gain = Effect(-0.40, (-0.6, -0.2), True, cost_vs_hard=3.5)
+    small = Effect(-0.10, (-0.5, 0.3), False, needed=40)
+    bigger = Effect(-0.55, (-0.9, -0.2), True, cost_vs_hard=1.5)
+    assert decision(row(small, gain, None, None)) == (
+        "distil it from the ensemble: -0.40 pp against hard labels, at 3.5× the training compute."
+    )
+    assert decision(row(small, gain, bigger, None)).startswith("train it on hard labels with label")
+    said = decision(row(small, Effect(0.2, None, False, needed=None), None, None))
+    assert said == ("hard labels; the closest, from the teacher, differs by -0.10 pp: about 40"
+                    " repeats would resolve a difference of this size.")  # fmt: skip
+    assert "run at least 5" in decision(row(small, None, None, None, repeats=2))
+    assert "within noise" in decision(row(dataclasses.replace(small, needed=8), None, None, None))

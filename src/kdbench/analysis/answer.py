@@ -47,6 +47,29 @@ class Option:
     pairs: int
     cost_vs_hard: float | None
     amortised_vs_hard: float | None
+    needed: int | None = None  # repeats that would resolve a difference of this size
+
+
+POWER = 0.8  # the chance of calling a true difference of the measured size significant
+MOST = 1000  # the most repeats kdbench runs (`sections.MAX_REPEATS`)
+
+
+def repeats_to_resolve(d_z: float | None, alpha: float) -> int | None:
+    """The fewest paired repeats at which a paired t-test at level `alpha` (two-sided) has 80%
+    power against a true difference of standardised size `d_z` (the run's own mean paired
+    difference over its standard deviation): the noncentral t's power, solved by search.
+    None: no spread to go by, or more than `MOST`."""
+    if d_z is None or not d_z or d_z != d_z:
+        return None
+    from scipy import stats
+
+    for n in range(3, MOST + 1):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = abs(d_z) * n**0.5
+        power = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+        if power >= POWER:
+            return n
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,7 @@ def versus_hard(summary: Summary, role: str, strategy: str | None = None) -> Opt
         return None
     ci = c.ci95_holm_pp or c.ci95_pp
     cost = summary.costs.strategy(strategy) if summary.costs and strategy else None
+    family = max(1, len([x for x in summary.comparisons if x.p_ttest is not None]))
     return Option(
         strategy=strategy or str(role),
         error_pct=summary.rows[role].mean_pct,
@@ -86,6 +110,8 @@ def versus_hard(summary: Summary, role: str, strategy: str | None = None) -> Opt
         pairs=c.n,
         cost_vs_hard=cost.macs_vs_hard if cost else None,
         amortised_vs_hard=cost.amortised_vs_hard if cost else None,
+        # Holm's strictest step (Bonferroni over the run's family): a resolution to count on
+        needed=repeats_to_resolve(c.d_z, summary.significance / family),
     )
 
 
@@ -140,7 +166,7 @@ def markdown(a: Answer) -> str:
             head + f"train it on hard labels ({a.hard_pct:.2f}% test error). No way of"
             f" distilling or regularising it beat them at p < 0.05 (Holm) over {a.pairs} paired"
             f" repeats; the best of them, {SHORT[c.strategy]}, differs by {c.diff_pp:+.2f} pp"
-            f"{_ci(c)}."
+            f"{_ci(c)}. {undecided(c)}"
         )
         if a.worse:
             parts = [f"{SHORT[o.strategy]} ({o.diff_pp:+.2f} pp)" for o in a.worse]
@@ -162,3 +188,18 @@ def markdown(a: Answer) -> str:
         ]
         text += " Also better than hard labels: " + ", ".join(parts) + "."
     return text
+
+
+def undecided(o: Option) -> str:
+    """What would settle a difference the run could not call."""
+    if o.needed is None:
+        return "More repeats would not settle a difference this small against its spread."
+    if o.needed <= o.pairs:
+        return (
+            "Its spread says this many repeats should have resolved a true difference of"
+            " this size: it is likely noise."
+        )
+    return (
+        f"About {o.needed} repeats would resolve a difference of this size (80% power,"
+        " paired t-test at Holm's strictest level, from this run's own paired spread)."
+    )

@@ -47,6 +47,7 @@ class Effect:
     cost_vs_hard: float | None = None
     amortised_vs_hard: float | None = None
     method: str | None = None  # a methods sweep's row: the point whose student this is
+    needed: int | None = None  # repeats that would resolve a difference of this size
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def _effect(summary: Summary, role: str, strategy: str | None = None) -> Effect 
     o = answer.versus_hard(summary, role, strategy)
     if o is None:
         return None
-    return Effect(o.diff_pp, o.ci95_pp, o.significant, o.cost_vs_hard, o.amortised_vs_hard)
+    return Effect(o.diff_pp, o.ci95_pp, o.significant, o.cost_vs_hard, o.amortised_vs_hard,
+                  needed=o.needed)  # fmt: skip
 
 
 def _over_grid(effect: Effect | None, tested: dict) -> Effect | None:
@@ -77,8 +79,8 @@ def _over_grid(effect: Effect | None, tested: dict) -> Effect | None:
     if effect is None or tested.get("mean_diff_pp") is None:
         return effect
     ci = tested.get("ci95_holm_grid_pp") or tested["ci95_pp"]
-    return Effect(effect.diff_pp, tuple(ci) if ci else None, bool(tested["significant"]),
-                  effect.cost_vs_hard, effect.amortised_vs_hard)  # fmt: skip
+    return dataclasses.replace(effect, ci95_pp=tuple(ci) if ci else None,
+                               significant=bool(tested["significant"]))  # fmt: skip
 
 
 def _epochs(n: int) -> str:
@@ -199,6 +201,39 @@ def _cell(e: Effect | None) -> str:
     return text
 
 
+DOING = {  # a column's strategy as the thing to do
+    "From the teacher": "distil it from the teacher",
+    "From the ensemble": "distil it from the ensemble",
+    "Label smoothing": "train it on hard labels with label smoothing",
+    "Self-distillation": "distil it from its own hard-label twin",
+}
+
+
+def decision(s: Situation) -> str:
+    """One row's bottom line: the strategy to use (the largest significant gain), by how much
+    and at what training cost; or hard labels, the closest strategy, and how many repeats
+    would resolve a difference of its size."""
+    found = [(e, c[0]) for e, c in zip(s.effects, COLUMNS, strict=True) if e is not None]
+    if not found:
+        return "nothing to weigh against hard labels."
+    better = sorted((f for f in found if f[0].significant and f[0].diff_pp < 0),
+                    key=lambda f: f[0].diff_pp)  # fmt: skip
+    if better:
+        e, column = better[0]
+        how = DOING[column] + (f" ({e.method.removeprefix('loss=')})" if e.method else "")
+        cost = f", at {e.cost_vs_hard:.2g}× the training compute" if e.cost_vs_hard else ""
+        return f"{how}: {e.diff_pp:+.2f} pp against hard labels{cost}."
+    e, column = min(found, key=lambda f: f[0].diff_pp)
+    text = f"hard labels; the closest, {column.lower()}, differs by {e.diff_pp:+.2f} pp"
+    if s.repeats < answer.MIN_PAIRS:
+        return text + f", over {s.repeats} repeats: run at least 5."
+    if e.needed is None:
+        return text + ": more repeats would not resolve a difference this small."
+    if e.needed <= s.repeats:
+        return text + ", within noise at this many repeats."
+    return text + f": about {e.needed} repeats would resolve a difference of this size."
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}%"
 
@@ -208,13 +243,16 @@ def table(folders: list[Path], root: Path = Path()) -> str:
     head = ["Data", "Student", "Teacher", "Teacher error (vs hard)", "Hard labels",
             *(c[0] for c in COLUMNS), "Repeats", "Run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(head) - 3)]
-    for s in situations(folders, root):
+    rows = situations(folders, root)
+    for s in rows:
         teacher = _pct(s.teacher_pct)
         if s.teacher_vs_hard is not None:
             teacher += f" ({_diff(s.teacher_vs_hard)})"
         cells = [s.data, s.student, s.teacher, teacher, _pct(s.hard_pct),
                  *map(_cell, s.effects), str(s.repeats), f"[{s.source}]({s.link})"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "What to do, row by row:", ""]
+    lines += [f"- [{s.source}]({s.link}): {decision(s)}" for s in rows]
     return "\n".join(lines) + (
         "\n\nTest error (mean over repeats); the teacher's in brackets: minus the hard-label"
         " student's, pp. Each strategy: the student's error minus the"
@@ -225,7 +263,9 @@ def table(folders: list[Path], root: Path = Path()) -> str:
         " or ensemble already exists). A methods sweep (points that differ only in the"
         " distillation method) is one row: each distilled column its best method (by …), its"
         " interval Holm-adjusted over the whole sweep. – = not run, or not recorded by that"
-        " run.\n"
+        " run. What to do: the strategy with the largest Holm-significant gain; or hard labels,"
+        " with the repeats that would resolve the closest strategy's difference (80% power,"
+        " paired t-test at Holm's strictest level, from the row's own paired spread).\n"
     )
 
 
