@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("docs/results")
 
 
-def test_the_readme_table_is_generated_from_the_committed_folders(tmp_path):
-    readme = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", readme)
-    (tmp_path / "docs").symlink_to(ROOT / "docs")
+def test_the_guides_table_is_generated_from_the_committed_folders(tmp_path):
+    readme = tmp_path / "guide.md"
+    shutil.copy(ROOT / "docs" / "guide.md", readme)
+    (tmp_path / "results").symlink_to(ROOT / "docs" / "results")
     assert decision.update_readme(readme) >= 1
-    assert readme.read_text() == (ROOT / "README.md").read_text(), (
-        "the README's decision table is stale: run `kdbench decide --readme README.md`"
+    assert readme.read_text() == (ROOT / "docs" / "guide.md").read_text(), (
+        "the guide's decision table is stale: run `kdbench decide --readme docs/guide.md`"
     )
 
 

@@ -1,9 +1,9 @@
-"""The README's decision table: for each kind of model, data and teacher that kdbench has run,
+"""The decision table (docs/guide.md): for each kind of model, data and teacher that kdbench has run,
 what each way of training the student did against hard labels and what it cost.
 
 Built only from finished folders (run folders, and sweep folders: one row per point), so it is
 redone, never retyped, when a run changes: `kdbench decide FOLDER…` prints it, `kdbench decide
---readme README.md` rewrites the README's block from the folders its marker names. A row's
+--readme docs/guide.md` rewrites the guide's block from the folders its marker names. A row's
 differences are paired by repeat and Holm-adjusted in their own run's family (a sweep point's
 teacher and ensemble columns over the whole sweep, as `sweep.md` adjusts them).
 """

@@ -164,7 +164,7 @@ def decide(
     elif folders:
         print(decision.table(folders))
     else:
-        raise typer.BadParameter("give run or sweep folders, or --readme README.md")
+        raise typer.BadParameter("give run or sweep folders, or --readme docs/guide.md")
 
 
 @app.command()

@@ -317,7 +317,7 @@ def loss_class(name: str) -> type[DistillationLoss]:
         if not (isinstance(cls, type) and issubclass(cls, DistillationLoss)):
             raise ConfigError(
                 f"loss '{name}' is not a subclass of kdbench.DistillationLoss; subclass it and"
-                " write its soft term (README: your own loss)"
+                " write its soft term (docs/guide.md: your own loss)"
             )
         return cls
     if name not in LOSSES:

@@ -1,7 +1,7 @@
 """Settings bounded against memory before anything is written: a study whose largest stack
 cannot fit is one line, not an allocation error after its folder is made.
 
-The rule, stated in the README: a stack of M members of P parameters holds its weights, their
+The rule, stated in docs/guide.md: a stack of M members of P parameters holds its weights, their
 gradients, the optimizer's state (Adam two tensors, SGD one with momentum), the final weights
 and, with --restore-best, the best: `copies(cfg)` float32 copies of M x P numbers. The study's
 need is its largest stack's, plus the teachers and ensembles it keeps while students train (one
