@@ -1,5 +1,5 @@
-"""The decision table (docs/guide.md): for each kind of model, data and teacher that kdbench has run,
-what each way of training the student did against hard labels and what it cost.
+"""The decision table (docs/guide.md): for each kind of model, data and teacher that kdbench
+has run, what each way of training the student did against hard labels and what it cost.
 
 Built only from finished folders (run folders, and sweep folders: one row per point), so it is
 redone, never retyped, when a run changes: `kdbench decide FOLDER…` prints it, `kdbench decide
