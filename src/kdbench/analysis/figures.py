@@ -33,8 +33,9 @@ def figure(summary: Summary, folder: Path) -> None:
         "student_teacher_reg": "Control:\nteacher's reg.",
         "assistant": "Teacher\nassistant",
     }
-    colour = {"teacher": "#4c72b0", "ensemble": "#4c72b0", "student_from_teacher": "#55a868",
-              "student_from_ensemble": "#55a868", "student_hard": "#c44e52"}  # fmt: skip
+    colour = {"teacher": "#4c72b0", "ensemble": "#4c72b0", "assistant": "#4c72b0",
+              "student_from_teacher": "#55a868", "student_from_ensemble": "#55a868",
+              "student_hard": "#c44e52"}  # fmt: skip
     names = list(summary.rows)  # Table 1's rows, then the run's controls
     for i, name in enumerate(names):
         row = summary.rows[name]
@@ -62,7 +63,8 @@ def figure(summary: Summary, folder: Path) -> None:
     if drawn:  # every row diverged: nothing drawn, no legend
         from matplotlib.lines import Line2D
 
-        groups = {"#4c72b0": "teacher, ensemble", "#55a868": "distilled students",
+        teachers = "teacher, assistant, ensemble" if "assistant" in drawn else "teacher, ensemble"
+        groups = {"#4c72b0": teachers, "#55a868": "distilled students",
                   "#c44e52": "hard-label student", "#8c8c8c": "controls"}  # fmt: skip
         shown = {colour.get(n, "#8c8c8c") for n in drawn}
         handles = [Line2D([], [], marker="o", ls="none", ms=8, color=c, label=text)
