@@ -101,6 +101,10 @@ def test_each_row_says_what_to_do():
         "distil it from the ensemble: -0.40 pp against hard labels, at 3.5× the training compute."
     )
     assert decision(row(small, gain, bigger, None)).startswith("train it on hard labels with label")
+    cheap = Effect(-0.38, (-0.6, -0.1), True, cost_vs_hard=1.5)
+    assert decision(row(small, gain, cheap, None)).endswith(
+        "Also better: label smoothing, -0.38 pp at 1.5×."
+    )
     said = decision(row(small, Effect(0.2, None, False, needed=None), None, None))
     assert said == ("hard labels; the closest, from the teacher, differs by -0.10 pp: about 40"
                     " repeats would resolve a difference of this size.")  # fmt: skip

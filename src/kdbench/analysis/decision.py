@@ -222,7 +222,13 @@ def decision(s: Situation) -> str:
         e, column = better[0]
         how = DOING[column] + (f" ({e.method.removeprefix('loss=')})" if e.method else "")
         cost = f", at {e.cost_vs_hard:.2g}× the training compute" if e.cost_vs_hard else ""
-        return f"{how}: {e.diff_pp:+.2f} pp against hard labels{cost}."
+        text = f"{how}: {e.diff_pp:+.2f} pp against hard labels{cost}."
+        cheaper = [f for f in better[1:] if f[0].cost_vs_hard and e.cost_vs_hard
+                   and f[0].cost_vs_hard < e.cost_vs_hard]  # fmt: skip
+        if cheaper:  # as good within the noise, for less: in sight
+            o, other = min(cheaper, key=lambda f: f[0].cost_vs_hard)
+            text += f" Also better: {other.lower()}, {o.diff_pp:+.2f} pp at {o.cost_vs_hard:.2g}×."
+        return text
     e, column = min(found, key=lambda f: f[0].diff_pp)
     text = f"hard labels; the closest, {column.lower()}, differs by {e.diff_pp:+.2f} pp"
     if s.repeats < answer.MIN_PAIRS:

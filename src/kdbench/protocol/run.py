@@ -242,7 +242,7 @@ def _new_run_config(cfg: Config) -> dict:
         "environment": environment(cfg),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seeds": "derived by numpy SeedSequence([seed, repeat, role(1 teacher, 2 ensemble,"
-        " 3 student), member]); see records.jsonl for each model's seeds",
+        " 3 student, 4 assistant), member]); see records.jsonl for each model's seeds",
     }
 
 
