@@ -277,3 +277,20 @@ def test_results_go_to_stdout_and_json_is_json_only(tmp_path):
     assert "| temperature |" in proc.stdout and proc.stdout.strip().endswith("sweep.md")
     proc = kdbench("sweep", *small, "--grid", "temperature=2,4", "--json", "--out", sweep)
     assert json.loads(proc.stdout)["grid"] == {"temperature": [2.0, 4.0]}
+
+
+def test_sweep_and_explain_take_every_setting_reproduce_takes():
+    """One vocabulary: every setting flag of `reproduce` is a flag of `sweep` and `explain`."""
+    import click
+    import typer
+
+    from kdbench.cli.app import app
+    from kdbench.cli.options import FLAGS
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    for name in ("reproduce", "sweep", "explain"):
+        command = group.get_command(ctx, name)
+        flags = {opt for p in command.params for opt in p.opts}
+        missing = [f.name for f in FLAGS.values() if f.name not in flags]
+        assert not missing, f"{name} lacks {missing}"

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from kdbench.cli.options import (
-    SHARED,
     ConfigFile,
     Experiment,
     Json,
@@ -25,7 +24,7 @@ from kdbench.config import MAX_STACK
 
 
 @friendly
-@settings_options(only=(*SHARED, "data", "image_size", "teacher_arch", "student_arch", "threads"))
+@settings_options()  # every setting reproduce takes, applied to every variant (as --config)
 def explain(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Folder for the variants' runs and explain.md.")],
@@ -78,18 +77,7 @@ def explain(
 
 
 @friendly
-@settings_options(
-    only=(
-        *SHARED,
-        "data",
-        "image_size",
-        "teacher_hidden",
-        "student_hidden",
-        "teacher_arch",
-        "student_arch",
-        "threads",
-    )
-)
+@settings_options()  # every setting reproduce takes: the base every point starts from
 def sweep(
     overrides: dict,
     out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
