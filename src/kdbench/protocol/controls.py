@@ -27,7 +27,6 @@ from kdbench.engine import trainer as engine
 from kdbench.engine.losses import loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation, SmoothedLabels
-from kdbench.engine.teachers import CachedTeachers, FrozenCopies, Teachers, TrainedTeachers
 from kdbench.engine.work import pass_cost
 from kdbench.protocol import costs
 from kdbench.protocol.stacks import (
@@ -38,7 +37,7 @@ from kdbench.protocol.stacks import (
     record_stack,
     trained_or_loaded,
 )
-from kdbench.protocol.targets import Upstream, viewed
+from kdbench.protocol.targets import Upstream, from_one_each, viewed
 from kdbench.records import Record
 from kdbench.roles import CONTROL_ROLES, Role, StackName
 
@@ -90,23 +89,7 @@ def objective(eps: list[float]) -> SmoothedLabels:
 def self_distillation(cfg: Config, splits: Splits, up: Upstream) -> Distillation:
     """The self-distillation control's objective: the run's loss, T and alpha, against the
     soft targets of each repeat's frozen hard-label student (member r distils from row r)."""
-    loss = loss_class(cfg.distill.loss).from_config(cfg)
-    temperature = cfg.distill.temperature
-
-    def rows(x):
-        logits = up.models.student.logits(up.hard, x)  # [R, N, C]
-        return loss.targets(logits.unsqueeze(0), temperature)  # [R, N, C]
-
-    teachers: Teachers
-    if viewed(cfg, up):  # the hard-label student run on each step's augmented images
-        owners = list(range(up.repeats))
-        copies = FrozenCopies(up.models.student, up.hard, owners, 1)
-        teachers = TrainedTeachers([copies], loss.targets, temperature)
-    else:
-        teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
-                                  torch.arange(up.repeats))  # fmt: skip
-    return Distillation(loss, teachers, temperature=temperature, alpha=cfg.distill.alpha,
-                        monitor=cfg.distill.kd_monitor, members=up.repeats)  # fmt: skip
+    return from_one_each(cfg, splits, up, up.models.student, up.hard)
 
 
 def train_controls(
@@ -144,12 +127,7 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
             stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective)
             res = engine.train(stack, splits, cfg.train, progress)
         train = costs.training_macs(student, splits, res.epochs)
-        cost = pass_cost(student, splits.n_features)
-        target = (
-            [costs.viewed_target_macs(cost, splits, 1, e) for e in res.epochs]
-            if viewed(cfg, up)
-            else [costs.frozen_target_macs(cost, splits, 1)] * up.repeats
-        )
+        target = costs.one_teacher_target_macs(student, splits, viewed(cfg, up), res.epochs)
         shares = costs.apportion(meter.result, meter.result.seconds, train, target)
         roles = [role] * up.repeats
         seed = cfg.protocol.seed

@@ -56,6 +56,17 @@ def viewed_target_macs(teacher: PassCost, splits: Splits, teachers: int, epochs:
     return teachers * epochs * (n_train + n_val) * teacher.forward
 
 
+def one_teacher_target_macs(
+    teacher: StackModel, splits: Splits, viewed: bool, epochs: Sequence[int]
+) -> list[int]:
+    """Per member, the MACs of its one frozen teacher's passes: once over the training set
+    (cached targets), or every epoch on its augmented images (`viewed`)."""
+    cost = pass_cost(teacher, splits.n_features)
+    if viewed:
+        return [viewed_target_macs(cost, splits, 1, e) for e in epochs]
+    return [frozen_target_macs(cost, splits, 1)] * len(epochs)
+
+
 def joint_target_macs(teacher: PassCost, splits: Splits, teachers: int, epochs: int) -> int:
     """Teachers trained along with one student for its `epochs`: each copy's training."""
     _, n_train, n_val = sizes(splits)

@@ -14,7 +14,6 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +24,16 @@ from torch import nn
 from kdbench.analysis import costs, diagnose, report
 from kdbench.config import Config
 from kdbench.data import datasets as data
-from kdbench.engine import native, optim
+from kdbench.engine import native
 from kdbench.engine.architectures import of_config
-from kdbench.engine.losses import loss_class
-from kdbench.engine.modules import Factory, dropout_refused
-from kdbench.engine.objectives import Batch, HardLabels
+from kdbench.engine.modules import Factory
 from kdbench.engine.own_code import code_settings, setting_of, trust
-from kdbench.engine.streams import Noise
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
 from kdbench.progress import Bar, with_progress
-from kdbench.protocol import busy, memory, plans
+from kdbench.protocol import busy, plans
 from kdbench.protocol.arrays import arrays_of, data_file, keep_in, with_arrays
+from kdbench.protocol.model_checks import check, check_models
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherKind, TeacherLogits
 from kdbench.protocol.study import distil, run_study, upstream
 from kdbench.roles import StackName
@@ -79,64 +76,6 @@ def environment(cfg: Config) -> dict[str, str]:
     if native.state() is not None:  # a conv net asked: which path trains it
         env["conv kernels"] = native.state()
     return env
-
-
-def _check(cfg: Config) -> None:
-    """Settings that need torch to check: the device, and the distillation loss's name."""
-    loss_class(cfg.distill.loss)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
-        )
-
-
-def _check_models(cfg: Config, splits: data.Splits) -> None:
-    """The architectures against the data (a bad name or a conv net the images do not fit is
-    one line), and the teacher's dropout against what its family can drop; then what they
-    train with is built (the record of which conv path ran comes from it)."""
-    models = of_config(cfg, splits.n_features, splits.n_classes, compiled=cfg.device == "cpu")
-    memory.check(cfg, plans.stacks(cfg, models))
-    dropout = cfg.model.teacher_dropout or cfg.model.teacher_input_dropout
-    if dropout and not models.teacher.droppable:
-        raise ConfigError(dropout_refused(models.teacher))
-    for model in (models.teacher, models.student, models.assistant):
-        if model is not None:
-            model.prepare()
-    for model, what, arch in ((models.teacher, "teacher", cfg.model.teacher_arch),
-                              (models.student, "student", cfg.model.student_arch),
-                              (models.assistant, "assistant", cfg.distill.assistant_arch),
-                              ):  # fmt: skip
-        if arch is not None:  # the built-in families are tested; yours are tried here
-            _probe(model, cfg, splits, f"{what} architecture {arch}")
-
-
-def _probe(model, cfg: Config, splits: data.Splits, what: str) -> None:
-    """What a stack needs of a model, tried on two members and two images before anything is
-    written, so it fails in one line here and not mid-run: float32 weights, and one training
-    step of the members side by side (torch.func.vmap traces your forward)."""
-    params = model.init([0, 1])
-    for name, p in zip(model.tensor_names(), params, strict=True):
-        if p.is_floating_point() and p.dtype != torch.float32:
-            raise ConfigError(
-                f"the {what} has {name} in {p.dtype}; kdbench trains float32 (as the data"
-                " is): build the module in float32"
-            )
-    x = splits.x_train[:2].unsqueeze(0).expand(2, -1, -1).contiguous()
-    y = splits.y_train[:2].unsqueeze(0).expand(2, -1).contiguous()
-    batch = Batch(x, y, torch.zeros(2, 2, dtype=torch.long))
-    opt = optim.make(cfg.train, model.trainable(params))
-    noise = Noise([0, 1]) if model.random else None
-    try:
-        model.step(params, opt, x, partial(HardLabels().loss, batch=batch), None, noise)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ConfigError(
-            f"the {what} fails when kdbench trains members side by side ({type(exc).__name__}:"
-            f" {first[:160]}); avoid .item(), Python branches on tensor values and in-place"
-            " changes of its input in forward"
-        ) from None
 
 
 def _prepare_device(cfg: Config) -> str | None:
@@ -309,11 +248,11 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
             raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
     if cfg.data.data is not None and arrays is None and cfg.data.fingerprint is None:
         cfg, arrays = data_file(cfg)  # (a sweep's point has them in its folder: fingerprinted)
-    _check(cfg)
+    check(cfg)
     source = arrays_of(cfg, arrays, Path(out) if out is not None else None)
     splits = _splits(cfg, source)
     cfg = _shaped(cfg, splits)
-    _check_models(cfg, splits)
+    check_models(cfg, splits)
     notice = _prepare_device(cfg)
     folder = guard.check(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)
@@ -407,7 +346,7 @@ def distil_points(
     whole = 2 * cfgs[0].protocol.repeats  # a grown sweep's points hold fewer
     if all(RunStore.stack_size(f, StackName.DISTILLED) >= whole for f in folders):
         return [[] for _ in folders]
-    _check(cfgs[0])
+    check(cfgs[0])
     splits = _splits(cfgs[0], arrays_of(cfgs[0], folder=folders[0])).to(cfgs[0].device)
     cfgs = [_shaped(c, splits) for c in cfgs]
     _prepare_device(cfgs[0])

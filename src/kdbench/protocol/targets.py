@@ -17,13 +17,15 @@ import torch
 from kdbench.config import Config, augments_of
 from kdbench.data.datasets import Splits
 from kdbench.engine.architectures import RoleModels
-from kdbench.engine.losses import DistillationLoss, error_rate
+from kdbench.engine.losses import DistillationLoss, error_rate, loss_class
+from kdbench.engine.objectives import Distillation
 from kdbench.engine.stack_model import Params, select
 from kdbench.engine.teachers import (
     CachedTeachers,
     CopyStack,
     FrozenCopies,
     ModuleCopies,
+    Teachers,
     TrainedTeachers,
     copies_of,
 )
@@ -200,3 +202,25 @@ def copies_test_error(teachers: TrainedTeachers, splits: Splits, n: int) -> list
         for owner, err in zip(c.slot_owner.tolist(), errors, strict=True):
             out[owner].append(err)
     return out
+
+
+def from_one_each(cfg: Config, splits: Splits, up: Upstream, model, params: Params) -> Distillation:
+    """Each repeat's student distils, at the run's loss, T and alpha, from row r of `params`
+    (one frozen `model` per repeat: the hard-label student for the self-distillation control,
+    the teacher for its assistant): cached targets, or with --augment the frozen model run on
+    each step's augmented images (`viewed`)."""
+    loss = loss_class(cfg.distill.loss).from_config(cfg)
+    t = cfg.distill.temperature
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return loss.targets(model.logits(params, x).unsqueeze(0), t)  # [R, N, C]
+
+    teachers: Teachers
+    if viewed(cfg, up):
+        copies = FrozenCopies(model, params, list(range(up.repeats)), 1)
+        teachers = TrainedTeachers([copies], loss.targets, t)
+    else:
+        teachers = CachedTeachers(rows(splits.x_train), rows(splits.x_val),
+                                  torch.arange(up.repeats))  # fmt: skip
+    return Distillation(loss, teachers, temperature=t, alpha=cfg.distill.alpha,
+                        monitor=cfg.distill.kd_monitor, members=up.repeats)  # fmt: skip
