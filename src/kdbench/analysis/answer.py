@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from kdbench.analysis.costs import STRATEGIES
 from kdbench.roles import Role
+from kdbench.sections import MAX_REPEATS
 from kdbench.summary import Summary
 
 MIN_PAIRS = 3  # fewer paired repeats cannot support an answer (the verdicts' rule)
@@ -51,19 +52,18 @@ class Option:
 
 
 POWER = 0.8  # the chance of calling a true difference of the measured size significant
-MOST = 1000  # the most repeats kdbench runs (`sections.MAX_REPEATS`)
 
 
 def repeats_to_resolve(d_z: float | None, alpha: float) -> int | None:
     """The fewest paired repeats at which a paired t-test at level `alpha` (two-sided) has 80%
     power against a true difference of standardised size `d_z` (the run's own mean paired
     difference over its standard deviation): the noncentral t's power, solved by search.
-    None: no spread to go by, or more than `MOST`."""
+    None: no spread to go by, or more than kdbench runs (`MAX_REPEATS`)."""
     if d_z is None or not d_z or d_z != d_z:
         return None
     from scipy import stats
 
-    for n in range(3, MOST + 1):
+    for n in range(3, MAX_REPEATS + 1):
         crit = stats.t.ppf(1 - alpha / 2, n - 1)
         nc = abs(d_z) * n**0.5
         power = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)

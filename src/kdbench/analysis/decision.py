@@ -201,36 +201,29 @@ def _cell(e: Effect | None) -> str:
     return text
 
 
-DOING = {  # a column's strategy as the thing to do
-    "From the teacher": "distil it from the teacher",
-    "From the ensemble": "distil it from the ensemble",
-    "Label smoothing": "train it on hard labels with label smoothing",
-    "Self-distillation": "distil it from its own hard-label twin",
-}
-
-
 def decision(s: Situation) -> str:
     """One row's bottom line: the strategy to use (the largest significant gain), by how much
     and at what training cost; or hard labels, the closest strategy, and how many repeats
     would resolve a difference of its size."""
-    found = [(e, c[0]) for e, c in zip(s.effects, COLUMNS, strict=True) if e is not None]
+    found = [(e, c) for e, c in zip(s.effects, COLUMNS, strict=True) if e is not None]
     if not found:
         return "nothing to weigh against hard labels."
     better = sorted((f for f in found if f[0].significant and f[0].diff_pp < 0),
                     key=lambda f: f[0].diff_pp)  # fmt: skip
     if better:
-        e, column = better[0]
-        how = DOING[column] + (f" ({e.method.removeprefix('loss=')})" if e.method else "")
+        e, (_, _, strategy) = better[0]
+        method = f" ({e.method.removeprefix('loss=')})" if e.method else ""
+        how = answer.ADVICE[strategy] + method
         cost = f", at {e.cost_vs_hard:.2g}× the training compute" if e.cost_vs_hard else ""
         text = f"{how}: {e.diff_pp:+.2f} pp against hard labels{cost}."
         cheaper = [f for f in better[1:] if f[0].cost_vs_hard and e.cost_vs_hard
                    and f[0].cost_vs_hard < e.cost_vs_hard]  # fmt: skip
         if cheaper:  # as good within the noise, for less: in sight
-            o, other = min(cheaper, key=lambda f: f[0].cost_vs_hard)
-            text += f" Also better: {other.lower()}, {o.diff_pp:+.2f} pp at {o.cost_vs_hard:.2g}×."
+            o, (name, _, _) = min(cheaper, key=lambda f: f[0].cost_vs_hard)
+            text += f" Also better: {name.lower()}, {o.diff_pp:+.2f} pp at {o.cost_vs_hard:.2g}×."
         return text
-    e, column = min(found, key=lambda f: f[0].diff_pp)
-    text = f"hard labels; the closest, {column.lower()}, differs by {e.diff_pp:+.2f} pp"
+    e, (name, _, _) = min(found, key=lambda f: f[0].diff_pp)
+    text = f"hard labels; the closest, {name.lower()}, differs by {e.diff_pp:+.2f} pp"
     if s.repeats < answer.MIN_PAIRS:
         return text + f", over {s.repeats} repeats: run at least 5."
     if e.needed is None:

@@ -234,7 +234,7 @@ def distil(
         recs = record_stack(student, part, coords, roles, first.protocol.seed, splits,
                             shares[rows], mine)  # fmt: skip
         out.append(saved(cache, name, held[i], part.params, recs, keys)[1])
-    return [assistants + o for o in out] if assistants else out
+    return [assistants + o for o in out]
 
 
 def _target_macs(cfg: Config, splits: Splits, up, roles: list[Role], epochs) -> list[int | None]:
