@@ -3,7 +3,9 @@ and recipe that the report, the answer and the decision table use."""
 
 from __future__ import annotations
 
+from kdbench.analysis.paper import comparable_to_paper
 from kdbench.config import Config, TrainConfig, augments_of, teacher_schedule
+from kdbench.roles import CONTROL_ROLES, LABELS, label
 
 
 def _stopping_rows(train: dict, distill: dict) -> list[tuple[str, str]]:
@@ -106,6 +108,35 @@ def teacher_name(m: dict) -> str:
         sha = m.get("own_teacher_sha256")
         return f"yours: {m['own_teacher']}" + (f" (SHA-256 {sha[:12]}…)" if sha else "")
     return m.get("teacher_arch") or "-".join(map(str, m["teacher_hidden"]))
+
+
+def row_names(cfg: dict, resources: dict | None = None) -> dict[str, str]:
+    """How tables and figures name each row: the paper's words ("Large network", "Small
+    network") on the paper's own study, else each model by its architecture and, where the run
+    measured it, its size: a LeNet-5 teacher is not a "large network" beside a larger student."""
+    m = cfg["model"]
+    own = m.get("own_teacher")
+    if comparable_to_paper(cfg):
+        return {row: label(row, own) for row in LABELS}
+    sized = (resources or {}).get("rows", {})
+
+    def size(row: str) -> str:
+        n = (sized.get(row) or {}).get("params")
+        return "" if n is None else f" ({n:,} params)"
+
+    s = named(student_name(m))
+    names = {row: label(row, own) for row in LABELS}  # controls: their training says it all
+    names.update({
+        "teacher": f"Your teacher ({own})" if own else f"Teacher: {named(teacher_name(m))}",
+        "student_from_teacher": f"{s} distilled from {'your' if own else 'the'} teacher",
+        "ensemble": f"Ensemble of {cfg['protocol']['members']} × {s}",
+        "student_from_ensemble": f"{s} distilled from the ensemble",
+        "student_hard": f"{s} on hard labels",
+        "assistant": f"Assistant: {named(cfg['distill'].get('assistant_arch') or '?')},"
+                     " distilled from the teacher",
+    })  # fmt: skip
+    controls = set(CONTROL_ROLES.values())  # the student's size: said on its own row
+    return {row: name if row in controls else name + size(row) for row, name in names.items()}
 
 
 def config_table(cfg: dict) -> str:

@@ -14,6 +14,9 @@ PAPER_TABLE1 = {
 }
 
 
+TEACHER_SETTINGS = ("teacher_hidden", "teacher_arch", "teacher_dropout", "teacher_input_dropout",
+                    "teacher_jitter", "teacher_max_norm", "teacher_epochs")  # fmt: skip
+
 # what the paper's study fixes: its Table 1 describes these values and no others
 PAPER_FIXES = {
     "model": ("teacher_hidden", "student_hidden", "teacher_arch", "student_arch",
@@ -24,13 +27,15 @@ PAPER_FIXES = {
 }  # fmt: skip
 
 
-def comparable_to_paper(cfg: dict) -> bool:
+def comparable_to_paper(cfg: dict, varied: tuple[str, ...] = ()) -> bool:
     """The paper's Table 1 is a fair reference only for its own study: full MNIST trained
     until early stopping, with its architectures, temperature, alpha, ensemble size and
     optimiser (`PAPER_FIXES`). Not on another dataset, a `--train-limit` subset, a fixed
     number of `--epochs`, your own teacher, a sweep point at another temperature or the
     Hinton presets' networks. The presets that vary only what the paper leaves unstated
-    (head, early stopping, teacher updates) keep it: they are readings of the same study."""
+    (head, early stopping, teacher updates) keep it: they are readings of the same study.
+    `varied`: settings a figure puts on its own axis (a teacher-strength curve's teachers),
+    where the paper's point is a reference on that axis."""
     d, t = cfg["data"], cfg["train"]
     own = cfg["model"].get("own_teacher")
     if d["dataset"] != "mnist" or d["train_limit"] is not None or t["epochs"] is not None or own:
@@ -40,6 +45,7 @@ def comparable_to_paper(cfg: dict) -> bool:
         _same(cfg[section][key], paper[section][key])
         for section, keys in PAPER_FIXES.items()
         for key in keys
+        if key not in varied
     )
 
 

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from kdbench.analysis import answer, costs
 from kdbench.analysis.comparisons import comparisons_markdown, verdicts_markdown
-from kdbench.analysis.configuration import config_table, named, student_name
+from kdbench.analysis.configuration import (
+    config_table,
+    named,
+    row_names,
+    student_name,
+    teacher_name,
+)
 from kdbench.analysis.diagnose import markdown as diagnose_markdown
-from kdbench.analysis.figures import cost_figure, figure, tradeoff_figure
+from kdbench.analysis.figures import Look, cost_figure, figure, repeats_text, tradeoff_figure
 from kdbench.analysis.paper import PAPER_TABLE1, comparable_to_paper
 from kdbench.analysis.stats import (
     FEW_REPEATS,
@@ -270,6 +276,17 @@ trained model, with per-epoch history), `summary.json`, `table.md`, `table.csv`,
 """
 
 
+def figure_look(summary: Summary, cfg: dict) -> Look:
+    """The rows' names and the line under every figure's title: data, models, repeats."""
+    m = cfg["model"]
+    dataset = cfg["data"]["dataset"]
+    data = "your data" if dataset == "arrays" else dataset
+    n, planned = summary.completed_repeats, summary.planned_repeats
+    repeats = repeats_text([n]) + (f" of {planned}" if n < planned else "")
+    models = f"teacher {named(teacher_name(m))}, student {named(student_name(m))}"
+    return Look(names=row_names(cfg, summary.resources), about=f"{data} · {models} · {repeats}")
+
+
 def render(
     folder: Path,
     records: list[Record],
@@ -289,10 +306,11 @@ def render(
     write_summary(folder, summary)
     atomic_write(folder / "table.md", table_markdown(summary).encode())
     atomic_write(folder / "table.csv", table_csv(records).encode())
-    figure(summary, folder)
+    look = figure_look(summary, cfg)
+    figure(summary, folder, look)
     if summary.costs is not None and not summary.costs.missing:
-        cost_figure(summary, folder)
+        cost_figure(summary, folder, look)
     if resources:
-        tradeoff_figure(summary, folder)
+        tradeoff_figure(summary, folder, look)
     atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())
     return summary

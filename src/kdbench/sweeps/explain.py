@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.analysis import controls
-from kdbench.analysis.figures import save_figure
+from kdbench.analysis.figures import repeats_text, save_figure
+from kdbench.analysis.palette import colour
 from kdbench.analysis.paper import PAPER_TABLE1, comparable_to_paper
 from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, flat_index
@@ -282,12 +283,12 @@ def _write(out: Path, entries: list[dict]) -> Path:
     write_json(out / EXPLAIN, {"variants": slim, "warnings": list(warnings)})
     # the paper's differences are a reference only where its Table 1 is (`comparable_to_paper`)
     paper = all(comparable_to_paper(read_config(Path(e["folder"])).to_dict()) for e in entries)
-    forest(entries, out, paper)
+    forest(entries, out, paper, repeats_text(e["summary"].min_repeats for e in entries))
     atomic_write(out / "explain.md", markdown(entries, warnings).encode())
     return out / "explain.md"
 
 
-def forest(entries: list[dict], folder: Path, paper: bool = True) -> None:
+def forest(entries: list[dict], folder: Path, paper: bool = True, repeats: str = "") -> None:
     """explain.png/.svg: per variant and comparison, the mean paired difference (distilled −
     hard-label student, pp) with its Holm-adjusted 95% CI; filled where Holm-significant; the
     paper's own differences as reference lines where `paper` (its Table 1 a fair reference)."""
@@ -297,7 +298,8 @@ def forest(entries: list[dict], folder: Path, paper: bool = True) -> None:
     import matplotlib.pyplot as plt
 
     titles = {
-        "student_from_teacher": "Student from the large network − hard-label student",
+        "student_from_teacher": f"Student from the {'large network' if paper else 'teacher'}"
+        " − hard-label student",
         "student_from_ensemble": "Student from the ensemble − hard-label student",
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.5 * len(entries)), sharey=True)
@@ -310,11 +312,11 @@ def forest(entries: list[dict], folder: Path, paper: bool = True) -> None:
             ci = d.get("ci95_holm_pp") or d["ci95_pp"]  # agrees with the filled/hollow call
             if ci:
                 ax.plot(ci, [y, y], color="0.3", lw=1.5)
-            ax.plot(d["mean_diff_pp"], y, "o", color="C3" if d["mean_diff_pp"] > 0 else "C0",
+            ax.plot(d["mean_diff_pp"], y, "o", color=colour(kind),
                     mfc=None if d["significant"] else "white", ms=7)  # fmt: skip
         ax.axvline(0, color="0.6", lw=0.8)
         if paper:
-            ax.axvline(PAPER_DIFFS[kind], color="C1", ls="--", lw=1.2,
+            ax.axvline(PAPER_DIFFS[kind], color="0.35", ls="--", lw=1.2,
                        label=f"paper: {PAPER_DIFFS[kind]:+.2f} pp")  # fmt: skip
         ax.set_title(titles[kind], fontsize=10)
         ax.set_xlabel("difference in test error (pp); right = distillation hurts")
@@ -323,7 +325,8 @@ def forest(entries: list[dict], folder: Path, paper: bool = True) -> None:
     axes[0].set_yticks(ys, [e["variant"] for e in entries])
     axes[0].set_ylim(-0.7, len(entries) - 0.3)
     fig.suptitle(
-        "Mean paired difference, Holm-adjusted 95% CI; filled: Holm-significant, hollow: not",
+        "Mean paired difference, Holm-adjusted 95% CI; filled: Holm-significant, hollow: not"
+        + (f" · {repeats}" if repeats else ""),
         fontsize=9,
     )
     save_figure(fig, folder, "explain")

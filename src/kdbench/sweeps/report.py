@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kdbench.analysis import controls
-from kdbench.analysis.figures import save_figure
+from kdbench.analysis.figures import repeats_text, save_figure
+from kdbench.analysis.palette import colour
 from kdbench.analysis.stats import FEW_REPEATS_NOTE
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.summary import Comparison
@@ -201,8 +202,15 @@ def heatmap(result: dict, folder: Path) -> None:
             ax.set_xlabel(xk)
             ax.set_ylabel(yk)
             ax.set_title(TITLES[what].format(kind=kind.replace("_", " ")), fontsize=9)
+    fig.suptitle(point_repeats(result), fontsize=9)
     fig.tight_layout()
     save_figure(fig, folder, "sweep")
+
+
+def point_repeats(result: dict) -> str:
+    """The repeats the points' intervals rest on, for a figure's title."""
+    return repeats_text(row["n"] for p in result["points"] for row in p["rows"].values()
+                        if row.get("n"))  # fmt: skip
 
 
 def _x_positions(values: list) -> tuple[list[float], bool]:
@@ -228,34 +236,33 @@ def line_plot(result: dict, folder: Path) -> None:
     by_value = {json.dumps(p["point"][key]): p for p in result["points"]}
     pts = [by_value.get(json.dumps(v)) for v in values]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), dpi=110, sharex=True)
-    colours = {"student_from_teacher": "tab:orange", "student_from_ensemble": "tab:blue",
-               "student_hard": "tab:grey"}  # fmt: skip
-    for row, colour in colours.items():
+    for row in ("student_from_teacher", "student_from_ensemble", "student_hard"):
+        ink = colour(row)
         keep = [(x, p["rows"][row]) for x, p in zip(xs, pts, strict=True)
                 if p and p["rows"][row]["mean_pct"] is not None]  # fmt: skip
         if not keep:
             continue
-        top.plot([x for x, _ in keep], [r["mean_pct"] for _, r in keep], "o-", color=colour,
+        top.plot([x for x, _ in keep], [r["mean_pct"] for _, r in keep], "o-", color=ink,
                  label=row.replace("_", " "))  # fmt: skip
         band = [(x, r["ci95_pct"]) for x, r in keep if r["ci95_pct"]]
         if band:
             top.fill_between([x for x, _ in band], [c[0] for _, c in band],
-                             [c[1] for _, c in band], color=colour, alpha=0.18, lw=0)  # fmt: skip
+                             [c[1] for _, c in band], color=ink, alpha=0.18, lw=0)  # fmt: skip
     top.set_ylabel("test error (%), mean and 95% CI")
     top.legend(fontsize=8, frameon=False)
     bottom.axhline(0, color="0.6", lw=0.8)
     for kind in KD:
-        colour = colours[kind]
+        ink = colour(kind)
         for x, p in zip(xs, pts, strict=True):
             t = p["kd_vs_hard"][kind] if p else None
             if t is None or t["mean_diff_pp"] is None:
                 continue
             ci = t.get("ci95_holm_grid_pp") or t["ci95_pp"]
             if ci:
-                bottom.plot([x, x], ci, color=colour, lw=1.5)
-            bottom.plot(x, t["mean_diff_pp"], "o", color=colour, ms=7,
-                        mfc=colour if t["significant"] else "white")  # fmt: skip
-        bottom.plot([], [], "o", color=colour, label=kind.replace("_", " ") + " − hard labels")
+                bottom.plot([x, x], ci, color=ink, lw=1.5)
+            bottom.plot(x, t["mean_diff_pp"], "o", color=ink, ms=7,
+                        mfc=ink if t["significant"] else "white")  # fmt: skip
+        bottom.plot([], [], "o", color=ink, label=kind.replace("_", " ") + " − hard labels")
     bottom.set_ylabel("difference (pp), Holm-adjusted 95% CI\nfilled: significant over the grid")
     bottom.legend(fontsize=8, frameon=False)
     bottom.set_xlabel(key)
@@ -263,5 +270,6 @@ def line_plot(result: dict, folder: Path) -> None:
         bottom.set_xscale("log")
     bottom.set_xticks(xs, [str(v) for v in values])
     bottom.minorticks_off()
+    top.set_title(f"Students across {key} · {point_repeats(result)}", fontsize=10)
     fig.tight_layout()
     save_figure(fig, folder, "sweep")

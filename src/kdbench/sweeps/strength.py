@@ -13,11 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench.analysis.figures import save_figure
-from kdbench.analysis.paper import PAPER_TABLE1
-from kdbench.sweeps.report import axes
+from kdbench.analysis.palette import colour
+from kdbench.analysis.paper import PAPER_TABLE1, TEACHER_SETTINGS, comparable_to_paper
+from kdbench.runs.store import read_config
+from kdbench.sweeps.report import axes, point_repeats
 
 KIND = "student_from_teacher"
 PAPER = (PAPER_TABLE1["teacher"], PAPER_TABLE1[KIND] - PAPER_TABLE1["student_hard"])
+
+
+def paper_reference(out: Path, result: dict) -> bool:
+    """The paper's point belongs on the curve where every point is the paper's study but for
+    its teacher (the curve's own axis): MNIST, its students, temperature and training."""
+    return all(
+        comparable_to_paper(read_config(out / p["folder"]).to_dict(), TEACHER_SETTINGS)
+        for p in result["points"]
+    )
 
 
 def applies(result: dict) -> bool:
@@ -102,8 +113,9 @@ def crossing(result: dict) -> str:
     )
 
 
-def figure(result: dict, folder: Path) -> None:
-    """`teacher_strength.png`/`.svg` in `folder`."""
+def figure(result: dict, folder: Path, paper: bool = True) -> None:
+    """`teacher_strength.png`/`.svg` in `folder`; the paper's own point where its Table 1 is a
+    fair reference for every point but their teachers (`paper`)."""
     import matplotlib  # loads slowly: imported when a figure is drawn
 
     matplotlib.use("Agg")
@@ -117,8 +129,8 @@ def figure(result: dict, folder: Path) -> None:
     for i, q in enumerate(sorted(pts, key=lambda q: -q["x"]), 1):  # weakest teacher first
         xerr = [[q["x"] - q["x_ci"][0]], [q["x_ci"][1] - q["x"]]] if q["x_ci"] else None
         yerr = [[q["y"] - q["y_ci"][0]], [q["y_ci"][1] - q["y"]]] if q["y_ci"] else None
-        ax.errorbar(q["x"], q["y"], xerr=xerr, yerr=yerr, fmt="o", color="tab:blue",
-                    mfc="tab:blue" if q["significant"] else "white", capsize=3)  # fmt: skip
+        ax.errorbar(q["x"], q["y"], xerr=xerr, yerr=yerr, fmt="o", color=colour(KIND),
+                    mfc=colour(KIND) if q["significant"] else "white", capsize=3)  # fmt: skip
         # a number beside the point and its settings in the key: long labels of points close
         # together would cover each other
         ax.annotate(str(i), (q["x"], q["y"]), textcoords="offset points", fontsize=8,
@@ -128,9 +140,12 @@ def figure(result: dict, folder: Path) -> None:
     side.axis("off")
     side.text(0, 1, "teachers, weakest first\n\n" + "\n".join(key), transform=side.transAxes,
               fontsize=7.5, va="top", family="monospace")  # fmt: skip
-    ax.plot(*PAPER, marker="*", ms=12, color="tab:red", ls="none", label="the paper (Table 1)")
+    if paper:
+        ax.plot(*PAPER, marker="*", ms=12, color="black", ls="none", label="the paper (Table 1)")
     ax.set_xlabel("teacher test error (%), mean and 95% CI")
     ax.set_ylabel("student from teacher − hard labels (pp),\nHolm-adjusted 95% CI")
-    ax.set_title("Teacher strength: filled = Holm-significant over the grid", fontsize=10)
-    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Teacher strength: filled = Holm-significant over the grid\n"
+                 + point_repeats(result), fontsize=10)  # fmt: skip
+    if paper:
+        ax.legend(loc="best", fontsize=8)
     save_figure(fig, folder, "teacher_strength")

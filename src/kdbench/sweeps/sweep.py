@@ -232,7 +232,7 @@ def write(out: Path, result: dict) -> None:
     heatmap(result, out)
     text = markdown(result)
     if strength.applies(result):  # a sweep over the teacher: its strength curve
-        strength.figure(result, out)
+        strength.figure(result, out, strength.paper_reference(out, result))
         text += (f"\n## Teacher strength\n\n{strength.crossing(result)}"
                  f" {strength.gap_sentence(result)}\n\n"
                  "![Teacher strength](teacher_strength.png)\n")  # fmt: skip
