@@ -93,7 +93,9 @@ def _outside(row: Row) -> bool:
     return ci is not None and paper is not None and not (ci[0] <= paper <= ci[1])
 
 
-def table_markdown(summary: Summary) -> str:
+def table_markdown(summary: Summary, names: dict[str, str] | None = None) -> str:
+    """Table 1; `names`: each row's name (`configuration.row_names`; the paper's words if
+    None)."""
     paper = any(row.paper_pct is not None for row in summary.rows.values())
     lines = [
         "| Model |" + (" Paper |" if paper else "") + " Measured mean | 95% CI | Std | Runs |",
@@ -103,7 +105,7 @@ def table_markdown(summary: Summary) -> str:
         ci = row.ci95_pct
         ci_txt = "–" if ci is None else f"{_pct(ci[0])} – {_pct(ci[1])}"
         mark = " †" if _outside(row) else ""
-        cells = [label(name, summary.own_teacher)]
+        cells = [(names or {}).get(name) or label(name, summary.own_teacher)]
         cells += [f"{_pct(row.paper_pct)}{mark}"] if paper else []
         cells += [_pct(row.mean_pct), ci_txt, _pct(row.std_pct), str(row.n)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -149,7 +151,7 @@ def table_csv(records: list[Record]) -> str:
     return buf.getvalue()
 
 
-def resources_markdown(summary: Summary) -> str:
+def resources_markdown(summary: Summary, names: dict[str, str] | None = None) -> str:
     res = summary.resources
     lines = [
         "| Model | Test error | Params | MACs / image | float32 | int8 | Torch b1 | ONNX b1 |"
@@ -164,7 +166,7 @@ def resources_markdown(summary: Summary) -> str:
             return f"{v['median_us']:.1f} µs ({v['q1_us']:.1f}–{v['q3_us']:.1f})"
 
         lines.append(
-            f"| {label(name, summary.own_teacher)}"
+            f"| {(names or {}).get(name) or label(name, summary.own_teacher)}"
             f" | {_pct(summary.rows[name].mean_pct)} | {r['params']:,} |"
             f" {r['macs']:,} | {r['bytes_float32'] / 1024:.0f} KiB"
             f" | {r['bytes_int8'] / 1024:.0f} KiB"
@@ -186,12 +188,12 @@ def cost_figure_line(summary: Summary) -> str:
     return "![Test error against training compute](costs.png)\n\n"
 
 
-def resources_section(summary: Summary) -> str:
+def resources_section(summary: Summary, names: dict[str, str] | None = None) -> str:
     if summary.resources is None:
         return ""
     return (
         "## What each model costs on a device\n\n"
-        f"{resources_markdown(summary)}\n![Error vs latency](tradeoff.png)\n\n"
+        f"{resources_markdown(summary, names)}\n![Error vs latency](tradeoff.png)\n\n"
     )
 
 
@@ -237,6 +239,8 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
         else f"test error on {'your data' if dataset == 'arrays' else dataset}"
     )
     heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
+    names = row_names(cfg)  # the tables give the sizes in their own columns
+    devices = resources_section(summary, names)
     time_line = f"Wall time {total:.0f} s."
     if summary.timing.resumed:  # earlier parts are known only by their models' recorded time
         time_line = (
@@ -250,7 +254,7 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
 {diverged}
 ## Table 1 — {title}
 
-{table_markdown(summary)}
+{table_markdown(summary, names)}
 ![Figure 3](figure.png)
 
 ## Verdict
@@ -262,7 +266,7 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
 {comparisons_markdown(summary)}
 
 {costs.markdown(summary.costs)}
-{cost_figure_line(summary)}{resources_section(summary)}{diagnosis_section(summary)}## Configuration
+{cost_figure_line(summary)}{devices}{diagnosis_section(summary)}## Configuration
 
 {config_table(cfg)}
 
@@ -304,7 +308,7 @@ def render(
     summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
     summary.diagnosis = diagnosis
     write_summary(folder, summary)
-    atomic_write(folder / "table.md", table_markdown(summary).encode())
+    atomic_write(folder / "table.md", table_markdown(summary, row_names(cfg)).encode())
     atomic_write(folder / "table.csv", table_csv(records).encode())
     look = figure_look(summary, cfg)
     figure(summary, folder, look)
