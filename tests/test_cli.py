@@ -272,9 +272,12 @@ def test_results_go_to_stdout_and_json_is_json_only(tmp_path):
     proc = kdbench("reproduce", "--repeats", "2", "--json", "--quiet", "--out", out)
     assert json.loads(proc.stdout) == json.loads((out / "summary.json").read_text())
     sweep = tmp_path / "sweep"
-    proc = kdbench("sweep", *small, "--grid", "temperature=2,4", "--out", sweep)
+    proc = kdbench("sweep", *small[:-1], "--grid", "temperature=2,4", "--out", sweep)
     assert proc.returncode == 0, proc.stderr
     assert "| temperature |" in proc.stdout and proc.stdout.strip().endswith("sweep.md")
+    # the progress lines say which points train and which point reports
+    assert "stack 1/1: the distilled students of temperature=2, temperature=4" in proc.stderr
+    assert "point 2/2 temperature=4: its report" in proc.stderr
     proc = kdbench("sweep", *small, "--grid", "temperature=2,4", "--json", "--out", sweep)
     assert json.loads(proc.stdout)["grid"] == {"temperature": [2.0, 4.0]}
 

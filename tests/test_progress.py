@@ -112,12 +112,47 @@ def test_study_eta_is_the_work_left_at_the_rate_so_far(monkeypatch):
     assert bar.eta("a", 1, 10, 10, 2) == "ETA: early stopping decides"
 
 
+def test_early_stopping_eta_is_an_estimate_beside_its_bound(monkeypatch):
+    """A default run (early stopping) had no ETA. Same stacks and rate as above (200 units a
+    second), a cap of 10 epochs and patience 2: in a's epoch 1, a is guessed to run 1 + 2 = 3
+    epochs and b as many: (2 x 10 x 2 x 100) + (3 x 10 x 4 x 50) = 10,000 units, 50 s; at the cap
+    (9 x 10 x 2 x 100) + (10 x 10 x 4 x 50) = 38,000 units, 190 s = 3 min. Once a stopped after
+    4 epochs, b is expected to run 4."""
+    from kdbench import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    bar = progress.Bar()
+    bar.plan([progress.StackPlan("a", 2, 100), progress.StackPlan("b", 4, 50)], None, 10, 2)
+    now[0] = 10.0
+    bar._advance("a", 1, 10, 2)
+    assert bar.eta("a", 1, 10, 10, 2) == "study ETA ~50 s (≤ 3 min)"
+    for epoch in (2, 3, 4):
+        bar._advance("a", epoch, 10, 2)
+    bar._advance("b", 1, 10, 4)  # a ran 4 epochs; 4,000 + 8 x 1,000... units at 200 a second
+    now[0] = bar.done / 200
+    # b: 3 epochs more of 4 x 10 x 50 = 6,000 units, 30 s; at the cap 9 epochs: 90 s = 2 min
+    assert bar.eta("b", 1, 10, 10, 4) == "study ETA ~30 s (≤ 2 min)"
+
+
 def test_fixed_epoch_runs_log_a_study_eta(tmp_path, capsys):
     from kdbench import reproduce
     from kdbench.protocol.presets import resolve
 
     cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=2, threads=1)
     reproduce(cfg, tmp_path / "a", measure_latency=False)
-    lines = [x for x in capsys.readouterr().err.splitlines() if "epoch" in x]
+    err = capsys.readouterr().err.splitlines()
+    lines = [x for x in err if "epoch" in x]
     assert len(lines) == 6 and all("study ETA" in x for x in lines)  # 3 stacks x 2 epochs
     assert lines[-1].endswith("study ETA ~0 s")
+    seconds = [int(x.split(" s elapsed")[0].rsplit("· ", 1)[1]) for x in lines]
+    assert seconds == sorted(seconds)  # elapsed since the study began: it never resets
+    assert err[-1].startswith("trained; diagnosing and writing the report")  # no silent tail
+    # grown by a repeat: the resume says what it reuses and what it trains
+    reproduce(cfg.with_overrides(repeats=2), tmp_path / "a", measure_latency=False)
+    resumed = capsys.readouterr().err.splitlines()[0]
+    assert resumed.startswith(
+        f"{tmp_path / 'a'}: reusing teachers (1 of 2), small networks (2 of 4),"
+        " distilled students (2 of 4); training teachers (1 model left), small networks"
+        " (2 models left), distilled students (2 models left)"
+    ), resumed

@@ -49,3 +49,19 @@ def left(plans: list[StackPlan], folder: Path) -> list[StackPlan]:
             for s in plans]  # fmt: skip
     return [s for s in rest if s.members > 0 or (s.name == StackName.TEACHERS and not
             RunStore.checkpoint_path(folder, s.name).is_file())]  # fmt: skip
+
+
+def reuse_text(every: list[StackPlan], todo: list[StackPlan]) -> str:
+    """What a resumed run reuses from its folder and what it still trains, in words:
+    "reusing teachers (10 of 10), small networks (110 of 110); training distilled students
+    (14 models left)"."""
+    left = {s.name: s.members for s in todo}
+    reused = [f"{s.name} ({s.members - left.get(s.name, 0)} of {s.members})" for s in every
+              if s.members and left.get(s.name, 0) < s.members]  # fmt: skip
+    trains = [f"{s.name} ({s.members} model{'s' if s.members != 1 else ''} left)" for s in todo
+              if s.members]  # fmt: skip
+    return (
+        ("reusing " + ", ".join(reused) if reused else "nothing to reuse")
+        + "; "
+        + ("training " + ", ".join(trains) if trains else "nothing left to train")
+    )

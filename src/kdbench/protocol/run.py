@@ -314,10 +314,16 @@ def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shar
             write_derived(folder / TEACHER_LOGITS, ready.own_logits.as_dict(), own.sha256)
         given = (own, ready.own_logits)
     if isinstance(progress, Bar):
-        models = of_config(cfg, splits.n_features, splits.n_classes)
-        progress.plan(plans.left(plans.stacks(cfg, models), folder), cfg.train.epochs)
+        every = plans.stacks(cfg, of_config(cfg, splits.n_features, splits.n_classes))
+        todo = plans.left(every, folder)
+        progress.plan(todo, cfg.train.epochs, cfg.train.max_epochs, cfg.train.patience)
+        if todo != every:  # resumed, grown, or a sweep point whose stacks are trained
+            progress.phase(f"{folder}: " + plans.reuse_text(every, todo))
     records = run_study(cfg, on_device, store.append_record, progress, cache, given)
     measured = None
+    if isinstance(progress, Bar):
+        progress.phase("trained; " + ("measuring latency, " if measure_latency else "")
+                       + "diagnosing and writing the report")  # fmt: skip
     if measure_latency:
         measured = latency.measure_rows(folder, cfg.to_dict(), splits.x_test[:256])
         # beside what each model costs to run, what each strategy cost to train (#26)

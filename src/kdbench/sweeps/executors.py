@@ -46,8 +46,21 @@ class LocalExecutor:
         self.progress = progress
 
     def run(self, stacks, points):
-        trained = [train_stack(w, self.progress) for w in stacks]
-        return trained, [report_point(p, self.progress) for p in points]
+        trained = []
+        for i, work in enumerate(stacks, 1):
+            self._say(f"stack {i}/{len(stacks)}: the distilled students of "
+                      + ", ".join(p.label for p in work.points))  # fmt: skip
+            trained.append(train_stack(work, self.progress))
+        summaries = []
+        for i, point in enumerate(points, 1):
+            self._say(f"point {i}/{len(points)} {point.label}: its report")
+            summaries.append(report_point(point, self.progress))
+        return trained, summaries
+
+    def _say(self, text: str) -> None:
+        """Which point or variant the lines that follow are about."""
+        if self.progress is not None:
+            self.progress.phase(text)
 
 
 class RayExecutor:
