@@ -21,7 +21,7 @@ SMALL = ["--dataset", "digits", "--repeats", "2", "--members", "2", "--epochs", 
 
 def _runs(folder):
     return mlflow.search_runs(
-        experiment_names=[f"kdbench {folder.resolve()}"], output_format="list"
+        experiment_names=[tracking.experiment_name(folder)], output_format="list"
     )
 
 
@@ -54,7 +54,12 @@ def test_a_study_is_one_parent_run_with_a_child_per_model(tmp_path, monkeypatch)
     )
     client = mlflow.tracking.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "table.csv", "figure.png", "config.json"} <= artifacts
+    assert {"report.md", "table.csv", "figure.png", "costs.png", "config.json"} <= artifacts
+    # the students' weights (safetensors: no pickle), not the teachers'; named relative to here
+    model = {a.path for a in client.list_artifacts(parent.info.run_id, "model/checkpoints")}
+    assert model == {"model/checkpoints/distilled_students.safetensors",
+                     "model/checkpoints/small_networks.safetensors"}  # fmt: skip
+    assert tracking.experiment_name(tmp_path / "run") == "kdbench run"
     hard = next(r for r in children if r.info.run_name == "student_hard-r1")
     rec = next(x for x in records if x["role"] == "student_hard" and x["repeat"] == 1)
     assert hard.data.metrics["test_error_pct"] == pytest.approx(100 * rec["test_error"], rel=1e-5)
@@ -124,14 +129,27 @@ def test_a_folder_uri_works_and_tracking_again_updates_the_same_run(
 
 
 def test_a_database_uri_without_sqlalchemy_is_refused_before_training(tmp_path, monkeypatch):
-    if "sqlalchemy" in sys.modules or __import__("importlib").util.find_spec("sqlalchemy"):
-        pytest.skip("SQLAlchemy is installed: MLflow can use the database store")
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)  # as with mlflow-skinny alone
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "run"
     args = ["reproduce", *SMALL, "--no-latency", "--out", str(out), "--track", "mlflow"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "needs SQLAlchemy" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_mlflow_extra_logs_to_a_sqlite_store(tmp_path, monkeypatch, finished):
+    """The `[mlflow]` extra could not use `sqlite:` (no SQLAlchemy or Alembic)."""
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("alembic")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(app, ["track", str(finished), "--experiment", "in a database"])
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["in a database"], output_format="list")
+    records = (finished / "records.jsonl").read_text().strip().splitlines()
+    assert len(runs) == 1 + len(records)
 
 
 def test_a_tracker_failing_after_the_run_is_one_line_and_track_sends_it_later(

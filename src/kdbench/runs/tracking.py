@@ -4,14 +4,18 @@ Logged after the run, from its folder: the folder already holds everything a das
 (configuration, per-epoch histories, report, figures), so tracking never touches training, a
 tracker that is down cannot cost a run, and a finished folder can be logged again later.
 
-Layout: one MLflow experiment per study, named after its folder (or `--experiment`); in it a
-parent run for the study (the configuration as params; each row's mean and CI, each paired
-comparison's difference, intervals and p-values, and the training costs as metrics; report,
-tables and figures as artifacts) and a child run per trained model (role, repeat, member and
-seeds as params; test and validation error, and the per-epoch history as step metrics). A sweep
-is one parent run with a child run per grid point. Logging a folder again (a resumed run, or
-`kdbench track`) updates its parent run and adds only the models not logged yet. Where:
-`MLFLOW_TRACKING_URI` if set, else the file store `./mlruns` (no server needed).
+Layout: one MLflow experiment per study, named after its folder as you typed it (`kdbench
+runs/base`: relative to the working directory where the folder is under it; or `--experiment`);
+in it a parent run for the study (the configuration as params; each row's mean and CI, each
+paired comparison's difference, intervals and p-values, and the training costs as metrics;
+report, tables, every figure as artifacts, and the students' weights under `model/`: their
+safetensors checkpoints, any ONNX exports, and config.json, which `kdbench.load` rebuilds them
+from) and a child run per trained model (role, repeat, member and seeds as params; test and
+validation error, and the per-epoch history as step metrics). A sweep is one parent run with a
+child run per grid point. Logging a folder again (a resumed run, or `kdbench track`) updates its
+parent run and adds only the models not logged yet. Where: `MLFLOW_TRACKING_URI` if set (a
+folder, `file:`, `sqlite:` and the other database stores with the `[mlflow]` extra, or a
+server), else the file store `./mlruns` (no server needed).
 
 A tracker that fails never fails the run: the folder is complete before anything is sent, the
 failure is one line naming the fix, and `kdbench track RUN_DIR` sends it later.
@@ -40,11 +44,16 @@ from kdbench.summary import Comparison, Costs, Row
 
 TRACKERS = ("mlflow", "tensorboard")  # tensorboard: `runs.tensorboard`
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
+FIGURES = ("figure", "tradeoff", "costs", "sweep", "teacher_strength")  # .png and .svg each
 ARTIFACTS = (
-    "report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS,
-    RESOURCES, "figure.png", "figure.svg", "tradeoff.png", "tradeoff.svg",
+    "report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS, RESOURCES,
+    *(f"{stem}.{ext}" for stem in FIGURES[:3] for ext in ("png", "svg")),
 )  # fmt: skip
-SWEEP_ARTIFACTS = ("sweep.md", "sweep.json", "sweep-config.json", "sweep.png", "sweep.svg")
+SWEEP_ARTIFACTS = (
+    "sweep.md", "sweep.json", "sweep-config.json",
+    *(f"{stem}.{ext}" for stem in FIGURES[3:] for ext in ("png", "svg")),
+)  # fmt: skip
+MODEL = "model"  # the students' weights, under this artifact folder
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 
 
@@ -161,8 +170,15 @@ def _folder_id(folder: Path) -> str:
     return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
 
 
+def experiment_name(folder: Path) -> str:
+    """`kdbench runs/base`: the folder relative to the working directory where it is under it
+    (an absolute path named the experiment after the machine's layout), else its full path."""
+    folder, here = Path(folder).resolve(), Path.cwd().resolve()
+    return f"kdbench {folder.relative_to(here) if folder.is_relative_to(here) else folder}"
+
+
 def _experiment(client, folder: Path, name: str | None = None) -> str:
-    name = name or f"kdbench {folder.resolve()}"
+    name = name or experiment_name(folder)
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found is not None else client.create_experiment(name)
 
@@ -222,6 +238,23 @@ def _artifacts(client, run_id: str, folder: Path, names: tuple[str, ...]) -> Non
     for name in names:
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name))
+
+
+def _model(client, run_id: str, folder: Path) -> None:
+    """The students under `model/`: every checkpoint but the teachers' (not deployed, and the
+    largest), the ONNX exports `kdbench export` made, and config.json to rebuild them
+    (`kdbench.load` on a folder holding these). Safetensors and ONNX: no pickle to load."""
+    from kdbench.roles import StackName
+
+    teachers = f"{StackName.TEACHERS.file}.safetensors"
+    files = [p for p in sorted((folder / "checkpoints").glob("*.safetensors"))
+             if p.name != teachers]  # fmt: skip
+    for path in files:
+        client.log_artifact(run_id, str(path), f"{MODEL}/checkpoints")
+    for path in sorted((folder / "exports").glob("*/*.onnx")):
+        client.log_artifact(run_id, str(path), f"{MODEL}/exports/{path.parent.name}")
+    if files:
+        client.log_artifact(run_id, str(folder / CONFIG), MODEL)
 
 
 def _rounded(value: float) -> float:
@@ -318,6 +351,7 @@ def log_study(
     _log(client, run_id, params, metrics + _cost_metrics(summary.costs))
     _artifacts(client, run_id, folder, ARTIFACTS)
     if parent is None:  # a sweep's points log their numbers, not every model again
+        _model(client, run_id, folder)
         for rec in read_records(folder):
             if _model_name(rec) not in children:
                 _model_run(client, experiment, run_id, rec)
