@@ -52,7 +52,7 @@ for _epoch in range(
 
 # The study, with your teacher in the teacher's row (not retrained; its logits are computed once
 # and kept in the run folder). A file works too: `teacher="teacher.onnx"`, or its logits as
-# .safetensors / .npy, or `kdbench reproduce --teacher teacher.onnx` on the command line.
+# .safetensors / .npy, or `kdbench reproduce --own-teacher teacher.onnx` on the command line.
 cfg = kdbench.Config().with_overrides(repeats=3, members=5, train_limit=N, temperature=4.0)
 if SHORT:
     cfg = cfg.with_overrides(repeats=2, members=2, epochs=1)

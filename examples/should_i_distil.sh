@@ -19,7 +19,7 @@ python "$here/make_images.py" "$out.npz" $sizes
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python -m kdbench reproduce \
   --data "$out.npz" \
   --student-arch tiny_nets:TinyNet --teacher-arch tiny_nets:Teacher \
-  --optimizer sgd --lr 0.05 --nesterov --weight-decay 5e-4 --lr-schedule cosine --epochs 10 \
+  --optimizer sgd --learning-rate 0.05 --nesterov --weight-decay 5e-4 --lr-schedule cosine --epochs 10 \
   --augment crop --crop-padding 2 --temperature 4 --controls smoothing \
   --repeats 10 --members 5 --quiet --out "$out" $extra
 head -n 3 "$out/report.md"

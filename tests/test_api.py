@@ -53,7 +53,7 @@ def test_explain_from_python_skips_twins_and_reads_your_arrays(tmp_path, capsys)
     [
         ("--preset hard-monitor (stop on the hard-label validation loss)",
          'kdbench.preset("hard-monitor") (stop on the hard-label validation loss)'),
-        ("a lower --lr (now 0.001)", "a lower learning_rate (now 0.001)"),
+        ("a lower --learning-rate (now 0.001)", "a lower learning_rate (now 0.001)"),
         ("a larger --max-epochs (now 50)", "a larger max_epochs (now 50)"),
         ("a lower --temperature (5, 2.5), or `kdbench sweep --grid temperature=5,2.5,10`",
          'a lower temperature (5, 2.5), or `kdbench.sweep(cfg, {"temperature": [5, 2.5, 10]},'

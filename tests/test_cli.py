@@ -297,3 +297,27 @@ def test_sweep_and_explain_take_every_setting_reproduce_takes():
         flags = {opt for p in command.params for opt in p.opts}
         missing = [f.name for f in FLAGS.values() if f.name not in flags]
         assert not missing, f"{name} lacks {missing}"
+
+
+def test_flags_are_named_as_their_settings_and_old_names_still_work(tmp_path):
+    """`--lr` set `learning_rate` and `--teacher` set `own_teacher`: every flag is now its
+    setting's name with dashes; the old names work with a note; both at once is an error."""
+    from kdbench.cli.options import FLAGS
+    from tests.in_process import kdbench
+
+    assert all(f.name == "--" + s.replace("_", "-") for s, f in FLAGS.items())
+    proc = kdbench("config", "show", "--lr", "0.01")
+    assert proc.returncode == 0 and "learning_rate = 0.01" in proc.stdout
+    assert "--lr is now --learning-rate" in proc.stderr
+    same = kdbench("config", "show", "--learning-rate", "0.01")
+    assert same.stdout == proc.stdout and same.stderr == ""
+    both = kdbench("config", "show", "--lr", "0.01", "--learning-rate", "0.1")
+    assert both.returncode == 2 and "give it once" in both.stderr
+    assert (
+        "--teacher is now --own-teacher"
+        in kdbench("config", "show", "--teacher", str(tmp_path / "t.onnx")).stderr
+    )
+    # sizes as in mlp:500,400,300 (dashes still read)
+    commas = kdbench("config", "show", "--teacher-hidden", "64,32")
+    assert commas.stdout == kdbench("config", "show", "--teacher-hidden", "64-32").stdout
+    assert "teacher_hidden = [64, 32]" in commas.stdout

@@ -198,12 +198,12 @@ def test_cli_teacher_flag(digits, tmp_path):
     base = ["reproduce", "--dataset", "digits", "--repeats", "1", "--members", "2", "--epochs",
             "1", "--quiet", "--no-latency", "--threads", "1"]  # fmt: skip
     runner = CliRunner()
-    ok = runner.invoke(app, [*base, "--teacher", str(tmp_path / "t.safetensors"), "--out",
+    ok = runner.invoke(app, [*base, "--own-teacher", str(tmp_path / "t.safetensors"), "--out",
                              str(tmp_path / "run")])  # fmt: skip
     assert ok.exit_code == 0, ok.output
     assert "Your teacher" in (tmp_path / "run" / "report.md").read_text()
     save_file({"train": z[:100], "test": z[1437:]}, str(tmp_path / "bad.safetensors"))
-    bad = runner.invoke(app, [*base, "--teacher", str(tmp_path / "bad.safetensors"), "--out",
+    bad = runner.invoke(app, [*base, "--own-teacher", str(tmp_path / "bad.safetensors"), "--out",
                               str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code == 1  # a data error (usage errors exit 2)
     lines = bad.stderr.strip().splitlines()

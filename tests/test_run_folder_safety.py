@@ -428,9 +428,9 @@ def test_onnx_teachers_of_other_shapes(tmp_path):
     double = model(tmp_path / "double.onnx", 64, "n", TensorProto.DOUBLE, 64)
     wrong = model(tmp_path / "needs100.onnx", "w", "n", TensorProto.FLOAT, 100)
     for ok in (fixed, double):
-        proc = kdbench(*RUN, "--repeats", "1", "--teacher", ok, "--out", tmp_path / ok.stem)
+        proc = kdbench(*RUN, "--repeats", "1", "--own-teacher", ok, "--out", tmp_path / ok.stem)
         assert proc.returncode == 0, proc.stderr
-    proc = kdbench(*RUN, "--teacher", wrong, "--out", tmp_path / "wrong")
+    proc = kdbench(*RUN, "--own-teacher", wrong, "--out", tmp_path / "wrong")
     assert (
         proc.returncode == 1
         and "needs100.onnx" in proc.stderr
@@ -441,7 +441,7 @@ def test_onnx_teachers_of_other_shapes(tmp_path):
 
 def test_npy_teacher_of_strings(tmp_path):
     np.save(tmp_path / "s.npy", np.array([["a"] * 10] * 5))
-    proc = kdbench(*RUN, "--teacher", tmp_path / "s.npy", "--out", tmp_path / "r")
+    proc = kdbench(*RUN, "--own-teacher", tmp_path / "s.npy", "--out", tmp_path / "r")
     assert proc.returncode == 1 and "not numbers" in proc.stderr
     assert not (tmp_path / "r").exists()
 
@@ -494,7 +494,7 @@ def test_own_teacher_logits_from_before_hashes_still_count(tmp_path):
     labels = np.concatenate([a["train_labels"], a["test_labels"]])
     np.save(tmp_path / "good.npy", 5 * np.eye(10, dtype=np.float32)[labels])
     run = tmp_path / "run"
-    args = [*RUN, "--repeats", "1", "--teacher", tmp_path / "good.npy", "--out", run]
+    args = [*RUN, "--repeats", "1", "--own-teacher", tmp_path / "good.npy", "--out", run]
     assert kdbench(*args).returncode == 0
     path = run / "teacher_logits.safetensors"
     with safe_open(str(path), framework="pt") as fh:

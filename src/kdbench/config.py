@@ -100,10 +100,11 @@ class Config:
 
 
 def parse_sizes(text: str, flag: str) -> tuple[int, ...]:
-    """Hidden layer sizes as written on the command line, `500-400-300` (or commas): whole
+    """Hidden layer sizes as written on the command line, `500,400,300` as in `mlp:500,400,300`
+    (or `500-400-300`, the form a `--grid` list needs, its commas separating values): whole
     numbers >= 1 and nothing else, so `-5` or `100--50` is an error, not a guess."""
     if not re.fullmatch(r"\s*\d+(\s*[-,]\s*\d+)*\s*", text):
-        raise ConfigError(f"{flag} takes sizes like 500-400-300 (got {text!r})")
+        raise ConfigError(f"{flag} takes sizes like 500,400,300 (got {text!r})")
     return tuple(int(p) for p in re.split(r"[-,]", text))
 
 

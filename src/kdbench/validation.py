@@ -58,7 +58,7 @@ def validate(cfg: Any) -> None:  # a `config.Config` (which imports this module)
         if given:
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise ConfigError(
-                f"{flags}: kdbench does not train your own teacher (--teacher); drop them"
+                f"{flags}: kdbench does not train your own teacher (--own-teacher); drop them"
             )
     t = cfg.train
     if cfg.distill.teacher_updates == "joint" and (
@@ -150,7 +150,9 @@ def _validate_model(model: ModelConfig) -> None:
 def _validate_train(train: TrainConfig) -> None:
     lr, eps = train.learning_rate, train.adam_eps
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"learning rate must be a finite number > 0 (got {lr!r}); fix --lr")
+        raise ConfigError(
+            f"learning rate must be a finite number > 0 (got {lr!r}); fix --learning-rate"
+        )
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ConfigError(f"Adam epsilon must be a finite number > 0 (got {eps!r}); fix --adam-eps")
     _positive_int(train.batch_size, "batch size", "--batch-size")
@@ -225,7 +227,7 @@ def _validate_distill(distill: DistillConfig, model: ModelConfig) -> None:
     own = model.own_teacher
     if own is not None:
         if not isinstance(own, str) or not own:
-            raise ConfigError(f"own teacher must be a path (got {own!r}); fix --teacher")
+            raise ConfigError(f"own teacher must be a path (got {own!r}); fix --own-teacher")
         if distill.teacher_updates == "joint" and not own.startswith("module:"):
             raise ConfigError(
                 "--teacher-updates joint trains the teacher's weights, which an ONNX file or"
@@ -277,7 +279,7 @@ def _methods(distill: DistillConfig, model: ModelConfig) -> None:
         if model.own_teacher is not None or distill.teacher_updates == "joint":
             raise ConfigError(
                 "--assistant-arch distils an assistant from a frozen teacher kdbench trained;"
-                " drop it, or drop --teacher / --teacher-updates joint"
+                " drop it, or drop --own-teacher / --teacher-updates joint"
             )
     if model.head != "logits" and distill.loss != "kd":
         raise ConfigError(

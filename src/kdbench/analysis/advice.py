@@ -68,7 +68,7 @@ def lower_temperature(t: float) -> str:
     return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
 
 
-_PYTHON_NAMES = {"lr": "learning_rate"}  # flags not spelled as their setting
+_PYTHON_NAMES: dict[str, str] = {}  # flags not spelled as their setting (none now)
 
 
 def in_python(advice: str) -> str:

@@ -141,7 +141,7 @@ def _diverged(records: list[Record], cfg: Config) -> list[Finding]:
             "diverged",
             f"{len(diverged)} model(s) diverged and are excluded from the statistics",
             f"loss became NaN or infinite: {items}",
-            f"a lower --lr (now {cfg.train.learning_rate:g})",
+            f"a lower --learning-rate (now {cfg.train.learning_rate:g})",
         )
     ]
 

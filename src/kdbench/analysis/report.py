@@ -117,7 +117,7 @@ def table_markdown(summary: Summary, names: dict[str, str] | None = None) -> str
         notes.append(
             "The paper's column is left out: it applies to its own study (full MNIST trained"
             " until early stopping, its architectures, T = 10, alpha = 0.1, 10 members), not"
-            " to --train-limit, --epochs, your own --teacher or other settings of those."
+            " to --train-limit, --epochs, your own --own-teacher or other settings of those."
         )
     if summary.own_teacher is not None:
         notes.append(

@@ -83,7 +83,10 @@ def sweep(
     out: Annotated[Path, typer.Option(help="Sweep folder (points/, shared/, sweep.md).")],
     grid: Annotated[
         list[str],
-        typer.Option(help="name=v1,v2,... (repeatable), e.g. temperature=1,2,4 alpha=0.1,0.5."),
+        typer.Option(
+            help="name=v1,v2,... (repeatable), a setting as its flag is named (learning-rate;"
+            " learning_rate works too), e.g. temperature=1,2,4; sizes 100-50 in a list."
+        ),
     ],
     point: Annotated[
         list[str] | None,

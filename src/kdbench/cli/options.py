@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from kdbench.config import TOP_LEVEL, Config, flat_index, parse_sizes
-from kdbench.errors import KdbenchError
+from kdbench.errors import ConfigError, KdbenchError
 from kdbench.progress import with_progress
 
 __all__ = [
@@ -48,12 +48,14 @@ __all__ = [
 class Flag:
     setting: str  # the configuration field
     help: str  # what it means (the default is appended from config.py)
-    flag: str | None = None  # the option's name, when not --<setting-with-dashes>
     off: str | None = None  # a boolean's opposite flag, e.g. --keep-last
+    old: str | None = None  # the flag's former name: still accepted, with a deprecation note
 
     @property
     def name(self) -> str:
-        return self.flag or "--" + self.setting.replace("_", "-")
+        """Every flag is its setting's name with dashes: `learning_rate` is --learning-rate,
+        in config files, grids and the Python API alike (one word per setting)."""
+        return "--" + self.setting.replace("_", "-")
 
 
 FLAGS: dict[str, Flag] = {
@@ -69,8 +71,8 @@ FLAGS: dict[str, Flag] = {
         Flag("image_size", "Resize an image folder's images to S x S."),
         Flag("train_limit", "Use the first N training images."),
         Flag("validation_split", "Held-out tail of the training set."),
-        Flag("teacher_hidden", "Teacher hidden sizes, dash-separated."),
-        Flag("student_hidden", "Student (and ensemble member) hidden sizes, dash-separated."),
+        Flag("teacher_hidden", "Teacher hidden sizes, as in mlp:H1,H2: 500,400,300."),
+        Flag("student_hidden", "Student (and ensemble member) hidden sizes: 100 or 100,50."),
         Flag(
             "teacher_arch",
             "Teacher architecture: mlp:H1,H2 | lenet5 | cnn:C1,C2 | bncnn:C1,C2 | dscnn:C1,C2 |"
@@ -100,9 +102,9 @@ FLAGS: dict[str, Flag] = {
             "own_teacher",
             "Your own teacher instead of training one: an .onnx model, or its logits as"
             " .safetensors (tensors 'train', 'test') or .npy (training rows, then test rows).",
-            flag="--teacher",
+            old="--teacher",
         ),
-        Flag("learning_rate", "Learning rate (Adam's or SGD's).", flag="--lr"),
+        Flag("learning_rate", "Learning rate (Adam's or SGD's).", old="--lr"),
         Flag("adam_eps", "Adam epsilon (Keras' default)."),
         Flag("optimizer", "adam or sgd (every model kdbench trains)."),
         Flag("momentum", "SGD momentum (0: none)."),
@@ -248,7 +250,7 @@ def default_of(setting: str) -> Any:
 
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
-        return "-".join(map(str, value))
+        return ",".join(map(str, value))
     if isinstance(value, bool):
         return "on" if value else "off"
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -258,7 +260,7 @@ def _parameter(flag: Flag, kind: Any) -> inspect.Parameter:
     optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
     base = typing.get_args(kind)[0] if optional else kind
     if typing.get_origin(base) is tuple:
-        base = str  # sizes: 500-400-300
+        base = str  # sizes: 500,400,300
     help_text = f"{flag.help}  [default: {_shown(default_of(flag.setting))}]"  # as Click shows it
     names = [f"{flag.name}/{flag.off}"] if flag.off else [flag.name]
     option = typer.Option(*names, help=help_text, show_default=False)
@@ -266,6 +268,27 @@ def _parameter(flag: Flag, kind: Any) -> inspect.Parameter:
     return inspect.Parameter(
         flag.setting, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
     )
+
+
+def _old_parameter(flag: Flag, base: inspect.Parameter) -> inspect.Parameter:
+    """The flag under its former name (hidden from --help), read by `settings_options`."""
+    kind = typing.get_args(base.annotation)[0]
+    option = typer.Option(flag.old, hidden=True, show_default=False)
+    return inspect.Parameter(
+        f"{flag.setting}__old", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[kind, option],
+    )  # fmt: skip
+
+
+def _take_old(flag: Flag, new: Any, old: Any) -> Any:
+    """The value of a flag given under its former name, with a note saying the new one."""
+    if old is None:
+        return new
+    if new is not None:
+        raise ConfigError(f"{flag.old} is {flag.name}: give it once")
+    print(f"kdbench: note: {flag.old} is now {flag.name} (the old name still works)",
+          file=sys.stderr)  # fmt: skip
+    return old
 
 
 def settings_options(only: tuple[str, ...] | None = None):
@@ -279,10 +302,15 @@ def settings_options(only: tuple[str, ...] | None = None):
         own_hints = typing.get_type_hints(fn, include_extras=True)
         own = [p.replace(annotation=own_hints.get(p.name, p.annotation)) for p in own]
         settings = [_parameter(f, types[f.setting]) for f in chosen]
+        by_name = {p.name: p for p in settings}
+        settings += [_old_parameter(f, by_name[f.setting]) for f in chosen if f.old]
 
         @functools.wraps(fn)
         def command(**kwargs):
             overrides = {f.setting: kwargs.pop(f.setting) for f in chosen}
+            for f in (f for f in chosen if f.old):
+                overrides[f.setting] = _take_old(f, overrides[f.setting],
+                                                 kwargs.pop(f"{f.setting}__old"))  # fmt: skip
             for f in chosen:
                 if isinstance(default_of(f.setting), tuple) and overrides[f.setting] is not None:
                     overrides[f.setting] = parse_sizes(overrides[f.setting], f.name)

@@ -85,7 +85,7 @@ class OwnTeacher:
 
     @classmethod
     def from_setting(cls, setting: str) -> OwnTeacher:
-        """The teacher a `--teacher PATH` (or a run's config) names."""
+        """The teacher a `--own-teacher PATH` (or a run's config) names."""
         if setting.startswith(MODULE_PREFIX):
             raise ConfigError(
                 f"this run's teacher was an nn.Module ({setting[len(MODULE_PREFIX) :]}); pass it"
@@ -96,12 +96,12 @@ class OwnTeacher:
         kind = kinds.get(path.suffix, TeacherKind.LOGITS if path.suffix == ".npy" else None)
         if kind is None:
             raise ConfigError(
-                f"--teacher {setting}: give an .onnx model, or logits as .safetensors or .npy"
+                f"--own-teacher {setting}: give an .onnx model, or logits as .safetensors or .npy"
             )
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as exc:
-            raise DataError(f"cannot read --teacher {setting}: {exc.strerror}") from None
+            raise DataError(f"cannot read --own-teacher {setting}: {exc.strerror}") from None
         return cls(kind, setting, digest, path=path)
 
     def logits(self, splits: Splits, n_train_images: int, validation_split: float,

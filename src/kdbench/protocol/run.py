@@ -204,7 +204,7 @@ def reproduce(
     `progress`: True (a progress bar on stderr), False or None (silent), or your callback.
     `teacher`: your own trained teacher instead of one kdbench trains (an `nn.Module`
     instance, or the path of an ONNX model or of its logits: `kdbench.protocol.own_teacher`;
-    `--teacher PATH` sets the same in `cfg`), or a factory (a class or function returning a
+    `--own-teacher PATH` sets the same in `cfg`), or a factory (a class or function returning a
     fresh `nn.Module`) for the teachers kdbench trains. `student`: a factory for the ensemble
     members and students. kdbench seeds each member before calling a factory."""
     if cfg is not None:
@@ -245,7 +245,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     if own is not None:
         cfg = cfg.with_overrides(own_teacher=own.setting, own_teacher_sha256=own.sha256)
         if shared is not None:
-            raise ConfigError("a sweep trains its own teachers; --teacher is for one study")
+            raise ConfigError("a sweep trains its own teachers; --own-teacher is for one study")
     if cfg.data.data is not None and arrays is None and cfg.data.fingerprint is None:
         cfg, arrays = data_file(cfg)  # (a sweep's point has them in its folder: fingerprinted)
     check(cfg)

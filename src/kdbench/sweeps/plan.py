@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,13 @@ def _types() -> dict[str, str]:
 
 
 def _setting(raw: str, flag: str) -> str:
-    """The setting a `--grid`/`--point` name means (dashes as underscores, lr)."""
+    """The setting a `--grid`/`--point` name means: its flag's name (learning-rate) or its
+    config key (learning_rate), one word either way; the former `lr` with a note."""
     name = raw.strip().replace("-", "_")
     if name == "lr":
         name = "learning_rate"
+        print(f"kdbench: note: {flag} lr is now learning-rate (the old name still works)",
+              file=sys.stderr)  # fmt: skip
     index = flat_index()
     if name not in index or name in _NOT_SWEPT:
         valid = [n for n in index if n not in _NOT_SWEPT]
