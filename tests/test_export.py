@@ -177,6 +177,15 @@ def test_load_gives_the_trained_model_back(quick_run):
         assert err == pytest.approx(recorded, abs=1e-6)
     member = kdbench.load(quick_run, "ensemble", repeat=0, member=2)
     assert isinstance(member, torch.nn.Sequential)
+    # a loaded ensemble returns logits, as students do: softmax of its output is the mean of
+    # its members' probabilities (it returned those probabilities themselves)
+    whole = kdbench.load(quick_run, "ensemble", repeat=0)
+    parts = [kdbench.load(quick_run, "ensemble", repeat=0, member=k) for k in range(3)]
+    with torch.no_grad():
+        x = arrays.x_test[:50]
+        mean = torch.stack([m(x).softmax(-1) for m in parts]).mean(0)
+        assert torch.allclose(whole(x).softmax(-1), mean, atol=1e-6)
+        assert torch.allclose(whole(x).exp(), mean, atol=1e-6)  # log-probabilities
     with pytest.raises(kdbench.ConfigError, match=r"members 0\.\.2"):
         kdbench.load(quick_run, "ensemble", repeat=0, member=3)
 

@@ -169,7 +169,7 @@ class MLP(StackModel):
 
 def _onnx(members, opset: int):
     """The fully connected members' ONNX graph, written from the weights: input `images`
-    `[N, features]` -> `logits` (one network) or `probs` (an ensemble's mean softmax); it maps
+    `[N, features]` -> `logits` (one network, or an ensemble's log mean softmax); it maps
     one to one onto `stack_forward`."""
     import onnx  # loads slowly: only when a model is exported
     from onnx import TensorProto, helper, numpy_helper
@@ -204,7 +204,8 @@ def _onnx(members, opset: int):
             nodes.append(helper.make_node("Softmax", [o], [f"m{k}.probs"], axis=1))
             probs.append(f"m{k}.probs")
         nodes.append(helper.make_node("Mean", probs, ["probs"]))
-        out_name = "probs"
+        nodes.append(helper.make_node("Log", ["probs"], ["logits"]))  # as `modules.Ensemble`
+        out_name = "logits"
     graph = helper.make_graph(
         nodes,
         "kdbench",

@@ -92,15 +92,16 @@ class _MemberDropout(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """An ensemble as the study evaluates it: the mean of its members' probabilities. Its
-    output is probabilities, not logits."""
+    """An ensemble as the study evaluates it: the mean of its members' probabilities, returned
+    as logits like every other model: their log, so `softmax` of the output is that mean and
+    `argmax` is the ensemble's prediction."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ensemble_probs(torch.stack([m(x) for m in self.members]))
+        return ensemble_probs(torch.stack([m(x) for m in self.members])).log()
 
 
 class ModuleStack(StackModel):

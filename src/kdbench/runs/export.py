@@ -44,7 +44,7 @@ def _module_onnx(members: Members, family: StackModel):
     import onnx  # loads slowly: only when a model is exported
 
     module, buf = as_module(members, family), io.BytesIO()
-    output = "logits" if len(members) == 1 else "probs"
+    output = "logits"  # an ensemble's too: the log of its mean probability (`Ensemble`)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
@@ -58,8 +58,8 @@ def _module_onnx(members: Members, family: StackModel):
 
 
 def onnx_model(members: Members, family: StackModel):
-    """ONNX graph: input `images` `[N, *input_shape]` -> `logits` (one network) or `probs`
-    (an ensemble: the mean of its members' softmax). The family's own graph where it writes one
+    """ONNX graph: input `images` `[N, *input_shape]` -> `logits` (of one network, or of an
+    ensemble: the log of its members' mean softmax). The family's own graph where it writes one
     (`StackModel.onnx`), else `torch.onnx.export` of its member modules."""
     own = family.onnx(members, OPSET)
     return own if own is not None else _module_onnx(members, family)
@@ -194,7 +194,7 @@ def export(
         "input": ", ".join(map(str, family.input_shape)),
         "classes": int(got.shape[1]),
         "preprocessing": preprocessing(read_config(run_dir).data.dataset),
-        "output": "logits" if len(members) == 1 else "probabilities (mean of the members')",
+        "output": "logits" if len(members) == 1 else "logits (log of the members' mean softmax)",
         "test_error_pct": f"{100 * error:.2f}",
         "row_mean_pct": f"{row.mean_pct:.2f}" if row and row.mean_pct is not None else "–",
         "row_ci95_pct": f"{ci[0]:.2f}–{ci[1]:.2f}%" if ci else "",

@@ -27,7 +27,7 @@ BATCHES = (1, 256)
 def torch_forward(
     members: export.Members, family: StackModel
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's eager forward (eval mode): logits, or an ensemble's mean probabilities."""
+    """The model's eager forward (eval mode): logits (an ensemble's: log mean probability)."""
     module = export.as_module(members, family)
 
     def run(x: torch.Tensor) -> torch.Tensor:
