@@ -9,18 +9,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from kdbench.data import datasets as data
+import kdbench
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/images.npz")
 n_train, n_test = (int(v) for v in sys.argv[2:4]) if len(sys.argv) > 3 else (3000, 1000)
-a = data.load_arrays("mnist")
+mnist = kdbench.dataset("mnist")  # flattened rows in [0, 1]: back to 28x28 bytes
+
+
+def images(x: torch.Tensor) -> np.ndarray:
+    return (x * 255).round().to(torch.uint8).reshape(-1, 28, 28).numpy()
+
+
 out.parent.mkdir(parents=True, exist_ok=True)
 np.savez_compressed(
     out,
-    x_train=a["train_images"][:n_train].reshape(-1, 28, 28),
-    y_train=a["train_labels"][:n_train],
-    x_test=a["test_images"][:n_test].reshape(-1, 28, 28),
-    y_test=a["test_labels"][:n_test],
+    x_train=images(mnist.x_train[:n_train]),
+    y_train=mnist.y_train[:n_train].numpy(),
+    x_test=images(mnist.x_test[:n_test]),
+    y_test=mnist.y_test[:n_test].numpy(),
 )
 print(f"{out}: {n_train} training and {n_test} test images, 28x28, uint8")

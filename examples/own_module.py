@@ -17,7 +17,6 @@ import torch
 from tiny_nets import TinyNet  # this folder is on sys.path when the script runs
 
 import kdbench
-from kdbench.data import datasets as data
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/own-module")
 cfg = kdbench.preset("paper").with_overrides(
@@ -46,8 +45,8 @@ subprocess.run(
 
 # your TinyNet, in eval mode
 student = kdbench.load(folder, "student_from_ensemble", repeat=0, trust_code=True)
-splits = data.load("mnist")
+mnist = kdbench.dataset("mnist")  # as the models see it: flattened rows in [0, 1]
 with torch.no_grad():
-    images = splits.x_test.view(-1, *student.input_shape)  # [N, 1, 28, 28]
-    error = (student(images).argmax(1) != splits.y_test).float().mean().item()
+    images = mnist.x_test.view(-1, *student.input_shape)  # [N, 1, 28, 28]
+    error = (student(images).argmax(1) != mnist.y_test).float().mean().item()
 print(f"{type(student).__name__} back from {folder}: {100 * error:.2f}% test error")

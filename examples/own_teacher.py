@@ -10,20 +10,17 @@ python examples/own_teacher.py        # about three minutes on 2 CPU cores
 
 import os
 
-import numpy as np
 import torch
 from torch import nn
 
 import kdbench
-from kdbench.data import datasets as data
 
 # The data kdbench's models see: MNIST flattened to 784 values in [0, 1] (`student.preprocessing`
 # says the same). Your teacher takes those rows; reshape inside it as it needs.
 SHORT = os.environ.get("KDBENCH_EXAMPLE") == "short"  # CI runs every example: the same, smaller
 N = 1000 if SHORT else 10000
-arrays = data.load_arrays("mnist")
-x = torch.from_numpy(arrays["train_images"][:N].reshape(-1, 784).astype(np.float32) / 255)
-y = torch.from_numpy(arrays["train_labels"][:N].astype(np.int64))
+mnist = kdbench.dataset("mnist")  # .x_train [N, 784] float32 in [0, 1], .y_train, .x_test ...
+x, y = mnist.x_train[:N], mnist.y_train[:N]
 
 
 class SmallCNN(nn.Module):
@@ -65,9 +62,8 @@ print(summary["comparisons"][0]["verdict"])  # student from your teacher vs hard
 student = kdbench.load(folder, "student_from_teacher", repeat=0)
 print(student)
 print("inputs:", student.preprocessing)
-x_test = torch.from_numpy(arrays["test_images"].reshape(-1, 784).astype(np.float32) / 255)
 with torch.no_grad():
-    accuracy = (student(x_test).argmax(-1).numpy() == arrays["test_labels"]).mean()
+    accuracy = (student(mnist.x_test).argmax(-1) == mnist.y_test).float().mean().item()
 print(f"student test accuracy {100 * accuracy:.2f}%")
 print(f"report: {folder / 'report.md'}")
 print(f"export: kdbench export {folder} --role student_from_teacher")

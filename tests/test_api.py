@@ -99,3 +99,24 @@ def test_the_entry_points_are_listed_named_alike_and_annotated_right(tmp_path):
     cfg = kdbench.Config().with_overrides(dataset="digits", repeats=1, members=2)
     with pytest.warns(DeprecationWarning, match="config="), pytest.raises(kdbench.KdbenchError):
         kdbench.reproduce(cfg=cfg, out=taken, progress=False)
+
+
+def test_device_auto_is_cuda_where_visible_and_config_json_records_which(tmp_path, monkeypatch):
+    """With a GPU present the device stayed the CPU; `device="auto"` picks it, and the run
+    folder says which device trained (a resume elsewhere is checked against it)."""
+    import json
+
+    import torch
+
+    import kdbench
+    from kdbench.protocol.run import settle_device
+
+    auto = kdbench.Config().with_overrides(device="auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert settle_device(auto).device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert settle_device(auto).device == "cpu"
+    cfg = auto.with_overrides(dataset="digits", repeats=1, members=1, epochs=1,
+                              teacher_hidden=(16,), student_hidden=(8,), threads=1)  # fmt: skip
+    folder, _ = kdbench.reproduce(cfg, tmp_path / "run", progress=False, measure_latency=False)
+    assert json.loads((folder / "config.json").read_text())["config"]["device"] == "cpu"

@@ -36,3 +36,20 @@ def test_example_runs(name, tmp_path):
     got = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert got.returncode == 0, got.stderr[-2000:]
     assert SAYS[name] in got.stdout, got.stdout[-2000:]
+
+
+def test_examples_use_only_the_public_api():
+    """The examples imported `kdbench.data.datasets`: a user copying them depended on an
+    internal module. Only `import kdbench` and names in `kdbench.__all__`."""
+    import ast
+
+    import kdbench
+
+    for path in sorted(EXAMPLES.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kdbench"):
+                assert node.module == "kdbench", f"{path.name} imports {node.module}"
+                assert {a.name for a in node.names} <= set(kdbench.__all__), path.name
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("kdbench")]
+                assert all(n == "kdbench" for n in names), f"{path.name} imports {names}"

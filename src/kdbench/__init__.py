@@ -6,6 +6,7 @@ Public API::
     folder, summary = reproduce(Config().with_overrides(repeats=2, train_limit=5000), "runs/try")
     folder, summary = study(x_train, y_train, x_test, y_test, Config(), "runs/mine")  # your data
     student = load(folder, "student_from_ensemble", repeat=0)  # an nn.Module, eval mode
+    mnist = dataset("mnist")  # the data as the models see it: .x_train, .y_train, .x_test ...
     result = sweep(Config(), {"temperature": [2, 5]}, "runs/grid")  # kdbench sweep
     table = explain("runs/why", repeats=2)  # kdbench explain; both take arrays=(x_train, ...)
 """
@@ -32,6 +33,10 @@ def __getattr__(name: str):
         from kdbench.runs.loading import load
 
         return load
+    if name == "dataset":
+        from kdbench.data.datasets import load as dataset
+
+        return dataset
     if name == "DistillationLoss":  # the base class of your own loss (--loss module:Class)
         from kdbench.engine.losses import DistillationLoss
 
@@ -52,6 +57,7 @@ __all__ = [
     "KdbenchError",
     "RunFolderError",
     "__version__",
+    "dataset",
     "explain",
     "load",
     "preset",

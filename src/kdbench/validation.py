@@ -82,7 +82,7 @@ def validate(cfg: Any) -> None:  # a `config.Config` (which imports this module)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a whole number >= 0 (got {seed!r}); fix --seed")
     if cfg.device not in DEVICES:
-        raise ConfigError(f"device must be cpu or cuda (got {cfg.device!r}); fix --device")
+        raise ConfigError(f"device must be cpu, cuda or auto (got {cfg.device!r}); fix --device")
     if cfg.threads is not None:
         _positive_int(cfg.threads, "threads", "--threads")
     if not isinstance(cfg.preset, str) or not cfg.preset:

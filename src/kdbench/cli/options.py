@@ -174,7 +174,7 @@ FLAGS: dict[str, Flag] = {
         Flag("repeats", "Independent iterations of the study."),
         Flag("members", "Small networks in each ensemble."),
         Flag("seed", "Base seed; every model's seed derives from it."),
-        Flag("device", "cpu or cuda."),
+        Flag("device", "cpu, cuda, or auto (CUDA where a GPU is visible; config.json says which)."),
         Flag("threads", "Torch CPU threads; none = torch's own count."),
     )
 }

@@ -7,6 +7,7 @@ against the SHA-256 of their decompressed bytes, so a corrupted install cannot p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +269,12 @@ def load(
     validation_split: float = 0.1,
     train_limit: int | None = None,
 ) -> Splits:
-    return split_arrays(load_arrays(name, data_dir), validation_split, train_limit)
+    """A dataset as a study splits it and its models see it (`kdbench.dataset`): float32
+    features in [0, 1], one flattened row an image (`image`: its channels, height, width),
+    int64 labels; validation rows the last `validation_split` of the (first `train_limit`)
+    training rows."""
+    splits = split_arrays(load_arrays(name, data_dir), validation_split, train_limit)
+    return dataclasses.replace(splits, image=image_of(name))
 
 
 def _numpy(a, what: str) -> np.ndarray:

@@ -78,6 +78,15 @@ def environment(cfg: Config) -> dict[str, str]:
     return env
 
 
+def settle_device(cfg: Config) -> Config:
+    """`device="auto"` as the device it means here: CUDA where torch sees a GPU, else the CPU.
+    Settled before anything is written, so config.json (and a sweep's shared keys) record the
+    device that trained, and a folder resumed on another machine is checked against it."""
+    if cfg.device != "auto":
+        return cfg
+    return cfg.with_overrides(device="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _prepare_device(cfg: Config) -> str | None:
     """Threads: --threads, or one thread on a busy machine. Returns the notice to print once the
     run has started (a refused run prints its error line alone)."""
@@ -211,7 +220,7 @@ def reproduce(
         warnings.warn("reproduce(cfg=...) is now reproduce(config=...)", DeprecationWarning,
                       stacklevel=2)  # fmt: skip
         config = cfg if config is None else config
-    cfg, teacher = _factories(config or Config(), teacher, student)
+    cfg, teacher = _factories(settle_device(config or Config()), teacher, student)
     if progress is True:
         return with_progress(False, lambda bar: _reproduce(
             cfg, out, bar, measure_latency, arrays, shared, teacher))  # fmt: skip

@@ -26,6 +26,7 @@ from kdbench.analysis.stats import FEW_REPEATS, FEW_REPEATS_NOTE, SIGNIFICANCE
 from kdbench.config import Config, flat_index
 from kdbench.errors import RunFolderError
 from kdbench.protocol.presets import PRESETS
+from kdbench.protocol.run import settle_device
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.roles import ROWS, Role
 from kdbench.runs import guard
@@ -103,6 +104,7 @@ def run_variants(
     reuse_run: Path | None = None,
 ) -> list[VariantRun]:
     """Train (or resume) every variant, sharing what they share."""
+    configs = {name: settle_device(cfg) for name, cfg in configs.items()}
     points = plan(configs, Path(out))
     with guard.claim(Path(out)):  # one writer: a second explain on this --out is refused
         if reuse_run is not None:

@@ -18,6 +18,7 @@ from kdbench.analysis.controls import control_comparisons_of
 from kdbench.analysis.stats import FEW_REPEATS, SIGNIFICANCE, adjusted_interval, holm
 from kdbench.config import MAX_STACK, Config
 from kdbench.errors import ConfigError, RunFolderError
+from kdbench.protocol.run import settle_device
 from kdbench.roles import DISTILLED_ROLES as KD
 from kdbench.runs import guard
 from kdbench.runs.store import atomic_write, read_summary, write_json
@@ -97,6 +98,7 @@ def run(
         raise ConfigError(f"unknown executor '{executor}'; use {' or '.join(EXECUTORS)}")
     out = Path(out)
     extra = list(extra)
+    base = settle_device(base)
     plan = points(base, grid, out, extra)
     with guard.claim(out):  # one writer: a second sweep on this --out is refused
         spec = {"grid": grid, "points": extra, "base": base.to_dict(), "max_stack": max_stack}
