@@ -21,11 +21,15 @@ def test_progress_moves_at_least_every_second(small_splits):
     calls = []
     cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8)  # 60 steps, about 3 s
     stack = engine.Stack("t", [784, 8, 10], [1], [2], _Slow())
-    engine.train(stack, small_splits, cfg, lambda *a: calls.append((time.perf_counter(), a)))
-    times = [t for t, _ in calls]
+    engine.train(stack, small_splits, cfg,
+                 lambda *a, **k: calls.append((time.perf_counter(), a, k)))  # fmt: skip
+    times = [t for t, _, _ in calls]
     assert times[-1] - times[0] > 2
     assert max(b - a for a, b in itertools.pairwise(times)) < 1.0
     assert calls[-1][1][3] == calls[-1][1][4]  # the epoch's last call: all steps done
+    # ... and it carries the epoch's means (what live tracking sends); the others do not
+    assert set(calls[-1][2]["metrics"]) == {"train_loss", "val_loss", "val_error"}
+    assert all(not k for _, _, k in calls[:-1])
 
 
 def test_python_api_shows_progress_unless_told_not_to(tmp_path, capsys):

@@ -234,3 +234,41 @@ def test_a_server_that_never_answers_is_one_line_within_the_timeout(monkeypatch,
     monkeypatch.setattr(tracking, "where", lambda: "http://127.0.0.1:9")  # not contacted
     tracking._client()  # unset: kdbench's bounds, not MLflow's minutes
     assert {k: __import__("os").environ[k] for k in tracking.TIMEOUTS} == tracking.TIMEOUTS
+
+
+def test_live_tracking_logs_each_epoch_while_training_into_the_same_run(tmp_path, monkeypatch):
+    """`--track-live`: each stack's epoch means reach MLflow as the study trains (the history
+    of the teachers is there before the students train), in the parent run the finished
+    folder then completes: one parent, not two."""
+    from kdbench.runs import tracking as tr
+
+    seen_while_training = []
+    original = tr.Live.__call__
+
+    def spy(self, stack, epoch, active, metrics):
+        original(self, stack, epoch, active, metrics)
+        if stack == "distilled students" and epoch == 1:  # the teachers' history is sent by now
+            history = self.client.get_metric_history(self.run_id, "live.teachers.val_loss")
+            seen_while_training.append([m.step for m in history])
+
+    monkeypatch.setattr(tr.Live, "__call__", spy)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["reproduce", *SMALL, "--no-latency", "--out", "run", "--track", "mlflow",
+            "--track-live"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen_while_training == [[1, 2]]
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    parents = [r for r in _runs(tmp_path / "run") if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    client = mlflow.tracking.MlflowClient()
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    teachers = [r for r in records if r["role"] == "teacher"]
+    history = client.get_metric_history(parents[0].info.run_id, "live.teachers.val_loss")
+    want = [sum(r["history"][e]["val_loss"] for r in teachers) / len(teachers) for e in (0, 1)]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(want, 1e-5)
+    assert "student_hard.test_error_pct" in parents[0].data.metrics  # then completed
+    bad = CliRunner().invoke(app, ["reproduce", *SMALL, "--out", "x", "--track-live"])
+    assert bad.exit_code == 2 and "add --track mlflow" in bad.stderr

@@ -43,8 +43,11 @@ class Bar:
     """Rich progress bar on a terminal (one bar per epoch of the current stack, models still
     training, study ETA); one plain line per epoch when stderr is a log file."""
 
-    def __init__(self) -> None:
-        self.live = err.is_terminal
+    def __init__(self, silent: bool = False) -> None:
+        self.silent = silent  # nothing printed (--quiet): the bar only feeds `observers`
+        self.live = err.is_terminal and not silent
+        # called at each epoch's end as fn(stack, epoch, active, metrics): live tracking
+        self.observers: list = []
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -71,6 +74,8 @@ class Bar:
 
     def phase(self, text: str) -> None:
         """A line saying what the study does now (a point, a reuse, the report)."""
+        if self.silent:
+            return
         elapsed = _duration(time.perf_counter() - self.start)
         line = f"{text} · {elapsed} elapsed"
         if self.live:
@@ -117,8 +122,13 @@ class Bar:
             left += epochs * steps * s.members * s.macs
         return left
 
-    def __call__(self, stack, epoch, last, step, steps, active) -> None:
+    def __call__(self, stack, epoch, last, step, steps, active, metrics=None) -> None:
         self._advance(stack, epoch, step, active)
+        if metrics is not None:
+            for observe in self.observers:
+                observe(stack, epoch, active, metrics)
+        if self.silent:
+            return
         desc = f"{stack:<18} epoch {epoch:>2}/{last} · {active} training"
         eta = self.eta(stack, epoch, step, steps, active)
         elapsed = _duration(time.perf_counter() - self.start)
@@ -145,10 +155,12 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
-def with_progress(quiet: bool, fn):
-    """fn(progress) under a progress bar, or fn(None) when quiet."""
-    if quiet:
+def with_progress(quiet: bool, fn, observers: tuple = ()):
+    """fn(progress) under a progress bar, or fn(None) when quiet; `observers` see each epoch's
+    end (a quiet bar prints nothing and still feeds them)."""
+    if quiet and not observers:
         return fn(None)
-    bar = Bar()
+    bar = Bar(silent=quiet)
+    bar.observers.extend(observers)
     with bar.progress:
         return fn(bar)

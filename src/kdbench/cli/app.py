@@ -77,6 +77,13 @@ def reproduce(
     ] = True,
     track: Track = None,
     experiment: Experiment = None,
+    track_live: Annotated[
+        bool,
+        typer.Option(
+            "--track-live",
+            help="With --track mlflow: also log each stack's epoch means while it trains.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Run the paper's study: teacher, ensemble, distilled students, hard-label student. The
@@ -89,12 +96,19 @@ def reproduce(
         config = out / "config.json"  # resume or grow: the folder's settings, then the flags
     cfg = resolve_with(config, preset, overrides)
     tracking.check(track)
+    if track_live and track != "mlflow":
+        raise ConfigError("--track-live logs to MLflow while the study trains: add --track mlflow")
+    from kdbench.protocol.run import default_out
     from kdbench.protocol.run import (
         reproduce as run,  # after the settings are checked: torch loads slowly
     )
 
     start = time.perf_counter()
-    folder, summary = with_progress(quiet, lambda bar: run(cfg, out, bar, measure_latency=latency))
+    out = out or default_out()
+    observers = (tracking.Live(out, experiment),) if track_live else ()
+    folder, summary = with_progress(
+        quiet, lambda bar: run(cfg, out, bar, measure_latency=latency), observers
+    )
     tracked(track, folder, experiment)
     from kdbench.analysis.report import answer_line
 

@@ -31,9 +31,12 @@ from kdbench.engine.stack_model import Params, StackModel, copy_rows
 from kdbench.engine.stopping import EarlyStopping, EpochLog
 from kdbench.engine.streams import Augment, Augmentation, Dropout, Jitter, Noise
 
-# progress(stack name, epoch, last epoch, step, steps per epoch, active members)
+# progress(stack name, epoch, last epoch, step, steps per epoch, active members); at an epoch's
+# end also metrics=: the mean over the members trained that epoch of train_loss, val_loss and
+# val_error (what live tracking plots while the study runs)
 Progress = Callable[[str, int, int, int, int, int], None]
 PROGRESS_SECONDS = 0.5  # the longest wait between progress callbacks within an epoch
+EPOCH_METRICS = ("train_loss", "val_loss", "val_error")  # `metrics=` of an epoch's last call
 
 
 @dataclass
@@ -256,7 +259,9 @@ def train(
             rows = decision.improved.nonzero().squeeze(1)
             copy_rows(best, params, rows.to(device), active[rows].to(device))
         if progress is not None:
-            progress(stack.name, epoch, last_epoch, steps, steps, int((~decision.stop).sum()))
+            means = {k: float(getattr(log, k).float().mean()) for k in EPOCH_METRICS}
+            progress(stack.name, epoch, last_epoch, steps, steps, int((~decision.stop).sum()),
+                     metrics=means)  # fmt: skip
         if bool(decision.stop.any()):
             rows = decision.stop.nonzero().squeeze(1)
             copy_rows(final, params, rows.to(device), active[rows].to(device))

@@ -19,6 +19,11 @@ server), else the file store `./mlruns` (no server needed).
 
 A tracker that fails never fails the run: the folder is complete before anything is sent, the
 failure is one line naming the fix, and `kdbench track RUN_DIR` sends it later.
+
+Live (`--track-live`, MLflow): while the study trains, each stack's epoch means (train loss,
+validation loss and error over the members still training, and how many) go to the study's
+parent run as step metrics `live.<stack>.<metric>`; the run is then completed from the folder
+as above. A tracker failing mid-run stops the live logging with one line, never the training.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from kdbench.errors import ConfigError, KdbenchError, TrackingError
@@ -373,3 +379,38 @@ def log_sweep(out: Path, experiment_name: str | None = None) -> str:
         log_study(out / point["folder"], parent=run_id, experiment=experiment)
     client.set_terminated(run_id)
     return run_id
+
+
+class Live:
+    """Per-epoch logging while the study trains: an observer of the progress bar
+    (`progress.Bar.observers`) that sends each epoch's stack means to the folder's parent run
+    (the one `log_study` completes after the run)."""
+
+    def __init__(self, folder: Path, experiment: str | None = None):
+        self.folder, self.experiment = Path(folder), experiment
+        self.client = self.run_id = None
+        self.failed = False
+
+    def _open(self) -> None:
+        client = _client()
+        experiment = _experiment(client, self.folder, self.experiment)
+        self.run_id = _open_run(client, experiment, self.folder)[0]
+        self.client = client
+
+    def __call__(self, stack: str, epoch: int, active: int, metrics: dict[str, float]) -> None:
+        if self.failed:
+            return
+        from mlflow.entities import Metric
+
+        name = str(stack).replace(" ", "_")
+        try:
+            if self.client is None:
+                self._open()
+            values = {**metrics, "active": active}
+            rows = [Metric(f"live.{name}.{k}", _rounded(v), 0, epoch) for k, v in values.items()]
+            self.client.log_batch(self.run_id, metrics=rows)
+        except Exception as exc:  # the tracker's failure: training goes on, said once
+            self.failed = True
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"kdbench: note: live tracking stopped ({type(exc).__name__}: {first[:150]});"
+                  " the run goes on and is sent when it ends", file=sys.stderr)  # fmt: skip
