@@ -43,27 +43,69 @@ def test_python_api_shows_progress_unless_told_not_to(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_busy_machine_trains_on_one_thread_and_says_so(monkeypatch, capsys):
-    import os
+def test_threads_fit_the_cores_other_processes_leave_free():
+    """One of two cores busy: kdbench started two threads and every parallel region waited on
+    the one sharing a core (a study's first epochs took 582 s against 38 s). Threads are the
+    free cores, a core others use less than a quarter of counting as free."""
+    from kdbench.protocol.threads import choose
+
+    assert choose(2, 0.0, 2) == 2 and choose(2, 0.2, 2) == 2  # idle, or nearly
+    assert choose(2, 0.3, 2) == 1 and choose(2, 1.0, 2) == 1  # one core taken
+    assert choose(4, 1.1, 4) == 3 and choose(4, 1.3, 4) == 2
+    assert choose(2, 5.0, 2) == 1  # at least one
+    assert choose(8, 0.0, 2) == 2  # never beyond torch's own count (OMP_NUM_THREADS)
+
+
+def test_threads_are_chosen_again_at_each_stack_and_said_when_they_change(monkeypatch):
+    import torch
+
+    from kdbench.protocol import busy, threads
+
+    monkeypatch.setattr(threads, "_cap", 2)
+    monkeypatch.setattr(threads, "_last", (None, None))
+    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    load = iter([1.0, 0.0, 0.1])  # other processes' cores: before the first stack, then between
+    monkeypatch.setattr(busy, "busy_cores", lambda cores: next(load))
+    monkeypatch.setattr(busy, "others_busy_cores", lambda a, b, cores: next(load))
+    try:
+        first = threads.fit(None, "cpu")
+        assert torch.get_num_threads() == 1
+        assert first.why() == "1 of 2 threads: other processes use 1.0 core; --threads N fixes it"
+        assert threads.fit(None, "cpu").threads == 2 and torch.get_num_threads() == 2  # freed
+        assert threads.fit(None, "cpu") is None and torch.get_num_threads() == 2  # not said again
+        assert threads.fit(3, "cpu").why() == "3 threads (--threads)"  # --threads always wins
+        assert threads.fit(None, "cuda") is None and torch.get_num_threads() == 3  # GPU: as is
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_a_study_on_a_busy_machine_says_its_threads_and_records_them(tmp_path, monkeypatch,
+                                                                     capsys):  # fmt: skip
+    import json
 
     import torch
 
-    from kdbench.protocol import busy, run
+    from kdbench import reproduce
+    from kdbench.protocol import busy, threads
     from kdbench.protocol.presets import resolve
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    for others, threads in ((3.9, 1), (0.3, 4)):
-        torch.set_num_threads(4)
-        monkeypatch.setattr(run, "_THREADS_DECIDED", False)
-        monkeypatch.setattr(busy, "busy_cores", lambda cores, others=others: others)
-        notice = run._prepare_device(resolve("paper"))
-        assert torch.get_num_threads() == threads
-        assert (notice is not None and "machine is busy" in notice) == (threads == 1)
-    # decided once per process: a later study must not take this process's own load for others'
-    monkeypatch.setattr(busy, "busy_cores", lambda cores: 3.9)
-    assert run._prepare_device(resolve("paper")) is None and torch.get_num_threads() == 4
-    run._prepare_device(resolve("paper", threads=2))  # an explicit --threads always wins
-    assert torch.get_num_threads() == 2
+    monkeypatch.setattr(threads, "_cap", 2)
+    monkeypatch.setattr(threads, "_last", (None, None))
+    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    monkeypatch.setattr(busy, "busy_cores", lambda cores: 1.0)
+    monkeypatch.setattr(busy, "others_busy_cores", lambda a, b, cores: 1.0)
+    try:
+        cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=1)
+        folder, _ = reproduce(cfg, tmp_path / "a", measure_latency=False)
+    finally:
+        torch.set_num_threads(1)
+    err = capsys.readouterr().err
+    assert "teachers: 1 of 2 threads: other processes use 1.0 core" in err
+    assert err.count("of 2 threads") == 1  # said once: the later stacks chose the same
+    records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines()]
+    assert {r.get("threads") for r in records if r["kind"] == "model"} == {1}
+    env = json.loads((folder / "config.json").read_text())["environment"]
+    assert env["torch threads"] == threads.RULE
 
 
 def _fake_proc(root, busy, idle, own):

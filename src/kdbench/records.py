@@ -25,7 +25,7 @@ VERSION = 4
 MODEL, ENSEMBLE = "model", "ensemble"  # the two kinds of record
 # what the machine measured while training, not what training computed: a rerun on the same
 # machine gives the same records but for these
-MEASURED = ("seconds", "peak_memory_bytes", "memory_kind", "energy_joules")
+MEASURED = ("seconds", "peak_memory_bytes", "memory_kind", "energy_joules", "threads")
 _KEPT_WHEN_NONE = ("member", "diverged_epoch")  # written as null; other None fields are left out
 
 
@@ -57,6 +57,7 @@ class Record:
     memory_kind: str | None = None  # a key of engine.meter.MEMORY_KINDS
     energy_joules: float | None = None  # its share of its stack's energy, where measured
     label_smoothing: float | None = None  # a smoothing control's epsilon (`protocol.controls`)
+    threads: int | None = None  # CPU threads its stack trained on (`protocol.threads`)
     version: int = field(default=VERSION)
 
     def __post_init__(self) -> None:
@@ -112,10 +113,11 @@ _TYPES: dict[str, tuple] = {
     "best_epoch": (int,), "seconds": (int, float), "config_sha256": (str,),
     "train_macs": (int,), "target_macs": (int,), "peak_memory_bytes": (int,),
     "memory_kind": (str,), "energy_joules": (int, float), "label_smoothing": (int, float),
+    "threads": (int,),
 }  # fmt: skip
 _OPTIONAL = {"member", "diverged_epoch", "epochs", "best_epoch", "seconds", "config_sha256",
              "train_macs", "target_macs", "peak_memory_bytes", "memory_kind",
-             "energy_joules", "label_smoothing"}  # fmt: skip
+             "energy_joules", "label_smoothing", "threads"}  # fmt: skip
 
 
 def dumps(records: list[Record]) -> str:

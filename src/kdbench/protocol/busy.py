@@ -35,13 +35,14 @@ def sample(proc: Path = Path("/proc")) -> CpuSample | None:
         own = (proc / "self" / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if cpu[0] != "cpu" or len(cpu) < 8 or len(own) < 13:
+    if cpu[0] != "cpu" or len(cpu) < 8 or len(own) < 15:
         return None
     user, nice, system, idle, iowait, irq, softirq = (int(v) for v in cpu[1:8])
     steal = int(cpu[8]) if len(cpu) > 8 else 0
     busy = user + nice + system + irq + softirq + steal
-    # utime and stime are the 14th and 15th fields of /proc/self/stat: 12th and 13th after comm
-    return CpuSample(busy=busy, total=busy + idle + iowait, own=int(own[11]) + int(own[12]))
+    # utime, stime, cutime, cstime are the 14th to 17th fields of /proc/self/stat (12th to 15th
+    # after comm): this process's threads and the children it waited for (a compiler it ran)
+    return CpuSample(busy=busy, total=busy + idle + iowait, own=sum(int(v) for v in own[11:15]))
 
 
 def others_busy_cores(before: CpuSample, after: CpuSample, cores: int) -> float:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from kdbench.engine.own_code import code_settings, setting_of, trust
 from kdbench.engine.trainer import Progress
 from kdbench.errors import ConfigError
 from kdbench.progress import Bar, with_progress
-from kdbench.protocol import busy, plans
+from kdbench.protocol import plans, threads
 from kdbench.protocol.arrays import arrays_of, data_file, keep_in, with_arrays
 from kdbench.protocol.model_checks import check, check_models
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherKind, TeacherLogits
@@ -68,7 +66,7 @@ def environment(cfg: Config) -> dict[str, str]:
         "scipy": scipy.__version__,
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
-        "torch threads": str(torch.get_num_threads()),
+        "torch threads": str(cfg.threads) if cfg.threads is not None else threads.RULE,
         "device": cfg.device,
     }
     if cfg.device == "cuda":
@@ -87,41 +85,11 @@ def settle_device(cfg: Config) -> Config:
     return cfg.with_overrides(device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _prepare_device(cfg: Config) -> str | None:
-    """Threads: --threads, or one thread on a busy machine. Returns the notice to print once the
-    run has started (a refused run prints its error line alone)."""
+def _prepare_device(cfg: Config) -> None:
+    """Threads: fixed by --threads now; else chosen at each stack from the cores other
+    processes leave free (`protocol.threads`)."""
     if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    elif cfg.device == "cpu":
-        return _busy_machine_threads()
-    return None
-
-
-_THREADS_DECIDED = False
-
-
-def _busy_machine_threads() -> str | None:
-    """With no --threads, torch takes every core; if other work already holds them, its threads
-    wait on each other and a run is several times slower than on one thread
-    (`benchmarks/busy.py`). Then use one thread, and say so. Busy means other processes' CPU
-    use now (`busy.busy_cores`), so the command that just finished does not count. Thread
-    counts do not change the numbers (same benchmark)."""
-    global _THREADS_DECIDED
-    if _THREADS_DECIDED:  # once per process: later studies would see this process's own load
-        return None
-    _THREADS_DECIDED = True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cores or cores < 2:
-        return None
-    # what other processes use now, not a lagging average of this process's own work too
-    others = busy.busy_cores(os.cpu_count() or cores)
-    if others >= cores - 0.5:
-        torch.set_num_threads(1)
-        return (
-            f"kdbench: the machine is busy (other processes use {others:.1f} of {cores} cores),"
-            f" so training uses 1 thread, faster there; --threads {cores} overrides"
-        )
-    return None
+        threads.fit(cfg.threads, cfg.device)
 
 
 def study(
@@ -262,7 +230,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
     splits = _splits(cfg, source)
     cfg = _shaped(cfg, splits)
     check_models(cfg, splits)
-    notice = _prepare_device(cfg)
+    _prepare_device(cfg)
     folder = guard.check(Path(out) if out is not None else default_out())
     on_device = splits.to(cfg.device)
     # your teacher is checked before the folder is touched: a bad one leaves nothing behind;
@@ -286,7 +254,7 @@ def _reproduce(cfg, out, progress, measure_latency, arrays, shared, teacher):
             n_images = len(source["train_images"])
             own_logits = own.logits(on_device, n_images, d.validation_split, d.train_limit)
     kept_logits = kept is not None
-    ready = _Ready(cfg, splits, on_device, arrays, own, own_logits, kept_logits, notice, start)
+    ready = _Ready(cfg, splits, on_device, arrays, own, own_logits, kept_logits, start)
     with guard.claim(folder):
         return _study_in(folder, ready, progress, measure_latency, shared)
 
@@ -302,18 +270,15 @@ class _Ready:
     own: OwnTeacher | None
     own_logits: TeacherLogits | None
     own_logits_kept: bool  # read back from the folder: already there, not written again
-    notice: str | None  # what the device setup has to say
     start: float
 
 
 def _study_in(folder: Path, ready: _Ready, progress, measure_latency: bool, shared):
     """The part of `reproduce` that writes: run with `folder` claimed (one writer)."""
     cfg, splits, on_device, own = ready.cfg, ready.splits, ready.on_device, ready.own
-    notice, start, arrays = ready.notice, ready.start, ready.arrays
+    start, arrays = ready.start, ready.arrays
     run_config = _new_run_config(cfg)
     store = RunStore(folder, run_config)
-    if notice:
-        print(notice, file=sys.stderr)
     if arrays is not None:
         keep_in(folder, arrays, cfg.data.fingerprint)
     cache = SharedCache(store, shared) if shared is not None else store

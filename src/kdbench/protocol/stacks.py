@@ -17,7 +17,8 @@ from kdbench.engine import trainer as engine
 from kdbench.engine.losses import error_rate
 from kdbench.engine.meter import Meter
 from kdbench.engine.stack_model import Params, StackModel, select
-from kdbench.protocol import costs
+from kdbench.progress import Bar
+from kdbench.protocol import costs, threads
 from kdbench.records import MODEL, Record
 from kdbench.roles import Role, StackName
 
@@ -71,9 +72,19 @@ def _records(result, coords, roles, base, val_err, test_err, copies, shares) -> 
                 peak_memory_bytes=cost.peak_memory_bytes,
                 memory_kind=cost.memory_kind,
                 energy_joules=cost.energy_joules,
+                threads=torch.get_num_threads(),
             )
         )
     return out
+
+
+def engine_train(stack: engine.Stack, splits, schedule, cfg, progress, *rest) -> engine.Result:
+    """`engine.train` on the thread count `threads.fit` chooses for this stack now (said on
+    the progress line when it changes)."""
+    choice = threads.fit(cfg.threads, cfg.device)
+    if choice is not None and isinstance(progress, Bar):
+        progress.phase(f"{stack.name}: {choice.why()}")
+    return engine.train(stack, splits, schedule, progress, *rest)
 
 
 class StackCache(Protocol):
@@ -211,7 +222,7 @@ def trained_or_loaded(spec: HardLabelStack, cfg, splits, cache, progress):
         resume = _snapshot_for(cache, spec.name, coords)
         keep = _keep_for(cache, spec.name, coords)
     with Meter(device) as meter:
-        res = engine.train(stack, splits, spec.schedule or cfg.train, progress, resume, keep)
+        res = engine_train(stack, splits, spec.schedule or cfg.train, cfg, progress, resume, keep)
     train = costs.training_macs(spec.model, splits, res.epochs)
     # the engine's seconds include the parts of a stack before it was cut short and resumed
     shares = costs.apportion(meter.result, res.seconds, train, [None] * len(train))

@@ -14,6 +14,7 @@ and small networks, so it must finish before any other work of the same folder s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from kdbench.errors import ConfigError
@@ -79,7 +80,12 @@ class RayExecutor:
         ray = self.ray
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False)
-        stack_task, point_task = ray.remote(train_stack), ray.remote(report_point)
+        # each task one thread per core Ray gives it (workers share the machine: the free-core
+        # rule of `protocol.threads` would count the other workers as someone else's load)
+        stacks = [DistilWork(tuple(_threads(p) for p in w.points)) for w in stacks]
+        points = [_threads(p) for p in points]
+        stack_task = ray.remote(num_cpus=CPUS_PER_TASK)(train_stack)
+        point_task = ray.remote(num_cpus=CPUS_PER_TASK)(report_point)
         first: dict = {}
         for n, work in enumerate(stacks):
             first.setdefault(work.shared, n)
@@ -92,6 +98,14 @@ class RayExecutor:
             trained.update({n: ray.get(ref) for n, ref in refs.items()})
         summaries = ray.get([point_task.remote(p) for p in points])
         return [trained[n] for n in range(len(stacks))], summaries
+
+
+CPUS_PER_TASK = 1
+
+
+def _threads(point: Point) -> Point:
+    """The point with a thread count of the cores its Ray task holds."""
+    return dataclasses.replace(point, config=point.config.with_overrides(threads=CPUS_PER_TASK))
 
 
 EXECUTORS = ("local", "ray")
