@@ -12,7 +12,6 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from torch.utils import benchmark
 
 from kdbench.engine.stack_model import Size
 
@@ -32,6 +31,8 @@ def counts(size: Size, members: int = 1) -> dict[str, int]:
 
 def time_per_image(fn: Callable[[], object], batch: int, min_run_time: float = 0.3) -> dict:
     """Median and quartiles of microseconds per image over the timer's blocks."""
+    from torch.utils import benchmark  # 0.2 s (it imports setuptools): only when timing
+
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
     per_image = [t / batch for t in m.times]
