@@ -55,8 +55,8 @@ def records(folder: Path) -> list[dict]:
 def chosen(folder: Path) -> str:
     """The thread counts the stacks trained on, in training order."""
     lines = (folder / "records.jsonl").read_text().splitlines()
-    counts = [json.loads(x).get("threads") for x in lines]
-    return "/".join(str(c) for i, c in enumerate(counts) if c and (i == 0 or counts[i - 1] != c))
+    counts = [c for c in (json.loads(x).get("threads") for x in lines) if c]  # models only
+    return "/".join(str(c) for i, c in enumerate(counts) if i == 0 or counts[i - 1] != c)
 
 
 def main() -> None:
