@@ -56,17 +56,25 @@ def test_threads_fit_the_cores_other_processes_leave_free():
     assert choose(8, 0.0, 2) == 2  # never beyond torch's own count (OMP_NUM_THREADS)
 
 
-def test_threads_are_chosen_again_at_each_stack_and_said_when_they_change(monkeypatch):
-    import torch
-
+def _two_cores_under(monkeypatch, load) -> None:
+    """`protocol.threads` on a fresh 2-core machine (torch's own count 2) whose other
+    processes use `load()` cores at each reading."""
     from kdbench.protocol import busy, threads
 
     monkeypatch.setattr(threads, "_cap", 2)
     monkeypatch.setattr(threads, "_last", (None, None))
     monkeypatch.setattr(threads, "_cores", lambda: 2)
+    monkeypatch.setattr(busy, "busy_cores", lambda cores: load())
+    monkeypatch.setattr(busy, "others_busy_cores", lambda a, b, cores: load())
+
+
+def test_threads_are_chosen_again_at_each_stack_and_said_when_they_change(monkeypatch):
+    import torch
+
+    from kdbench.protocol import threads
+
     load = iter([1.0, 0.0, 0.1])  # other processes' cores: before the first stack, then between
-    monkeypatch.setattr(busy, "busy_cores", lambda cores: next(load))
-    monkeypatch.setattr(busy, "others_busy_cores", lambda a, b, cores: next(load))
+    _two_cores_under(monkeypatch, lambda: next(load))
     try:
         first = threads.fit(None, "cpu")
         assert torch.get_num_threads() == 1
@@ -86,14 +94,10 @@ def test_a_study_on_a_busy_machine_says_its_threads_and_records_them(tmp_path, m
     import torch
 
     from kdbench import reproduce
-    from kdbench.protocol import busy, threads
+    from kdbench.protocol import threads
     from kdbench.protocol.presets import resolve
 
-    monkeypatch.setattr(threads, "_cap", 2)
-    monkeypatch.setattr(threads, "_last", (None, None))
-    monkeypatch.setattr(threads, "_cores", lambda: 2)
-    monkeypatch.setattr(busy, "busy_cores", lambda cores: 1.0)
-    monkeypatch.setattr(busy, "others_busy_cores", lambda a, b, cores: 1.0)
+    _two_cores_under(monkeypatch, lambda: 1.0)
     try:
         cfg = resolve("paper", train_limit=600, repeats=1, members=1, epochs=1)
         folder, _ = reproduce(cfg, tmp_path / "a", measure_latency=False)

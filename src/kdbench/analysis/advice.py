@@ -68,9 +68,6 @@ def lower_temperature(t: float) -> str:
     return f"a lower --temperature ({values}), or `kdbench sweep --grid temperature={grid}`"
 
 
-_PYTHON_NAMES: dict[str, str] = {}  # flags not spelled as their setting (none now)
-
-
 def in_python(advice: str) -> str:
     """Command-line advice as the Python API says it: `--preset P` as `kdbench.preset("P")`,
     `--flag V` as `flag=V` in `Config.with_overrides`, and a `kdbench sweep --grid name=a,b`
@@ -85,8 +82,7 @@ def in_python(advice: str) -> str:
     advice = re.sub(r"--preset ([a-z0-9-]+)", r'kdbench.preset("\1")', advice)
 
     def flag(m: re.Match) -> str:
-        name = m.group(1).replace("-", "_")
-        name = _PYTHON_NAMES.get(name, name)
+        name = m.group(1).replace("-", "_")  # every flag is its setting's name
         return f"{name}={m.group(2)}" if m.group(2) else name
 
     return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9.e-]*))?", flag, advice)

@@ -116,8 +116,9 @@ def row_names(cfg: dict, resources: dict | None = None) -> dict[str, str]:
     measured it, its size: a LeNet-5 teacher is not a "large network" beside a larger student."""
     m = cfg["model"]
     own = m.get("own_teacher")
+    names = {row: label(row, own) for row in LABELS}  # controls: their training says it all
     if comparable_to_paper(cfg):
-        return {row: label(row, own) for row in LABELS}
+        return names
     sized = (resources or {}).get("rows", {})
 
     def size(row: str) -> str:
@@ -125,7 +126,6 @@ def row_names(cfg: dict, resources: dict | None = None) -> dict[str, str]:
         return "" if n is None else f" ({n:,} params)"
 
     s = named(student_name(m))
-    names = {row: label(row, own) for row in LABELS}  # controls: their training says it all
     names.update({
         "teacher": f"Your teacher ({own})" if own else f"Teacher: {named(teacher_name(m))}",
         "student_from_teacher": f"{s} distilled from {'your' if own else 'the'} teacher",

@@ -212,7 +212,8 @@ def diagnosis_section(summary: Summary) -> str:
     )
 
 
-def report_markdown(summary: Summary, run_config: dict) -> str:
+def report_markdown(summary: Summary, run_config: dict, names: dict[str, str]) -> str:
+    """report.md; `names`: each row's name in its tables (`configuration.row_names`)."""
     cfg = run_config["config"]
     env = run_config.get("environment", {})
     status = (
@@ -239,7 +240,6 @@ def report_markdown(summary: Summary, run_config: dict) -> str:
         else f"test error on {'your data' if dataset == 'arrays' else dataset}"
     )
     heading = "kdbench study on your data" if dataset == "arrays" else "kdbench reproduce"
-    names = row_names(cfg)  # the tables give the sizes in their own columns
     devices = resources_section(summary, names)
     time_line = f"Wall time {total:.0f} s."
     if summary.timing.resumed:  # earlier parts are known only by their models' recorded time
@@ -308,7 +308,8 @@ def render(
     summary = build_summary(records, planned, timing, resources, comparable_to_paper(cfg), own)
     summary.diagnosis = diagnosis
     write_summary(folder, summary)
-    atomic_write(folder / "table.md", table_markdown(summary, row_names(cfg)).encode())
+    names = row_names(cfg)  # the tables give the sizes in their own columns
+    atomic_write(folder / "table.md", table_markdown(summary, names).encode())
     atomic_write(folder / "table.csv", table_csv(records).encode())
     look = figure_look(summary, cfg)
     figure(summary, folder, look)
@@ -316,5 +317,5 @@ def render(
         cost_figure(summary, folder, look)
     if resources:
         tradeoff_figure(summary, folder, look)
-    atomic_write(folder / "report.md", report_markdown(summary, run_config).encode())
+    atomic_write(folder / "report.md", report_markdown(summary, run_config, names).encode())
     return summary

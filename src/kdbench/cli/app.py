@@ -98,10 +98,9 @@ def reproduce(
     tracking.check(track)
     if track_live and track != "mlflow":
         raise ConfigError("--track-live logs to MLflow while the study trains: add --track mlflow")
+    # after the settings are checked: torch loads slowly
     from kdbench.protocol.run import default_out
-    from kdbench.protocol.run import (
-        reproduce as run,  # after the settings are checked: torch loads slowly
-    )
+    from kdbench.protocol.run import reproduce as run
 
     start = time.perf_counter()
     out = out or default_out()

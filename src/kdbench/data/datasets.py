@@ -273,8 +273,7 @@ def load(
     features in [0, 1], one flattened row an image (`image`: its channels, height, width),
     int64 labels; validation rows the last `validation_split` of the (first `train_limit`)
     training rows."""
-    splits = split_arrays(load_arrays(name, data_dir), validation_split, train_limit)
-    return dataclasses.replace(splits, image=image_of(name))
+    return split_arrays(load_arrays(name, data_dir), validation_split, train_limit, image_of(name))
 
 
 def _numpy(a, what: str) -> np.ndarray:
@@ -362,10 +361,12 @@ def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_limit) -> Splits:
+def split_arrays(
+    arrays: dict[str, np.ndarray], validation_split: float, train_limit, image=None
+) -> Splits:
     """The arrays' splits: your own validation set where the arrays carry one (`val_images`),
-    else the tail of the training set."""
-    return split(
+    else the tail of the training set; `image`: a row's (channels, height, width), if images."""
+    splits = split(
         arrays["train_images"],
         arrays["train_labels"],
         arrays["test_images"],
@@ -375,3 +376,4 @@ def split_arrays(arrays: dict[str, np.ndarray], validation_split: float, train_l
         arrays.get("val_images"),
         arrays.get("val_labels"),
     )
+    return dataclasses.replace(splits, image=image)

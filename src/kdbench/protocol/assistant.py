@@ -17,8 +17,15 @@ from kdbench.data.datasets import Splits
 from kdbench.engine import trainer as engine
 from kdbench.engine.architectures import of_config
 from kdbench.engine.meter import Meter
-from kdbench.protocol import costs, stacks
-from kdbench.protocol.stacks import Held, StackCache, make_stack, record_stack, saved
+from kdbench.protocol import costs
+from kdbench.protocol.stacks import (
+    Held,
+    StackCache,
+    engine_train,
+    make_stack,
+    record_stack,
+    saved,
+)
 from kdbench.protocol.targets import Upstream, from_one_each, viewed
 from kdbench.records import Record
 from kdbench.roles import Role, StackName
@@ -44,7 +51,7 @@ def assisted(
         with Meter(splits.x_train.device) as meter:
             objective = from_one_each(cfg, splits, sub, sub.models.teacher, sub.teachers)
             stack = make_stack(name, model, coords, cfg.protocol.seed, objective=objective)
-            res = stacks.engine_train(stack, splits, cfg.train, cfg, progress)
+            res = engine_train(stack, splits, cfg.train, cfg, progress)
         train = costs.training_macs(model, splits, res.epochs)
         views = viewed(cfg, sub)
         target = costs.one_teacher_target_macs(sub.models.teacher, splits, views, res.epochs)

@@ -28,11 +28,12 @@ from kdbench.engine.losses import loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation, SmoothedLabels
 from kdbench.engine.work import pass_cost
-from kdbench.protocol import costs, stacks
+from kdbench.protocol import costs
 from kdbench.protocol.stacks import (
     HardLabelStack,
     StackCache,
     by_repeat,
+    engine_train,
     make_stack,
     record_stack,
     trained_or_loaded,
@@ -125,7 +126,7 @@ def _self_distilled(cfg, splits, up, cache, progress) -> list[Record]:
         with Meter(splits.x_train.device) as meter:
             objective = self_distillation(cfg, splits, up)
             stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective)
-            res = stacks.engine_train(stack, splits, cfg.train, cfg, progress)
+            res = engine_train(stack, splits, cfg.train, cfg, progress)
         train = costs.training_macs(student, splits, res.epochs)
         target = costs.one_teacher_target_macs(student, splits, viewed(cfg, up), res.epochs)
         shares = costs.apportion(meter.result, meter.result.seconds, train, target)
@@ -149,7 +150,7 @@ def _smoothed(cfg, splits, up, cache, progress) -> list[Record]:
         coords = [(r, "student", 0) for r in up.repeat_ids] * (len(roles) // up.repeats)
         stack = make_stack(name, student, coords, cfg.protocol.seed, objective=objective(eps))
         with Meter(splits.x_train.device) as meter:
-            res = stacks.engine_train(stack, splits, cfg.train, cfg, progress)
+            res = engine_train(stack, splits, cfg.train, cfg, progress)
         train = costs.training_macs(student, splits, res.epochs)
         target = [spent if role == Role.STUDENT_SMOOTH_MATCHED else None for role in roles]
         shares = costs.apportion(meter.result, res.seconds, train, target)

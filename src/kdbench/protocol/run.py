@@ -6,7 +6,6 @@ The entry point the CLI and the Python API share: `reproduce(Config(), "runs/x")
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import platform
 import time
 import warnings
@@ -121,9 +120,7 @@ def _splits(cfg: Config, arrays: dict) -> data.Splits:
     """The configuration's data (on the CPU), with the batch size checked against it."""
     d = cfg.data
     image = data.image_of(d.dataset, d.arrays_image)
-    splits = dataclasses.replace(
-        data.split_arrays(arrays, d.validation_split, d.train_limit), image=image
-    )
+    splits = data.split_arrays(arrays, d.validation_split, d.train_limit, image)
     if cfg.train.augment is not None and image is None:
         raise ConfigError(
             f"--augment crops and flips images, but {d.dataset}'s rows are not images"

@@ -24,7 +24,7 @@ from kdbench.engine.architectures import of_config
 from kdbench.engine.losses import ensemble_probs, error_rate, loss_class
 from kdbench.engine.meter import Meter
 from kdbench.engine.objectives import Distillation
-from kdbench.protocol import costs, stacks
+from kdbench.protocol import costs
 from kdbench.protocol.assistant import assisted
 from kdbench.protocol.controls import train_controls
 from kdbench.protocol.own_teacher import OwnTeacher, TeacherLogits
@@ -33,6 +33,7 @@ from kdbench.protocol.stacks import (
     Held,
     RecordSink,
     StackCache,
+    engine_train,
     make_stack,
     record_stack,
     saved,
@@ -213,7 +214,7 @@ def distil(
         teachers = objective.teachers
         stack = make_stack(name, student, coords * len(cfgs), first.protocol.seed,
                            objective=objective)  # fmt: skip
-        res = stacks.engine_train(stack, splits, first.train, first, progress)
+        res = engine_train(stack, splits, first.train, first, progress)
     train = costs.training_macs(student, splits, res.epochs)
     target = _target_macs(first, splits, sub, roles * len(cfgs), res.epochs)
     shares = costs.apportion(meter.result, meter.result.seconds, train, target)

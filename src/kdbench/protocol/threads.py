@@ -64,24 +64,27 @@ def fit(threads: int | None, device: str) -> Choice | None:
     """Set torch's thread count for the stack about to train; returns the choice when it
     differs from the last one (to say it), else None. On CUDA the CPU only feeds the GPU: left
     as it is."""
-    global _cap, _last
-    if threads is not None:
-        torch.set_num_threads(threads)
-        choice = Choice(threads, _cores(), None)
-    elif device != "cpu":
+    global _last
+    if threads is None and device != "cpu":
         return None
-    else:
-        if _cap is None:
-            _cap = torch.get_num_threads()
-        cores = _cores()
-        before, _ = _last
-        if before is None:  # the first stack: a short sample of the machine now
-            others = busy.busy_cores(os.cpu_count() or cores)
-        else:
-            now = busy.sample()
-            others = busy.others_busy_cores(before, now, os.cpu_count() or cores) if now else 0.0
-        choice = Choice(choose(cores, others, _cap), cores, others)
-        torch.set_num_threads(choice.threads)
+    choice = Choice(threads, _cores(), None) if threads is not None else _free(_last[0])
+    torch.set_num_threads(choice.threads)
     said = _last[1]
     _last = (busy.sample(), choice)
     return choice if said is None or said.threads != choice.threads else None
+
+
+def _free(since: busy.CpuSample | None) -> Choice:
+    """The free cores now: other processes' work since `since` (the last choice), or over a
+    short sample before the first."""
+    global _cap
+    if _cap is None:
+        _cap = torch.get_num_threads()
+    cores = _cores()
+    counted = os.cpu_count() or cores  # /proc/stat counts every core, not only ours
+    if since is None:  # the first stack: a short sample of the machine now
+        others = busy.busy_cores(counted)
+    else:
+        now = busy.sample()
+        others = busy.others_busy_cores(since, now, counted) if now else 0.0
+    return Choice(choose(cores, others, _cap), cores, others)

@@ -50,15 +50,17 @@ from kdbench.summary import Comparison, Costs, Row
 
 TRACKERS = ("mlflow", "tensorboard")  # tensorboard: `runs.tensorboard`
 DEFAULT_STORE = "mlruns"  # under the working directory, as MLflow's own file store default was
-FIGURES = ("figure", "tradeoff", "costs", "sweep", "teacher_strength")  # .png and .svg each
-ARTIFACTS = (
-    "report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS, RESOURCES,
-    *(f"{stem}.{ext}" for stem in FIGURES[:3] for ext in ("png", "svg")),
-)  # fmt: skip
-SWEEP_ARTIFACTS = (
-    "sweep.md", "sweep.json", "sweep-config.json",
-    *(f"{stem}.{ext}" for stem in FIGURES[3:] for ext in ("png", "svg")),
-)  # fmt: skip
+
+
+def _figures(*stems: str) -> tuple[str, ...]:
+    """Every figure is written as .png and .svg."""
+    return tuple(f"{stem}.{ext}" for stem in stems for ext in ("png", "svg"))
+
+
+ARTIFACTS = ("report.md", "table.md", "table.csv", SUMMARY, CONFIG, DIAGNOSIS, RESOURCES,
+             *_figures("figure", "tradeoff", "costs"))  # fmt: skip
+SWEEP_ARTIFACTS = ("sweep.md", "sweep.json", "sweep-config.json",
+                   *_figures("sweep", "teacher_strength"))  # fmt: skip
 MODEL = "model"  # the students' weights, under this artifact folder
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch call
 
@@ -137,6 +139,12 @@ def describe(tracker: str, made: str) -> str:
     return f"mlflow: run {made} at {where()}"
 
 
+def _first_line(exc: Exception) -> str:
+    """A tracker's error in one line: its message's first line, or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def send(log, folder: Path, tracker: str = "mlflow") -> str:
     """Run `log()` (a `log_study` or `log_sweep` of a finished folder); any failure of the
     tracker becomes one line that says the folder is complete and how to send it later."""
@@ -145,7 +153,7 @@ def send(log, folder: Path, tracker: str = "mlflow") -> str:
     except KdbenchError:
         raise
     except Exception as exc:  # the tracker's, not kdbench's: a server down, a store refused
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         from kdbench.runs import tensorboard
 
         board = tracker == "tensorboard"
@@ -411,6 +419,6 @@ class Live:
             self.client.log_batch(self.run_id, metrics=rows)
         except Exception as exc:  # the tracker's failure: training goes on, said once
             self.failed = True
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"kdbench: note: live tracking stopped ({type(exc).__name__}: {first[:150]});"
+            print(f"kdbench: note: live tracking stopped ({type(exc).__name__}:"
+                  f" {_first_line(exc)[:150]});"
                   " the run goes on and is sent when it ends", file=sys.stderr)  # fmt: skip
